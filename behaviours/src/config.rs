@@ -1,0 +1,266 @@
+//! Every tunable of the Kelips core in one place.
+//!
+//! Times are in milliseconds (the field names end in `_ms`), counts are plain numbers. The
+//! defaults are those of `DESIGN.md` §2, with `t_fail_ms`, the rations, the fanouts and
+//! `t_contact_ms` chosen from simulator runs recorded in `BENCHMARKS.md`. Tests use
+//! millisecond-scale periods through the same struct.
+
+use serde::{Deserialize, Serialize};
+
+use crate::limits;
+
+/// Parameters of one Kelips node. All nodes of a network must agree on `network_name` and
+/// `groups` (they form the network id); the rest may differ from node to node.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Name of the network; hashed with `groups` and the protocol version into the network id
+    /// that every message carries. Default `"quickstore"`.
+    pub network_name: String,
+    /// Number of affinity groups `k`, fixed when a network is created (about √N). Default 16.
+    pub groups: u32,
+    /// Contacts kept per foreign group (`c`). Default 3.
+    pub contacts_per_group: usize,
+    /// A node bumps its own heartbeat counter this often. Default 1000 ms.
+    pub heartbeat_period_ms: u64,
+    /// One gossip round (group and cross-group) this often. Default 1000 ms.
+    pub gossip_period_ms: u64,
+    /// Group members gossiped to per round; one of them is chosen uniformly, the others with
+    /// probability ∝ 1/rtt². Default 3.
+    pub fanout: usize,
+    /// Contacts gossiped to per round. Default 2.
+    pub contact_fanout: usize,
+    /// A member whose (incarnation, heartbeat) has not risen for this long is failed; it is
+    /// removed after twice this (`T_cleanup`). Default 10 000 ms.
+    pub t_fail_ms: u64,
+    /// A contact not heard from for this long is stale: it is probed first, and any fresher
+    /// candidate replaces it. Must exceed `t_fail_ms`. Default 60 000 ms.
+    pub t_contact_ms: u64,
+    /// Rounds during which a new or changed entry or tuple is fresh, i.e. sent before older
+    /// ones. Default 3.
+    pub fresh_rounds: u8,
+    /// Full group entries per group message, fresh ones first. Default 4.
+    pub entry_ration: usize,
+    /// Of those, how many may be older entries picked at random when fewer are fresh. Default 1.
+    pub random_entry_ration: usize,
+    /// File tuples per group message (fresh ones only). Default 8.
+    pub tuple_ration: usize,
+    /// Own-group entries a cross-group message carries (candidates for the receiver's
+    /// contacts). Default 2.
+    pub cross_entry_ration: usize,
+    /// Contacts a cross-group message carries: one of the receiver's own group when known,
+    /// the rest of other groups. Default 2.
+    pub cross_contact_ration: usize,
+    /// Anti-entropy exchange of file tuples with one random group member this often.
+    /// Default 10 000 ms.
+    pub sync_period_ms: u64,
+    /// Tuples sent at most per anti-entropy reply or push. Default 64.
+    pub sync_ration: usize,
+    /// Re-contact a bootstrap or a remembered peer this often, so partitions heal. Default
+    /// 30 000 ms.
+    pub rejoin_period_ms: u64,
+    /// How long to wait for the answer to a join, view or lookup request. Default 2000 ms.
+    pub request_timeout_ms: u64,
+    /// Contacts asked in parallel in the first round of a lookup. Default 2.
+    pub lookup_parallelism: usize,
+    /// Steps of the random walk inside the target group when contacts fail. Default 3.
+    pub lookup_walk_ttl: u8,
+    /// Lookups in flight at once; more are refused. Default 1024.
+    pub max_pending_lookups: usize,
+    /// Largest group view kept; entries beyond it are refused. Default 4096.
+    pub max_group_size: usize,
+    /// Largest number of file tuples kept. Default 1 000 000.
+    pub max_tuples: usize,
+    /// Peers remembered (bounded) for rejoins after a partition. Default 64.
+    pub remembered_peers: usize,
+    /// Replicas per file (`R`). Default 3.
+    pub replication: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            network_name: "quickstore".into(),
+            groups: 16,
+            contacts_per_group: 3,
+            heartbeat_period_ms: 1000,
+            gossip_period_ms: 1000,
+            fanout: 3,
+            contact_fanout: 2,
+            t_fail_ms: 10_000,
+            t_contact_ms: 60_000,
+            fresh_rounds: 3,
+            entry_ration: 4,
+            random_entry_ration: 1,
+            tuple_ration: 8,
+            cross_entry_ration: 2,
+            cross_contact_ration: 2,
+            sync_period_ms: 10_000,
+            sync_ration: 64,
+            rejoin_period_ms: 30_000,
+            request_timeout_ms: 2000,
+            lookup_parallelism: 2,
+            lookup_walk_ttl: 3,
+            max_pending_lookups: 1024,
+            max_group_size: 4096,
+            max_tuples: 1_000_000,
+            remembered_peers: 64,
+            replication: 3,
+        }
+    }
+}
+
+/// A configuration value that cannot work, with the key that holds it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid configuration `{key}`: {reason}")]
+pub struct ConfigError {
+    /// The offending key, as spelled in the config file.
+    pub key: &'static str,
+    /// Why the value is refused.
+    pub reason: String,
+}
+
+fn check(ok: bool, key: &'static str, reason: impl FnOnce() -> String) -> Result<(), ConfigError> {
+    if ok {
+        Ok(())
+    } else {
+        Err(ConfigError {
+            key,
+            reason: reason(),
+        })
+    }
+}
+
+fn in_range<T: PartialOrd + std::fmt::Display + Copy>(
+    key: &'static str,
+    value: T,
+    min: T,
+    max: T,
+) -> Result<(), ConfigError> {
+    check(value >= min && value <= max, key, || {
+        format!("{value} is outside {min}..={max}")
+    })
+}
+
+impl Config {
+    /// Refuses values that cannot work, naming the key.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        check(
+            !self.network_name.is_empty() && self.network_name.len() <= 64,
+            "network_name",
+            || "must be 1 to 64 bytes".into(),
+        )?;
+        in_range("groups", self.groups, 1, limits::MAX_GROUPS)?;
+        in_range(
+            "contacts_per_group",
+            self.contacts_per_group,
+            1,
+            limits::MAX_CONTACTS_PER_GROUP,
+        )?;
+        in_range(
+            "heartbeat_period_ms",
+            self.heartbeat_period_ms,
+            1,
+            3_600_000,
+        )?;
+        in_range("gossip_period_ms", self.gossip_period_ms, 1, 3_600_000)?;
+        in_range("fanout", self.fanout, 1, 16)?;
+        in_range("contact_fanout", self.contact_fanout, 0, 16)?;
+        check(
+            self.t_fail_ms >= 2 * self.gossip_period_ms.max(self.heartbeat_period_ms),
+            "t_fail_ms",
+            || "must be at least two gossip and heartbeat periods".into(),
+        )?;
+        check(self.t_contact_ms > self.t_fail_ms, "t_contact_ms", || {
+            format!("must exceed t_fail_ms ({})", self.t_fail_ms)
+        })?;
+        in_range("fresh_rounds", self.fresh_rounds, 1, 64)?;
+        in_range(
+            "entry_ration",
+            self.entry_ration,
+            1,
+            limits::MAX_RATION_ENTRIES,
+        )?;
+        check(
+            self.random_entry_ration <= self.entry_ration,
+            "random_entry_ration",
+            || format!("must not exceed entry_ration ({})", self.entry_ration),
+        )?;
+        in_range(
+            "tuple_ration",
+            self.tuple_ration,
+            0,
+            limits::MAX_RATION_TUPLES,
+        )?;
+        in_range(
+            "cross_entry_ration",
+            self.cross_entry_ration,
+            0,
+            limits::MAX_RATION_ENTRIES,
+        )?;
+        in_range(
+            "cross_contact_ration",
+            self.cross_contact_ration,
+            0,
+            limits::MAX_RATION_ENTRIES,
+        )?;
+        in_range("sync_period_ms", self.sync_period_ms, 1, 86_400_000)?;
+        in_range("sync_ration", self.sync_ration, 1, limits::MAX_SYNC_TUPLES)?;
+        in_range("rejoin_period_ms", self.rejoin_period_ms, 1, 86_400_000)?;
+        in_range("request_timeout_ms", self.request_timeout_ms, 1, 600_000)?;
+        in_range("lookup_parallelism", self.lookup_parallelism, 1, 8)?;
+        in_range("lookup_walk_ttl", self.lookup_walk_ttl, 0, 16)?;
+        in_range("max_pending_lookups", self.max_pending_lookups, 1, 1 << 20)?;
+        in_range(
+            "max_group_size",
+            self.max_group_size,
+            1,
+            limits::MAX_DIGEST_ITEMS,
+        )?;
+        in_range("max_tuples", self.max_tuples, 1, 100_000_000)?;
+        in_range("remembered_peers", self.remembered_peers, 1, 4096)?;
+        in_range("replication", self.replication, 1, limits::MAX_HOLDERS)?;
+        Ok(())
+    }
+
+    /// `T_cleanup`: a failed member is removed this long after its last heartbeat increase.
+    pub fn t_cleanup_ms(&self) -> u64 {
+        2 * self.t_fail_ms
+    }
+
+    /// Contacts kept at most, over all foreign groups.
+    pub fn max_contacts(&self) -> usize {
+        self.groups.saturating_sub(1) as usize * self.contacts_per_group
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid() {
+        Config::default().validate().unwrap();
+    }
+
+    #[test]
+    fn bad_values_name_their_key() {
+        let bad = Config {
+            groups: 0,
+            ..Config::default()
+        };
+        assert_eq!(bad.validate().unwrap_err().key, "groups");
+        let bad = Config {
+            t_contact_ms: 5_000,
+            ..Config::default()
+        };
+        assert_eq!(bad.validate().unwrap_err().key, "t_contact_ms");
+        let bad = Config {
+            random_entry_ration: 9,
+            ..Config::default()
+        };
+        let err = bad.validate().unwrap_err();
+        assert_eq!(err.key, "random_entry_ration");
+        assert!(err.to_string().contains("random_entry_ration"));
+    }
+}

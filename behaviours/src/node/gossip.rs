@@ -1,0 +1,191 @@
+//! Group traffic: the gossip round, group gossip with its digest and rations, and the
+//! `Want`/`Entries` pull of members a digest names but this node does not know.
+
+use std::sync::Arc;
+
+use super::{Event, Kelips, Refusal, Source};
+use crate::Millis;
+use crate::entry::Entry;
+use crate::id::{NodeId, name_facts};
+use crate::limits::{MAX_RATION_ENTRIES, MAX_RATION_TUPLES, MAX_REPLY_ENTRIES, MAX_WANTED};
+use crate::message::{Entries, GroupGossip, Message, Want};
+use crate::targets;
+use crate::tuple::FileTuple;
+
+impl<I: NodeId> Kelips<I> {
+    /// One gossip round: failure detection, group gossip, cross-group gossip, and a slice of
+    /// the tuple liveness sweep.
+    pub(super) fn gossip_round(&mut self, now: Millis) {
+        self.detect_failures(now);
+        self.gossip_to_group();
+        self.gossip_to_contacts(now);
+        let view = &self.view;
+        let me = &self.me.id;
+        self.tuples.sweep(super::TUPLE_SWEEP_BUDGET, |holder| {
+            holder == me || view.get(holder).is_some()
+        });
+    }
+
+    fn detect_failures(&mut self, now: Millis) {
+        let t_fail = self.config.t_fail_ms;
+        let tombstone_for = 2 * t_fail + self.t_contact();
+        let slack = t_fail / self.config.heartbeat_period_ms;
+        let sweep = self.view.sweep(
+            now,
+            t_fail,
+            self.config.t_cleanup_ms(),
+            tombstone_for,
+            slack,
+        );
+        for id in sweep.failed {
+            self.stats.failures_detected += 1;
+            self.emit(Event::MemberFailed(id));
+        }
+        for entry in sweep.removed {
+            self.stats.members_removed += 1;
+            self.remember(entry.id.clone(), now);
+            self.emit(Event::MemberRemoved(entry.id));
+        }
+    }
+
+    /// Sends one group message, shared by `fanout` targets drawn ∝ 1/rtt² (one uniformly).
+    fn gossip_to_group(&mut self) {
+        let live: Vec<(I, Option<u32>)> = self
+            .view
+            .live()
+            .map(|m| (m.entry.id.clone(), m.rtt_us))
+            .collect();
+        if live.is_empty() {
+            return;
+        }
+        let rtts: Vec<Option<u32>> = live.iter().map(|(_, rtt)| *rtt).collect();
+        let chosen = targets::choose(&rtts, self.config.fanout, &mut self.rng);
+        let (digest, clashing) = self.view.digest(self.facts.short, self.me.beat());
+        let mut entries = Vec::new();
+        if self.own_fresh_rounds > 0 {
+            self.own_fresh_rounds -= 1;
+            entries.push(self.me.clone());
+        }
+        for id in clashing.into_iter().take(MAX_RATION_ENTRIES / 2) {
+            if let Some(member) = self.view.get(&id) {
+                entries.push(member.entry.clone());
+            }
+        }
+        let room = self.config.entry_ration.saturating_sub(entries.len());
+        let random = self.config.random_entry_ration.min(room);
+        entries.extend(self.view.ration(room, random, &mut self.rng));
+        entries.truncate(MAX_RATION_ENTRIES);
+        let tuples = self
+            .tuples
+            .fresh_ration(self.config.tuple_ration.min(MAX_RATION_TUPLES));
+        let gossip = Arc::new(GroupGossip {
+            digest,
+            entries,
+            tuples,
+        });
+        for index in chosen {
+            self.send(live[index].0.clone(), Message::Group(gossip.clone()));
+        }
+    }
+
+    pub(super) fn on_group(
+        &mut self,
+        now: Millis,
+        from: I,
+        gossip: &GroupGossip<I>,
+    ) -> Result<(), Refusal> {
+        self.check_member(&from)?;
+        if gossip.entries.len() > MAX_RATION_ENTRIES || gossip.tuples.len() > MAX_RATION_TUPLES {
+            return Err(Refusal::OverBound("ration"));
+        }
+        let outcome =
+            self.view
+                .apply_digest(&gossip.digest, self.facts.short, now, self.max_jump());
+        for id in outcome.recovered {
+            self.emit(Event::MemberRecovered(id));
+        }
+        for entry in &gossip.entries {
+            self.learn_member(now, entry, Source::Member);
+        }
+        for tuple in &gossip.tuples {
+            self.learn_tuple(tuple);
+        }
+        if !outcome.unknown.is_empty() {
+            let mut shorts = outcome.unknown;
+            shorts.truncate(MAX_WANTED);
+            self.send(from, Message::Want(Want { shorts }));
+        }
+        Ok(())
+    }
+
+    /// Merges an entry that must belong to the own group.
+    pub(super) fn learn_member(&mut self, now: Millis, entry: &Entry<I>, source: Source) {
+        if entry.id != self.me.id && self.facts_of(&entry.id).group != self.facts.group {
+            self.stats.refused_items += 1;
+            return;
+        }
+        self.learn(now, entry, source);
+    }
+
+    /// Merges a tuple that must belong to the own group and be well formed.
+    pub(super) fn learn_tuple(&mut self, tuple: &Arc<FileTuple<I>>) {
+        let (group, fp) = name_facts(&tuple.name, self.config.groups);
+        let valid = group == self.facts.group
+            && FileTuple::clone(tuple)
+                .normalize()
+                .is_ok_and(|normal| normal == **tuple);
+        if !valid
+            || self
+                .tuples
+                .merge(fp, tuple, self.config.fresh_rounds)
+                .is_err()
+        {
+            self.stats.refused_items += 1;
+        }
+    }
+
+    /// Refuses a group-only message from outside the group.
+    pub(super) fn check_member(&self, from: &I) -> Result<(), Refusal> {
+        let group = self.facts_of(from).group;
+        if group != self.facts.group {
+            return Err(Refusal::WrongGroup {
+                expected: self.facts.group,
+                actual: group,
+            });
+        }
+        Ok(())
+    }
+
+    pub(super) fn on_want(&mut self, from: I, want: Want) -> Result<(), Refusal> {
+        self.check_member(&from)?;
+        if want.shorts.len() > MAX_WANTED {
+            return Err(Refusal::OverBound("want"));
+        }
+        let mut entries = self
+            .view
+            .entries_for_shorts(&want.shorts, MAX_REPLY_ENTRIES - 1);
+        if want.shorts.contains(&self.facts.short) {
+            entries.push(self.me.clone());
+        }
+        if !entries.is_empty() {
+            self.send(from, Message::Entries(Entries { entries }));
+        }
+        Ok(())
+    }
+
+    pub(super) fn on_entries(
+        &mut self,
+        now: Millis,
+        from: I,
+        entries: Entries<I>,
+    ) -> Result<(), Refusal> {
+        self.check_member(&from)?;
+        if entries.entries.len() > MAX_REPLY_ENTRIES {
+            return Err(Refusal::OverBound("entries"));
+        }
+        for entry in &entries.entries {
+            self.learn_member(now, entry, Source::Member);
+        }
+        Ok(())
+    }
+}

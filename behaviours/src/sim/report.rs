@@ -1,0 +1,161 @@
+//! What a scenario run measured, and the small statistics helpers behind it.
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+
+/// What a run measured. Times in seconds of virtual time unless named otherwise.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Report {
+    /// Nodes.
+    pub nodes: usize,
+    /// Groups `k`.
+    pub groups: u32,
+    /// Names inserted.
+    pub files: usize,
+    /// Virtual seconds run.
+    pub seconds: u64,
+    /// Message loss probability.
+    pub loss: f64,
+    /// Fraction killed at half time.
+    pub kill_fraction: f64,
+    /// Seed.
+    pub seed: u64,
+    /// `t_fail`.
+    pub t_fail_s: f64,
+    /// Gossip period.
+    pub gossip_period_s: f64,
+    /// Until every live node knows ≥ 99% of its live group and has a live contact for every
+    /// group (None: never).
+    pub converged_s: Option<f64>,
+    /// The same after the kill, counted from the kill.
+    pub reconverged_after_kill_s: Option<f64>,
+    /// Live group members marked failed by a member of their group (outside partitions).
+    pub false_positives: u64,
+    /// Dead nodes added back to a view by a node that had removed them.
+    pub resurrections: u64,
+    /// Lookups whose first round hit a dead contact or did not resolve.
+    pub contact_misses: u64,
+    /// Median age of the freshest counter a member holds for a live member of its group.
+    pub staleness_p50_s: f64,
+    /// 99th percentile of that age.
+    pub staleness_p99_s: f64,
+    /// Largest such age.
+    pub staleness_max_s: f64,
+    /// Kill → marked failed by every live group member that knew the node: median.
+    pub detection_p50_s: f64,
+    /// … 99th percentile.
+    pub detection_p99_s: f64,
+    /// … largest.
+    pub detection_max_s: f64,
+    /// Kill → removed from every group view: 99th percentile.
+    pub removal_p99_s: f64,
+    /// … largest.
+    pub removal_max_s: f64,
+    /// Dead nodes still in some group view at the end.
+    pub removals_missing: u64,
+    /// Kill → dropped by every node holding it as a contact: 99th percentile (of those done).
+    pub contact_removal_p99_s: f64,
+    /// (node, dead contact) pairs left at the end.
+    pub dead_contacts_left: u64,
+    /// Lookups measured (names ≥ 30 s old with a live holder).
+    pub lookups: u64,
+    /// Share answered in one hop (0 when local).
+    pub lookup_one_hop_ratio: f64,
+    /// Share that found the tuple.
+    pub lookup_success_ratio: f64,
+    /// Lookups that ended "not found".
+    pub lookup_not_found: u64,
+    /// Lookups that reached nobody able to answer.
+    pub lookup_unreachable: u64,
+    /// Live nodes at the end knowing < 99% of their live group.
+    pub unconverged_views: u64,
+    /// Live nodes at the end without a live contact for some group with live nodes.
+    pub uncovered_groups: u64,
+    /// Median lookup time, milliseconds.
+    pub lookup_p50_ms: f64,
+    /// 99th percentile lookup time, milliseconds.
+    pub lookup_p99_ms: f64,
+    /// Largest encoded message.
+    pub max_message_bytes: usize,
+    /// Bytes sent per live node per second.
+    pub bytes_per_node_per_s: f64,
+    /// Messages sent per live node per second.
+    pub messages_per_node_per_s: f64,
+    /// Messages lost on purpose.
+    pub messages_lost: u64,
+    /// Messages refused by receivers.
+    pub messages_refused: u64,
+    /// Soft state per node (sampled before the kill), bytes.
+    pub state_bytes_per_node: f64,
+    /// Bytes per view or contact entry (encoded + bookkeeping).
+    pub view_entry_bytes: f64,
+    /// Bytes per file tuple (encoded + bookkeeping).
+    pub tuple_bytes: f64,
+    /// Live nodes with neither group members nor contacts at the end.
+    pub isolated_nodes: u64,
+    /// Wall-clock seconds of the run.
+    pub wall_s: f64,
+    /// Messages and bytes sent per message kind.
+    pub traffic_by_kind: BTreeMap<&'static str, KindTraffic>,
+    /// Hash of the delivery trace (same seed, same trace).
+    pub trace: String,
+}
+
+/// Traffic of one message kind.
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+pub struct KindTraffic {
+    /// Messages sent.
+    pub messages: u64,
+    /// Bytes sent.
+    pub bytes: u64,
+    /// Bytes per live node per second.
+    pub bytes_per_node_per_s: f64,
+}
+
+/// Bins of 10 ms up to a maximum, for distributions with many samples.
+pub(crate) struct Histogram {
+    bins: Vec<u64>,
+    pub(crate) count: u64,
+    pub(crate) max_ms: u64,
+}
+
+impl Histogram {
+    pub(crate) fn new() -> Self {
+        Self {
+            bins: vec![0; 60_001],
+            count: 0,
+            max_ms: 0,
+        }
+    }
+
+    pub(crate) fn add(&mut self, ms: u64) {
+        let bin = (ms / 10).min(60_000) as usize;
+        self.bins[bin] += 1;
+        self.count += 1;
+        self.max_ms = self.max_ms.max(ms);
+    }
+
+    pub(crate) fn quantile_s(&self, q: f64) -> f64 {
+        if self.count == 0 {
+            return 0.0;
+        }
+        let target = ((self.count as f64) * q).ceil().max(1.0) as u64;
+        let mut seen = 0;
+        for (bin, n) in self.bins.iter().enumerate() {
+            seen += n;
+            if seen >= target {
+                return (bin as f64 * 10.0 + 10.0) / 1000.0;
+            }
+        }
+        self.max_ms as f64 / 1000.0
+    }
+}
+
+pub(crate) fn quantile(sorted: &[f64], q: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let index = ((sorted.len() as f64 * q).ceil() as usize).clamp(1, sorted.len()) - 1;
+    sorted[index]
+}

@@ -1,0 +1,455 @@
+//! The standard scenario behind `examples/simulate.rs` and the cluster tests: join N nodes,
+//! insert F names, look names up throughout, kill a fraction at half time, optionally
+//! partition and heal, and measure.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Instant;
+
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+use super::measure::{KillWatch, converged, convergence_gaps, sample_staleness, sample_state};
+use super::report::{Histogram, KindTraffic, Report, quantile};
+use super::{SimConfig, Simulator};
+use crate::Millis;
+use crate::config::Config;
+use crate::id::{SimId, name_group};
+use crate::node::{Event, LookupOutcome, LookupResult};
+use crate::tuple::{FileTuple, Version};
+
+/// What to run.
+#[derive(Debug, Clone)]
+pub struct Scenario {
+    /// Nodes.
+    pub nodes: usize,
+    /// Names inserted.
+    pub files: usize,
+    /// Virtual seconds.
+    pub seconds: u64,
+    /// Message loss probability.
+    pub loss: f64,
+    /// Fraction of the nodes killed at once at half time.
+    pub kill_fraction: f64,
+    /// Seed.
+    pub seed: u64,
+    /// Lookups started per virtual second.
+    pub lookups_per_s: f64,
+    /// Nodes join at random times in `[0, join_window_s)`.
+    pub join_window_s: f64,
+    /// Optional partition into two random halves: (start, end) in virtual seconds.
+    pub partition: Option<(u64, u64)>,
+    /// Kelips parameters (groups included).
+    pub kelips: Config,
+}
+
+impl Default for Scenario {
+    fn default() -> Self {
+        Self {
+            nodes: 1000,
+            files: 1000,
+            seconds: 120,
+            loss: 0.0,
+            kill_fraction: 0.0,
+            seed: 1,
+            lookups_per_s: 20.0,
+            join_window_s: 10.0,
+            partition: None,
+            kelips: Config::default(),
+        }
+    }
+}
+
+impl Scenario {
+    /// Runs the scenario and measures it.
+    pub fn run(&self) -> Report {
+        let wall = Instant::now();
+        let mut run = Run::new(self);
+        let end = self.seconds * 1000;
+        let mut t = 0;
+        while t < end {
+            t += STEP_MS;
+            run.step(t);
+        }
+        let mut report = run.finish();
+        report.wall_s = wall.elapsed().as_secs_f64();
+        report
+    }
+
+    fn kill_at(&self) -> Millis {
+        self.seconds * 1000 / 2
+    }
+
+    fn join_end(&self) -> Millis {
+        (self.join_window_s * 1000.0) as Millis
+    }
+}
+
+/// Granularity of the scenario's own actions (the simulator itself runs to the millisecond).
+const STEP_MS: Millis = 100;
+/// Names are looked up only once they are this old.
+const LOOKUP_AFTER_MS: Millis = 30_000;
+
+/// Ground truth of one inserted name.
+struct Inserted {
+    name: String,
+    at: Millis,
+    holders: Vec<u32>,
+}
+
+/// A scenario in progress.
+struct Run<'a> {
+    scenario: &'a Scenario,
+    sim: Simulator,
+    rng: ChaCha8Rng,
+    members_of: Vec<Vec<u32>>,
+    joins: std::iter::Peekable<std::vec::IntoIter<(Millis, u32)>>,
+    started: Vec<u32>,
+    inserts: std::iter::Peekable<std::vec::IntoIter<Millis>>,
+    inserted: Vec<Inserted>,
+    asked: BTreeMap<(u32, u64), Millis>,
+    lookup_ms: Vec<f64>,
+    one_hop: u64,
+    found: u64,
+    staleness: Histogram,
+    kill: Option<KillWatch>,
+    partitioned: bool,
+    node_ms: u128,
+    lookup_credit: f64,
+    report: Report,
+}
+
+impl<'a> Run<'a> {
+    fn new(scenario: &'a Scenario) -> Self {
+        let mut rng = ChaCha8Rng::seed_from_u64(scenario.seed ^ 0x5eed);
+        let mut sim = Simulator::new(SimConfig {
+            nodes: scenario.nodes,
+            seed: scenario.seed,
+            loss: scenario.loss,
+            kelips: scenario.kelips.clone(),
+            ..SimConfig::default()
+        });
+        let k = scenario.kelips.groups;
+        let join_end = scenario.join_end().max(1);
+        // Node 0 founds at 0; the others join at random times in the window.
+        let mut joins: Vec<(Millis, u32)> = (1..scenario.nodes as u32)
+            .map(|i| (rng.random_range(0..join_end), i))
+            .collect();
+        joins.sort_unstable();
+        sim.start(0, &[]);
+        // Names go in between the end of joins and 30 s before the kill.
+        let insert_end = scenario
+            .kill_at()
+            .saturating_sub(LOOKUP_AFTER_MS)
+            .max(join_end + 1);
+        let mut inserts: Vec<Millis> = (0..scenario.files)
+            .map(|_| rng.random_range(join_end..insert_end))
+            .collect();
+        inserts.sort_unstable();
+        let mut members_of = vec![Vec::new(); k as usize];
+        for i in 0..scenario.nodes as u32 {
+            members_of[sim.group_of(i) as usize].push(i);
+        }
+        let report = Report {
+            nodes: scenario.nodes,
+            groups: k,
+            files: scenario.files,
+            seconds: scenario.seconds,
+            loss: scenario.loss,
+            kill_fraction: scenario.kill_fraction,
+            seed: scenario.seed,
+            t_fail_s: scenario.kelips.t_fail_ms as f64 / 1000.0,
+            gossip_period_s: scenario.kelips.gossip_period_ms as f64 / 1000.0,
+            ..Report::default()
+        };
+        Self {
+            scenario,
+            sim,
+            rng,
+            members_of,
+            joins: joins.into_iter().peekable(),
+            started: vec![0],
+            inserts: inserts.into_iter().peekable(),
+            inserted: Vec::new(),
+            asked: BTreeMap::new(),
+            lookup_ms: Vec::new(),
+            one_hop: 0,
+            found: 0,
+            staleness: Histogram::new(),
+            kill: None,
+            partitioned: false,
+            node_ms: 0,
+            lookup_credit: 0.0,
+            report,
+        }
+    }
+
+    fn step(&mut self, t: Millis) {
+        self.start_joiners(t);
+        self.insert_names(t);
+        self.update_partition(t);
+        if self.kill.is_none() && self.scenario.kill_fraction > 0.0 && t >= self.scenario.kill_at()
+        {
+            self.kill(t);
+        }
+        self.start_lookups(t);
+        self.sim.run_until(t);
+        let live = (0..self.scenario.nodes as u32)
+            .filter(|&i| self.sim.is_alive(i))
+            .count();
+        self.node_ms += live as u128 * u128::from(STEP_MS);
+        for (at, node, event) in self.sim.take_events() {
+            self.observe(at, node, event);
+        }
+        if t.is_multiple_of(1000) {
+            self.every_second(t);
+        }
+    }
+
+    /// Nodes due to join by `t`, each through three random nodes started before it.
+    fn start_joiners(&mut self, t: Millis) {
+        while let Some((at, i)) = self.joins.next_if(|(at, _)| *at <= t) {
+            self.sim.run_until(at);
+            let bootstraps: Vec<u32> = (0..3)
+                .map(|_| self.started[self.rng.random_range(0..self.started.len())])
+                .collect();
+            self.sim.start(i, &bootstraps);
+            self.started.push(i);
+        }
+    }
+
+    /// Names due by `t`: R holders at random among the live, joined nodes of the name's group;
+    /// every holder publishes the tuple, as the home nodes of a put do.
+    fn insert_names(&mut self, t: Millis) {
+        let k = self.scenario.kelips.groups;
+        while let Some(at) = self.inserts.next_if(|at| *at <= t) {
+            let name = format!("file-{}", self.inserted.len());
+            let sim = &self.sim;
+            let live: Vec<u32> = self.members_of[name_group(&name, k) as usize]
+                .iter()
+                .copied()
+                .filter(|&i| sim.node(i).is_some_and(|n| n.is_joined()))
+                .collect();
+            if live.is_empty() {
+                continue;
+            }
+            let count = self.scenario.kelips.replication.min(live.len());
+            let holders: Vec<u32> = rand::seq::index::sample(&mut self.rng, live.len(), count)
+                .into_iter()
+                .map(|j| live[j])
+                .collect();
+            let mut blake3 = [0u8; 32];
+            self.rng.fill(&mut blake3);
+            let tuple = FileTuple {
+                name: name.as_str().into(),
+                version: Version { lamport: 1, blake3 },
+                size: self.rng.random_range(0..1 << 30),
+                holders: holders.iter().map(|&h| SimId(h)).collect(),
+            };
+            for &holder in &holders {
+                self.sim.publish(holder, tuple.clone());
+            }
+            self.inserted.push(Inserted { name, at, holders });
+        }
+    }
+
+    fn update_partition(&mut self, t: Millis) {
+        let Some((from, to)) = self.scenario.partition else {
+            return;
+        };
+        if !self.partitioned && t >= from * 1000 && t < to * 1000 {
+            let labels = (0..self.scenario.nodes)
+                .map(|_| self.rng.random_range(0..2u8))
+                .collect();
+            self.sim.partition(labels);
+            self.partitioned = true;
+        } else if self.partitioned && t >= to * 1000 {
+            self.sim.heal();
+            self.partitioned = false;
+        }
+    }
+
+    fn kill(&mut self, t: Millis) {
+        let live: Vec<u32> = (0..self.scenario.nodes as u32)
+            .filter(|&i| self.sim.is_alive(i))
+            .collect();
+        let count = ((live.len() as f64) * self.scenario.kill_fraction).round() as usize;
+        let dead: BTreeSet<u32> = rand::seq::index::sample(&mut self.rng, live.len(), count)
+            .into_iter()
+            .map(|j| live[j])
+            .collect();
+        let watch = KillWatch::new(&self.sim, t, dead);
+        for &d in &watch.dead {
+            self.sim.kill(d);
+        }
+        self.kill = Some(watch);
+    }
+
+    /// Lookups due by `t`, from random live nodes, of names old enough that still have a live
+    /// holder.
+    fn start_lookups(&mut self, t: Millis) {
+        self.lookup_credit += self.scenario.lookups_per_s * STEP_MS as f64 / 1000.0;
+        while self.lookup_credit >= 1.0 {
+            self.lookup_credit -= 1.0;
+            let old_enough = t.saturating_sub(LOOKUP_AFTER_MS);
+            let count = self.inserted.partition_point(|n| n.at <= old_enough);
+            if count == 0 {
+                continue;
+            }
+            let name = &self.inserted[self.rng.random_range(0..count)];
+            if !name.holders.iter().any(|&h| self.sim.is_alive(h)) {
+                continue;
+            }
+            let origin = self.rng.random_range(0..self.scenario.nodes as u32);
+            if !self.sim.node(origin).is_some_and(|n| n.is_joined()) {
+                continue;
+            }
+            let name = name.name.clone();
+            if let Some(query) = self.sim.lookup(origin, &name) {
+                self.asked.insert((origin, query), self.sim.now());
+            }
+        }
+    }
+
+    fn observe(&mut self, at: Millis, node: u32, event: Event<SimId>) {
+        match event {
+            Event::MemberFailed(SimId(d)) => {
+                if !self.partitioned && self.sim.is_alive(d) {
+                    self.report.false_positives += 1;
+                }
+                if let Some(kill) = &mut self.kill {
+                    kill.failed(node, d, at);
+                }
+            }
+            Event::MemberRemoved(SimId(d)) => {
+                if let Some(kill) = &mut self.kill {
+                    kill.removed(node, d, at);
+                }
+            }
+            Event::MemberAdded(SimId(d)) => {
+                let resurrected = self
+                    .kill
+                    .as_ref()
+                    .is_some_and(|kill| kill.is_resurrection(node, d));
+                if resurrected && !self.sim.is_alive(d) {
+                    self.report.resurrections += 1;
+                }
+            }
+            Event::ContactRemoved { id: SimId(d), .. } => {
+                if let Some(kill) = &mut self.kill {
+                    kill.contact_dropped(node, d, at);
+                }
+            }
+            Event::Lookup(outcome) => self.lookup_done(at, node, outcome),
+            _ => {}
+        }
+    }
+
+    fn lookup_done(&mut self, at: Millis, node: u32, outcome: LookupOutcome<SimId>) {
+        let Some(started) = self.asked.remove(&(node, outcome.query)) else {
+            return;
+        };
+        self.report.lookups += 1;
+        let found = matches!(outcome.result, LookupResult::Found { .. });
+        match outcome.result {
+            LookupResult::NotFound => self.report.lookup_not_found += 1,
+            LookupResult::Unreachable => self.report.lookup_unreachable += 1,
+            LookupResult::Found { .. } => {}
+        }
+        self.found += u64::from(found);
+        self.one_hop += u64::from(found && outcome.hops <= 1);
+        let dead_first = outcome
+            .first_targets
+            .iter()
+            .any(|SimId(c)| !self.sim.is_alive(*c));
+        if dead_first || outcome.hops > 1 || !found {
+            self.report.contact_misses += 1;
+        }
+        self.lookup_ms.push((at - started) as f64);
+    }
+
+    fn every_second(&mut self, t: Millis) {
+        let report = &mut self.report;
+        if report.converged_s.is_none()
+            && t >= self.scenario.join_end()
+            && converged(&self.sim, &self.members_of)
+        {
+            report.converged_s = Some(t as f64 / 1000.0);
+        }
+        if let Some(kill) = &self.kill
+            && report.reconverged_after_kill_s.is_none()
+            && converged(&self.sim, &self.members_of)
+        {
+            report.reconverged_after_kill_s = Some((t - kill.at) as f64 / 1000.0);
+        }
+        if (t / 1000).is_multiple_of(5) && t > self.scenario.join_end() && !self.partitioned {
+            sample_staleness(&self.sim, &mut self.staleness);
+        }
+        let end = self.scenario.seconds * 1000;
+        let sample_at = if self.scenario.kill_fraction > 0.0 {
+            self.scenario.kill_at().saturating_sub(1000)
+        } else {
+            end.saturating_sub(1000)
+        };
+        if t == sample_at {
+            let (state, entry, tuple) = sample_state(&self.sim, &mut self.rng);
+            report.state_bytes_per_node = state;
+            report.view_entry_bytes = entry;
+            report.tuple_bytes = tuple;
+        }
+    }
+
+    fn finish(mut self) -> Report {
+        let mut report = std::mem::take(&mut self.report);
+        if let Some(kill) = &self.kill {
+            let detection = kill.detection();
+            report.detection_p50_s = detection.p50_s;
+            report.detection_p99_s = detection.p99_s;
+            report.detection_max_s = detection.max_s;
+            let removal = kill.removal();
+            report.removal_p99_s = removal.p99_s;
+            report.removal_max_s = removal.max_s;
+            report.removals_missing = removal.missing;
+            report.contact_removal_p99_s = kill.contact_removal().p99_s;
+            report.dead_contacts_left = kill.dead_contacts_left();
+        }
+        report.staleness_p50_s = self.staleness.quantile_s(0.5);
+        report.staleness_p99_s = self.staleness.quantile_s(0.99);
+        report.staleness_max_s = self.staleness.max_ms as f64 / 1000.0;
+        if report.lookups > 0 {
+            report.lookup_one_hop_ratio = self.one_hop as f64 / report.lookups as f64;
+            report.lookup_success_ratio = self.found as f64 / report.lookups as f64;
+        }
+        self.lookup_ms.sort_by(f64::total_cmp);
+        report.lookup_p50_ms = quantile(&self.lookup_ms, 0.5);
+        report.lookup_p99_ms = quantile(&self.lookup_ms, 0.99);
+        let traffic = self.sim.traffic();
+        let node_s = (self.node_ms as f64 / 1000.0).max(1.0);
+        report.max_message_bytes = traffic.max_message_bytes;
+        report.bytes_per_node_per_s = traffic.bytes as f64 / node_s;
+        report.messages_per_node_per_s = traffic.messages as f64 / node_s;
+        report.messages_lost = traffic.lost;
+        report.messages_refused = traffic.refused;
+        report.traffic_by_kind = self
+            .sim
+            .traffic_by_kind()
+            .iter()
+            .map(|(kind, (messages, bytes))| {
+                let traffic = KindTraffic {
+                    messages: *messages,
+                    bytes: *bytes,
+                    bytes_per_node_per_s: *bytes as f64 / node_s,
+                };
+                (*kind, traffic)
+            })
+            .collect();
+        let (views, groups) = convergence_gaps(&self.sim, &self.members_of);
+        report.unconverged_views = views;
+        report.uncovered_groups = groups;
+        report.isolated_nodes = (0..self.scenario.nodes as u32)
+            .filter_map(|i| self.sim.node(i))
+            .filter(|n| self.scenario.nodes > 1 && n.view().is_empty() && n.contacts().is_empty())
+            .count() as u64;
+        report.trace = format!("{:016x}", self.sim.trace());
+        report
+    }
+}

@@ -1,0 +1,143 @@
+//! File tuples: name → newest version, size, BLAKE3 hash and holders.
+//!
+//! A version is (Lamport counter, BLAKE3 hash), ordered in that order; the highest wins. Two
+//! tuples of the same version merge their holder sets. Both rules make merging commutative,
+//! associative, idempotent and monotone, so gossip in any order converges.
+
+use std::cmp::Ordering;
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+
+use crate::limits::{MAX_HOLDERS, MAX_NAME_BYTES};
+
+/// The version of a file: a Lamport counter assigned by the first home node, then the BLAKE3
+/// hash of the bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct Version {
+    /// Lamport counter: max known + 1 at the first home node.
+    #[serde(rename = "l")]
+    pub lamport: u64,
+    /// BLAKE3 hash of the file's bytes.
+    #[serde(rename = "b", with = "serde_bytes")]
+    pub blake3: [u8; 32],
+}
+
+/// What the network knows of one name.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileTuple<I> {
+    /// The name: 1 to [`MAX_NAME_BYTES`] bytes of UTF-8 without NUL. A key, never a path.
+    #[serde(rename = "n")]
+    pub name: Arc<str>,
+    /// Newest version.
+    #[serde(rename = "v")]
+    pub version: Version,
+    /// Size in bytes.
+    #[serde(rename = "s")]
+    pub size: u64,
+    /// Nodes holding the bytes, sorted, without repeats, at most [`MAX_HOLDERS`].
+    #[serde(rename = "o")]
+    pub holders: Vec<I>,
+}
+
+/// Why a name or tuple was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TupleError {
+    /// Empty name.
+    #[error("file name is empty")]
+    EmptyName,
+    /// Name over the limit.
+    #[error("file name of {0} bytes exceeds {MAX_NAME_BYTES}")]
+    NameTooLong(usize),
+    /// Name with a NUL byte.
+    #[error("file name contains a NUL byte")]
+    NulInName,
+    /// No holder, or too many.
+    #[error("a tuple needs 1 to {MAX_HOLDERS} holders, got {0}")]
+    Holders(usize),
+    /// Name of another group.
+    #[error("file name belongs to group {actual}, not {expected}")]
+    WrongGroup {
+        /// The group this node serves.
+        expected: u32,
+        /// The name's group.
+        actual: u32,
+    },
+    /// The store is full.
+    #[error("tuple store full ({0} tuples)")]
+    StoreFull(usize),
+}
+
+/// Checks a file name: 1 to 1024 bytes of UTF-8 without NUL.
+pub fn check_name(name: &str) -> Result<(), TupleError> {
+    if name.is_empty() {
+        Err(TupleError::EmptyName)
+    } else if name.len() > MAX_NAME_BYTES {
+        Err(TupleError::NameTooLong(name.len()))
+    } else if name.contains('\0') {
+        Err(TupleError::NulInName)
+    } else {
+        Ok(())
+    }
+}
+
+impl<I: Ord + Clone> FileTuple<I> {
+    /// Checks the name and the holder count, and puts the holders in canonical order.
+    pub fn normalize(mut self) -> Result<Self, TupleError> {
+        check_name(&self.name)?;
+        self.holders.sort();
+        self.holders.dedup();
+        if self.holders.is_empty() || self.holders.len() > MAX_HOLDERS {
+            return Err(TupleError::Holders(self.holders.len()));
+        }
+        Ok(self)
+    }
+
+    /// Merges `other` (same name) into `self`; returns whether `self` changed. The higher
+    /// version wins; equal versions take the larger size and the union of holders, keeping
+    /// the [`MAX_HOLDERS`] smallest.
+    pub fn merge(&mut self, other: &Self) -> bool {
+        debug_assert_eq!(self.name, other.name);
+        match other.version.cmp(&self.version) {
+            Ordering::Greater => {
+                self.clone_from(other);
+                true
+            }
+            Ordering::Less => false,
+            Ordering::Equal => {
+                let mut changed = false;
+                if other.size > self.size {
+                    self.size = other.size;
+                    changed = true;
+                }
+                let mut union = self.holders.clone();
+                union.extend(other.holders.iter().cloned());
+                union.sort();
+                union.dedup();
+                union.truncate(MAX_HOLDERS);
+                if union != self.holders {
+                    self.holders = union;
+                    changed = true;
+                }
+                changed
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_checked() {
+        assert_eq!(check_name(""), Err(TupleError::EmptyName));
+        assert_eq!(check_name("a\0b"), Err(TupleError::NulInName));
+        assert!(check_name("../../etc/passwd").is_ok());
+        assert!(check_name(&"x".repeat(MAX_NAME_BYTES)).is_ok());
+        assert_eq!(
+            check_name(&"x".repeat(MAX_NAME_BYTES + 1)),
+            Err(TupleError::NameTooLong(MAX_NAME_BYTES + 1))
+        );
+    }
+}

@@ -1,0 +1,320 @@
+//! The file tuples of one group, with fresh-first rations and the bucket digest that
+//! anti-entropy compares.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::Arc;
+
+use rand::Rng;
+
+use crate::limits::SYNC_BUCKETS;
+use crate::tuple::{FileTuple, TupleError};
+
+/// Key of a tuple: the name's 64-bit fingerprint (first, so that a sync bucket is a key range),
+/// then the name.
+pub type TupleKey = (u64, Arc<str>);
+
+/// Bucket of a name fingerprint: its top six bits.
+pub fn bucket_of(fp: u64) -> usize {
+    (fp >> 58) as usize
+}
+
+fn mix(mut x: u64) -> u64 {
+    // SplitMix64 finaliser: spreads every input bit over the output.
+    x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    x ^ (x >> 31)
+}
+
+fn tuple_fingerprint<I>(fp: u64, tuple: &FileTuple<I>) -> u64 {
+    let mut hash8 = [0u8; 8];
+    hash8.copy_from_slice(&tuple.version.blake3[..8]);
+    mix(fp ^ mix(tuple.version.lamport ^ mix(u64::from_le_bytes(hash8))))
+}
+
+/// A tuple waiting to be sent in rations.
+struct Fresh {
+    key: TupleKey,
+    rounds_left: u8,
+}
+
+/// Most tuples queued as fresh; beyond it, anti-entropy carries them.
+const MAX_FRESH: usize = 4096;
+
+/// The tuples of one group.
+pub struct TupleStore<I> {
+    tuples: BTreeMap<TupleKey, Arc<FileTuple<I>>>,
+    buckets: [u64; SYNC_BUCKETS],
+    fresh: VecDeque<Fresh>,
+    max_tuples: usize,
+    sweep_cursor: Option<TupleKey>,
+}
+
+/// What merging a tuple did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Merged {
+    /// The name was new here.
+    Inserted,
+    /// A newer version or more holders.
+    Updated,
+    /// Nothing new.
+    Unchanged,
+}
+
+impl<I: Ord + Clone> TupleStore<I> {
+    /// An empty store holding at most `max_tuples`.
+    pub fn new(max_tuples: usize) -> Self {
+        Self {
+            tuples: BTreeMap::new(),
+            buckets: [0; SYNC_BUCKETS],
+            fresh: VecDeque::new(),
+            max_tuples,
+            sweep_cursor: None,
+        }
+    }
+
+    /// Number of tuples.
+    pub fn len(&self) -> usize {
+        self.tuples.len()
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.tuples.is_empty()
+    }
+
+    /// The tuple of `name` (whose fingerprint is `fp`), if known.
+    pub fn get(&self, fp: u64, name: &str) -> Option<&Arc<FileTuple<I>>> {
+        self.tuples.get(&(fp, Arc::from(name)))
+    }
+
+    /// All tuples, in key order.
+    pub fn iter(&self) -> impl Iterator<Item = &Arc<FileTuple<I>>> {
+        self.tuples.values()
+    }
+
+    /// Merges a checked tuple whose name has fingerprint `fp`; a change makes it fresh for
+    /// `fresh_rounds` rounds.
+    pub fn merge(
+        &mut self,
+        fp: u64,
+        tuple: &Arc<FileTuple<I>>,
+        fresh_rounds: u8,
+    ) -> Result<Merged, TupleError> {
+        let key: TupleKey = (fp, tuple.name.clone());
+        let bucket = bucket_of(fp);
+        let merged = match self.tuples.get_mut(&key) {
+            Some(current) => {
+                let before = tuple_fingerprint(fp, current);
+                let mut updated = FileTuple::clone(current);
+                if !updated.merge(tuple) {
+                    return Ok(Merged::Unchanged);
+                }
+                self.buckets[bucket] ^= before ^ tuple_fingerprint(fp, &updated);
+                *current = Arc::new(updated);
+                Merged::Updated
+            }
+            None => {
+                if self.tuples.len() >= self.max_tuples {
+                    return Err(TupleError::StoreFull(self.max_tuples));
+                }
+                self.buckets[bucket] ^= tuple_fingerprint(fp, tuple);
+                self.tuples.insert(key.clone(), tuple.clone());
+                Merged::Inserted
+            }
+        };
+        if self.fresh.len() < MAX_FRESH {
+            self.fresh.push_back(Fresh {
+                key,
+                rounds_left: fresh_rounds,
+            });
+        }
+        Ok(merged)
+    }
+
+    fn remove(&mut self, key: &TupleKey) {
+        if let Some(tuple) = self.tuples.remove(key) {
+            self.buckets[bucket_of(key.0)] ^= tuple_fingerprint(key.0, &tuple);
+        }
+    }
+
+    /// Up to `ration` fresh tuples for this round; each counts one of its fresh rounds.
+    pub fn fresh_ration(&mut self, ration: usize) -> Vec<Arc<FileTuple<I>>> {
+        let mut out = Vec::new();
+        let mut requeue = Vec::new();
+        while out.len() < ration {
+            let Some(mut fresh) = self.fresh.pop_front() else {
+                break;
+            };
+            let Some(tuple) = self.tuples.get(&fresh.key) else {
+                continue;
+            };
+            if out.iter().any(|t: &Arc<FileTuple<I>>| t.name == tuple.name) {
+                requeue.push(fresh);
+                continue;
+            }
+            out.push(tuple.clone());
+            fresh.rounds_left -= 1;
+            if fresh.rounds_left > 0 {
+                requeue.push(fresh);
+            }
+        }
+        self.fresh.extend(requeue);
+        out
+    }
+
+    /// Drops tuples none of whose holders is present any more, looking at no more than
+    /// `budget` tuples (round-robin over calls). Returns how many were dropped.
+    pub fn sweep(&mut self, budget: usize, present: impl Fn(&I) -> bool) -> usize {
+        let start = self.sweep_cursor.take();
+        let mut visited = 0;
+        let mut dead = Vec::new();
+        let mut last = None;
+        let range = match &start {
+            Some(key) => self.tuples.range((
+                std::ops::Bound::Excluded(key.clone()),
+                std::ops::Bound::Unbounded,
+            )),
+            None => self.tuples.range(..),
+        };
+        for (key, tuple) in range {
+            if visited == budget {
+                break;
+            }
+            visited += 1;
+            last = Some(key.clone());
+            if !tuple.holders.iter().any(&present) {
+                dead.push(key.clone());
+            }
+        }
+        // Stopping early leaves the cursor for the next call; reaching the end restarts.
+        self.sweep_cursor = if visited == budget { last } else { None };
+        for key in &dead {
+            self.remove(key);
+        }
+        dead.len()
+    }
+
+    /// The anti-entropy digest: per bucket, the XOR of the fingerprints of its tuples.
+    pub fn bucket_digest(&self) -> Vec<u64> {
+        self.buckets.to_vec()
+    }
+
+    /// Buckets whose fingerprint differs from `theirs`.
+    pub fn differing_buckets(&self, theirs: &[u64]) -> Vec<u8> {
+        (0..SYNC_BUCKETS)
+            .filter(|&b| theirs.get(b).copied().unwrap_or(0) != self.buckets[b])
+            .map(|b| b as u8)
+            .collect()
+    }
+
+    /// Tuples of the given buckets, at most `limit`, starting at a random bucket so that
+    /// repeated exchanges cover everything. The flag says whether all of them fit.
+    pub fn tuples_in_buckets(
+        &self,
+        buckets: &[u8],
+        limit: usize,
+        rng: &mut impl Rng,
+    ) -> (Vec<Arc<FileTuple<I>>>, bool) {
+        let mut out = Vec::new();
+        if buckets.is_empty() {
+            return (out, true);
+        }
+        let start = rng.random_range(0..buckets.len());
+        for step in 0..buckets.len() {
+            let bucket = u64::from(buckets[(start + step) % buckets.len()]);
+            let low = bucket << 58;
+            let range = self
+                .tuples
+                .range((low, Arc::from(""))..)
+                .take_while(|((fp, _), _)| (*fp >> 58) == bucket);
+            for (_, tuple) in range {
+                if out.len() == limit {
+                    return (out, false);
+                }
+                out.push(tuple.clone());
+            }
+        }
+        (out, true)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::id::name_facts;
+    use crate::tuple::Version;
+    use rand::SeedableRng;
+
+    fn tuple(name: &str, lamport: u64, holders: Vec<u32>) -> (u64, Arc<FileTuple<u32>>) {
+        let (_, fp) = name_facts(name, 1);
+        let t = FileTuple {
+            name: name.into(),
+            version: Version {
+                lamport,
+                blake3: [lamport as u8; 32],
+            },
+            size: 1,
+            holders,
+        };
+        (fp, Arc::new(t))
+    }
+
+    #[test]
+    fn digests_match_after_merging_in_any_order() {
+        let mut a = TupleStore::new(100);
+        let mut b = TupleStore::new(100);
+        let items: Vec<_> = (0..20)
+            .map(|i| tuple(&format!("f{i}"), i % 3, vec![i as u32]))
+            .collect();
+        for (fp, t) in &items {
+            a.merge(*fp, t, 1).unwrap();
+        }
+        for (fp, t) in items.iter().rev() {
+            b.merge(*fp, t, 1).unwrap();
+        }
+        assert_eq!(a.bucket_digest(), b.bucket_digest());
+        let (fp, newer) = tuple("f3", 9, vec![7]);
+        assert_eq!(a.merge(fp, &newer, 1), Ok(Merged::Updated));
+        let differing = a.differing_buckets(&b.bucket_digest());
+        assert_eq!(differing, vec![bucket_of(fp) as u8]);
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(1);
+        let (sent, complete) = a.tuples_in_buckets(&differing, 64, &mut rng);
+        assert!(complete);
+        for t in &sent {
+            let (_, fp) = name_facts(&t.name, 1);
+            b.merge(fp, t, 1).unwrap();
+        }
+        assert_eq!(a.bucket_digest(), b.bucket_digest());
+    }
+
+    #[test]
+    fn sweep_drops_tuples_without_present_holders_and_full_store_refuses() {
+        let mut store = TupleStore::new(3);
+        for i in 0..3u32 {
+            let (fp, t) = tuple(&format!("n{i}"), 1, vec![i]);
+            store.merge(fp, &t, 1).unwrap();
+        }
+        let (fp, t) = tuple("overflow", 1, vec![0]);
+        assert_eq!(store.merge(fp, &t, 1), Err(TupleError::StoreFull(3)));
+        let mut dropped = 0;
+        for _ in 0..3 {
+            dropped += store.sweep(1, |holder| *holder != 1);
+        }
+        assert_eq!(dropped, 1);
+        assert_eq!(store.len(), 2);
+    }
+
+    #[test]
+    fn fresh_ration_sends_each_tuple_for_its_rounds() {
+        let mut store = TupleStore::new(10);
+        for i in 0..3 {
+            let (fp, t) = tuple(&format!("n{i}"), 1, vec![0]);
+            store.merge(fp, &t, 2).unwrap();
+        }
+        let mut sent = 0;
+        for _ in 0..10 {
+            sent += store.fresh_ration(2).len();
+        }
+        assert_eq!(sent, 6);
+    }
+}
