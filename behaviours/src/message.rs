@@ -47,6 +47,9 @@ pub enum Message<I> {
     /// One page of a group view.
     #[serde(rename = "V")]
     ViewReply(ViewReply<I>),
+    /// Tuples behind announced fingerprints, please.
+    #[serde(rename = "u")]
+    TuplePull(TuplePull),
     /// Anti-entropy: the sender's tuple bucket digest.
     #[serde(rename = "s")]
     SyncRequest(SyncRequest),
@@ -79,6 +82,7 @@ impl<I> Message<I> {
             Message::HelloReply(_) => "hello_reply",
             Message::ViewRequest(_) => "view_request",
             Message::ViewReply(_) => "view_reply",
+            Message::TuplePull(_) => "tuple_pull",
             Message::SyncRequest(_) => "sync_request",
             Message::SyncReply(_) => "sync_reply",
             Message::SyncPush(_) => "sync_push",
@@ -98,9 +102,19 @@ pub struct GroupGossip<I> {
     /// New or changed full entries first, then older ones at random.
     #[serde(rename = "e")]
     pub entries: Vec<Entry<I>>,
-    /// Fresh file tuples of the group.
+    /// Fingerprints of fresh file tuples of the group; receivers pull those they lack with
+    /// [`Message::TuplePull`].
     #[serde(rename = "t")]
-    pub tuples: Vec<Arc<FileTuple<I>>>,
+    pub news: Vec<u64>,
+}
+
+/// Asks a group member for the tuples behind announced fingerprints (answered with a
+/// [`Message::SyncPush`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TuplePull {
+    /// The fingerprints.
+    #[serde(rename = "f")]
+    pub fingerprints: Vec<u64>,
 }
 
 /// Short ids wanted.

@@ -1,11 +1,13 @@
-//! The file tuples of one group, with fresh-first rations and the bucket digest that
-//! anti-entropy compares.
+//! The file tuples of one group: fresh tuples are announced by fingerprint (receivers pull
+//! the ones they lack), and a bucket digest lets anti-entropy find what gossip missed.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::hash::{BuildHasherDefault, DefaultHasher};
 use std::sync::Arc;
 
 use rand::Rng;
 
+use crate::Millis;
 use crate::limits::SYNC_BUCKETS;
 use crate::tuple::{FileTuple, TupleError};
 
@@ -25,11 +27,17 @@ fn mix(mut x: u64) -> u64 {
     x ^ (x >> 31)
 }
 
-fn tuple_fingerprint<I>(fp: u64, tuple: &FileTuple<I>) -> u64 {
+/// The fingerprint of a tuple version: name fingerprint and version mixed into 64 bits. It is
+/// what fresh-tuple announcements carry and what the sync buckets XOR together.
+pub fn tuple_fingerprint<I>(fp: u64, tuple: &FileTuple<I>) -> u64 {
     let mut hash8 = [0u8; 8];
     hash8.copy_from_slice(&tuple.version.blake3[..8]);
     mix(fp ^ mix(tuple.version.lamport ^ mix(u64::from_le_bytes(hash8))))
 }
+
+/// A hash map for point lookups only: fixed keys (deterministic), and never iterated in an
+/// order that could leak into behaviour.
+type LookupMap<K, V> = HashMap<K, V, BuildHasherDefault<DefaultHasher>>;
 
 /// A tuple waiting to be sent in rations.
 struct Fresh {
@@ -43,10 +51,16 @@ const MAX_FRESH: usize = 4096;
 /// The tuples of one group.
 pub struct TupleStore<I> {
     tuples: BTreeMap<TupleKey, Arc<FileTuple<I>>>,
+    by_fingerprint: LookupMap<u64, TupleKey>,
+    wanted: LookupMap<u64, Millis>,
     buckets: [u64; SYNC_BUCKETS],
     fresh: VecDeque<Fresh>,
     max_tuples: usize,
     sweep_cursor: Option<TupleKey>,
+    /// Holders may have left since the last full pass: keep sweeping until one completes.
+    sweep_pending: bool,
+    /// Holders left while a pass was under way: one more full pass after it.
+    sweep_again: bool,
 }
 
 /// What merging a tuple did.
@@ -65,10 +79,14 @@ impl<I: Ord + Clone> TupleStore<I> {
     pub fn new(max_tuples: usize) -> Self {
         Self {
             tuples: BTreeMap::new(),
+            by_fingerprint: LookupMap::default(),
+            wanted: LookupMap::default(),
             buckets: [0; SYNC_BUCKETS],
             fresh: VecDeque::new(),
             max_tuples,
             sweep_cursor: None,
+            sweep_pending: false,
+            sweep_again: false,
         }
     }
 
@@ -109,16 +127,21 @@ impl<I: Ord + Clone> TupleStore<I> {
                 if !updated.merge(tuple) {
                     return Ok(Merged::Unchanged);
                 }
-                self.buckets[bucket] ^= before ^ tuple_fingerprint(fp, &updated);
+                let after = tuple_fingerprint(fp, &updated);
+                self.buckets[bucket] ^= before ^ after;
                 *current = Arc::new(updated);
+                self.by_fingerprint.remove(&before);
+                self.by_fingerprint.insert(after, key.clone());
                 Merged::Updated
             }
             None => {
                 if self.tuples.len() >= self.max_tuples {
                     return Err(TupleError::StoreFull(self.max_tuples));
                 }
-                self.buckets[bucket] ^= tuple_fingerprint(fp, tuple);
+                let fingerprint = tuple_fingerprint(fp, tuple);
+                self.buckets[bucket] ^= fingerprint;
                 self.tuples.insert(key.clone(), tuple.clone());
+                self.by_fingerprint.insert(fingerprint, key.clone());
                 Merged::Inserted
             }
         };
@@ -133,12 +156,15 @@ impl<I: Ord + Clone> TupleStore<I> {
 
     fn remove(&mut self, key: &TupleKey) {
         if let Some(tuple) = self.tuples.remove(key) {
-            self.buckets[bucket_of(key.0)] ^= tuple_fingerprint(key.0, &tuple);
+            let fingerprint = tuple_fingerprint(key.0, &tuple);
+            self.buckets[bucket_of(key.0)] ^= fingerprint;
+            self.by_fingerprint.remove(&fingerprint);
         }
     }
 
-    /// Up to `ration` fresh tuples for this round; each counts one of its fresh rounds.
-    pub fn fresh_ration(&mut self, ration: usize) -> Vec<Arc<FileTuple<I>>> {
+    /// Fingerprints of up to `ration` fresh tuples to announce this round; each announcement
+    /// spends one of the tuple's fresh rounds.
+    pub fn fresh_ration(&mut self, ration: usize) -> Vec<u64> {
         let mut out = Vec::new();
         let mut requeue = Vec::new();
         while out.len() < ration {
@@ -148,11 +174,12 @@ impl<I: Ord + Clone> TupleStore<I> {
             let Some(tuple) = self.tuples.get(&fresh.key) else {
                 continue;
             };
-            if out.iter().any(|t: &Arc<FileTuple<I>>| t.name == tuple.name) {
+            let fingerprint = tuple_fingerprint(fresh.key.0, tuple);
+            if out.contains(&fingerprint) {
                 requeue.push(fresh);
                 continue;
             }
-            out.push(tuple.clone());
+            out.push(fingerprint);
             fresh.rounds_left -= 1;
             if fresh.rounds_left > 0 {
                 requeue.push(fresh);
@@ -162,9 +189,55 @@ impl<I: Ord + Clone> TupleStore<I> {
         out
     }
 
+    /// Of the announced `fingerprints`, those this node lacks and has not asked for since
+    /// `now - retry_after`; they count as asked for now.
+    pub fn to_pull(&mut self, fingerprints: &[u64], now: Millis, retry_after: Millis) -> Vec<u64> {
+        let mut out = Vec::new();
+        for fingerprint in fingerprints {
+            if self.by_fingerprint.contains_key(fingerprint) {
+                continue;
+            }
+            let recently = self
+                .wanted
+                .get(fingerprint)
+                .is_some_and(|asked| now.saturating_sub(*asked) < retry_after);
+            if recently || self.wanted.len() >= MAX_FRESH {
+                continue;
+            }
+            self.wanted.insert(*fingerprint, now);
+            out.push(*fingerprint);
+        }
+        out
+    }
+
+    /// Forgets pulls older than `retry_after` (once a round, not per message).
+    pub fn expire_pulls(&mut self, now: Millis, retry_after: Millis) {
+        self.wanted
+            .retain(|_, asked| now.saturating_sub(*asked) < retry_after);
+    }
+
+    /// The tuples with these fingerprints that this node holds.
+    pub fn by_fingerprints(&self, fingerprints: &[u64]) -> Vec<Arc<FileTuple<I>>> {
+        fingerprints
+            .iter()
+            .filter_map(|f| self.by_fingerprint.get(f))
+            .filter_map(|key| self.tuples.get(key).cloned())
+            .collect()
+    }
+
+    /// Some holders left the view: the next sweeps make one full pass.
+    pub fn holders_left(&mut self) {
+        self.sweep_again |= self.sweep_cursor.is_some();
+        self.sweep_pending = true;
+    }
+
     /// Drops tuples none of whose holders is present any more, looking at no more than
-    /// `budget` tuples (round-robin over calls). Returns how many were dropped.
+    /// `budget` tuples (round-robin over calls), while a pass is due since holders left.
+    /// Returns how many were dropped.
     pub fn sweep(&mut self, budget: usize, present: impl Fn(&I) -> bool) -> usize {
+        if !self.sweep_pending {
+            return 0;
+        }
         let start = self.sweep_cursor.take();
         let mut visited = 0;
         let mut dead = Vec::new();
@@ -186,8 +259,13 @@ impl<I: Ord + Clone> TupleStore<I> {
                 dead.push(key.clone());
             }
         }
-        // Stopping early leaves the cursor for the next call; reaching the end restarts.
-        self.sweep_cursor = if visited == budget { last } else { None };
+        // Stopping early leaves the cursor for the next call; reaching the end ends the pass.
+        if visited == budget {
+            self.sweep_cursor = last;
+        } else {
+            self.sweep_cursor = None;
+            self.sweep_pending = std::mem::take(&mut self.sweep_again);
+        }
         for key in &dead {
             self.remove(key);
         }
@@ -296,6 +374,10 @@ mod tests {
         }
         let (fp, t) = tuple("overflow", 1, vec![0]);
         assert_eq!(store.merge(fp, &t, 1), Err(TupleError::StoreFull(3)));
+        // No holder left yet: nothing to sweep.
+        assert_eq!(store.sweep(10, |holder| *holder != 1), 0);
+        assert_eq!(store.len(), 3);
+        store.holders_left();
         let mut dropped = 0;
         for _ in 0..3 {
             dropped += store.sweep(1, |holder| *holder != 1);
@@ -311,10 +393,17 @@ mod tests {
             let (fp, t) = tuple(&format!("n{i}"), 1, vec![0]);
             store.merge(fp, &t, 2).unwrap();
         }
-        let mut sent = 0;
+        let mut sent = Vec::new();
         for _ in 0..10 {
-            sent += store.fresh_ration(2).len();
+            sent.extend(store.fresh_ration(2));
         }
-        assert_eq!(sent, 6);
+        assert_eq!(sent.len(), 6);
+        // Every announced fingerprint resolves to a tuple; a peer lacking them pulls each once.
+        assert_eq!(store.by_fingerprints(&sent).len(), 6);
+        let mut empty: TupleStore<u32> = TupleStore::new(10);
+        assert_eq!(empty.to_pull(&sent[..3], 0, 1000).len(), 3);
+        assert!(empty.to_pull(&sent[..3], 500, 1000).is_empty());
+        assert_eq!(empty.to_pull(&sent[..3], 1500, 1000).len(), 3);
+        assert!(store.to_pull(&sent, 0, 1000).is_empty());
     }
 }

@@ -8,7 +8,7 @@ use crate::Millis;
 use crate::entry::Entry;
 use crate::id::{NodeId, name_facts};
 use crate::limits::{MAX_RATION_ENTRIES, MAX_RATION_TUPLES, MAX_REPLY_ENTRIES, MAX_WANTED};
-use crate::message::{Entries, GroupGossip, Message, Want};
+use crate::message::{Entries, GroupGossip, Message, TuplePull, Want};
 use crate::targets;
 use crate::tuple::FileTuple;
 
@@ -24,6 +24,8 @@ impl<I: NodeId> Kelips<I> {
         self.tuples.sweep(super::TUPLE_SWEEP_BUDGET, |holder| {
             holder == me || view.get(holder).is_some()
         });
+        self.tuples
+            .expire_pulls(now, self.config.request_timeout_ms);
     }
 
     fn detect_failures(&mut self, now: Millis) {
@@ -40,6 +42,9 @@ impl<I: NodeId> Kelips<I> {
         for id in sweep.failed {
             self.stats.failures_detected += 1;
             self.emit(Event::MemberFailed(id));
+        }
+        if !sweep.removed.is_empty() {
+            self.tuples.holders_left();
         }
         for entry in sweep.removed {
             self.stats.members_removed += 1;
@@ -59,7 +64,12 @@ impl<I: NodeId> Kelips<I> {
             return;
         }
         let rtts: Vec<Option<u32>> = live.iter().map(|(_, rtt)| *rtt).collect();
-        let chosen = targets::choose(&rtts, self.config.fanout, &mut self.rng);
+        let chosen = targets::choose(
+            &rtts,
+            self.config.fanout,
+            self.config.uniform_targets,
+            &mut self.rng,
+        );
         let (digest, clashing) = self.view.digest(self.facts.short, self.me.beat());
         let mut entries = Vec::new();
         if self.own_fresh_rounds > 0 {
@@ -75,13 +85,13 @@ impl<I: NodeId> Kelips<I> {
         let random = self.config.random_entry_ration.min(room);
         entries.extend(self.view.ration(room, random, &mut self.rng));
         entries.truncate(MAX_RATION_ENTRIES);
-        let tuples = self
+        let news = self
             .tuples
             .fresh_ration(self.config.tuple_ration.min(MAX_RATION_TUPLES));
         let gossip = Arc::new(GroupGossip {
             digest,
             entries,
-            tuples,
+            news,
         });
         for index in chosen {
             self.send(live[index].0.clone(), Message::Group(gossip.clone()));
@@ -95,7 +105,7 @@ impl<I: NodeId> Kelips<I> {
         gossip: &GroupGossip<I>,
     ) -> Result<(), Refusal> {
         self.check_member(&from)?;
-        if gossip.entries.len() > MAX_RATION_ENTRIES || gossip.tuples.len() > MAX_RATION_TUPLES {
+        if gossip.entries.len() > MAX_RATION_ENTRIES || gossip.news.len() > MAX_RATION_TUPLES {
             return Err(Refusal::OverBound("ration"));
         }
         let outcome =
@@ -107,8 +117,12 @@ impl<I: NodeId> Kelips<I> {
         for entry in &gossip.entries {
             self.learn_member(now, entry, Source::Member);
         }
-        for tuple in &gossip.tuples {
-            self.learn_tuple(tuple);
+        let pull = self
+            .tuples
+            .to_pull(&gossip.news, now, self.config.request_timeout_ms);
+        if !pull.is_empty() {
+            let pull = TuplePull { fingerprints: pull };
+            self.send(from.clone(), Message::TuplePull(pull));
         }
         if !outcome.unknown.is_empty() {
             let mut shorts = outcome.unknown;

@@ -29,27 +29,58 @@ impl<I: NodeId> Kelips<I> {
         if self.config.contact_fanout == 0 {
             return;
         }
-        let t_contact = self.t_contact();
-        for group in self
+        let groups = self
             .contacts
-            .groups_to_verify(self.config.contact_fanout, now)
-        {
-            let Some(target) = self.contacts.best_of_group(group, now, t_contact) else {
-                continue;
-            };
-            let target = target.entry.id.clone();
-            let asked: Vec<(I, u32)> = self
-                .contacts
-                .of_group(group)
-                .iter()
-                .filter(|c| c.entry.id != target)
-                .map(|c| (c.entry.id.clone(), c.short))
-                .collect();
-            let mut hello = self.hello(now, HelloKind::Contact, Some(group));
-            hello.ask = asked.iter().map(|(_, short)| *short).collect();
-            let asked_ids = asked.into_iter().map(|(id, _)| id).collect();
-            self.verifying.insert(target.clone(), asked_ids);
-            self.send(target, Message::Hello(hello));
+            .groups_to_verify(self.config.contact_fanout, now);
+        if groups.is_empty() {
+            self.refill_contacts(now);
+        }
+        for group in groups {
+            self.verify_group(now, group);
+        }
+    }
+
+    /// A node without a single contact (its join page was lost, or every contact died) has
+    /// nobody to send hellos to: it asks a member of its own group for a join page instead,
+    /// one per round until it holds a contact again.
+    fn refill_contacts(&mut self, now: Millis) {
+        if self.config.groups <= 1 || !self.contacts.is_empty() {
+            return;
+        }
+        let members = self.live_member_ids();
+        if members.is_empty() {
+            return;
+        }
+        let member = members[self.random_index(members.len())].clone();
+        let hello = self.hello(now, HelloKind::Join, None);
+        self.send(member, Message::Hello(hello));
+    }
+
+    /// Sends a hello to the best contact of `group`, asking it to vouch for the others.
+    fn verify_group(&mut self, now: Millis, group: u32) {
+        let t_contact = self.t_contact();
+        let Some(target) = self.contacts.best_of_group(group, now, t_contact) else {
+            return;
+        };
+        let target = target.entry.id.clone();
+        let asked: Vec<(I, u32)> = self
+            .contacts
+            .of_group(group)
+            .iter()
+            .filter(|c| c.entry.id != target)
+            .map(|c| (c.entry.id.clone(), c.short))
+            .collect();
+        let mut hello = self.hello(now, HelloKind::Contact, Some(group));
+        hello.ask = asked.iter().map(|(_, short)| *short).collect();
+        let asked_ids = asked.into_iter().map(|(id, _)| id).collect();
+        self.verifying.insert(target.clone(), asked_ids);
+        self.send(target, Message::Hello(hello));
+    }
+
+    /// A verification target could not be reached: verify its group through the next contact.
+    pub(super) fn verification_failed(&mut self, now: Millis, target: &I, group: u32) {
+        if self.verifying.remove(target).is_some() {
+            self.verify_group(now, group);
         }
     }
 
@@ -61,7 +92,8 @@ impl<I: NodeId> Kelips<I> {
         let group_entries = self
             .view
             .random_live(self.config.cross_entry_ration, &mut self.rng);
-        let t_contact = self.t_contact();
+        // Only contacts heard within t_fail are relayed: older ones may have died since.
+        let recent = self.config.t_fail_ms;
         let mut contacts: Vec<Entry<I>> = Vec::new();
         let ration = self.config.cross_contact_ration;
         if let Some(group) = receiver_group.filter(|_| ration > 0) {
@@ -69,7 +101,7 @@ impl<I: NodeId> Kelips<I> {
                 .contacts
                 .of_group(group)
                 .iter()
-                .filter(|c| !c.is_stale(now, t_contact))
+                .filter(|c| !c.is_stale(now, recent))
                 .map(|c| &c.entry)
                 .collect();
             if !of_group.is_empty() {
@@ -80,7 +112,7 @@ impl<I: NodeId> Kelips<I> {
         let fresh: Vec<Entry<I>> = self
             .contacts
             .all()
-            .filter(|c| !c.is_stale(now, t_contact) && !contacts.contains(&c.entry))
+            .filter(|c| !c.is_stale(now, recent) && !contacts.contains(&c.entry))
             .map(|c| c.entry.clone())
             .collect();
         let count = ration.saturating_sub(contacts.len()).min(fresh.len());
@@ -165,10 +197,19 @@ impl<I: NodeId> Kelips<I> {
                 entries
             }
         };
+        let vouched = self.vouch(&hello.ask);
+        // Contacts not vouched for will be dropped: offer live members in their place.
+        let missing = hello.ask.len() - vouched.len();
+        let mut entries = entries;
+        if missing > 0 && hello.kind == HelloKind::Contact {
+            let replacements = self.view.random_live(missing, &mut self.rng);
+            entries.extend(replacements.into_iter().filter(|e| e.id != from));
+        }
+        entries.truncate(MAX_REPLY_ENTRIES);
         let reply = HelloReply {
             sender: self.me.clone(),
             entries,
-            vouched: self.vouch(&hello.ask),
+            vouched,
         };
         self.send(from, Message::HelloReply(reply));
         Ok(())
@@ -266,11 +307,12 @@ impl<I: NodeId> Kelips<I> {
         } else {
             self.relay_source(&from)
         };
-        for entry in &reply.entries {
-            self.learn(now, entry, source);
-        }
+        // Vouches first, so that the replacements offered below find free places.
         if let Some(asked) = self.verifying.remove(&from) {
             self.apply_vouches(now, asked, &reply.vouched);
+        }
+        for entry in &reply.entries {
+            self.learn(now, entry, source);
         }
         if joining {
             self.ask_for_view(now);

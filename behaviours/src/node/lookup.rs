@@ -33,6 +33,17 @@ pub enum LookupResult<I> {
     Unreachable,
 }
 
+impl<I> LookupResult<I> {
+    /// A one-word name of the result, for logs.
+    pub fn tag(&self) -> &'static str {
+        match self {
+            LookupResult::Found { .. } => "found",
+            LookupResult::NotFound => "not-found",
+            LookupResult::Unreachable => "unreachable",
+        }
+    }
+}
+
 /// A finished lookup.
 #[derive(Debug, Clone, PartialEq)]
 pub struct LookupOutcome<I> {
@@ -81,6 +92,8 @@ struct Pending<I> {
     walk: Vec<Entry<I>>,
     walk_steps: u8,
     not_found: bool,
+    /// The proxy step ran (it runs once).
+    proxied: bool,
     first_targets: Vec<I>,
     /// A proxied lookup answers this peer and query id.
     requester: Option<(I, u64)>,
@@ -147,6 +160,7 @@ impl<I: NodeId> Kelips<I> {
             walk: Vec::new(),
             walk_steps: 0,
             not_found: false,
+            proxied: false,
             first_targets: Vec::new(),
             requester,
         };
@@ -215,7 +229,14 @@ impl<I: NodeId> Kelips<I> {
                 self.finish(now, query, pending, result);
                 return;
             }
-            let deadline = now + self.config.request_timeout_ms;
+            // A proxy runs a whole lookup of its own: give it the time of its contact rounds,
+            // its walk and some slack.
+            let rounds = if proxy {
+                3 + u64::from(self.config.lookup_walk_ttl)
+            } else {
+                1
+            };
+            let deadline = now + rounds * self.config.request_timeout_ms;
             let Some(pending) = self.lookups.pending.get_mut(&query) else {
                 return;
             };
@@ -293,20 +314,28 @@ impl<I: NodeId> Kelips<I> {
                 p.stage = Stage::Proxy;
             }
         }
-        if is_proxy || group == self.facts.group {
+        let proxied = self.lookups.pending.get(&query).is_some_and(|p| p.proxied);
+        if is_proxy || proxied || group == self.facts.group {
             return (Vec::new(), false);
         }
-        // Last resort, once: a member of the own group looks it up with its own contacts.
-        let members = Self::tried_filter(self.live_member_ids(), &tried);
-        if members.is_empty() {
-            return (Vec::new(), false);
-        }
-        let member = members[self.random_index(members.len())].clone();
+        // Last resort, once: members of the own group look it up with their own contacts
+        // (`lookup_parallelism` of them at once, nearest first).
+        let mut members: Vec<(u32, I)> = self
+            .view
+            .live()
+            .filter(|m| !tried.contains(&m.entry.id))
+            .map(|m| (m.rtt_us.unwrap_or(u32::MAX), m.entry.id.clone()))
+            .collect();
+        members.sort();
+        let chosen: Vec<I> = members
+            .iter()
+            .take(self.config.lookup_parallelism)
+            .map(|(_, id)| id.clone())
+            .collect();
         if let Some(p) = self.lookups.pending.get_mut(&query) {
-            // Mark every member tried so the proxy step runs once.
-            p.tried.extend(members.iter().cloned());
+            p.proxied = true;
         }
-        (vec![member], true)
+        (chosen, true)
     }
 
     fn finish(&mut self, now: Millis, query: u64, pending: Pending<I>, result: LookupResult<I>) {
@@ -434,8 +463,9 @@ impl<I: NodeId> Kelips<I> {
         Ok(())
     }
 
-    /// A lookup target refused the connection: no lookup happened there, so another contact
-    /// takes its place in the same round (no extra hop); otherwise move on at once.
+    /// A lookup target refused the connection: no lookup happened there, so another peer of
+    /// the same step (a contact, or a member for the proxy step) takes its place in the same
+    /// round (no extra hop); otherwise move on at once.
     pub(super) fn lookup_unreachable(&mut self, now: Millis, peer: &I) {
         let queries: Vec<u64> = self
             .lookups
@@ -444,39 +474,55 @@ impl<I: NodeId> Kelips<I> {
             .filter(|(_, p)| p.outstanding.contains_key(peer))
             .map(|(q, _)| *q)
             .collect();
-        let t_contact = self.t_contact();
         for query in queries {
-            let Some(pending) = self.lookups.pending.get_mut(&query) else {
+            let Some(deadline) = self
+                .lookups
+                .pending
+                .get_mut(&query)
+                .and_then(|p| p.outstanding.remove(peer))
+            else {
                 continue;
             };
-            let deadline = pending.outstanding.remove(peer).unwrap_or(now);
-            if pending.stage == Stage::Contacts {
-                let substitute = self
-                    .contacts
-                    .of_group(pending.group)
-                    .iter()
-                    .filter(|c| !pending.tried.contains(&c.entry.id))
-                    .min_by_key(|c| {
-                        (
-                            c.is_stale(now, t_contact),
-                            c.rtt_us.unwrap_or(u32::MAX),
-                            &c.entry.id,
-                        )
-                    })
-                    .map(|c| c.entry.id.clone());
-                if let Some(substitute) = substitute {
-                    pending.tried.insert(substitute.clone());
-                    pending.outstanding.insert(substitute.clone(), deadline);
-                    let request = LookupRequest {
-                        query,
-                        name: pending.name.to_string(),
-                        proxy: false,
-                    };
-                    self.send(substitute, Message::Lookup(request));
+            if let Some((substitute, proxy)) = self.substitute(now, query) {
+                let Some(pending) = self.lookups.pending.get_mut(&query) else {
                     continue;
-                }
+                };
+                pending.tried.insert(substitute.clone());
+                pending.outstanding.insert(substitute.clone(), deadline);
+                let request = LookupRequest {
+                    query,
+                    name: pending.name.to_string(),
+                    proxy,
+                };
+                self.send(substitute, Message::Lookup(request));
+                continue;
             }
             self.advance(now, query);
+        }
+    }
+
+    /// The next untried peer of the step a lookup is in, and whether it is asked as a proxy.
+    fn substitute(&self, now: Millis, query: u64) -> Option<(I, bool)> {
+        let pending = self.lookups.pending.get(&query)?;
+        let t_contact = self.t_contact();
+        match pending.stage {
+            Stage::Contacts => self
+                .contacts
+                .of_group(pending.group)
+                .iter()
+                .filter(|c| !pending.tried.contains(&c.entry.id))
+                .min_by_key(|c| {
+                    let stale = c.is_stale(now, t_contact);
+                    (stale, c.rtt_us.unwrap_or(u32::MAX), &c.entry.id)
+                })
+                .map(|c| (c.entry.id.clone(), false)),
+            Stage::Proxy if pending.proxied => self
+                .view
+                .live()
+                .filter(|m| !pending.tried.contains(&m.entry.id))
+                .min_by_key(|m| (m.rtt_us.unwrap_or(u32::MAX), &m.entry.id))
+                .map(|m| (m.entry.id.clone(), true)),
+            Stage::Walk | Stage::Proxy => None,
         }
     }
 

@@ -11,7 +11,7 @@ mod hello;
 mod lookup;
 mod sync;
 
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 
 use rand::{Rng, SeedableRng};
@@ -414,6 +414,7 @@ impl<I: NodeId> Kelips<I> {
             Message::HelloReply(reply) => self.on_hello_reply(now, from, reply),
             Message::ViewRequest(request) => self.on_view_request(now, from, request),
             Message::ViewReply(reply) => self.on_view_reply(now, from, reply),
+            Message::TuplePull(pull) => self.on_tuple_pull(from, pull),
             Message::SyncRequest(request) => self.on_sync_request(from, request),
             Message::SyncReply(reply) => self.on_sync_reply(from, reply),
             Message::SyncPush(push) => self.on_sync_push(from, push),
@@ -450,6 +451,7 @@ impl<I: NodeId> Kelips<I> {
                 group,
                 id: peer.clone(),
             });
+            self.verification_failed(now, peer, group);
         }
         self.lookup_unreachable(now, peer);
         let stuck = match &self.join {
@@ -652,10 +654,6 @@ impl<I: NodeId> Kelips<I> {
 
     fn live_member_ids(&self) -> Vec<I> {
         self.view.live().map(|m| m.entry.id.clone()).collect()
-    }
-
-    fn tried_filter(ids: Vec<I>, tried: &BTreeSet<I>) -> Vec<I> {
-        ids.into_iter().filter(|id| !tried.contains(id)).collect()
     }
 }
 

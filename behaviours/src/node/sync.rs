@@ -7,7 +7,7 @@ use std::sync::Arc;
 use super::{Kelips, Refusal};
 use crate::id::{NodeId, name_facts};
 use crate::limits::{MAX_SYNC_TUPLES, SYNC_BUCKETS};
-use crate::message::{Message, SyncPush, SyncReply, SyncRequest};
+use crate::message::{Message, SyncPush, SyncReply, SyncRequest, TuplePull};
 use crate::tuple::Version;
 
 impl<I: NodeId> Kelips<I> {
@@ -83,6 +83,18 @@ impl<I: NodeId> Kelips<I> {
             .collect();
         if !push.is_empty() {
             self.send(from, Message::SyncPush(SyncPush { tuples: push }));
+        }
+        Ok(())
+    }
+
+    pub(super) fn on_tuple_pull(&mut self, from: I, pull: TuplePull) -> Result<(), Refusal> {
+        self.check_member(&from)?;
+        if pull.fingerprints.len() > MAX_SYNC_TUPLES {
+            return Err(Refusal::OverBound("tuple pull"));
+        }
+        let tuples = self.tuples.by_fingerprints(&pull.fingerprints);
+        if !tuples.is_empty() {
+            self.send(from, Message::SyncPush(SyncPush { tuples }));
         }
         Ok(())
     }
