@@ -51,6 +51,9 @@ pub struct SimulateArgs {
     /// Group members gossiped to per round.
     #[arg(long)]
     pub fanout: Option<usize>,
+    /// Of those, how many are drawn uniformly (the rest ∝ 1/rtt²).
+    #[arg(long)]
+    pub uniform_targets: Option<usize>,
     /// Contacts gossiped to per round.
     #[arg(long)]
     pub contact_fanout: Option<usize>,
@@ -66,6 +69,9 @@ pub struct SimulateArgs {
     /// Contact staleness timeout t_contact, milliseconds.
     #[arg(long)]
     pub t_contact_ms: Option<u64>,
+    /// At the end, look up every name that still has a live holder.
+    #[arg(long)]
+    pub final_sweep: bool,
     /// Print one JSON object instead of a table.
     #[arg(long)]
     pub json: bool,
@@ -80,8 +86,11 @@ impl SimulateArgs {
             t_fail_ms: self.t_fail_ms.unwrap_or(defaults.t_fail_ms),
             gossip_period_ms: self.gossip_period_ms.unwrap_or(defaults.gossip_period_ms),
             fanout: self.fanout.unwrap_or(defaults.fanout),
+            uniform_targets: self.uniform_targets.unwrap_or(defaults.uniform_targets),
             contact_fanout: self.contact_fanout.unwrap_or(defaults.contact_fanout),
-            contacts_per_group: self.contacts_per_group.unwrap_or(defaults.contacts_per_group),
+            contacts_per_group: self
+                .contacts_per_group
+                .unwrap_or(defaults.contacts_per_group),
             entry_ration: self.entry_ration.unwrap_or(defaults.entry_ration),
             random_entry_ration: self
                 .random_entry_ration
@@ -102,6 +111,7 @@ impl SimulateArgs {
                 .join_window_s
                 .unwrap_or_else(|| (self.nodes as f64 / 200.0).clamp(10.0, 60.0)),
             partition: self.partition_start.zip(self.partition_end),
+            final_sweep: self.final_sweep,
             kelips,
         })
     }

@@ -56,11 +56,18 @@ pub fn convergence_gaps(sim: &Simulator, members_of: &[Vec<u32>]) -> (u64, u64) 
     (views, groups)
 }
 
-/// Adds the ages of the counters members hold for live members of their group: how long ago
-/// the member produced the counter value the observer holds.
-pub(crate) fn sample_staleness(sim: &Simulator, histogram: &mut Histogram) {
+/// Adds the ages of the counters members hold for live members of their group (how long ago
+/// the member produced the counter value the observer holds) to `staleness`, and, per member,
+/// the oldest such age over all its observers to `dissemination`: how long a counter takes to
+/// reach the whole group, which is what bounds removal after a death.
+pub(crate) fn sample_staleness(
+    sim: &Simulator,
+    staleness: &mut Histogram,
+    dissemination: &mut Histogram,
+) {
     let now = sim.now();
     let period = sim.config().kelips.heartbeat_period_ms;
+    let mut oldest: Vec<Option<Millis>> = vec![None; sim.len()];
     for o in 0..sim.len() as u32 {
         let Some(node) = sim.node(o) else {
             continue;
@@ -75,8 +82,14 @@ pub(crate) fn sample_staleness(sim: &Simulator, histogram: &mut Histogram) {
                 continue;
             }
             let behind = truth.heartbeat.saturating_sub(member.entry.heartbeat);
-            histogram.add(behind * period + now.saturating_sub(sim.last_bump(m)));
+            let age = behind * period + now.saturating_sub(sim.last_bump(m));
+            staleness.add(age);
+            let slot = &mut oldest[m as usize];
+            *slot = Some(slot.map_or(age, |old| old.max(age)));
         }
+    }
+    for age in oldest.into_iter().flatten() {
+        dissemination.add(age);
     }
 }
 

@@ -2,8 +2,9 @@
 //! partitions, kills and restarts.
 //!
 //! * Nodes sit uniformly on a square; the RTT between two is their distance in milliseconds
-//!   (floored at 1 ms). A message arrives half an RTT after it is sent, and the receiver gets an
-//!   RTT sample of the sender (as libp2p ping on the connection would give it).
+//!   (floored at 1 ms). A message arrives half an RTT after it is sent; with one delivery in
+//!   [`RTT_SAMPLE_EVERY`] the receiver also gets an RTT sample of the sender, as libp2p ping on
+//!   the connection would give it now and then.
 //! * Each message is lost with probability `loss`, silently. A message to a dead node, or across
 //!   a partition, comes back to the sender as unreachable (after one RTT for a dead node — the
 //!   connection is refused — and after `request_timeout_ms` across a partition).
@@ -30,6 +31,9 @@ use crate::id::{SimId, id_facts};
 use crate::message::{Envelope, Message};
 use crate::node::{Event, Kelips, Output};
 use crate::tuple::FileTuple;
+
+/// One delivery in this many comes with an RTT sample for the receiver.
+pub const RTT_SAMPLE_EVERY: u64 = 4;
 
 /// Simulator parameters.
 #[derive(Debug, Clone)]
@@ -392,7 +396,9 @@ impl Simulator {
                 let Some(core) = self.nodes[to as usize].core.as_mut() else {
                     return;
                 };
-                core.handle_rtt(&SimId(from), rtt);
+                if self.seq.is_multiple_of(RTT_SAMPLE_EVERY) {
+                    core.handle_rtt(&SimId(from), rtt);
+                }
                 if core.handle_message(now, SimId(from), envelope).is_err() {
                     self.traffic.refused += 1;
                 }

@@ -42,6 +42,11 @@ pub struct Report {
     pub staleness_p99_s: f64,
     /// Largest such age.
     pub staleness_max_s: f64,
+    /// 99th percentile of the age of the oldest counter any member holds for a live member:
+    /// how long a heartbeat takes to reach the whole group (sampled every 5 s).
+    pub dissemination_p99_s: f64,
+    /// Largest such age seen.
+    pub dissemination_max_s: f64,
     /// Kill → marked failed by every live group member that knew the node: median.
     pub detection_p50_s: f64,
     /// … 99th percentile.
@@ -72,6 +77,14 @@ pub struct Report {
     pub unconverged_views: u64,
     /// Live nodes at the end without a live contact for some group with live nodes.
     pub uncovered_groups: u64,
+    /// Final sweep: names with a live holder looked up.
+    pub final_lookups: u64,
+    /// Final sweep: lookups that finished (found, not found or unreachable).
+    pub final_answered: u64,
+    /// Final sweep: names found.
+    pub final_found: u64,
+    /// After a partition ends, until views and contacts have converged again.
+    pub healed_after_s: Option<f64>,
     /// Median lookup time, milliseconds.
     pub lookup_p50_ms: f64,
     /// 99th percentile lookup time, milliseconds.

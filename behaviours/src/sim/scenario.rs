@@ -17,6 +17,9 @@ use crate::id::{SimId, name_group};
 use crate::node::{Event, LookupOutcome, LookupResult};
 use crate::tuple::{FileTuple, Version};
 
+/// Messages and bytes sent, per message kind.
+type TrafficByKind = BTreeMap<&'static str, (u64, u64)>;
+
 /// What to run.
 #[derive(Debug, Clone)]
 pub struct Scenario {
@@ -38,6 +41,9 @@ pub struct Scenario {
     pub join_window_s: f64,
     /// Optional partition into two random halves: (start, end) in virtual seconds.
     pub partition: Option<(u64, u64)>,
+    /// At the end, look up every inserted name that still has a live holder (from a random
+    /// live node each) and report how many resolve.
+    pub final_sweep: bool,
     /// Kelips parameters (groups included).
     pub kelips: Config,
 }
@@ -54,6 +60,7 @@ impl Default for Scenario {
             lookups_per_s: 20.0,
             join_window_s: 10.0,
             partition: None,
+            final_sweep: false,
             kelips: Config::default(),
         }
     }
@@ -70,6 +77,12 @@ impl Scenario {
             t += STEP_MS;
             run.step(t);
         }
+        // Traffic is accounted over the run proper; the sweep's lookups are not part of it.
+        let traffic = (run.sim.traffic(), run.sim.traffic_by_kind().clone());
+        if self.final_sweep {
+            run.final_sweep(end);
+        }
+        run.traffic = Some(traffic);
         let mut report = run.finish();
         report.wall_s = wall.elapsed().as_secs_f64();
         report
@@ -111,10 +124,12 @@ struct Run<'a> {
     one_hop: u64,
     found: u64,
     staleness: Histogram,
+    dissemination: Histogram,
     kill: Option<KillWatch>,
     partitioned: bool,
     node_ms: u128,
     lookup_credit: f64,
+    traffic: Option<(super::Traffic, TrafficByKind)>,
     report: Report,
 }
 
@@ -175,10 +190,12 @@ impl<'a> Run<'a> {
             one_hop: 0,
             found: 0,
             staleness: Histogram::new(),
+            dissemination: Histogram::new(),
             kill: None,
             partitioned: false,
             node_ms: 0,
             lookup_credit: 0.0,
+            traffic: None,
             report,
         }
     }
@@ -367,7 +384,59 @@ impl<'a> Run<'a> {
         self.lookup_ms.push((at - started) as f64);
     }
 
+    /// Looks up every name that still has a live holder, in batches, and counts the answers.
+    fn final_sweep(&mut self, end: Millis) {
+        self.asked.clear();
+        let (found_before, one_hop_before) = (self.found, self.one_hop);
+        let (lookups_before, misses_before) = (self.report.lookups, self.report.contact_misses);
+        let (not_found_before, unreachable_before) =
+            (self.report.lookup_not_found, self.report.lookup_unreachable);
+        let lookup_ms_before = self.lookup_ms.len();
+        let live: Vec<u32> = (0..self.scenario.nodes as u32)
+            .filter(|&i| self.sim.node(i).is_some_and(|n| n.is_joined()))
+            .collect();
+        let names: Vec<String> = self
+            .inserted
+            .iter()
+            .filter(|n| n.holders.iter().any(|&h| self.sim.is_alive(h)))
+            .map(|n| n.name.clone())
+            .collect();
+        let mut t = end;
+        for batch in names.chunks(256) {
+            for name in batch {
+                let origin = live[self.rng.random_range(0..live.len())];
+                if let Some(query) = self.sim.lookup(origin, name) {
+                    self.asked.insert((origin, query), self.sim.now());
+                }
+            }
+            // Long enough for every fallback of every lookup of the batch.
+            t += 20 * self.scenario.kelips.request_timeout_ms;
+            self.sim.run_until(t);
+            for (at, node, event) in self.sim.take_events() {
+                self.observe(at, node, event);
+            }
+        }
+        self.report.final_lookups = names.len() as u64;
+        self.report.final_found = self.found - found_before;
+        self.report.final_answered = self.report.lookups - lookups_before;
+        // The sweep is not part of the run's lookup statistics.
+        self.found = found_before;
+        self.one_hop = one_hop_before;
+        self.report.lookups = lookups_before;
+        self.report.contact_misses = misses_before;
+        self.report.lookup_not_found = not_found_before;
+        self.report.lookup_unreachable = unreachable_before;
+        self.lookup_ms.truncate(lookup_ms_before);
+    }
+
     fn every_second(&mut self, t: Millis) {
+        if let Some((_, heal)) = self.scenario.partition
+            && self.report.healed_after_s.is_none()
+            && t > heal * 1000
+            && converged(&self.sim, &self.members_of)
+        {
+            self.report.healed_after_s = Some((t - heal * 1000) as f64 / 1000.0);
+        }
         let report = &mut self.report;
         if report.converged_s.is_none()
             && t >= self.scenario.join_end()
@@ -382,7 +451,7 @@ impl<'a> Run<'a> {
             report.reconverged_after_kill_s = Some((t - kill.at) as f64 / 1000.0);
         }
         if (t / 1000).is_multiple_of(5) && t > self.scenario.join_end() && !self.partitioned {
-            sample_staleness(&self.sim, &mut self.staleness);
+            sample_staleness(&self.sim, &mut self.staleness, &mut self.dissemination);
         }
         let end = self.scenario.seconds * 1000;
         let sample_at = if self.scenario.kill_fraction > 0.0 {
@@ -415,6 +484,8 @@ impl<'a> Run<'a> {
         report.staleness_p50_s = self.staleness.quantile_s(0.5);
         report.staleness_p99_s = self.staleness.quantile_s(0.99);
         report.staleness_max_s = self.staleness.max_ms as f64 / 1000.0;
+        report.dissemination_p99_s = self.dissemination.quantile_s(0.99);
+        report.dissemination_max_s = self.dissemination.max_ms as f64 / 1000.0;
         if report.lookups > 0 {
             report.lookup_one_hop_ratio = self.one_hop as f64 / report.lookups as f64;
             report.lookup_success_ratio = self.found as f64 / report.lookups as f64;
@@ -422,16 +493,17 @@ impl<'a> Run<'a> {
         self.lookup_ms.sort_by(f64::total_cmp);
         report.lookup_p50_ms = quantile(&self.lookup_ms, 0.5);
         report.lookup_p99_ms = quantile(&self.lookup_ms, 0.99);
-        let traffic = self.sim.traffic();
+        let (traffic, by_kind) = self
+            .traffic
+            .take()
+            .unwrap_or_else(|| (self.sim.traffic(), self.sim.traffic_by_kind().clone()));
         let node_s = (self.node_ms as f64 / 1000.0).max(1.0);
         report.max_message_bytes = traffic.max_message_bytes;
         report.bytes_per_node_per_s = traffic.bytes as f64 / node_s;
         report.messages_per_node_per_s = traffic.messages as f64 / node_s;
         report.messages_lost = traffic.lost;
         report.messages_refused = traffic.refused;
-        report.traffic_by_kind = self
-            .sim
-            .traffic_by_kind()
+        report.traffic_by_kind = by_kind
             .iter()
             .map(|(kind, (messages, bytes))| {
                 let traffic = KindTraffic {

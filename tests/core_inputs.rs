@@ -1,0 +1,224 @@
+//! The core as a state machine, driven by hand: bad input is refused with a reason and leaves
+//! the state untouched; stamps about oneself, tombstones and timers behave as DESIGN.md says.
+
+use std::sync::Arc;
+
+use quickstore_behaviours::digest::{DigestItem, HeartbeatDigest};
+use quickstore_behaviours::id::id_facts;
+use quickstore_behaviours::message::{GroupGossip, Hello, HelloKind};
+use quickstore_behaviours::{
+    AddressRecord, Beat, Config, Entry, Envelope, Event, Kelips, Message, NetworkId, Output,
+    Refusal, SimId,
+};
+
+const GROUPS: u32 = 4;
+
+fn config() -> Config {
+    Config {
+        groups: GROUPS,
+        gossip_period_ms: 100,
+        heartbeat_period_ms: 100,
+        t_fail_ms: 1000,
+        t_contact_ms: 3000,
+        ..Config::default()
+    }
+}
+
+fn node(id: SimId) -> Kelips<SimId> {
+    let mut node = Kelips::new(id, 1, AddressRecord::default(), config(), 7, 0).unwrap();
+    node.join(0, Vec::new());
+    node
+}
+
+/// Ids in group 0, and one in another group.
+fn ids() -> (Vec<SimId>, SimId) {
+    let same: Vec<SimId> = (0..)
+        .map(SimId)
+        .filter(|id| id_facts(id, GROUPS).group == 0)
+        .take(3)
+        .collect();
+    let other = (0..)
+        .map(SimId)
+        .find(|id| id_facts(id, GROUPS).group != 0)
+        .unwrap();
+    (same, other)
+}
+
+fn entry(id: SimId, incarnation: u64, heartbeat: u64) -> Entry<SimId> {
+    Entry {
+        id,
+        incarnation,
+        heartbeat,
+        address: AddressRecord::new(vec![1; 150]).unwrap(),
+        free_space: 0,
+    }
+}
+
+fn envelope(node: &Kelips<SimId>, message: Message<SimId>) -> Envelope<SimId> {
+    Envelope {
+        network: node.network(),
+        message,
+    }
+}
+
+fn group_gossip(
+    node: &Kelips<SimId>,
+    digest: Vec<DigestItem>,
+    entries: Vec<Entry<SimId>>,
+) -> Envelope<SimId> {
+    let digest = HeartbeatDigest::from_sorted(digest).unwrap();
+    let gossip = GroupGossip {
+        digest,
+        entries,
+        news: Vec::new(),
+    };
+    envelope(node, Message::Group(Arc::new(gossip)))
+}
+
+fn events(node: &mut Kelips<SimId>) -> Vec<Event<SimId>> {
+    std::iter::from_fn(|| node.poll_output())
+        .filter_map(|output| match output {
+            Output::Event(event) => Some(event),
+            Output::Send { .. } => None,
+        })
+        .collect()
+}
+
+#[test]
+fn another_network_is_refused_with_both_ids_and_changes_nothing() {
+    let (same, _) = ids();
+    let mut a = node(same[0]);
+    let foreign = NetworkId::new("other", GROUPS);
+    let mut message = group_gossip(&a, Vec::new(), vec![entry(same[1], 1, 5)]);
+    message.network = foreign;
+    let refusal = a.handle_message(10, same[1], message).unwrap_err();
+    assert_eq!(
+        refusal,
+        Refusal::WrongNetwork {
+            expected: a.network(),
+            got: foreign
+        }
+    );
+    assert!(refusal.to_string().contains("wrong network"));
+    assert!(a.view().is_empty());
+    // Another k is another network too.
+    assert_ne!(
+        NetworkId::new("quickstore", GROUPS),
+        NetworkId::new("quickstore", 5)
+    );
+}
+
+#[test]
+fn group_messages_from_another_group_and_forged_senders_are_refused() {
+    let (same, other) = ids();
+    let mut a = node(same[0]);
+    let message = group_gossip(&a, Vec::new(), vec![entry(other, 1, 1)]);
+    let refusal = a.handle_message(10, other, message).unwrap_err();
+    assert!(matches!(refusal, Refusal::WrongGroup { expected: 0, .. }));
+    // A member relaying an entry that does not hash to the group: the entry is dropped.
+    let message = group_gossip(
+        &a,
+        Vec::new(),
+        vec![entry(other, 1, 1), entry(same[2], 1, 1)],
+    );
+    a.handle_message(10, same[1], message).unwrap();
+    assert!(a.view().get(&other).is_none());
+    assert!(a.view().get(&same[2]).is_some());
+    assert_eq!(a.stats().refused_items, 1);
+    // A hello whose sender entry names someone else.
+    let hello = Hello {
+        kind: HelloKind::Contact,
+        sender: entry(same[2], 1, 1),
+        group_entries: Vec::new(),
+        contacts: Vec::new(),
+        wanted_groups: Vec::new(),
+        ask: Vec::new(),
+    };
+    let refusal = a
+        .handle_message(10, other, envelope(&a, Message::Hello(hello)))
+        .unwrap_err();
+    assert_eq!(refusal, Refusal::ForgedSender);
+}
+
+#[test]
+fn implausible_heartbeat_jumps_are_refused() {
+    let (same, _) = ids();
+    let mut a = node(same[0]);
+    a.handle_message(
+        0,
+        same[1],
+        group_gossip(&a, Vec::new(), vec![entry(same[1], 1, 10)]),
+    )
+    .unwrap();
+    let short = id_facts(&same[1], GROUPS).short;
+    let jump = |heartbeat| {
+        vec![DigestItem {
+            short,
+            beat: Beat::new(1, heartbeat),
+        }]
+    };
+    // A jump of a million beats in one step cannot be true.
+    a.handle_message(10, same[1], group_gossip(&a, jump(1_000_000), Vec::new()))
+        .unwrap();
+    assert_eq!(a.view().get(&same[1]).unwrap().entry.heartbeat, 10);
+    a.handle_message(20, same[1], group_gossip(&a, jump(12), Vec::new()))
+        .unwrap();
+    assert_eq!(a.view().get(&same[1]).unwrap().entry.heartbeat, 12);
+}
+
+#[test]
+fn a_node_hearing_its_own_stamp_ahead_jumps_above_it() {
+    let (same, _) = ids();
+    let mut a = node(same[0]);
+    let ahead = entry(same[0], 4, 9);
+    a.handle_message(0, same[1], group_gossip(&a, Vec::new(), vec![ahead]))
+        .unwrap();
+    assert!(a.beat() > Beat::new(4, 9));
+    assert!(events(&mut a).contains(&Event::IncarnationChanged(4)));
+}
+
+#[test]
+fn failed_members_are_removed_after_cleanup_and_stale_stamps_never_bring_them_back() {
+    let (same, _) = ids();
+    let mut a = node(same[0]);
+    a.handle_message(
+        0,
+        same[1],
+        group_gossip(&a, Vec::new(), vec![entry(same[1], 1, 3)]),
+    )
+    .unwrap();
+    events(&mut a);
+    let t_fail = config().t_fail_ms;
+    let mut now = 0;
+    while now <= 2 * t_fail + 200 {
+        now += 50;
+        a.handle_tick(now);
+    }
+    let seen = events(&mut a);
+    assert!(seen.contains(&Event::MemberFailed(same[1])), "{seen:?}");
+    assert!(seen.contains(&Event::MemberRemoved(same[1])), "{seen:?}");
+    assert!(a.view().get(&same[1]).is_none());
+    // The same or a slightly newer stamp of the dead node, relayed late: refused.
+    for heartbeat in [3, 4] {
+        let stale = group_gossip(&a, Vec::new(), vec![entry(same[1], 1, heartbeat)]);
+        a.handle_message(now, same[2], stale).unwrap();
+        assert!(a.view().get(&same[1]).is_none());
+    }
+    // A new incarnation (the node restarted) is welcome.
+    let restarted = group_gossip(&a, Vec::new(), vec![entry(same[1], 2, 0)]);
+    a.handle_message(now, same[2], restarted).unwrap();
+    assert!(a.view().is_live(&same[1]));
+}
+
+#[test]
+fn timers_are_inputs_and_the_deadline_moves_forward() {
+    let (same, _) = ids();
+    let mut a = node(same[0]);
+    let first = a.next_deadline();
+    assert!(first < config().gossip_period_ms.max(config().heartbeat_period_ms) * 2);
+    a.handle_tick(first);
+    assert!(a.next_deadline() > first);
+    let beat = a.beat();
+    a.handle_tick(first + 10 * config().heartbeat_period_ms);
+    assert!(a.beat().heartbeat > beat.heartbeat);
+}
