@@ -60,3 +60,57 @@ pub fn encoded_len<T: Serialize>(value: &T) -> usize {
         Err(_) => usize::MAX,
     }
 }
+
+/// The answer to every request on `/quickstore/kelips/1.0.0`: the message was taken in, or
+/// refused with a reason (wrong network, wrong group, over a bound, undecodable…).
+///
+/// CBOR: the text string `"ack"`, or a map `{"refused": "<reason>"}`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Reply {
+    /// Taken in.
+    Ack,
+    /// Refused, with a human-readable reason.
+    Refused(String),
+}
+
+/// Largest encoded [`Reply`], in bytes; longer reasons are cut to fit.
+pub const MAX_REPLY_BYTES: usize = 1024;
+
+impl Reply {
+    /// A refusal whose reason is cut (at a character boundary) so the reply fits
+    /// [`MAX_REPLY_BYTES`].
+    pub fn refused(reason: impl Into<String>) -> Self {
+        let mut reason = reason.into();
+        let room = MAX_REPLY_BYTES - 32;
+        if reason.len() > room {
+            let mut cut = room;
+            while !reason.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            reason.truncate(cut);
+        }
+        Reply::Refused(reason)
+    }
+}
+
+/// Appends `value` as an unsigned LEB128 varint (the length prefix of every frame).
+pub fn put_varint(mut value: u64, out: &mut Vec<u8>) {
+    loop {
+        let byte = (value & 0x7f) as u8;
+        value >>= 7;
+        if value == 0 {
+            out.push(byte);
+            return;
+        }
+        out.push(byte | 0x80);
+    }
+}
+
+/// A frame: varint length, then the bytes.
+pub fn frame(bytes: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(bytes.len() + 5);
+    put_varint(bytes.len() as u64, &mut out);
+    out.extend_from_slice(bytes);
+    out
+}

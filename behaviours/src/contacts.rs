@@ -94,6 +94,12 @@ impl<I: Ord + Clone> Contacts<I> {
         self.group_of.get(id).copied()
     }
 
+    /// Contact `id`, if it is one.
+    pub fn get(&self, id: &I) -> Option<&Contact<I>> {
+        let group = *self.group_of.get(id)?;
+        self.groups.get(&group)?.iter().find(|c| c.entry.id == *id)
+    }
+
     fn find_mut(&mut self, id: &I) -> Option<&mut Contact<I>> {
         let group = *self.group_of.get(id)?;
         self.groups

@@ -24,6 +24,13 @@ pub trait NodeId:
     /// The canonical bytes hashed for the group (for a PeerId: `PeerId::to_bytes()`, the
     /// multihash).
     fn to_bytes(&self) -> Vec<u8>;
+
+    /// Whether `record` may stand as this node's address record. On libp2p: a signed peer
+    /// record of this PeerId (or none). Records that fail are refused with their entry, so a
+    /// third party cannot aim the network at an address the node never signed. Default: any.
+    fn accepts_record(&self, _record: &crate::entry::AddressRecord) -> bool {
+        true
+    }
 }
 
 /// What the hash of an id tells: its group and its short id in heartbeat digests.

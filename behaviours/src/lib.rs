@@ -22,6 +22,7 @@ pub mod entry;
 pub mod id;
 pub mod limits;
 pub mod message;
+pub mod net;
 mod node;
 pub mod sim;
 pub mod targets;

@@ -250,6 +250,14 @@ impl<I: NodeId> Kelips<I> {
         &self.me
     }
 
+    /// The entry held for `id`, as a group member or a contact.
+    pub fn entry_of(&self, id: &I) -> Option<&Entry<I>> {
+        self.view
+            .get(id)
+            .map(|m| &m.entry)
+            .or_else(|| self.contacts.get(id).map(|c| &c.entry))
+    }
+
     /// This node's group.
     pub fn group(&self) -> u32 {
         self.facts.group
@@ -528,6 +536,10 @@ impl<I: NodeId> Kelips<I> {
             self.learn_about_self(entry);
             return true;
         }
+        if !self.record_acceptable(entry) {
+            self.stats.refused_items += 1;
+            return false;
+        }
         let facts = self.facts_of(&entry.id);
         if facts.group == self.facts.group {
             // Liveness of members is the group's business: a foreign relay can introduce a
@@ -584,6 +596,17 @@ impl<I: NodeId> Kelips<I> {
             }
             true
         }
+    }
+
+    /// The entry's address record is one its node signed, or the same one already held
+    /// (checked once per new record, not per gossip repetition).
+    fn record_acceptable(&self, entry: &Entry<I>) -> bool {
+        let held = self
+            .view
+            .get(&entry.id)
+            .map(|m| &m.entry.address)
+            .or_else(|| self.contacts.get(&entry.id).map(|c| &c.entry.address));
+        held == Some(&entry.address) || entry.id.accepts_record(&entry.address)
     }
 
     /// Contacts not heard for this long are stale: `t_contact_ms`, but at least two cycles of

@@ -1,0 +1,554 @@
+//! [`Behaviour`]: the libp2p `NetworkBehaviour` that drives one [`Kelips`] core over
+//! `/quickstore/kelips/1.0.0`.
+//!
+//! Every core message is one request; the answer is `ack` or `refused: reason`. Timers come
+//! from this behaviour's `poll` (a [`Delay`] to the core's next deadline); RTT samples are fed
+//! by the node from libp2p ping ([`Behaviour::handle_rtt`]). Addresses for every dial come
+//! from the verified signed record the core holds for the peer, or from the bootstrap list
+//! (`handle_pending_outbound_connection`), never from request-response's own small cache.
+//! Requests in flight are bounded; peers that could not be reached are backed off.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::task::{Context, Poll, Waker};
+use std::time::{Duration, Instant};
+
+use futures::FutureExt;
+use futures_timer::Delay;
+use libp2p::PeerId;
+use libp2p::core::transport::PortUse;
+use libp2p::core::{Endpoint, Multiaddr};
+use libp2p::identity::Keypair;
+use libp2p::multiaddr::Protocol;
+use libp2p::request_response::{self, OutboundFailure, ProtocolSupport};
+use libp2p::swarm::{
+    ConnectionDenied, ConnectionId, FromSwarm, NetworkBehaviour, THandler, THandlerInEvent,
+    THandlerOutEvent, ToSwarm,
+};
+
+use super::peer::{Peer, sign_record, verified_addresses};
+use super::protocol::{Inbound, KelipsCodec, PROTOCOL, WireCounters};
+use crate::Millis;
+use crate::codec::Reply;
+use crate::config::{Config, ConfigError};
+use crate::node::{Event, Kelips, Output};
+
+/// Requests in flight at once; further core messages are dropped (gossip tolerates loss)
+/// and counted.
+pub const MAX_IN_FLIGHT: usize = 1024;
+/// Events queued for the swarm at most; older ones are dropped first.
+pub const MAX_QUEUED_EVENTS: usize = 1024;
+/// Addresses advertised in the own signed record at most.
+pub const MAX_OWN_ADDRESSES: usize = 4;
+/// A node joins at the latest this long after it started, with or without a listen address.
+const JOIN_GRACE_MS: Millis = 2000;
+/// Peers remembered as unreachable (backed off) at most.
+const MAX_BACKOFF: usize = 4096;
+
+/// What the behaviour reports to the node.
+#[derive(Debug, Clone)]
+pub enum BehaviourEvent {
+    /// The core reported a change.
+    Core(Event<Peer>),
+    /// A peer's message was refused here (`inbound`) or ours there, with the reason.
+    Refused {
+        /// The other side.
+        peer: PeerId,
+        /// Whether the refused message came from `peer`.
+        inbound: bool,
+        /// Why.
+        reason: String,
+    },
+    /// The own signed address record changed.
+    AddressesChanged(Vec<Multiaddr>),
+}
+
+/// Counters for metrics and status.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NetStats {
+    /// Requests sent.
+    pub requests_out: u64,
+    /// Requests received.
+    pub requests_in: u64,
+    /// Messages dropped because too many requests were in flight, or the peer was backed off.
+    pub dropped: u64,
+    /// Requests that failed (dial, timeout, closed connection, unsupported protocol).
+    pub failures: u64,
+    /// Messages refused here.
+    pub refused_in: u64,
+    /// Our messages refused by the receiver.
+    pub refused_out: u64,
+}
+
+/// Settings of the driver (the protocol's own are in [`Config`]).
+#[derive(Debug, Clone)]
+pub struct DriverConfig {
+    /// The core's parameters.
+    pub kelips: Config,
+    /// Incarnation of this start (persisted and bumped by the node).
+    pub incarnation: u64,
+    /// Bootstrap peers with their addresses.
+    pub bootstraps: Vec<(PeerId, Vec<Multiaddr>)>,
+    /// Addresses added to the own record (`--external-addr`).
+    pub external_addresses: Vec<Multiaddr>,
+    /// A peer that could not be reached is not tried again for this long.
+    pub backoff: Duration,
+    /// Most inbound and outbound streams per connection.
+    pub max_concurrent_streams: usize,
+}
+
+/// The Kelips `NetworkBehaviour`.
+pub struct Behaviour {
+    inner: request_response::Behaviour<KelipsCodec>,
+    counters: Arc<WireCounters>,
+    core: Kelips<Peer>,
+    keypair: Keypair,
+    epoch: Instant,
+    timer: Delay,
+    timer_at: Millis,
+    bootstraps: BTreeMap<PeerId, Vec<Multiaddr>>,
+    listen: BTreeSet<Multiaddr>,
+    external: Vec<Multiaddr>,
+    advertised: Vec<Multiaddr>,
+    backoff_for: Duration,
+    backoff: BTreeMap<PeerId, Instant>,
+    in_flight: usize,
+    events: VecDeque<BehaviourEvent>,
+    stats: NetStats,
+    joined: bool,
+    waker: Option<Waker>,
+}
+
+impl Behaviour {
+    /// A behaviour for `keypair`'s node; it joins through the bootstraps on the first poll
+    /// (founding a network when there are none).
+    pub fn new(keypair: Keypair, config: DriverConfig) -> Result<Self, ConfigError> {
+        let me = Peer(keypair.public().to_peer_id());
+        let seed = u64::from_le_bytes(
+            me.0.to_bytes()[me.0.to_bytes().len() - 8..]
+                .try_into()
+                .unwrap_or([0; 8]),
+        ) ^ config.incarnation;
+        let timeout = Duration::from_millis(config.kelips.request_timeout_ms);
+        let core = Kelips::new(
+            me,
+            config.incarnation,
+            Default::default(),
+            config.kelips,
+            seed,
+            0,
+        )?;
+        let rr_config = request_response::Config::default()
+            .with_request_timeout(timeout)
+            .with_max_concurrent_streams(config.max_concurrent_streams);
+        let codec = KelipsCodec::default();
+        let counters = codec.counters.clone();
+        let inner = request_response::Behaviour::with_codec(
+            codec,
+            [(PROTOCOL, ProtocolSupport::Full)],
+            rr_config,
+        );
+        Ok(Self {
+            inner,
+            counters,
+            core,
+            keypair,
+            epoch: Instant::now(),
+            timer: Delay::new(Duration::ZERO),
+            timer_at: 0,
+            bootstraps: config.bootstraps.into_iter().collect(),
+            listen: BTreeSet::new(),
+            external: config.external_addresses,
+            advertised: Vec::new(),
+            backoff_for: config.backoff,
+            backoff: BTreeMap::new(),
+            in_flight: 0,
+            events: VecDeque::new(),
+            stats: NetStats::default(),
+            joined: false,
+            waker: None,
+        })
+    }
+
+    /// The core, for status views.
+    pub fn core(&self) -> &Kelips<Peer> {
+        &self.core
+    }
+
+    /// Driver counters.
+    pub fn stats(&self) -> NetStats {
+        self.stats
+    }
+
+    /// Kelips frame bytes (in, out) since start.
+    pub fn wire_bytes(&self) -> (u64, u64) {
+        (
+            self.counters.bytes_in.load(Ordering::Relaxed),
+            self.counters.bytes_out.load(Ordering::Relaxed),
+        )
+    }
+
+    /// Milliseconds since this behaviour started: the core's clock.
+    pub fn now_ms(&self) -> Millis {
+        self.now()
+    }
+
+    /// The addresses in the own signed record.
+    pub fn advertised(&self) -> &[Multiaddr] {
+        &self.advertised
+    }
+
+    /// Verified addresses of `peer`: from its signed record, else the bootstrap list.
+    pub fn addresses_of(&self, peer: &PeerId) -> Vec<Multiaddr> {
+        let mut addresses = self
+            .core
+            .entry_of(&Peer(*peer))
+            .and_then(|entry| verified_addresses(*peer, &entry.address))
+            .unwrap_or_default();
+        if let Some(bootstrap) = self.bootstraps.get(peer) {
+            for address in bootstrap {
+                if !addresses.contains(address) {
+                    addresses.push(address.clone());
+                }
+            }
+        }
+        addresses
+    }
+
+    /// An RTT sample for `peer` (from ping).
+    pub fn handle_rtt(&mut self, peer: PeerId, rtt: Duration) {
+        let micros = u32::try_from(rtt.as_micros()).unwrap_or(u32::MAX);
+        self.core.handle_rtt(&Peer(peer), micros);
+    }
+
+    fn now(&self) -> Millis {
+        self.epoch.elapsed().as_millis() as Millis
+    }
+
+    fn push_event(&mut self, event: BehaviourEvent) {
+        if self.events.len() >= MAX_QUEUED_EVENTS {
+            self.events.pop_front();
+        }
+        self.events.push_back(event);
+    }
+
+    fn backed_off(&mut self, peer: &PeerId) -> bool {
+        match self.backoff.get(peer) {
+            Some(until) if *until > Instant::now() => true,
+            Some(_) => {
+                self.backoff.remove(peer);
+                false
+            }
+            None => false,
+        }
+    }
+
+    fn unreachable(&mut self, peer: PeerId) {
+        if self.backoff.len() >= MAX_BACKOFF {
+            let now = Instant::now();
+            self.backoff.retain(|_, until| *until > now);
+        }
+        if self.backoff.len() < MAX_BACKOFF {
+            self.backoff.insert(peer, Instant::now() + self.backoff_for);
+        }
+        let now = self.now();
+        self.core.handle_unreachable(now, &Peer(peer));
+    }
+
+    /// Moves the core's outputs out: messages become requests, events go to the swarm.
+    fn drain_core(&mut self) {
+        while let Some(output) = self.core.poll_output() {
+            match output {
+                Output::Send { to, envelope } => {
+                    let peer = to.0;
+                    // The core already heard this peer is unreachable when it failed; telling
+                    // it again here would make it retry at once, in a busy loop. The message
+                    // is lost; the core's own timeouts pace its retries.
+                    if self.backed_off(&peer) {
+                        self.stats.dropped += 1;
+                        continue;
+                    }
+                    if self.in_flight >= MAX_IN_FLIGHT {
+                        self.stats.dropped += 1;
+                        continue;
+                    }
+                    self.in_flight += 1;
+                    self.stats.requests_out += 1;
+                    self.inner
+                        .send_request(&peer, Inbound::Valid(Box::new(envelope)));
+                }
+                Output::Event(event) => self.push_event(BehaviourEvent::Core(event)),
+            }
+        }
+    }
+
+    fn on_rr_event(&mut self, event: request_response::Event<Inbound, Reply>) {
+        use request_response::{Event as E, Message as M};
+        match event {
+            E::Message {
+                peer,
+                message: M::Request {
+                    request, channel, ..
+                },
+                ..
+            } => {
+                self.stats.requests_in += 1;
+                self.backoff.remove(&peer);
+                let reply = match request {
+                    Inbound::Valid(envelope) => {
+                        let now = self.now();
+                        match self.core.handle_message(now, Peer(peer), *envelope) {
+                            Ok(()) => Reply::Ack,
+                            Err(refusal) => Reply::refused(refusal.to_string()),
+                        }
+                    }
+                    Inbound::Invalid(reason) => Reply::refused(reason),
+                };
+                if let Reply::Refused(reason) = &reply {
+                    self.stats.refused_in += 1;
+                    self.push_event(BehaviourEvent::Refused {
+                        peer,
+                        inbound: true,
+                        reason: reason.clone(),
+                    });
+                }
+                // The requester may have given up already; nothing to do then.
+                let _ = self.inner.send_response(channel, reply);
+            }
+            E::Message {
+                peer,
+                message: M::Response { response, .. },
+                ..
+            } => {
+                self.in_flight = self.in_flight.saturating_sub(1);
+                self.backoff.remove(&peer);
+                if let Reply::Refused(reason) = response {
+                    self.stats.refused_out += 1;
+                    self.push_event(BehaviourEvent::Refused {
+                        peer,
+                        inbound: false,
+                        reason,
+                    });
+                }
+            }
+            E::OutboundFailure { peer, error, .. } => {
+                self.in_flight = self.in_flight.saturating_sub(1);
+                self.stats.failures += 1;
+                match error {
+                    OutboundFailure::DialFailure
+                    | OutboundFailure::Timeout
+                    | OutboundFailure::UnsupportedProtocols => self.unreachable(peer),
+                    // A closed connection or a broken stream: the message is lost, the peer
+                    // may well be alive; gossip repeats itself.
+                    OutboundFailure::ConnectionClosed | OutboundFailure::Io(_) => {}
+                }
+            }
+            E::InboundFailure { .. } | E::ResponseSent { .. } => {}
+        }
+    }
+
+    /// Re-signs the own record when the advertised addresses change.
+    fn refresh_record(&mut self) {
+        let advertised = own_addresses(&self.listen, &self.external);
+        if advertised == self.advertised {
+            return;
+        }
+        match sign_record(&self.keypair, advertised.clone()) {
+            Ok(record) => {
+                self.core.set_address(record);
+                self.advertised = advertised.clone();
+                self.push_event(BehaviourEvent::AddressesChanged(advertised));
+                if let Some(waker) = &self.waker {
+                    waker.wake_by_ref();
+                }
+            }
+            Err(e) => tracing::warn!("cannot sign own address record: {e}"),
+        }
+    }
+}
+
+/// The addresses a node advertises: its own listen addresses without link-local ones and
+/// without unspecified ones, loopback only when it listens on nothing else, external ones
+/// first, at most [`MAX_OWN_ADDRESSES`].
+pub fn own_addresses(listen: &BTreeSet<Multiaddr>, external: &[Multiaddr]) -> Vec<Multiaddr> {
+    let usable: Vec<&Multiaddr> = listen.iter().filter(|a| !is_link_local(a)).collect();
+    let routable: Vec<&Multiaddr> = usable.iter().copied().filter(|a| !is_loopback(a)).collect();
+    let chosen = if routable.is_empty() {
+        usable
+    } else {
+        routable
+    };
+    let mut out: Vec<Multiaddr> = external.to_vec();
+    for address in chosen {
+        if !out.contains(address) {
+            out.push(address.clone());
+        }
+    }
+    out.truncate(MAX_OWN_ADDRESSES);
+    out
+}
+
+fn is_loopback(address: &Multiaddr) -> bool {
+    address.iter().any(|p| match p {
+        Protocol::Ip4(ip) => ip.is_loopback(),
+        Protocol::Ip6(ip) => ip.is_loopback(),
+        _ => false,
+    })
+}
+
+fn is_link_local(address: &Multiaddr) -> bool {
+    address.iter().any(|p| match p {
+        Protocol::Ip4(ip) => ip.is_link_local() || ip.is_unspecified(),
+        Protocol::Ip6(ip) => (ip.segments()[0] & 0xffc0) == 0xfe80 || ip.is_unspecified(),
+        _ => false,
+    })
+}
+
+impl NetworkBehaviour for Behaviour {
+    type ConnectionHandler =
+        <request_response::Behaviour<KelipsCodec> as NetworkBehaviour>::ConnectionHandler;
+    type ToSwarm = BehaviourEvent;
+
+    fn handle_pending_inbound_connection(
+        &mut self,
+        connection_id: ConnectionId,
+        local_addr: &Multiaddr,
+        remote_addr: &Multiaddr,
+    ) -> Result<(), ConnectionDenied> {
+        self.inner
+            .handle_pending_inbound_connection(connection_id, local_addr, remote_addr)
+    }
+
+    fn handle_established_inbound_connection(
+        &mut self,
+        connection_id: ConnectionId,
+        peer: PeerId,
+        local_addr: &Multiaddr,
+        remote_addr: &Multiaddr,
+    ) -> Result<THandler<Self>, ConnectionDenied> {
+        self.inner.handle_established_inbound_connection(
+            connection_id,
+            peer,
+            local_addr,
+            remote_addr,
+        )
+    }
+
+    fn handle_pending_outbound_connection(
+        &mut self,
+        connection_id: ConnectionId,
+        maybe_peer: Option<PeerId>,
+        addresses: &[Multiaddr],
+        effective_role: Endpoint,
+    ) -> Result<Vec<Multiaddr>, ConnectionDenied> {
+        let mut out = self.inner.handle_pending_outbound_connection(
+            connection_id,
+            maybe_peer,
+            addresses,
+            effective_role,
+        )?;
+        if let Some(peer) = maybe_peer {
+            for address in self.addresses_of(&peer) {
+                if !out.contains(&address) && !addresses.contains(&address) {
+                    out.push(address);
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    fn handle_established_outbound_connection(
+        &mut self,
+        connection_id: ConnectionId,
+        peer: PeerId,
+        addr: &Multiaddr,
+        role_override: Endpoint,
+        port_use: PortUse,
+    ) -> Result<THandler<Self>, ConnectionDenied> {
+        self.inner.handle_established_outbound_connection(
+            connection_id,
+            peer,
+            addr,
+            role_override,
+            port_use,
+        )
+    }
+
+    fn on_swarm_event(&mut self, event: FromSwarm) {
+        match &event {
+            FromSwarm::NewListenAddr(e) => {
+                self.listen.insert(e.addr.clone());
+                self.refresh_record();
+            }
+            FromSwarm::ExpiredListenAddr(e) => {
+                self.listen.remove(e.addr);
+                self.refresh_record();
+            }
+            FromSwarm::ExternalAddrConfirmed(e)
+                if !self.external.contains(e.addr) && self.external.len() < MAX_OWN_ADDRESSES =>
+            {
+                self.external.push(e.addr.clone());
+                self.refresh_record();
+            }
+            _ => {}
+        }
+        self.inner.on_swarm_event(event);
+    }
+
+    fn on_connection_handler_event(
+        &mut self,
+        peer_id: PeerId,
+        connection_id: ConnectionId,
+        event: THandlerOutEvent<Self>,
+    ) {
+        self.inner
+            .on_connection_handler_event(peer_id, connection_id, event);
+    }
+
+    fn poll(
+        &mut self,
+        cx: &mut Context<'_>,
+    ) -> Poll<ToSwarm<Self::ToSwarm, THandlerInEvent<Self>>> {
+        self.waker = Some(cx.waker().clone());
+        let now = self.now();
+        // Join once the own record carries an address (others must be able to dial back),
+        // or after a grace period for nodes that listen nowhere.
+        if !self.joined && (!self.advertised.is_empty() || now >= JOIN_GRACE_MS) {
+            self.joined = true;
+            let bootstraps: Vec<Peer> = self.bootstraps.keys().map(|p| Peer(*p)).collect();
+            self.core.join(now, bootstraps);
+        }
+        if now >= self.core.next_deadline() {
+            self.core.handle_tick(now);
+        }
+        loop {
+            self.drain_core();
+            if let Some(event) = self.events.pop_front() {
+                return Poll::Ready(ToSwarm::GenerateEvent(event));
+            }
+            match self.inner.poll(cx) {
+                Poll::Ready(ToSwarm::GenerateEvent(event)) => self.on_rr_event(event),
+                Poll::Ready(other) => {
+                    return Poll::Ready(other.map_out(|_| unreachable_event()));
+                }
+                Poll::Pending => break,
+            }
+        }
+        let deadline = self.core.next_deadline();
+        if deadline != self.timer_at || self.timer.poll_unpin(cx).is_ready() {
+            self.timer_at = deadline;
+            let wait = deadline.saturating_sub(self.now()).max(1);
+            self.timer = Delay::new(Duration::from_millis(wait));
+            if self.timer.poll_unpin(cx).is_ready() {
+                cx.waker().wake_by_ref();
+            }
+        }
+        Poll::Pending
+    }
+}
+
+/// `map_out` needs a value for events that cannot occur (only `GenerateEvent` carries one).
+fn unreachable_event() -> BehaviourEvent {
+    BehaviourEvent::AddressesChanged(Vec::new())
+}
