@@ -1,6 +1,16 @@
 //! quickstore: a decentralized file store on the Kelips one-hop DHT.
 //!
-//! The protocol lives in the `quickstore-behaviours` crate (a sans-I/O core and a simulator);
-//! this crate holds the command line.
+//! The protocol lives in the `quickstore-behaviours` crate (a sans-I/O core, its libp2p
+//! `NetworkBehaviour`, and a simulator); this crate assembles the node (swarm, storage,
+//! configuration, metrics) and holds the command line.
 
+pub mod client;
+pub mod config;
+pub mod identity;
+pub mod local;
+pub mod metrics;
+pub mod node;
 pub mod simulate;
+pub mod status;
+pub mod store;
+pub mod swarm;

@@ -1,0 +1,149 @@
+//! How many real libp2p nodes one process holds: starts N full nodes (TCP loopback, Noise,
+//! Yamux, Kelips, ping, identify) in one process, waits until they converge, keeps them
+//! running, and prints one JSON object with the convergence time, CPU use and memory.
+//!
+//! `cargo run --release --example swarm_capacity -- --nodes 200 --groups 8 --period-ms 1000`
+
+use std::time::{Duration, Instant};
+
+use clap::Parser;
+use libp2p::identity::Keypair;
+use quickstore::local::{LocalNode, converged};
+use quickstore_behaviours::Config;
+use quickstore_behaviours::id::id_facts;
+use quickstore_behaviours::net::Peer;
+
+#[derive(Parser, Debug)]
+struct Args {
+    /// Nodes to run.
+    #[arg(long, default_value_t = 200)]
+    nodes: usize,
+    /// Groups k.
+    #[arg(long, default_value_t = 8)]
+    groups: u32,
+    /// Gossip and heartbeat period (ms).
+    #[arg(long, default_value_t = 1000)]
+    period_ms: u64,
+    /// Give up converging after this long (s).
+    #[arg(long, default_value_t = 300)]
+    limit_s: u64,
+    /// Once converged, measure CPU over this many seconds.
+    #[arg(long, default_value_t = 30)]
+    steady_s: u64,
+}
+
+fn cpu_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    let fields: Vec<&str> = stat
+        .rsplit(')')
+        .next()
+        .unwrap_or("")
+        .split_whitespace()
+        .collect();
+    let ticks: f64 = fields.get(11).and_then(|v| v.parse().ok()).unwrap_or(0.0)
+        + fields.get(12).and_then(|v| v.parse().ok()).unwrap_or(0.0);
+    ticks / 100.0
+}
+
+fn rss_mb() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .unwrap_or_default()
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
+        .unwrap_or(0.0)
+        / 1024.0
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let p = args.period_ms;
+    let config = Config {
+        groups: args.groups,
+        heartbeat_period_ms: p,
+        gossip_period_ms: p,
+        t_fail_ms: 15 * p,
+        t_contact_ms: 60 * p,
+        sync_period_ms: 10 * p,
+        rejoin_period_ms: 30 * p,
+        ..Config::default()
+    };
+    let started = Instant::now();
+    let first = LocalNode::start(Keypair::generate_ed25519(), config.clone(), Vec::new()).await?;
+    let bootstrap = vec![(first.peer_id, first.address.clone())];
+    let mut nodes = vec![first];
+    for _ in 1..args.nodes {
+        nodes.push(
+            LocalNode::start(
+                Keypair::generate_ed25519(),
+                config.clone(),
+                bootstrap.clone(),
+            )
+            .await?,
+        );
+    }
+    let started_s = started.elapsed().as_secs_f64();
+    let snapshot = |nodes: &[LocalNode]| -> Vec<_> {
+        nodes
+            .iter()
+            .map(|n| {
+                (
+                    n.peer_id,
+                    id_facts(&Peer(n.peer_id), args.groups).group,
+                    n.status(),
+                )
+            })
+            .collect()
+    };
+    let mut converged_s = None;
+    while started.elapsed() < Duration::from_secs(args.limit_s) {
+        if converged(&snapshot(&nodes), args.groups) {
+            converged_s = Some(started.elapsed().as_secs_f64());
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let views: Vec<usize> = snapshot(&nodes)
+        .iter()
+        .map(|(_, _, s)| s.as_ref().map_or(0, |s| s.view.len()))
+        .collect();
+    if converged_s.is_none() {
+        for (peer, group, status) in snapshot(&nodes) {
+            if let Some(s) = status {
+                eprintln!(
+                    "{peer} g{group}: joined {} view {} contacts {} counters {:?}",
+                    s.joined,
+                    s.view.len(),
+                    s.contacts.values().map(Vec::len).sum::<usize>(),
+                    s.counters
+                );
+            }
+        }
+    }
+    let cpu_before = cpu_seconds();
+    let steady = Instant::now();
+    tokio::time::sleep(Duration::from_secs(args.steady_s)).await;
+    let cpu_share = (cpu_seconds() - cpu_before) / steady.elapsed().as_secs_f64();
+    let still = converged(&snapshot(&nodes), args.groups);
+    println!(
+        "{}",
+        serde_json::json!({
+            "nodes": args.nodes,
+            "groups": args.groups,
+            "period_ms": p,
+            "all_started_s": started_s,
+            "converged_s": converged_s,
+            "still_converged": still,
+            "min_view": views.iter().min(),
+            "max_view": views.iter().max(),
+            "steady_cpu_cores": cpu_share,
+            "rss_mb": rss_mb(),
+            "rss_kb_per_node": rss_mb() * 1024.0 / args.nodes as f64,
+        })
+    );
+    for node in nodes {
+        node.stop().await;
+    }
+    Ok(())
+}

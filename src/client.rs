@@ -1,0 +1,159 @@
+//! Client commands that talk to a running node: `quickstore status`.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use clap::Args;
+use futures::StreamExt;
+use libp2p::multiaddr::Protocol;
+use libp2p::swarm::SwarmEvent;
+use libp2p::{Multiaddr, PeerId, request_response};
+
+use crate::node::{NodeFile, default_data_dir};
+use crate::status::{Status, StatusRequest};
+
+/// Which node a client command talks to.
+#[derive(Args, Debug, Clone)]
+pub struct Target {
+    /// The node's multiaddr, ending in /p2p/<PeerId>.
+    #[arg(long, conflicts_with = "data_dir")]
+    pub peer: Option<String>,
+    /// The data directory of a local node (reads its node.json). Default: the user's data
+    /// directory.
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+}
+
+impl Target {
+    /// The node's PeerId and an address to dial.
+    pub fn resolve(&self) -> anyhow::Result<(PeerId, Multiaddr)> {
+        if let Some(peer) = &self.peer {
+            let mut address: Multiaddr = peer
+                .parse()
+                .with_context(|| format!("{peer:?} is not a multiaddr"))?;
+            let Some(Protocol::P2p(id)) = address.pop() else {
+                bail!("{peer} does not end in /p2p/<PeerId>");
+            };
+            return Ok((id, address));
+        }
+        let dir = self.data_dir.clone().unwrap_or_else(default_data_dir);
+        let path = dir.join("node.json");
+        let text = std::fs::read_to_string(&path)
+            .with_context(|| format!("no running node found: cannot read {}", path.display()))?;
+        let file: NodeFile = serde_json::from_str(&text)
+            .with_context(|| format!("{} is not a node file", path.display()))?;
+        let peer: PeerId = file.peer_id.parse().context("bad peer_id in node.json")?;
+        let addresses: Vec<Multiaddr> = file
+            .listen_addrs
+            .iter()
+            .filter_map(|a| a.parse().ok())
+            .collect();
+        let pick = addresses
+            .iter()
+            .find(|a| a.to_string().starts_with("/ip4/127.0.0.1/tcp/"))
+            .or_else(|| addresses.iter().find(|a| a.to_string().contains("/tcp/")))
+            .or(addresses.first())
+            .cloned()
+            .with_context(|| format!("{} lists no address", path.display()))?;
+        Ok((peer, pick))
+    }
+}
+
+/// Show a node's view of the network.
+#[derive(Args, Debug, Clone)]
+pub struct StatusArgs {
+    #[command(flatten)]
+    target: Target,
+    /// Print one JSON object instead of tables.
+    #[arg(long)]
+    json: bool,
+}
+
+impl StatusArgs {
+    /// Asks the node and prints.
+    pub async fn run(self) -> anyhow::Result<()> {
+        let (peer, address) = self.target.resolve()?;
+        let status = fetch_status(peer, address, Duration::from_secs(10)).await?;
+        if self.json {
+            println!("{}", serde_json::to_string_pretty(&status)?);
+        } else {
+            print_status(&status);
+        }
+        Ok(())
+    }
+}
+
+/// Dials `peer` at `address` and asks for its status.
+pub async fn fetch_status(
+    peer: PeerId,
+    address: Multiaddr,
+    timeout: Duration,
+) -> anyhow::Result<Status> {
+    let mut swarm = crate::swarm::client(timeout)?;
+    swarm
+        .dial(address.clone().with(Protocol::P2p(peer)))
+        .with_context(|| format!("cannot dial {address}"))?;
+    swarm.behaviour_mut().send_request(&peer, StatusRequest {});
+    let deadline = tokio::time::sleep(timeout);
+    tokio::pin!(deadline);
+    loop {
+        tokio::select! {
+            _ = &mut deadline => bail!("no answer from {peer} at {address} within {timeout:?}"),
+            event = swarm.select_next_some() => match event {
+                SwarmEvent::Behaviour(request_response::Event::Message {
+                    message: request_response::Message::Response { response, .. }, ..
+                }) => return Ok(response),
+                SwarmEvent::Behaviour(request_response::Event::OutboundFailure { error, .. }) => {
+                    bail!("status request to {peer} at {address} failed: {error}")
+                }
+                SwarmEvent::OutgoingConnectionError { error, .. } => {
+                    bail!("cannot reach {peer} at {address}: {error}")
+                }
+                _ => {}
+            }
+        }
+    }
+}
+
+fn print_status(s: &Status) {
+    println!("peer      {}", s.peer_id);
+    println!("network   {} ({})", s.network, s.network_id);
+    println!("group     {} of {}", s.group, s.groups);
+    println!(
+        "stamp     incarnation {} heartbeat {}",
+        s.incarnation, s.heartbeat
+    );
+    println!("joined    {}", s.joined);
+    for a in &s.addresses {
+        println!("address   {a}");
+    }
+    println!();
+    println!("view ({} members)", s.view.len());
+    println!(
+        "  {:<54} {:>6} {:>9} {:>8} {:>8}  failed",
+        "peer", "inc", "heartbeat", "age s", "rtt ms"
+    );
+    for m in &s.view {
+        let rtt = m.rtt_ms.map_or("-".to_string(), |r| format!("{r:.1}"));
+        println!(
+            "  {:<54} {:>6} {:>9} {:>8.1} {:>8}  {}",
+            m.peer_id,
+            m.incarnation,
+            m.heartbeat,
+            m.age_ms as f64 / 1000.0,
+            rtt,
+            if m.failed { "yes" } else { "" }
+        );
+    }
+    println!();
+    println!("contacts");
+    for (group, peers) in &s.contacts {
+        println!("  group {group:>3}: {}", peers.join(", "));
+    }
+    println!();
+    println!("counters");
+    for (k, v) in &s.counters {
+        println!("  {k:<20} {v}");
+    }
+}

@@ -1,0 +1,226 @@
+//! The node's configuration: `config/default.toml` (embedded), an optional `--config FILE`,
+//! then command-line flags; a bad value is refused at start, naming its key.
+
+use std::net::SocketAddr;
+use std::path::Path;
+
+use anyhow::{Context, bail};
+use libp2p::multiaddr::Protocol;
+use libp2p::{Multiaddr, PeerId};
+use quickstore_behaviours::Config as KelipsConfig;
+use serde::{Deserialize, Serialize};
+
+/// The default configuration file, as shipped.
+pub const DEFAULT_TOML: &str = include_str!("../config/default.toml");
+
+/// Everything a node is configured with.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct NodeConfig {
+    /// Networking and limits of this node.
+    pub node: NetConfig,
+    /// The Kelips protocol parameters.
+    pub kelips: KelipsConfig,
+}
+
+/// Networking and limits of one node. Defaults in `config/default.toml`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct NetConfig {
+    /// Listen multiaddrs. Default TCP and QUIC on port 0 of all IPv4 interfaces.
+    pub listen: Vec<String>,
+    /// Bootstrap multiaddrs ending in `/p2p/<PeerId>`. Default none (found a network).
+    pub bootstrap: Vec<String>,
+    /// Extra advertised addresses. Default none.
+    pub external_addr: Vec<String>,
+    /// `ADDR:PORT` serving Prometheus metrics, or empty. Default empty.
+    pub metrics: String,
+    /// Established connections at most. Default 512.
+    pub max_connections: u32,
+    /// Connections per peer at most. Default 4.
+    pub max_connections_per_peer: u32,
+    /// Outgoing dials in flight at most. Default 64.
+    pub max_pending_dials: u32,
+    /// Idle connections close after this long (ms). Default 30 000.
+    pub idle_connection_timeout_ms: u64,
+    /// Unreachable peers are not retried for this long (ms). Default 10 000.
+    pub backoff_ms: u64,
+    /// Streams per connection at most, each way. Default 64.
+    pub max_concurrent_streams: usize,
+}
+
+impl Default for NetConfig {
+    fn default() -> Self {
+        Self {
+            listen: vec![
+                "/ip4/0.0.0.0/tcp/0".into(),
+                "/ip4/0.0.0.0/udp/0/quic-v1".into(),
+            ],
+            bootstrap: Vec::new(),
+            external_addr: Vec::new(),
+            metrics: String::new(),
+            max_connections: 512,
+            max_connections_per_peer: 4,
+            max_pending_dials: 64,
+            idle_connection_timeout_ms: 30_000,
+            backoff_ms: 10_000,
+            max_concurrent_streams: 64,
+        }
+    }
+}
+
+/// A bootstrap peer: its PeerId and the address to dial.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Bootstrap {
+    /// Who.
+    pub peer: PeerId,
+    /// Where (without the `/p2p/` suffix).
+    pub address: Multiaddr,
+}
+
+impl NodeConfig {
+    /// Parses a TOML document over the defaults.
+    pub fn from_toml(text: &str) -> anyhow::Result<Self> {
+        toml::from_str(text).map_err(|e| anyhow::anyhow!("invalid configuration: {e}"))
+    }
+
+    /// Loads `path`.
+    pub fn load(path: &Path) -> anyhow::Result<Self> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read config file {}", path.display()))?;
+        Self::from_toml(&text).with_context(|| format!("in {}", path.display()))
+    }
+
+    /// Refuses values that cannot work, naming the key.
+    pub fn validate(&self) -> anyhow::Result<()> {
+        self.kelips.validate()?;
+        let n = &self.node;
+        if n.listen.is_empty() {
+            bail!("invalid configuration `node.listen`: at least one address is needed");
+        }
+        self.listen_addrs()?;
+        self.bootstraps()?;
+        self.external_addrs()?;
+        self.metrics_addr()?;
+        let ranges: [(&str, u64, u64, u64); 6] = [
+            ("node.max_connections", n.max_connections.into(), 1, 65_536),
+            (
+                "node.max_connections_per_peer",
+                n.max_connections_per_peer.into(),
+                1,
+                16,
+            ),
+            (
+                "node.max_pending_dials",
+                n.max_pending_dials.into(),
+                1,
+                4096,
+            ),
+            (
+                "node.idle_connection_timeout_ms",
+                n.idle_connection_timeout_ms,
+                1,
+                86_400_000,
+            ),
+            ("node.backoff_ms", n.backoff_ms, 0, 86_400_000),
+            (
+                "node.max_concurrent_streams",
+                n.max_concurrent_streams as u64,
+                1,
+                4096,
+            ),
+        ];
+        for (key, value, min, max) in ranges {
+            if value < min || value > max {
+                bail!("invalid configuration `{key}`: {value} is outside {min}..={max}");
+            }
+        }
+        Ok(())
+    }
+
+    /// The listen addresses.
+    pub fn listen_addrs(&self) -> anyhow::Result<Vec<Multiaddr>> {
+        parse_addrs("node.listen", &self.node.listen)
+    }
+
+    /// The extra advertised addresses.
+    pub fn external_addrs(&self) -> anyhow::Result<Vec<Multiaddr>> {
+        parse_addrs("node.external_addr", &self.node.external_addr)
+    }
+
+    /// The bootstrap peers; each address must end in `/p2p/<PeerId>`.
+    pub fn bootstraps(&self) -> anyhow::Result<Vec<Bootstrap>> {
+        parse_addrs("node.bootstrap", &self.node.bootstrap)?
+            .into_iter()
+            .map(|mut address| match address.pop() {
+                Some(Protocol::P2p(peer)) => Ok(Bootstrap { peer, address }),
+                _ => bail!(
+                    "invalid configuration `node.bootstrap`: {address} does not end in /p2p/<PeerId>"
+                ),
+            })
+            .collect()
+    }
+
+    /// The metrics address, if any.
+    pub fn metrics_addr(&self) -> anyhow::Result<Option<SocketAddr>> {
+        if self.node.metrics.is_empty() {
+            return Ok(None);
+        }
+        self.node.metrics.parse().map(Some).map_err(|e| {
+            anyhow::anyhow!(
+                "invalid configuration `node.metrics`: {:?} is not ADDR:PORT ({e})",
+                self.node.metrics
+            )
+        })
+    }
+}
+
+fn parse_addrs(key: &str, values: &[String]) -> anyhow::Result<Vec<Multiaddr>> {
+    values
+        .iter()
+        .map(|v| {
+            v.parse::<Multiaddr>()
+                .map_err(|e| anyhow::anyhow!("invalid configuration `{key}`: {v:?}: {e}"))
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_shipped_file_holds_every_key_with_the_code_defaults() {
+        let shipped = NodeConfig::from_toml(DEFAULT_TOML).unwrap();
+        assert_eq!(shipped, NodeConfig::default());
+        let file: toml::Table = toml::from_str(DEFAULT_TOML).unwrap();
+        let code: toml::Table =
+            toml::from_str(&toml::to_string(&NodeConfig::default()).unwrap()).unwrap();
+        for (section, keys) in &code {
+            let in_file = file[section].as_table().unwrap();
+            for key in keys.as_table().unwrap().keys() {
+                assert!(
+                    in_file.contains_key(key),
+                    "{section}.{key} missing in default.toml"
+                );
+            }
+        }
+        shipped.validate().unwrap();
+    }
+
+    #[test]
+    fn bad_values_name_their_key() {
+        let e = NodeConfig::from_toml("[kelips]\ngroups = 0\n")
+            .unwrap()
+            .validate()
+            .unwrap_err();
+        assert!(e.to_string().contains("groups"), "{e}");
+        let e = NodeConfig::from_toml("[kelips]\ngrups = 3\n").unwrap_err();
+        assert!(format!("{e:#}").contains("grups"), "{e:#}");
+        let e = NodeConfig::from_toml("[node]\nbootstrap = [\"/ip4/127.0.0.1/tcp/1\"]\n")
+            .unwrap()
+            .validate()
+            .unwrap_err();
+        assert!(e.to_string().contains("node.bootstrap"), "{e}");
+    }
+}

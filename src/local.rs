@@ -1,0 +1,139 @@
+//! In-process nodes for tests and examples: real swarms over loopback TCP, each driven by its
+//! own task, publishing a [`Status`] snapshot a few times per second.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::StreamExt;
+use libp2p::identity::Keypair;
+use libp2p::swarm::SwarmEvent;
+use libp2p::{Multiaddr, PeerId, ping};
+use quickstore_behaviours::Config as KelipsConfig;
+use quickstore_behaviours::net::DriverConfig;
+use tokio::sync::oneshot;
+
+use crate::status::Status;
+use crate::swarm::{self, NodeBehaviourEvent, SwarmLimits};
+
+/// A node running in this process.
+pub struct LocalNode {
+    /// Its PeerId.
+    pub peer_id: PeerId,
+    /// Its first listen address.
+    pub address: Multiaddr,
+    status: Arc<Mutex<Option<Status>>>,
+    stop: Option<oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl LocalNode {
+    /// Starts a node listening on loopback TCP, joining through `bootstraps`.
+    pub async fn start(
+        keypair: Keypair,
+        kelips: KelipsConfig,
+        bootstraps: Vec<(PeerId, Multiaddr)>,
+    ) -> anyhow::Result<Self> {
+        let peer_id = keypair.public().to_peer_id();
+        let driver = DriverConfig {
+            kelips,
+            incarnation: 1,
+            bootstraps: bootstraps.into_iter().map(|(p, a)| (p, vec![a])).collect(),
+            external_addresses: Vec::new(),
+            backoff: Duration::from_millis(500),
+            max_concurrent_streams: 64,
+        };
+        let limits = SwarmLimits {
+            max_connections: 256,
+            max_connections_per_peer: 4,
+            max_pending_dials: 64,
+            idle_timeout: Duration::from_secs(10),
+            ping_interval: Duration::from_secs(2),
+        };
+        let mut swarm = swarm::build(keypair, driver, limits, None)?;
+        swarm.listen_on("/ip4/127.0.0.1/tcp/0".parse()?)?;
+        let address = loop {
+            if let SwarmEvent::NewListenAddr { address, .. } = swarm.select_next_some().await {
+                break address;
+            }
+        };
+        let status = Arc::new(Mutex::new(None));
+        let published = status.clone();
+        let (stop, mut stopped) = oneshot::channel();
+        let task = tokio::spawn(async move {
+            let mut publish = tokio::time::interval(Duration::from_millis(200));
+            loop {
+                tokio::select! {
+                    _ = &mut stopped => break,
+                    _ = publish.tick() => {
+                        let now = Status::of(&swarm.behaviour().kelips);
+                        if let Ok(mut slot) = published.lock() {
+                            *slot = Some(now);
+                        }
+                    }
+                    event = swarm.select_next_some() => {
+                        if let SwarmEvent::Behaviour(NodeBehaviourEvent::Ping(ping::Event {
+                            peer, result: Ok(rtt), ..
+                        })) = event {
+                            swarm.behaviour_mut().kelips.handle_rtt(peer, rtt);
+                        }
+                    }
+                }
+            }
+        });
+        Ok(Self {
+            peer_id,
+            address,
+            status,
+            stop: Some(stop),
+            task,
+        })
+    }
+
+    /// The latest status snapshot (at most 200 ms old).
+    pub fn status(&self) -> Option<Status> {
+        self.status.lock().ok().and_then(|s| s.clone())
+    }
+
+    /// Stops the node and waits for its task.
+    pub async fn stop(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        let _ = (&mut self.task).await;
+    }
+}
+
+impl Drop for LocalNode {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Whether every node's live view is exactly its group's other nodes and it has a contact in
+/// every other group that has nodes. `nodes` are (PeerId, group, status).
+pub fn converged(nodes: &[(PeerId, u32, Option<Status>)], groups: u32) -> bool {
+    nodes.iter().all(|(me, group, status)| {
+        let Some(status) = status else {
+            return false;
+        };
+        let mut expected: Vec<String> = nodes
+            .iter()
+            .filter(|(p, g, _)| g == group && p != me)
+            .map(|(p, _, _)| p.to_string())
+            .collect();
+        expected.sort();
+        let mut live: Vec<String> = status
+            .view
+            .iter()
+            .filter(|m| !m.failed)
+            .map(|m| m.peer_id.clone())
+            .collect();
+        live.sort();
+        let covered = (0..groups).all(|g| {
+            g == *group
+                || !nodes.iter().any(|(_, ng, _)| *ng == g)
+                || status.contacts.get(&g).is_some_and(|c| !c.is_empty())
+        });
+        live == expected && covered
+    })
+}

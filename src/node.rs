@@ -1,0 +1,403 @@
+//! `quickstore node`: runs one node until Ctrl-C or SIGTERM.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Args;
+use futures::StreamExt;
+use libp2p::metrics::Recorder;
+use libp2p::swarm::SwarmEvent;
+use libp2p::{Multiaddr, PeerId, Swarm, ping, request_response};
+use prometheus_client::registry::Registry;
+use quickstore_behaviours::net::peer::verified_addresses;
+use quickstore_behaviours::net::{BehaviourEvent, DriverConfig, Peer};
+use quickstore_behaviours::{AddressRecord, Event};
+use serde::{Deserialize, Serialize};
+use tokio::sync::Semaphore;
+
+use crate::config::NodeConfig;
+use crate::metrics::NodeMetrics;
+use crate::status::Status;
+use crate::store::NodeStore;
+use crate::swarm::{self, NodeBehaviour, NodeBehaviourEvent, SwarmLimits};
+
+/// Run a quickstore node until Ctrl-C.
+#[derive(Args, Debug, Clone, Default)]
+pub struct NodeArgs {
+    /// Data directory (identity, node store, node.json). Default: the user's data directory
+    /// (`~/.local/share/quickstore`).
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// Listen multiaddr (repeatable). Default TCP and QUIC on port 0 of all interfaces.
+    #[arg(long)]
+    pub listen: Vec<String>,
+    /// Bootstrap multiaddr ending in /p2p/<PeerId> (repeatable). None: found a network.
+    #[arg(long)]
+    pub bootstrap: Vec<String>,
+    /// Extra address to advertise (repeatable).
+    #[arg(long)]
+    pub external_addr: Vec<String>,
+    /// Configuration file (TOML, see config/default.toml); flags override it.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Network name.
+    #[arg(long)]
+    pub network: Option<String>,
+    /// Number of groups k.
+    #[arg(long)]
+    pub groups: Option<u32>,
+    /// Gossip period (ms); the heartbeat period follows it.
+    #[arg(long)]
+    pub gossip_period_ms: Option<u64>,
+    /// Failure timeout (ms).
+    #[arg(long)]
+    pub t_fail_ms: Option<u64>,
+    /// Serve Prometheus metrics on ADDR:PORT at /metrics.
+    #[arg(long)]
+    pub metrics: Option<String>,
+}
+
+/// What `DATA_DIR/node.json` holds, so local commands find the node.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct NodeFile {
+    /// The node's PeerId.
+    pub peer_id: String,
+    /// Its listen addresses (without /p2p).
+    pub listen_addrs: Vec<String>,
+    /// Its process id.
+    pub pid: u32,
+}
+
+/// The default data directory.
+pub fn default_data_dir() -> PathBuf {
+    dirs::data_dir()
+        .unwrap_or_else(|| PathBuf::from("."))
+        .join("quickstore")
+}
+
+impl NodeArgs {
+    /// The configuration: defaults, then the file, then flags; validated.
+    pub fn resolve(&self) -> anyhow::Result<NodeConfig> {
+        let mut config = match &self.config {
+            Some(path) => NodeConfig::load(path)?,
+            None => NodeConfig::default(),
+        };
+        if !self.listen.is_empty() {
+            config.node.listen = self.listen.clone();
+        }
+        if !self.bootstrap.is_empty() {
+            config.node.bootstrap = self.bootstrap.clone();
+        }
+        config
+            .node
+            .external_addr
+            .extend(self.external_addr.iter().cloned());
+        if let Some(metrics) = &self.metrics {
+            config.node.metrics = metrics.clone();
+        }
+        let k = &mut config.kelips;
+        if let Some(network) = &self.network {
+            k.network_name = network.clone();
+        }
+        if let Some(groups) = self.groups {
+            k.groups = groups;
+        }
+        if let Some(period) = self.gossip_period_ms {
+            k.gossip_period_ms = period;
+            k.heartbeat_period_ms = period;
+        }
+        if let Some(t_fail) = self.t_fail_ms {
+            k.t_fail_ms = t_fail;
+        }
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Runs the node until Ctrl-C or SIGTERM.
+    pub async fn run(self) -> anyhow::Result<()> {
+        let config = self.resolve()?;
+        let dir = self.data_dir.clone().unwrap_or_else(default_data_dir);
+        std::fs::create_dir_all(&dir)
+            .with_context(|| format!("cannot create data directory {}", dir.display()))?;
+        raise_open_files_limit();
+        let keypair = crate::identity::load_or_create(&dir)?;
+        let peer_id = keypair.public().to_peer_id();
+        let store_dir = dir.clone();
+        let (store, incarnation, remembered) = tokio::task::spawn_blocking(move || {
+            let store = NodeStore::open(&store_dir)?;
+            let incarnation = store.bump_incarnation()?;
+            let peers = store.load_peers()?;
+            anyhow::Ok((store, incarnation, peers))
+        })
+        .await??;
+        let store = Arc::new(store);
+
+        let mut bootstraps: Vec<(PeerId, Vec<Multiaddr>)> = config
+            .bootstraps()?
+            .into_iter()
+            .map(|b| (b.peer, vec![b.address]))
+            .collect();
+        bootstraps.extend(remembered_bootstraps(&remembered, peer_id, &bootstraps));
+        let driver = DriverConfig {
+            kelips: config.kelips.clone(),
+            incarnation,
+            bootstraps,
+            external_addresses: config.external_addrs()?,
+            backoff: Duration::from_millis(config.node.backoff_ms),
+            max_concurrent_streams: config.node.max_concurrent_streams,
+        };
+        let limits = SwarmLimits {
+            max_connections: config.node.max_connections,
+            max_connections_per_peer: config.node.max_connections_per_peer,
+            max_pending_dials: config.node.max_pending_dials,
+            idle_timeout: Duration::from_millis(config.node.idle_connection_timeout_ms),
+            ping_interval: Duration::from_millis(
+                (config.kelips.gossip_period_ms * 5).clamp(200, 15_000),
+            ),
+        };
+        let mut registry = Registry::with_prefix("quickstore");
+        let metrics_addr = config.metrics_addr()?;
+        let mut swarm = swarm::build(
+            keypair,
+            driver,
+            limits,
+            metrics_addr.is_some().then_some(&mut registry),
+        )?;
+        let metrics = NodeMetrics::register(&mut registry);
+        let libp2p_metrics = libp2p::metrics::Metrics::new(&mut registry);
+        if let Some(addr) = metrics_addr {
+            let bound = crate::metrics::serve(addr, Arc::new(registry)).await?;
+            tracing::info!("metrics on http://{bound}/metrics");
+        }
+        for address in config.listen_addrs()? {
+            swarm
+                .listen_on(address.clone())
+                .with_context(|| format!("cannot listen on {address}"))?;
+        }
+        tracing::info!(
+            "node {peer_id} incarnation {incarnation} group {} of {} in network {:?}",
+            swarm.behaviour().kelips.core().group(),
+            config.kelips.groups,
+            config.kelips.network_name
+        );
+        let mut runner = Runner {
+            swarm,
+            dir,
+            store,
+            metrics,
+            libp2p_metrics,
+            listen: Vec::new(),
+            disk: Arc::new(Semaphore::new(1)),
+        };
+        runner.run().await
+    }
+}
+
+/// Remembered peers (from the last run) with verified records become extra bootstraps.
+fn remembered_bootstraps(
+    remembered: &[crate::store::RememberedPeer],
+    me: PeerId,
+    configured: &[(PeerId, Vec<Multiaddr>)],
+) -> Vec<(PeerId, Vec<Multiaddr>)> {
+    remembered
+        .iter()
+        .filter_map(|(peer, record)| {
+            let peer = PeerId::from_bytes(peer).ok()?;
+            let record = AddressRecord::new(record.clone()).ok()?;
+            let addresses = verified_addresses(peer, &record)?;
+            (peer != me && !addresses.is_empty() && !configured.iter().any(|(p, _)| *p == peer))
+                .then_some((peer, addresses))
+        })
+        .take(16)
+        .collect()
+}
+
+fn raise_open_files_limit() {
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(limit) => tracing::debug!("open files limit {limit}"),
+        Err(e) => tracing::warn!("cannot raise the open files limit: {e}"),
+    }
+}
+
+struct Runner {
+    swarm: Swarm<NodeBehaviour>,
+    dir: PathBuf,
+    store: Arc<NodeStore>,
+    metrics: NodeMetrics,
+    libp2p_metrics: libp2p::metrics::Metrics,
+    listen: Vec<Multiaddr>,
+    /// One disk write at a time; snapshots are skipped while one is running.
+    disk: Arc<Semaphore>,
+}
+
+impl Runner {
+    async fn run(&mut self) -> anyhow::Result<()> {
+        let mut second = tokio::time::interval(Duration::from_secs(1));
+        let mut snapshot = tokio::time::interval(Duration::from_secs(30));
+        snapshot.tick().await;
+        let mut terminate =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        loop {
+            tokio::select! {
+                event = self.swarm.select_next_some() => self.on_event(event),
+                _ = second.tick() => self.metrics.update(&self.swarm.behaviour().kelips),
+                _ = snapshot.tick() => self.save_peers(),
+                _ = tokio::signal::ctrl_c() => break,
+                _ = terminate.recv() => break,
+            }
+        }
+        tracing::info!("shutting down");
+        let permit = self.disk.clone().acquire_owned().await?;
+        let peers = self.peers_to_remember();
+        let store = self.store.clone();
+        tokio::task::spawn_blocking(move || {
+            let _permit = permit;
+            store.save_peers(&peers)
+        })
+        .await??;
+        let _ = tokio::fs::remove_file(self.dir.join("node.json")).await;
+        Ok(())
+    }
+
+    fn peers_to_remember(&self) -> Vec<crate::store::RememberedPeer> {
+        let core = self.swarm.behaviour().kelips.core();
+        core.view()
+            .live()
+            .map(|m| &m.entry)
+            .chain(core.contacts().all().map(|c| &c.entry))
+            .filter(|e| !e.address.as_bytes().is_empty())
+            .map(|e| (e.id.0.to_bytes(), e.address.as_bytes().to_vec()))
+            .take(crate::store::MAX_REMEMBERED)
+            .collect()
+    }
+
+    fn save_peers(&self) {
+        let Ok(permit) = self.disk.clone().try_acquire_owned() else {
+            return;
+        };
+        let peers = self.peers_to_remember();
+        let store = self.store.clone();
+        tokio::task::spawn_blocking(move || {
+            let _permit = permit;
+            if let Err(e) = store.save_peers(&peers) {
+                tracing::warn!("cannot save peers: {e}");
+            }
+        });
+    }
+
+    fn on_event(&mut self, event: SwarmEvent<NodeBehaviourEvent>) {
+        self.libp2p_metrics.record(&event);
+        match event {
+            SwarmEvent::NewListenAddr { address, .. } => {
+                let peer = *self.swarm.local_peer_id();
+                println!("listening on {address}/p2p/{peer}");
+                self.listen.push(address);
+                self.write_node_file();
+            }
+            SwarmEvent::ExpiredListenAddr { address, .. } => {
+                self.listen.retain(|a| *a != address);
+                self.write_node_file();
+            }
+            SwarmEvent::IncomingConnectionError {
+                send_back_addr,
+                error,
+                ..
+            } => {
+                tracing::info!("incoming connection from {send_back_addr} dropped: {error}");
+            }
+            SwarmEvent::Behaviour(NodeBehaviourEvent::Kelips(event)) => self.on_kelips(event),
+            SwarmEvent::Behaviour(NodeBehaviourEvent::Ping(ping::Event {
+                peer,
+                result: Ok(rtt),
+                ..
+            })) => self.swarm.behaviour_mut().kelips.handle_rtt(peer, rtt),
+            SwarmEvent::Behaviour(NodeBehaviourEvent::Identify(event)) => {
+                self.libp2p_metrics.record(&event);
+            }
+            SwarmEvent::Behaviour(NodeBehaviourEvent::Status(
+                request_response::Event::Message {
+                    message: request_response::Message::Request { channel, .. },
+                    ..
+                },
+            )) => {
+                let status = Status::of(&self.swarm.behaviour().kelips);
+                let _ = self
+                    .swarm
+                    .behaviour_mut()
+                    .status
+                    .send_response(channel, status);
+            }
+            _ => {}
+        }
+    }
+
+    fn on_kelips(&mut self, event: BehaviourEvent) {
+        match event {
+            BehaviourEvent::Core(event) => {
+                self.metrics.on_core_event(&event);
+                log_core_event(&event);
+                if let Event::IncarnationChanged(incarnation) = event {
+                    let store = self.store.clone();
+                    tokio::task::spawn_blocking(move || {
+                        if let Err(e) = store.raise_incarnation(incarnation) {
+                            tracing::warn!("cannot persist incarnation: {e}");
+                        }
+                    });
+                }
+            }
+            BehaviourEvent::Refused {
+                peer,
+                inbound,
+                reason,
+            } => {
+                if inbound {
+                    tracing::warn!("refused a message from {peer}: {reason}");
+                } else {
+                    tracing::warn!("{peer} refused our message: {reason}");
+                }
+            }
+            BehaviourEvent::AddressesChanged(addresses) => {
+                tracing::info!("advertising {addresses:?}");
+            }
+        }
+    }
+
+    fn write_node_file(&self) {
+        let file = NodeFile {
+            peer_id: self.swarm.local_peer_id().to_string(),
+            listen_addrs: self.listen.iter().map(|a| a.to_string()).collect(),
+            pid: std::process::id(),
+        };
+        let path = self.dir.join("node.json");
+        tokio::spawn(async move {
+            if let Err(e) = write_atomically(&path, &file).await {
+                tracing::warn!("cannot write {}: {e}", path.display());
+            }
+        });
+    }
+}
+
+async fn write_atomically(path: &Path, file: &NodeFile) -> anyhow::Result<()> {
+    let tmp = path.with_extension("json.tmp");
+    tokio::fs::write(&tmp, serde_json::to_vec_pretty(file)?).await?;
+    tokio::fs::rename(&tmp, path).await?;
+    Ok(())
+}
+
+fn log_core_event(event: &Event<Peer>) {
+    match event {
+        Event::MemberAdded(p) => tracing::info!("member added {p}"),
+        Event::MemberFailed(p) => tracing::info!("member failed {p}"),
+        Event::MemberRecovered(p) => tracing::info!("member recovered {p}"),
+        Event::MemberRemoved(p) => tracing::info!("member removed {p}"),
+        Event::ContactAdded { group, id } => tracing::info!("contact added {id} group {group}"),
+        Event::ContactRemoved { group, id } => {
+            tracing::info!("contact removed {id} group {group}")
+        }
+        Event::Joined { founded } => tracing::info!("joined (founded: {founded})"),
+        Event::IncarnationChanged(n) => tracing::info!("incarnation raised to {n}"),
+        Event::Lookup(outcome) => tracing::debug!("lookup done: {outcome:?}"),
+    }
+}

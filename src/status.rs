@@ -1,0 +1,232 @@
+//! `/quickstore/status/1.0.0`: a node's view of itself, for `quickstore status`.
+//!
+//! One request per stream: the client sends an empty frame; the node answers with a
+//! varint-length-prefixed JSON [`Status`] of at most [`MAX_STATUS_BYTES`].
+
+use std::collections::BTreeMap;
+use std::io;
+use std::marker::PhantomData;
+
+use futures::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use libp2p::StreamProtocol;
+use libp2p::request_response;
+use quickstore_behaviours::codec::put_varint;
+use quickstore_behaviours::net::Behaviour as KelipsBehaviour;
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+/// The status protocol id.
+pub const STATUS_PROTOCOL: StreamProtocol = StreamProtocol::new("/quickstore/status/1.0.0");
+/// Largest status answer, in bytes.
+pub const MAX_STATUS_BYTES: usize = 8 << 20;
+/// Largest status request, in bytes.
+const MAX_STATUS_REQUEST_BYTES: usize = 1024;
+
+/// Asks for the status.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct StatusRequest {}
+
+/// One member of the group view.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ViewMember {
+    /// Its PeerId.
+    pub peer_id: String,
+    /// Incarnation (bumped at each of its starts).
+    pub incarnation: u64,
+    /// Heartbeat counter.
+    pub heartbeat: u64,
+    /// Milliseconds since its stamp last rose.
+    pub age_ms: u64,
+    /// Smoothed RTT in milliseconds, once sampled.
+    pub rtt_ms: Option<f64>,
+    /// Not heard for `t_fail`.
+    pub failed: bool,
+}
+
+/// What `quickstore status` shows.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Status {
+    /// The node's PeerId.
+    pub peer_id: String,
+    /// Network name.
+    pub network: String,
+    /// Network id (hex).
+    pub network_id: String,
+    /// Its group.
+    pub group: u32,
+    /// k.
+    pub groups: u32,
+    /// Its incarnation.
+    pub incarnation: u64,
+    /// Its heartbeat.
+    pub heartbeat: u64,
+    /// Whether the join finished.
+    pub joined: bool,
+    /// Addresses in its signed record.
+    pub addresses: Vec<String>,
+    /// The group view.
+    pub view: Vec<ViewMember>,
+    /// Contacts per group.
+    pub contacts: BTreeMap<u32, Vec<String>>,
+    /// Counters: messages, refusals, failures, bytes.
+    pub counters: BTreeMap<String, u64>,
+}
+
+impl Status {
+    /// The status of the node `kelips` drives.
+    pub fn of(kelips: &KelipsBehaviour) -> Self {
+        let core = kelips.core();
+        let now = kelips.now_ms();
+        let own = core.own_entry();
+        let mut view: Vec<ViewMember> = core
+            .view()
+            .iter()
+            .map(|m| ViewMember {
+                peer_id: m.entry.id.to_string(),
+                incarnation: m.entry.incarnation,
+                heartbeat: m.entry.heartbeat,
+                age_ms: now.saturating_sub(m.last_increase),
+                rtt_ms: m.rtt_us.map(|us| f64::from(us) / 1000.0),
+                failed: m.failed,
+            })
+            .collect();
+        view.sort_by(|a, b| a.peer_id.cmp(&b.peer_id));
+        let contacts = core
+            .contacts()
+            .iter()
+            .map(|(g, cs)| (g, cs.iter().map(|c| c.entry.id.to_string()).collect()))
+            .collect();
+        let stats = core.stats();
+        let net = kelips.stats();
+        let (bytes_in, bytes_out) = kelips.wire_bytes();
+        let counters = [
+            ("messages_in", stats.messages_in),
+            ("messages_out", stats.messages_out),
+            ("refused_messages", net.refused_in),
+            ("refused_items", stats.refused_items),
+            ("failures_detected", stats.failures_detected),
+            ("members_removed", stats.members_removed),
+            ("requests_failed", net.failures),
+            ("messages_dropped", net.dropped),
+            ("refused_by_peers", net.refused_out),
+            ("gossip_bytes_in", bytes_in),
+            ("gossip_bytes_out", bytes_out),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect();
+        Status {
+            peer_id: own.id.to_string(),
+            network: core.config().network_name.clone(),
+            network_id: core.network().to_string(),
+            group: core.group(),
+            groups: core.config().groups,
+            incarnation: own.incarnation,
+            heartbeat: own.heartbeat,
+            joined: core.is_joined(),
+            addresses: kelips.advertised().iter().map(|a| a.to_string()).collect(),
+            view,
+            contacts,
+            counters,
+        }
+    }
+}
+
+/// A length-prefixed JSON request-response codec with size limits checked before reading.
+#[derive(Debug, Clone, Copy)]
+pub struct JsonCodec<Req, Resp>(PhantomData<(Req, Resp)>);
+
+impl<Req, Resp> Default for JsonCodec<Req, Resp> {
+    fn default() -> Self {
+        Self(PhantomData)
+    }
+}
+
+/// The status codec.
+pub type StatusCodec = JsonCodec<StatusRequest, Status>;
+
+async fn read_json<T: AsyncRead + Unpin, V: DeserializeOwned>(
+    io: &mut T,
+    limit: usize,
+) -> io::Result<V> {
+    let mut len: u64 = 0;
+    let mut shift = 0;
+    loop {
+        let mut byte = [0u8; 1];
+        io.read_exact(&mut byte).await?;
+        len |= u64::from(byte[0] & 0x7f) << shift;
+        if byte[0] & 0x80 == 0 {
+            break;
+        }
+        shift += 7;
+        if shift > 63 {
+            return Err(io::Error::new(io::ErrorKind::InvalidData, "bad length"));
+        }
+    }
+    if len > limit as u64 {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("frame of {len} bytes exceeds {limit}"),
+        ));
+    }
+    let mut bytes = vec![0u8; len as usize];
+    io.read_exact(&mut bytes).await?;
+    serde_json::from_slice(&bytes).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
+}
+
+async fn write_json<T: AsyncWrite + Unpin, V: Serialize>(
+    io: &mut T,
+    value: &V,
+    limit: usize,
+) -> io::Result<()> {
+    let body = serde_json::to_vec(value).map_err(io::Error::other)?;
+    if body.len() > limit {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("frame of {} bytes exceeds {limit}", body.len()),
+        ));
+    }
+    let mut out = Vec::with_capacity(body.len() + 5);
+    put_varint(body.len() as u64, &mut out);
+    out.extend_from_slice(&body);
+    io.write_all(&out).await?;
+    io.close().await
+}
+
+impl<Req, Resp> request_response::Codec for JsonCodec<Req, Resp>
+where
+    Req: Serialize + DeserializeOwned + Send + Sync + 'static,
+    Resp: Serialize + DeserializeOwned + Send + Sync + 'static,
+{
+    type Protocol = StreamProtocol;
+    type Request = Req;
+    type Response = Resp;
+
+    async fn read_request<T>(&mut self, _: &StreamProtocol, io: &mut T) -> io::Result<Req>
+    where
+        T: AsyncRead + Unpin + Send,
+    {
+        read_json(io, MAX_STATUS_REQUEST_BYTES).await
+    }
+
+    async fn read_response<T>(&mut self, _: &StreamProtocol, io: &mut T) -> io::Result<Resp>
+    where
+        T: AsyncRead + Unpin + Send,
+    {
+        read_json(io, MAX_STATUS_BYTES).await
+    }
+
+    async fn write_request<T>(&mut self, _: &StreamProtocol, io: &mut T, r: Req) -> io::Result<()>
+    where
+        T: AsyncWrite + Unpin + Send,
+    {
+        write_json(io, &r, MAX_STATUS_REQUEST_BYTES).await
+    }
+
+    async fn write_response<T>(&mut self, _: &StreamProtocol, io: &mut T, r: Resp) -> io::Result<()>
+    where
+        T: AsyncWrite + Unpin + Send,
+    {
+        write_json(io, &r, MAX_STATUS_BYTES).await
+    }
+}

@@ -1,0 +1,80 @@
+//! Real libp2p swarms in one process, over loopback TCP (Noise, Yamux): they form a Kelips
+//! network through one bootstrap and converge.
+
+use std::time::{Duration, Instant};
+
+use libp2p::identity::Keypair;
+use quickstore::local::{LocalNode, converged};
+use quickstore_behaviours::Config;
+use quickstore_behaviours::id::id_facts;
+use quickstore_behaviours::net::Peer;
+
+fn fast_config(groups: u32, period_ms: u64) -> Config {
+    Config {
+        groups,
+        heartbeat_period_ms: period_ms,
+        gossip_period_ms: period_ms,
+        t_fail_ms: 30 * period_ms,
+        t_contact_ms: 120 * period_ms,
+        sync_period_ms: 10 * period_ms,
+        rejoin_period_ms: 20 * period_ms,
+        request_timeout_ms: 2000,
+        ..Config::default()
+    }
+}
+
+async fn converge(nodes: usize, groups: u32, period_ms: u64, limit: Duration) {
+    let config = fast_config(groups, period_ms);
+    let first = LocalNode::start(Keypair::generate_ed25519(), config.clone(), Vec::new())
+        .await
+        .expect("bootstrap starts");
+    let bootstrap = vec![(first.peer_id, first.address.clone())];
+    let mut all = vec![first];
+    for _ in 1..nodes {
+        let node = LocalNode::start(
+            Keypair::generate_ed25519(),
+            config.clone(),
+            bootstrap.clone(),
+        )
+        .await
+        .expect("node starts");
+        all.push(node);
+    }
+    let started = Instant::now();
+    loop {
+        let snapshot: Vec<_> = all
+            .iter()
+            .map(|n| {
+                let group = id_facts(&Peer(n.peer_id), groups).group;
+                (n.peer_id, group, n.status())
+            })
+            .collect();
+        if converged(&snapshot, groups) {
+            break;
+        }
+        if started.elapsed() > limit {
+            let behind = snapshot.iter().filter(|(_, _, s)| s.is_none()).count();
+            let sizes: Vec<usize> = snapshot
+                .iter()
+                .filter_map(|(_, _, s)| s.as_ref().map(|s| s.view.len()))
+                .collect();
+            panic!(
+                "{nodes} nodes not converged after {limit:?}: {behind} without status, view sizes {sizes:?}"
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    for node in all {
+        node.stop().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn twelve_swarms_converge() {
+    converge(12, 4, 100, Duration::from_secs(30)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_hundred_swarms_converge() {
+    converge(200, 8, 1000, Duration::from_secs(120)).await;
+}
