@@ -66,6 +66,15 @@ pub struct SimulateArgs {
     /// Older entries picked at random per group message.
     #[arg(long)]
     pub random_entry_ration: Option<usize>,
+    /// Own-group entries per hello.
+    #[arg(long)]
+    pub cross_entry_ration: Option<usize>,
+    /// Contacts relayed per hello.
+    #[arg(long)]
+    pub cross_contact_ration: Option<usize>,
+    /// Contacts asked in parallel in a lookup's first round.
+    #[arg(long)]
+    pub lookup_parallelism: Option<usize>,
     /// Contact staleness timeout t_contact, milliseconds.
     #[arg(long)]
     pub t_contact_ms: Option<u64>,
@@ -96,6 +105,15 @@ impl SimulateArgs {
                 .random_entry_ration
                 .unwrap_or(defaults.random_entry_ration),
             t_contact_ms: self.t_contact_ms.unwrap_or(defaults.t_contact_ms),
+            cross_entry_ration: self
+                .cross_entry_ration
+                .unwrap_or(defaults.cross_entry_ration),
+            cross_contact_ration: self
+                .cross_contact_ration
+                .unwrap_or(defaults.cross_contact_ration),
+            lookup_parallelism: self
+                .lookup_parallelism
+                .unwrap_or(defaults.lookup_parallelism),
             ..defaults
         };
         kelips.validate()?;

@@ -53,13 +53,31 @@ async fn converge(nodes: usize, groups: u32, period_ms: u64, limit: Duration) {
             break;
         }
         if started.elapsed() > limit {
-            let behind = snapshot.iter().filter(|(_, _, s)| s.is_none()).count();
-            let sizes: Vec<usize> = snapshot
-                .iter()
-                .filter_map(|(_, _, s)| s.as_ref().map(|s| s.view.len()))
-                .collect();
+            let mut wrong_views = 0;
+            let mut missing_contacts = Vec::new();
+            for (me, group, status) in &snapshot {
+                let Some(status) = status else {
+                    wrong_views += 1;
+                    continue;
+                };
+                let expected = snapshot
+                    .iter()
+                    .filter(|(p, g, _)| g == group && p != me)
+                    .count();
+                let live = status.view.iter().filter(|m| !m.failed).count();
+                if live != expected {
+                    wrong_views += 1;
+                }
+                let missing: Vec<u32> = (0..groups)
+                    .filter(|g| *g != *group && status.contacts.get(g).is_none_or(|c| c.is_empty()))
+                    .collect();
+                if !missing.is_empty() {
+                    missing_contacts.push((me.to_string(), missing, status.counters.clone()));
+                }
+            }
             panic!(
-                "{nodes} nodes not converged after {limit:?}: {behind} without status, view sizes {sizes:?}"
+                "{nodes} nodes not converged after {limit:?}: {wrong_views} wrong views, \
+                 missing contact groups: {missing_contacts:?}"
             );
         }
         tokio::time::sleep(Duration::from_millis(250)).await;

@@ -50,8 +50,14 @@ pub struct Contacts<I> {
     groups: BTreeMap<u32, Vec<Contact<I>>>,
     group_of: BTreeMap<I, u32>,
     verified: BTreeMap<u32, Millis>,
+    /// Contacts dropped as dead, with their stamp and when: relayed copies no newer than that
+    /// stamp are refused for `t_contact`, so stale relays do not bring a dead contact back.
+    dropped: BTreeMap<I, (crate::entry::Beat, Millis)>,
     per_group: usize,
 }
+
+/// Dead contacts remembered at most.
+const MAX_DROPPED: usize = 4096;
 
 impl<I: Ord + Clone> Contacts<I> {
     /// An empty table keeping `per_group` contacts per group.
@@ -60,6 +66,7 @@ impl<I: Ord + Clone> Contacts<I> {
             groups: BTreeMap::new(),
             group_of: BTreeMap::new(),
             verified: BTreeMap::new(),
+            dropped: BTreeMap::new(),
             per_group,
         }
     }
@@ -136,6 +143,13 @@ impl<I: Ord + Clone> Contacts<I> {
             } else {
                 Offered::Unchanged
             };
+        }
+        if let Some((beat, at)) = self.dropped.get(&entry.id) {
+            let recent = now.saturating_sub(*at) <= t_contact;
+            if !heard && recent && entry.beat() <= *beat {
+                return Offered::Unchanged;
+            }
+            self.dropped.remove(&entry.id);
         }
         let per_group = self.per_group;
         let slot = self.groups.entry(group).or_default();
@@ -219,6 +233,20 @@ impl<I: Ord + Clone> Contacts<I> {
             self.groups.remove(&group);
         }
         Some(contact.entry)
+    }
+
+    /// Removes contact `id` found dead (unreachable, or not vouched for by its group) and
+    /// remembers its stamp, so relayed copies no newer are refused for a while.
+    pub fn drop_dead(&mut self, id: &I, now: Millis, t_contact: Millis) -> Option<Entry<I>> {
+        let entry = self.remove(id)?;
+        if self.dropped.len() >= MAX_DROPPED {
+            self.dropped
+                .retain(|_, (_, at)| now.saturating_sub(*at) <= t_contact);
+        }
+        if self.dropped.len() < MAX_DROPPED {
+            self.dropped.insert(id.clone(), (entry.beat(), now));
+        }
+        Some(entry)
     }
 
     /// Marks contact `id` heard now with a stamp vouched for by a member of its group.

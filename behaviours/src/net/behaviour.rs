@@ -75,6 +75,12 @@ pub struct NetStats {
     pub dropped: u64,
     /// Requests that failed (dial, timeout, closed connection, unsupported protocol).
     pub failures: u64,
+    /// Of those, dial failures.
+    pub dial_failures: u64,
+    /// Of those, timeouts.
+    pub timeouts: u64,
+    /// Of those, connections closed or streams broken before the answer.
+    pub broken: u64,
     /// Messages refused here.
     pub refused_in: u64,
     /// Our messages refused by the receiver.
@@ -335,13 +341,22 @@ impl Behaviour {
             E::OutboundFailure { peer, error, .. } => {
                 self.in_flight = self.in_flight.saturating_sub(1);
                 self.stats.failures += 1;
+                tracing::debug!("request to {peer} failed: {error}");
                 match error {
-                    OutboundFailure::DialFailure
-                    | OutboundFailure::Timeout
-                    | OutboundFailure::UnsupportedProtocols => self.unreachable(peer),
+                    OutboundFailure::DialFailure => {
+                        self.stats.dial_failures += 1;
+                        self.unreachable(peer);
+                    }
+                    OutboundFailure::Timeout => {
+                        self.stats.timeouts += 1;
+                        self.unreachable(peer);
+                    }
+                    OutboundFailure::UnsupportedProtocols => self.unreachable(peer),
                     // A closed connection or a broken stream: the message is lost, the peer
                     // may well be alive; gossip repeats itself.
-                    OutboundFailure::ConnectionClosed | OutboundFailure::Io(_) => {}
+                    OutboundFailure::ConnectionClosed | OutboundFailure::Io(_) => {
+                        self.stats.broken += 1;
+                    }
                 }
             }
             E::InboundFailure { .. } | E::ResponseSent { .. } => {}

@@ -17,7 +17,7 @@ impl<I: NodeId> Kelips<I> {
     /// the tuple liveness sweep.
     pub(super) fn gossip_round(&mut self, now: Millis) {
         self.detect_failures(now);
-        self.gossip_to_group();
+        self.gossip_to_group(now);
         self.gossip_to_contacts(now);
         let view = &self.view;
         let me = &self.me.id;
@@ -54,12 +54,24 @@ impl<I: NodeId> Kelips<I> {
     }
 
     /// Sends one group message, shared by `fanout` targets drawn ∝ 1/rtt² (one uniformly).
-    fn gossip_to_group(&mut self) {
-        let live: Vec<(I, Option<u32>)> = self
+    /// Members whose stamp has not risen for half of `t_fail` (most likely dead) are skipped
+    /// while enough others are left: after a mass failure, gossip sent to the dead is gossip
+    /// the living miss, and their counters age towards false detection.
+    fn gossip_to_group(&mut self, now: Millis) {
+        let quiet = self.config.t_fail_ms / 2;
+        let mut live: Vec<(I, Option<u32>)> = self
             .view
             .live()
+            .filter(|m| now.saturating_sub(m.last_increase) <= quiet)
             .map(|m| (m.entry.id.clone(), m.rtt_us))
             .collect();
+        if live.len() < self.config.fanout {
+            live = self
+                .view
+                .live()
+                .map(|m| (m.entry.id.clone(), m.rtt_us))
+                .collect();
+        }
         if live.is_empty() {
             return;
         }

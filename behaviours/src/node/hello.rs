@@ -25,15 +25,42 @@ const JOIN_GROUP_ENTRIES: usize = 8;
 impl<I: NodeId> Kelips<I> {
     /// Cross-group gossip for this round.
     pub(super) fn gossip_to_contacts(&mut self, now: Millis) {
-        self.verifying.clear();
+        // A verification whose reply did not come within the request timeout (a lost hello
+        // or reply) is retried at once rather than a whole cycle later; one verification per
+        // group is in flight at a time.
+        let timeout = self.config.request_timeout_ms;
+        let expired: Vec<I> = self
+            .verifying
+            .iter()
+            .filter(|(_, (_, sent))| now.saturating_sub(*sent) >= timeout)
+            .map(|(target, _)| target.clone())
+            .collect();
+        let mut missed = Vec::new();
+        for target in expired {
+            self.verifying.remove(&target);
+            if let Some(group) = self.contacts.group_of(&target) {
+                missed.push(group);
+            }
+        }
         if self.config.contact_fanout == 0 {
             return;
         }
-        let groups = self
+        let pending: Vec<u32> = self
+            .verifying
+            .keys()
+            .filter_map(|target| self.contacts.group_of(target))
+            .collect();
+        let mut groups: Vec<u32> = self
             .contacts
-            .groups_to_verify(self.config.contact_fanout, now);
-        if groups.is_empty() {
-            self.refill_contacts(now);
+            .groups_to_verify(self.config.contact_fanout, now)
+            .into_iter()
+            .filter(|g| !pending.contains(g))
+            .collect();
+        self.refill_contacts(now);
+        for group in missed {
+            if !groups.contains(&group) && !pending.contains(&group) {
+                groups.push(group);
+            }
         }
         for group in groups {
             self.verify_group(now, group);
@@ -73,7 +100,7 @@ impl<I: NodeId> Kelips<I> {
         let mut hello = self.hello(now, HelloKind::Contact, Some(group));
         hello.ask = asked.iter().map(|(_, short)| *short).collect();
         let asked_ids = asked.into_iter().map(|(id, _)| id).collect();
-        self.verifying.insert(target.clone(), asked_ids);
+        self.verifying.insert(target.clone(), (asked_ids, now));
         self.send(target, Message::Hello(hello));
     }
 
@@ -183,13 +210,13 @@ impl<I: NodeId> Kelips<I> {
             self.learn(now, entry, source);
         }
         let entries = match hello.kind {
-            HelloKind::Join => self.join_page(&from),
+            HelloKind::Join => self.join_page(now, &from),
             HelloKind::Contact | HelloKind::Rejoin => {
                 let mut entries = self
                     .view
                     .random_live(self.config.cross_entry_ration, &mut self.rng);
                 for group in hello.wanted_groups {
-                    let of_group = self.entries_of_group(group, PER_WANTED_GROUP);
+                    let of_group = self.entries_of_group(now, group, PER_WANTED_GROUP);
                     entries.extend(of_group);
                 }
                 entries.retain(|e| e.id != from);
@@ -239,7 +266,7 @@ impl<I: NodeId> Kelips<I> {
 
     /// Live entries of `group` known here: view members (and itself) for the own group, else
     /// contacts.
-    fn entries_of_group(&mut self, group: u32, limit: usize) -> Vec<Entry<I>> {
+    fn entries_of_group(&mut self, now: Millis, group: u32, limit: usize) -> Vec<Entry<I>> {
         if group == self.facts.group {
             let mut entries = self
                 .view
@@ -247,6 +274,7 @@ impl<I: NodeId> Kelips<I> {
             entries.push(self.me.clone());
             entries
         } else {
+            let _ = now;
             self.contacts
                 .of_group(group)
                 .iter()
@@ -258,15 +286,15 @@ impl<I: NodeId> Kelips<I> {
 
     /// A join reply: entries for every group, one per group first, then a second, up to one
     /// page; members of the joiner's group come first.
-    fn join_page(&mut self, joiner: &I) -> Vec<Entry<I>> {
+    fn join_page(&mut self, now: Millis, joiner: &I) -> Vec<Entry<I>> {
         let joiner_group = self.facts_of(joiner).group;
         let mut per_group: Vec<Vec<Entry<I>>> = Vec::new();
-        let mut first = self.entries_of_group(joiner_group, JOIN_GROUP_ENTRIES);
+        let mut first = self.entries_of_group(now, joiner_group, JOIN_GROUP_ENTRIES);
         first.retain(|e| e.id != *joiner);
         per_group.push(first);
         for group in 0..self.config.groups {
             if group != joiner_group {
-                per_group.push(self.entries_of_group(group, 2));
+                per_group.push(self.entries_of_group(now, group, 2));
             }
         }
         let mut page = Vec::new();
@@ -308,7 +336,7 @@ impl<I: NodeId> Kelips<I> {
             self.relay_source(&from)
         };
         // Vouches first, so that the replacements offered below find free places.
-        if let Some(asked) = self.verifying.remove(&from) {
+        if let Some((asked, _)) = self.verifying.remove(&from) {
             self.apply_vouches(now, asked, &reply.vouched);
         }
         for entry in &reply.entries {
@@ -340,6 +368,8 @@ impl<I: NodeId> Kelips<I> {
             match stamp {
                 Some(beat) => self.contacts.vouched(&id, beat, now),
                 None => {
+                    // Not vouched for: dead, or not yet known to the group (just joined), so
+                    // no tombstone; a later relay may offer it again.
                     self.contacts.remove(&id);
                     self.remember(id.clone(), now);
                     self.emit(Event::ContactRemoved { group, id });

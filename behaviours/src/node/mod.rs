@@ -175,7 +175,8 @@ pub struct Kelips<I: NodeId> {
     bootstrap_cursor: usize,
     join: JoinState<I>,
     remembered: BTreeMap<I, Millis>,
-    verifying: BTreeMap<I, Vec<I>>,
+    /// Hellos awaiting their reply: target → (contacts asked about, local send time).
+    verifying: BTreeMap<I, (Vec<I>, Millis)>,
     rtt_cache: BTreeMap<I, u32>,
     rtt_cache_order: VecDeque<I>,
     rng: ChaCha8Rng,
@@ -453,7 +454,8 @@ impl<I: NodeId> Kelips<I> {
     /// `peer` could not be reached (dial failure, connection refused, request failed).
     pub fn handle_unreachable(&mut self, now: Millis, peer: &I) {
         if let Some(group) = self.contacts.group_of(peer) {
-            self.contacts.remove(peer);
+            let t_contact = self.t_contact();
+            self.contacts.drop_dead(peer, now, t_contact);
             self.remember(peer.clone(), now);
             self.emit(Event::ContactRemoved {
                 group,

@@ -214,7 +214,7 @@ impl KillWatch {
         let mut done: Vec<f64> = times
             .iter()
             .filter(|(d, _)| !pending.contains(d))
-            .map(|(_, at)| (*at - self.at) as f64 / 1000.0)
+            .map(|(_, at)| at.saturating_sub(self.at) as f64 / 1000.0)
             .collect();
         done.sort_by(f64::total_cmp);
         Done {
