@@ -1,5 +1,5 @@
 //! In-process nodes for tests and examples: real swarms over loopback TCP, each driven by its
-//! own task, publishing a [`Status`] snapshot a few times per second.
+//! own task, publishing a [`Status`] snapshot every second.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -60,7 +60,7 @@ impl LocalNode {
         let published = status.clone();
         let (stop, mut stopped) = oneshot::channel();
         let task = tokio::spawn(async move {
-            let mut publish = tokio::time::interval(Duration::from_millis(200));
+            let mut publish = tokio::time::interval(Duration::from_millis(1000));
             loop {
                 tokio::select! {
                     _ = &mut stopped => break,
@@ -89,7 +89,7 @@ impl LocalNode {
         })
     }
 
-    /// The latest status snapshot (at most 200 ms old).
+    /// The latest status snapshot (at most 1 s old).
     pub fn status(&self) -> Option<Status> {
         self.status.lock().ok().and_then(|s| s.clone())
     }

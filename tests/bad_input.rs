@@ -261,8 +261,15 @@ async fn bad_input_is_refused_and_the_node_keeps_serving() {
     .await;
     assert_eq!(reply, Reply::Ack, "the hello itself is fine");
 
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    let status = node.status().expect("still serving");
+    // Status snapshots are published every second: wait for one taken after the requests.
+    let mut status = node.status().expect("still serving");
+    for _ in 0..50 {
+        if status.counters["messages_in"] >= 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        status = node.status().expect("still serving");
+    }
     let victim = victim.to_string();
     assert!(
         status.view.iter().all(|m| m.peer_id != victim),

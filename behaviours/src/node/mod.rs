@@ -30,6 +30,9 @@ use crate::view::{Change, GroupView};
 use lookup::Lookups;
 pub use lookup::{LookupError, LookupOutcome, LookupResult};
 
+/// Verified address records remembered, so a record is checked once.
+const CHECKED_RECORDS: usize = 4096;
+
 /// Something for the driver to do.
 #[derive(Debug, Clone)]
 pub enum Output<I> {
@@ -177,6 +180,8 @@ pub struct Kelips<I: NodeId> {
     remembered: BTreeMap<I, Millis>,
     /// Hellos awaiting their reply: target → (contacts asked about, local send time).
     verifying: BTreeMap<I, (Vec<I>, Millis)>,
+    /// Address records verified lately, per node (bounded by [`CHECKED_RECORDS`]).
+    checked_records: BTreeMap<I, AddressRecord>,
     rtt_cache: BTreeMap<I, u32>,
     rtt_cache_order: VecDeque<I>,
     rng: ChaCha8Rng,
@@ -228,6 +233,7 @@ impl<I: NodeId> Kelips<I> {
             join: JoinState::Idle,
             remembered: BTreeMap::new(),
             verifying: BTreeMap::new(),
+            checked_records: BTreeMap::new(),
             rtt_cache: BTreeMap::new(),
             rtt_cache_order: VecDeque::new(),
             rng,
@@ -600,15 +606,32 @@ impl<I: NodeId> Kelips<I> {
         }
     }
 
-    /// The entry's address record is one its node signed, or the same one already held
-    /// (checked once per new record, not per gossip repetition).
-    fn record_acceptable(&self, entry: &Entry<I>) -> bool {
+    /// The entry's address record is one its node signed, or the same one already held or
+    /// recently checked (so each record is verified once, not per gossip repetition or per
+    /// refused contact candidate).
+    fn record_acceptable(&mut self, entry: &Entry<I>) -> bool {
+        if entry.address.as_bytes().is_empty() {
+            return entry.id.accepts_record(&entry.address);
+        }
         let held = self
             .view
             .get(&entry.id)
             .map(|m| &m.entry.address)
             .or_else(|| self.contacts.get(&entry.id).map(|c| &c.entry.address));
-        held == Some(&entry.address) || entry.id.accepts_record(&entry.address)
+        if held == Some(&entry.address)
+            || self.checked_records.get(&entry.id) == Some(&entry.address)
+        {
+            return true;
+        }
+        if !entry.id.accepts_record(&entry.address) {
+            return false;
+        }
+        if self.checked_records.len() >= CHECKED_RECORDS {
+            self.checked_records.pop_first();
+        }
+        self.checked_records
+            .insert(entry.id.clone(), entry.address.clone());
+        true
     }
 
     /// Contacts not heard for this long are stale: `t_contact_ms`, but at least two cycles of
