@@ -58,6 +58,10 @@ fn rss_mb() -> f64 {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    // Every node holds sockets to its partners: far beyond the usual 1024 descriptors.
+    if let Err(e) = rlimit::increase_nofile_limit(u64::MAX) {
+        eprintln!("cannot raise the open files limit: {e}");
+    }
     let p = args.period_ms;
     let config = Config {
         groups: args.groups,
@@ -139,6 +143,7 @@ async fn main() -> anyhow::Result<()> {
             "max_view": views.iter().max(),
             "steady_cpu_cores": cpu_share,
             "rss_mb": rss_mb(),
+            "open_fds": std::fs::read_dir("/proc/self/fd").map(|d| d.count()).unwrap_or(0),
             "rss_kb_per_node": rss_mb() * 1024.0 / args.nodes as f64,
         })
     );

@@ -43,7 +43,7 @@ impl LocalNode {
             max_concurrent_streams: 64,
         };
         let limits = SwarmLimits {
-            max_connections: 256,
+            max_connections: 1024,
             max_connections_per_peer: 4,
             max_pending_dials: 64,
             idle_timeout: Duration::from_secs(10),
