@@ -13,7 +13,7 @@ use libp2p::{Multiaddr, PeerId, Swarm, ping, request_response};
 use prometheus_client::registry::Registry;
 use quickstore_behaviours::net::peer::verified_addresses;
 use quickstore_behaviours::net::{BehaviourEvent, DriverConfig, Peer};
-use quickstore_behaviours::{AddressRecord, Event};
+use quickstore_behaviours::{AddressRecord, Event, FileTuple};
 use serde::{Deserialize, Serialize};
 use tokio::sync::Semaphore;
 
@@ -125,11 +125,12 @@ impl NodeArgs {
         let keypair = crate::identity::load_or_create(&dir)?;
         let peer_id = keypair.public().to_peer_id();
         let store_dir = dir.clone();
-        let (store, incarnation, remembered) = tokio::task::spawn_blocking(move || {
+        let (store, incarnation, remembered, held) = tokio::task::spawn_blocking(move || {
             let store = NodeStore::open(&store_dir)?;
             let incarnation = store.bump_incarnation()?;
             let peers = store.load_peers()?;
-            anyhow::Ok((store, incarnation, peers))
+            let tuples = store.load_tuples()?;
+            anyhow::Ok((store, incarnation, peers, tuples))
         })
         .await??;
         let store = Arc::new(store);
@@ -165,6 +166,20 @@ impl NodeArgs {
             limits,
             metrics_addr.is_some().then_some(&mut registry),
         )?;
+        for (name, bytes) in held {
+            let restored = cbor4ii::serde::from_slice::<FileTuple<Peer>>(&bytes)
+                .map_err(|e| e.to_string())
+                .and_then(|t| {
+                    swarm
+                        .behaviour_mut()
+                        .kelips
+                        .publish(t)
+                        .map_err(|e| e.to_string())
+                });
+            if let Err(e) = restored {
+                tracing::warn!("stored tuple {name:?} not restored: {e}");
+            }
+        }
         let metrics = NodeMetrics::register(&mut registry);
         let libp2p_metrics = libp2p::metrics::Metrics::new(&mut registry);
         if let Some(addr) = metrics_addr {
@@ -251,10 +266,12 @@ impl Runner {
         tracing::info!("shutting down");
         let permit = self.disk.clone().acquire_owned().await?;
         let peers = self.peers_to_remember();
+        let tuples = self.tuples_held();
         let store = self.store.clone();
         tokio::task::spawn_blocking(move || {
             let _permit = permit;
-            store.save_peers(&peers)
+            store.save_peers(&peers)?;
+            store.save_tuples(&tuples)
         })
         .await??;
         let _ = tokio::fs::remove_file(self.dir.join("node.json")).await;
@@ -273,16 +290,34 @@ impl Runner {
             .collect()
     }
 
+    /// The tuples naming this node as a holder, encoded for the store.
+    fn tuples_held(&self) -> Vec<(String, Vec<u8>)> {
+        let core = self.swarm.behaviour().kelips.core();
+        let me = core.id();
+        core.tuples()
+            .iter()
+            .filter(|t| t.holders.contains(me))
+            .filter_map(|t| {
+                let bytes = cbor4ii::serde::to_vec(Vec::new(), &**t).ok()?;
+                Some((t.name.to_string(), bytes))
+            })
+            .collect()
+    }
+
     fn save_peers(&self) {
         let Ok(permit) = self.disk.clone().try_acquire_owned() else {
             return;
         };
         let peers = self.peers_to_remember();
+        let tuples = self.tuples_held();
         let store = self.store.clone();
         tokio::task::spawn_blocking(move || {
             let _permit = permit;
-            if let Err(e) = store.save_peers(&peers) {
-                tracing::warn!("cannot save peers: {e}");
+            if let Err(e) = store
+                .save_peers(&peers)
+                .and_then(|()| store.save_tuples(&tuples))
+            {
+                tracing::warn!("cannot save peers and tuples: {e}");
             }
         });
     }

@@ -1,6 +1,6 @@
 //! What a node keeps across restarts, in redb (`DATA_DIR/node.redb`): its incarnation (bumped
-//! at every start) and the peers it knew (group view and contacts, with their signed address
-//! records) for a fast rejoin. Every call blocks on disk: callers run it with
+//! at every start), the peers it knew (group view and contacts, with their signed address
+//! records) for a fast rejoin, and the file tuples it holds. Every call blocks on disk: callers run it with
 //! `tokio::task::spawn_blocking`, never on the swarm task.
 
 use std::path::Path;
@@ -10,6 +10,9 @@ use redb::{Database, ReadableTable, TableDefinition};
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 /// PeerId bytes → signed address record (libp2p signed envelope).
 const PEERS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("peers");
+
+/// File name → the CBOR of a file tuple this node holds.
+const TUPLES: TableDefinition<&str, &[u8]> = TableDefinition::new("tuples");
 
 /// A remembered peer: PeerId bytes and its signed address record bytes.
 pub type RememberedPeer = (Vec<u8>, Vec<u8>);
@@ -119,6 +122,38 @@ impl NodeStore {
     }
 }
 
+impl NodeStore {
+    /// Replaces the stored tuples: (name, CBOR-encoded tuple).
+    pub fn save_tuples(&self, tuples: &[(String, Vec<u8>)]) -> Result<(), StoreError> {
+        let txn = self.db.begin_write()?;
+        {
+            let mut table = txn.open_table(TUPLES)?;
+            table.retain(|_, _| false)?;
+            for (name, tuple) in tuples {
+                table.insert(name.as_str(), tuple.as_slice())?;
+            }
+        }
+        txn.commit()?;
+        Ok(())
+    }
+
+    /// The stored tuples: (name, CBOR-encoded tuple).
+    pub fn load_tuples(&self) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+        let txn = self.db.begin_write()?;
+        let tuples = {
+            let table = txn.open_table(TUPLES)?;
+            let mut tuples = Vec::new();
+            for item in table.iter()? {
+                let (name, tuple) = item?;
+                tuples.push((name.value().to_string(), tuple.value().to_vec()));
+            }
+            tuples
+        };
+        txn.commit()?;
+        Ok(tuples)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -137,6 +172,13 @@ mod tests {
         }
         let store = NodeStore::open(&dir).unwrap();
         assert_eq!(store.bump_incarnation().unwrap(), 6);
+        store
+            .save_tuples(&[("a/b".into(), vec![1]), ("c".into(), vec![2, 3])])
+            .unwrap();
+        assert_eq!(
+            store.load_tuples().unwrap(),
+            vec![("a/b".to_string(), vec![1]), ("c".to_string(), vec![2, 3])]
+        );
         assert_eq!(
             store.load_peers().unwrap(),
             vec![(vec![1, 2], vec![3]), (vec![4], vec![])]

@@ -182,6 +182,15 @@ impl Behaviour {
         &self.core
     }
 
+    /// Publishes (or merges) a file tuple of this node's group, e.g. one it held before a
+    /// restart.
+    pub fn publish(
+        &mut self,
+        tuple: crate::tuple::FileTuple<Peer>,
+    ) -> Result<(), crate::tuple::TupleError> {
+        self.core.publish(tuple)
+    }
+
     /// Driver counters.
     pub fn stats(&self) -> NetStats {
         self.stats
