@@ -42,6 +42,13 @@ impl Serialize for Peer {
 impl<'de> Deserialize<'de> for Peer {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         let bytes: serde_bytes::ByteBuf = Deserialize::deserialize(deserializer)?;
+        if bytes.len() > crate::limits::MAX_ID_BYTES {
+            return Err(serde::de::Error::custom(format!(
+                "peer id of {} bytes exceeds {}",
+                bytes.len(),
+                crate::limits::MAX_ID_BYTES
+            )));
+        }
         PeerId::from_bytes(&bytes)
             .map(Peer)
             .map_err(|e| serde::de::Error::custom(format!("bad peer id: {e}")))
@@ -85,3 +92,22 @@ pub fn verified_addresses(peer: PeerId, record: &AddressRecord) -> Option<Vec<Mu
 #[derive(Debug, thiserror::Error)]
 #[error("cannot sign address record: {0}")]
 pub struct RecordError(String);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn peer_ids_round_trip_and_oversized_ones_are_refused() {
+        let id = libp2p::identity::Keypair::generate_ed25519()
+            .public()
+            .to_peer_id();
+        let bytes = cbor4ii::serde::to_vec(Vec::new(), &Peer(id)).unwrap();
+        let back: Peer = cbor4ii::serde::from_slice(&bytes).unwrap();
+        assert_eq!(back, Peer(id));
+        let long = serde_bytes::ByteBuf::from(vec![0u8; crate::limits::MAX_ID_BYTES + 1]);
+        let bytes = cbor4ii::serde::to_vec(Vec::new(), &long).unwrap();
+        let err = cbor4ii::serde::from_slice::<Peer>(&bytes).unwrap_err();
+        assert!(err.to_string().contains("exceeds"), "{err}");
+    }
+}
