@@ -7,11 +7,11 @@ use std::collections::BTreeMap;
 use std::io;
 use std::marker::PhantomData;
 
-use futures::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use futures::{AsyncRead, AsyncWrite};
 use libp2p::StreamProtocol;
 use libp2p::request_response;
-use quickstore_behaviours::codec::put_varint;
 use quickstore_behaviours::net::Behaviour as KelipsBehaviour;
+use quickstore_behaviours::net::protocol::{read_frame, write_frame};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
@@ -152,28 +152,9 @@ async fn read_json<T: AsyncRead + Unpin, V: DeserializeOwned>(
     io: &mut T,
     limit: usize,
 ) -> io::Result<V> {
-    let mut len: u64 = 0;
-    let mut shift = 0;
-    loop {
-        let mut byte = [0u8; 1];
-        io.read_exact(&mut byte).await?;
-        len |= u64::from(byte[0] & 0x7f) << shift;
-        if byte[0] & 0x80 == 0 {
-            break;
-        }
-        shift += 7;
-        if shift > 63 {
-            return Err(io::Error::new(io::ErrorKind::InvalidData, "bad length"));
-        }
-    }
-    if len > limit as u64 {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidData,
-            format!("frame of {len} bytes exceeds {limit}"),
-        ));
-    }
-    let mut bytes = vec![0u8; len as usize];
-    io.read_exact(&mut bytes).await?;
+    let bytes = read_frame(io, limit)
+        .await?
+        .map_err(|reason| io::Error::new(io::ErrorKind::InvalidData, reason))?;
     serde_json::from_slice(&bytes).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
 }
 
@@ -189,11 +170,7 @@ async fn write_json<T: AsyncWrite + Unpin, V: Serialize>(
             format!("frame of {} bytes exceeds {limit}", body.len()),
         ));
     }
-    let mut out = Vec::with_capacity(body.len() + 5);
-    put_varint(body.len() as u64, &mut out);
-    out.extend_from_slice(&body);
-    io.write_all(&out).await?;
-    io.close().await
+    write_frame(io, &body).await
 }
 
 impl<Req, Resp> request_response::Codec for JsonCodec<Req, Resp>

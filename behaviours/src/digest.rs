@@ -70,8 +70,8 @@ impl HeartbeatDigest {
         let mut out = Vec::with_capacity(self.items.len() * 8);
         for item in &self.items {
             out.extend_from_slice(&item.short.to_be_bytes());
-            put_leb128(&mut out, item.beat.incarnation);
-            put_leb128(&mut out, item.beat.heartbeat);
+            crate::codec::put_varint(item.beat.incarnation, &mut out);
+            crate::codec::put_varint(item.beat.heartbeat, &mut out);
         }
         out
     }
@@ -95,18 +95,6 @@ impl HeartbeatDigest {
             bytes = rest;
         }
         Self::from_sorted(items)
-    }
-}
-
-fn put_leb128(out: &mut Vec<u8>, mut value: u64) {
-    loop {
-        let byte = (value & 0x7f) as u8;
-        value >>= 7;
-        if value == 0 {
-            out.push(byte);
-            return;
-        }
-        out.push(byte | 0x80);
     }
 }
 

@@ -131,11 +131,10 @@ impl Behaviour {
     /// (founding a network when there are none).
     pub fn new(keypair: Keypair, config: DriverConfig) -> Result<Self, ConfigError> {
         let me = Peer(keypair.public().to_peer_id());
-        let seed = u64::from_le_bytes(
-            me.0.to_bytes()[me.0.to_bytes().len() - 8..]
-                .try_into()
-                .unwrap_or([0; 8]),
-        ) ^ config.incarnation;
+        let id_bytes = me.0.to_bytes();
+        let tail = id_bytes.len().saturating_sub(8);
+        let seed =
+            u64::from_le_bytes(id_bytes[tail..].try_into().unwrap_or([0; 8])) ^ config.incarnation;
         let timeout = Duration::from_millis(config.kelips.request_timeout_ms);
         let core = Kelips::new(
             me,

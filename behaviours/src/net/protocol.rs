@@ -64,8 +64,9 @@ async fn read_varint<T: AsyncRead + Unpin>(io: &mut T) -> io::Result<u64> {
     ))
 }
 
-/// Reads one frame of at most `limit` bytes; `Ok(Err(reason))` when the length is refused.
-async fn read_frame<T: AsyncRead + Unpin>(
+/// Reads one frame (varint length, then the bytes) of at most `limit` bytes; `Ok(Err(reason))`
+/// when the announced length is refused, before any of the body is read.
+pub async fn read_frame<T: AsyncRead + Unpin>(
     io: &mut T,
     limit: usize,
 ) -> io::Result<Result<Vec<u8>, String>> {
@@ -80,7 +81,8 @@ async fn read_frame<T: AsyncRead + Unpin>(
     Ok(Ok(bytes))
 }
 
-async fn write_frame<T: AsyncWrite + Unpin>(io: &mut T, bytes: &[u8]) -> io::Result<()> {
+/// Writes one frame and closes the stream's write side.
+pub async fn write_frame<T: AsyncWrite + Unpin>(io: &mut T, bytes: &[u8]) -> io::Result<()> {
     io.write_all(&codec::frame(bytes)).await?;
     io.close().await
 }

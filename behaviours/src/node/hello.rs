@@ -210,13 +210,13 @@ impl<I: NodeId> Kelips<I> {
             self.learn(now, entry, source);
         }
         let entries = match hello.kind {
-            HelloKind::Join => self.join_page(now, &from),
+            HelloKind::Join => self.join_page(&from),
             HelloKind::Contact | HelloKind::Rejoin => {
                 let mut entries = self
                     .view
                     .random_live(self.config.cross_entry_ration, &mut self.rng);
                 for group in hello.wanted_groups {
-                    let of_group = self.entries_of_group(now, group, PER_WANTED_GROUP);
+                    let of_group = self.entries_of_group(group, PER_WANTED_GROUP);
                     entries.extend(of_group);
                 }
                 entries.retain(|e| e.id != from);
@@ -266,7 +266,7 @@ impl<I: NodeId> Kelips<I> {
 
     /// Live entries of `group` known here: view members (and itself) for the own group, else
     /// contacts.
-    fn entries_of_group(&mut self, now: Millis, group: u32, limit: usize) -> Vec<Entry<I>> {
+    fn entries_of_group(&mut self, group: u32, limit: usize) -> Vec<Entry<I>> {
         if group == self.facts.group {
             let mut entries = self
                 .view
@@ -274,7 +274,6 @@ impl<I: NodeId> Kelips<I> {
             entries.push(self.me.clone());
             entries
         } else {
-            let _ = now;
             self.contacts
                 .of_group(group)
                 .iter()
@@ -286,15 +285,15 @@ impl<I: NodeId> Kelips<I> {
 
     /// A join reply: entries for every group, one per group first, then a second, up to one
     /// page; members of the joiner's group come first.
-    fn join_page(&mut self, now: Millis, joiner: &I) -> Vec<Entry<I>> {
+    fn join_page(&mut self, joiner: &I) -> Vec<Entry<I>> {
         let joiner_group = self.facts_of(joiner).group;
         let mut per_group: Vec<Vec<Entry<I>>> = Vec::new();
-        let mut first = self.entries_of_group(now, joiner_group, JOIN_GROUP_ENTRIES);
+        let mut first = self.entries_of_group(joiner_group, JOIN_GROUP_ENTRIES);
         first.retain(|e| e.id != *joiner);
         per_group.push(first);
         for group in 0..self.config.groups {
             if group != joiner_group {
-                per_group.push(self.entries_of_group(now, group, 2));
+                per_group.push(self.entries_of_group(group, 2));
             }
         }
         let mut page = Vec::new();

@@ -33,17 +33,6 @@ pub enum LookupResult<I> {
     Unreachable,
 }
 
-impl<I> LookupResult<I> {
-    /// A one-word name of the result, for logs.
-    pub fn tag(&self) -> &'static str {
-        match self {
-            LookupResult::Found { .. } => "found",
-            LookupResult::NotFound => "not-found",
-            LookupResult::Unreachable => "unreachable",
-        }
-    }
-}
-
 /// A finished lookup.
 #[derive(Debug, Clone, PartialEq)]
 pub struct LookupOutcome<I> {
