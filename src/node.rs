@@ -15,7 +15,7 @@ use quickstore_behaviours::net::peer::verified_addresses;
 use quickstore_behaviours::net::{BehaviourEvent, DriverConfig, Peer};
 use quickstore_behaviours::{AddressRecord, Event, FileTuple};
 use serde::{Deserialize, Serialize};
-use tokio::sync::Semaphore;
+use tokio::sync::{Semaphore, watch};
 
 use crate::config::NodeConfig;
 use crate::metrics::NodeMetrics;
@@ -197,6 +197,7 @@ impl NodeArgs {
             config.kelips.groups,
             config.kelips.network_name
         );
+        let runner_dir = dir.clone();
         let mut runner = Runner {
             swarm,
             dir,
@@ -205,6 +206,7 @@ impl NodeArgs {
             libp2p_metrics,
             listen: Vec::new(),
             disk: Arc::new(Semaphore::new(1)),
+            node_file: spawn_node_file_writer(runner_dir.join("node.json")),
         };
         runner.run().await
     }
@@ -245,6 +247,8 @@ struct Runner {
     listen: Vec<Multiaddr>,
     /// One disk write at a time; snapshots are skipped while one is running.
     disk: Arc<Semaphore>,
+    /// The latest content of `node.json`, written by one task in order.
+    node_file: watch::Sender<Option<NodeFile>>,
 }
 
 impl Runner {
@@ -405,13 +409,25 @@ impl Runner {
             listen_addrs: self.listen.iter().map(|a| a.to_string()).collect(),
             pid: std::process::id(),
         };
-        let path = self.dir.join("node.json");
-        tokio::spawn(async move {
-            if let Err(e) = write_atomically(&path, &file).await {
+        self.node_file.send_replace(Some(file));
+    }
+}
+
+/// One task writes `node.json` whenever its content changes: concurrent writes through one
+/// temporary file would race (several listen addresses arrive at once).
+fn spawn_node_file_writer(path: PathBuf) -> watch::Sender<Option<NodeFile>> {
+    let (sender, mut receiver) = watch::channel(None::<NodeFile>);
+    tokio::spawn(async move {
+        while receiver.changed().await.is_ok() {
+            let latest = receiver.borrow_and_update().clone();
+            if let Some(file) = latest
+                && let Err(e) = write_atomically(&path, &file).await
+            {
                 tracing::warn!("cannot write {}: {e}", path.display());
             }
-        });
-    }
+        }
+    });
+    sender
 }
 
 async fn write_atomically(path: &Path, file: &NodeFile) -> anyhow::Result<()> {
