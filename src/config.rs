@@ -21,6 +21,46 @@ pub struct NodeConfig {
     pub node: NetConfig,
     /// The Kelips protocol parameters.
     pub kelips: KelipsConfig,
+    /// Storing and moving file bytes.
+    pub files: FilesConfig,
+}
+
+/// Storing and moving file bytes. Defaults in `config/default.toml`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct FilesConfig {
+    /// Bytes of blobs this node stores at most. Default 100 GiB.
+    pub storage_bytes: u64,
+    /// Largest file accepted, in bytes. Default 16 GiB.
+    pub max_file_bytes: u64,
+    /// Every open, read and write of a file stream times out after this (ms). Default 30 000.
+    pub io_timeout_ms: u64,
+    /// A put must have all its replicas durable within this (ms), replacing failed ones;
+    /// else it fails. Default 600 000.
+    pub put_deadline_ms: u64,
+    /// File streams (control and bytes) served at once; more are refused. Default 64.
+    pub max_streams: usize,
+    /// How often a node checks the replicas of the names it holds (ms). Default 5 000.
+    pub repair_period_ms: u64,
+    /// Repairs (copies being made) at once. Default 4.
+    pub max_repairs: usize,
+    /// A blob no tuple names is deleted after this (ms). Default 600 000.
+    pub orphan_grace_ms: u64,
+}
+
+impl Default for FilesConfig {
+    fn default() -> Self {
+        Self {
+            storage_bytes: 100 << 30,
+            max_file_bytes: 16 << 30,
+            io_timeout_ms: 30_000,
+            put_deadline_ms: 600_000,
+            max_streams: 64,
+            repair_period_ms: 5_000,
+            max_repairs: 4,
+            orphan_grace_ms: 600_000,
+        }
+    }
 }
 
 /// Networking and limits of one node. Defaults in `config/default.toml`.
@@ -102,7 +142,15 @@ impl NodeConfig {
         self.bootstraps()?;
         self.external_addrs()?;
         self.metrics_addr()?;
-        let ranges: [(&str, u64, u64, u64); 6] = [
+        let f = &self.files;
+        let ranges: [(&str, u64, u64, u64); 13] = [
+            ("files.storage_bytes", f.storage_bytes, 0, u64::MAX),
+            ("files.max_file_bytes", f.max_file_bytes, 0, u64::MAX),
+            ("files.io_timeout_ms", f.io_timeout_ms, 1, 3_600_000),
+            ("files.put_deadline_ms", f.put_deadline_ms, 1, 86_400_000),
+            ("files.max_streams", f.max_streams as u64, 1, 4096),
+            ("files.repair_period_ms", f.repair_period_ms, 1, 86_400_000),
+            ("files.max_repairs", f.max_repairs as u64, 1, 256),
             ("node.max_connections", n.max_connections.into(), 1, 65_536),
             (
                 "node.max_connections_per_peer",

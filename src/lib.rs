@@ -4,12 +4,15 @@
 //! `NetworkBehaviour`, and a simulator); this crate assembles the node (swarm, storage,
 //! configuration, metrics) and holds the command line.
 
+pub mod blobs;
 pub mod client;
 pub mod config;
+pub mod files;
 pub mod identity;
 pub mod local;
 pub mod metrics;
 pub mod node;
+pub mod output_path;
 pub mod simulate;
 pub mod status;
 pub mod store;

@@ -15,9 +15,12 @@ use quickstore_behaviours::net::peer::verified_addresses;
 use quickstore_behaviours::net::{BehaviourEvent, DriverConfig, Peer};
 use quickstore_behaviours::{AddressRecord, Event, FileTuple};
 use serde::{Deserialize, Serialize};
-use tokio::sync::{Semaphore, watch};
+use tokio::sync::{Semaphore, mpsc, watch};
 
+use crate::blobs::BlobStore;
 use crate::config::NodeConfig;
+use crate::files::handle::{NodeCommand, NodeHandle, PendingLookups, answer};
+use crate::files::service::{FilesService, Timeouts};
 use crate::metrics::NodeMetrics;
 use crate::status::Status;
 use crate::store::NodeStore;
@@ -197,6 +200,40 @@ impl NodeArgs {
             config.kelips.groups,
             config.kelips.network_name
         );
+        let files_config = &config.files;
+        let blobs = Arc::new(
+            BlobStore::open(
+                &dir,
+                files_config.storage_bytes,
+                files_config.max_file_bytes,
+            )
+            .await
+            .with_context(|| format!("cannot open the blob store in {}", dir.display()))?,
+        );
+        let core = swarm.behaviour().kelips.core();
+        let (handle, commands) = NodeHandle::new(
+            peer_id,
+            core.group(),
+            config.kelips.groups,
+            config.kelips.replication,
+        );
+        let files = Arc::new(FilesService {
+            handle,
+            blobs: blobs.clone(),
+            control: swarm.behaviour().streams.new_control(),
+            timeouts: Timeouts {
+                io: Duration::from_millis(files_config.io_timeout_ms),
+                put_deadline: Duration::from_millis(files_config.put_deadline_ms),
+            },
+            streams: Arc::new(Semaphore::new(files_config.max_streams)),
+        });
+        files.start()?;
+        tokio::spawn(crate::files::repair::run(
+            files.clone(),
+            Duration::from_millis(files_config.repair_period_ms),
+            files_config.max_repairs,
+            Duration::from_millis(files_config.orphan_grace_ms),
+        ));
         let runner_dir = dir.clone();
         let mut runner = Runner {
             swarm,
@@ -207,6 +244,13 @@ impl NodeArgs {
             listen: Vec::new(),
             disk: Arc::new(Semaphore::new(1)),
             node_file: spawn_node_file_writer(runner_dir.join("node.json")),
+            commands,
+            lookups: PendingLookups::new(),
+            blobs,
+            files,
+            tuples_dirty: false,
+            handoff_timeout: Duration::from_millis(files_config.io_timeout_ms.max(10_000)),
+            linger: Duration::from_millis(config.kelips.gossip_period_ms * 3),
         };
         runner.run().await
     }
@@ -249,6 +293,20 @@ struct Runner {
     disk: Arc<Semaphore>,
     /// The latest content of `node.json`, written by one task in order.
     node_file: watch::Sender<Option<NodeFile>>,
+    /// Questions from file tasks.
+    commands: mpsc::Receiver<NodeCommand>,
+    /// Lookups file tasks wait for.
+    lookups: PendingLookups,
+    /// Blob files (for the free space gossiped).
+    blobs: Arc<BlobStore>,
+    /// The file protocols (for the hand-off at a clean stop).
+    files: Arc<FilesService>,
+    /// A tuple naming this node was published since the last save.
+    tuples_dirty: bool,
+    /// The hand-off at a clean stop takes at most this long.
+    handoff_timeout: Duration,
+    /// After the hand-off the node keeps gossiping this long so the new holder sets spread.
+    linger: Duration,
 }
 
 impl Runner {
@@ -261,11 +319,23 @@ impl Runner {
         loop {
             tokio::select! {
                 event = self.swarm.select_next_some() => self.on_event(event),
-                _ = second.tick() => self.metrics.update(&self.swarm.behaviour().kelips),
+                Some(command) = self.commands.recv() => self.on_command(command),
+                _ = second.tick() => self.every_second(),
                 _ = snapshot.tick() => self.save_peers(),
                 _ = tokio::signal::ctrl_c() => break,
                 _ = terminate.recv() => break,
             }
+        }
+        tracing::info!("stopping: handing off replicas");
+        let files = self.files.clone();
+        let timeout = self.handoff_timeout;
+        let handoff =
+            tokio::spawn(async move { crate::files::repair::hand_off(&files, timeout).await });
+        let handed = self.drive_until(handoff).await.unwrap_or(0);
+        if handed > 0 {
+            tracing::info!("handed off {handed} names");
+            let linger = tokio::time::sleep(self.linger);
+            self.drive_until(linger).await;
         }
         tracing::info!("shutting down");
         let permit = self.disk.clone().acquire_owned().await?;
@@ -280,6 +350,41 @@ impl Runner {
         .await??;
         let _ = tokio::fs::remove_file(self.dir.join("node.json")).await;
         Ok(())
+    }
+
+    /// Keeps the node running (swarm and file commands) until `until` completes.
+    async fn drive_until<F: std::future::Future>(&mut self, until: F) -> F::Output {
+        tokio::pin!(until);
+        loop {
+            tokio::select! {
+                output = &mut until => return output,
+                event = self.swarm.select_next_some() => self.on_event(event),
+                Some(command) = self.commands.recv() => self.on_command(command),
+            }
+        }
+    }
+
+    fn on_command(&mut self, command: NodeCommand) {
+        if let NodeCommand::Publish { tuple, .. } = &command
+            && tuple.holders.contains(&Peer(*self.swarm.local_peer_id()))
+        {
+            self.tuples_dirty = true;
+        }
+        answer(
+            &mut self.swarm.behaviour_mut().kelips,
+            &mut self.lookups,
+            command,
+        );
+    }
+
+    fn every_second(&mut self) {
+        let free = self.blobs.free();
+        let kelips = &mut self.swarm.behaviour_mut().kelips;
+        kelips.set_free_space(free);
+        self.metrics.update(kelips);
+        if std::mem::take(&mut self.tuples_dirty) {
+            self.save_peers();
+        }
     }
 
     fn peers_to_remember(&self) -> Vec<crate::store::RememberedPeer> {
@@ -377,6 +482,11 @@ impl Runner {
             BehaviourEvent::Core(event) => {
                 self.metrics.on_core_event(&event);
                 log_core_event(&event);
+                if let Event::Lookup(outcome) = &event
+                    && let Some(reply) = self.lookups.remove(&outcome.query)
+                {
+                    let _ = reply.send(Ok(outcome.clone()));
+                }
                 if let Event::IncarnationChanged(incarnation) = event {
                     let store = self.store.clone();
                     tokio::task::spawn_blocking(move || {

@@ -29,6 +29,8 @@ pub struct NodeBehaviour {
     pub identify: identify::Behaviour,
     /// `quickstore status`.
     pub status: request_response::Behaviour<StatusCodec>,
+    /// File streams: `/quickstore/files/1.0.0` and `/quickstore/blob/1.0.0`.
+    pub streams: libp2p_stream::Behaviour,
 }
 
 /// Limits and timeouts of the swarm.
@@ -76,6 +78,7 @@ pub fn build(
                 [(STATUS_PROTOCOL, request_response::ProtocolSupport::Full)],
                 request_response::Config::default().with_request_timeout(Duration::from_secs(10)),
             ),
+            streams: libp2p_stream::Behaviour::new(),
         })
     };
     let idle = limits.idle_timeout;

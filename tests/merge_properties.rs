@@ -30,8 +30,10 @@ fn tuple() -> impl Strategy<Value = FileTuple<u32>> {
         0u8..3,
         0u64..3,
         proptest::collection::btree_set(0u32..12, 1..6),
+        0u32..3,
+        proptest::bool::ANY,
     )
-        .prop_map(|(lamport, hash, size, holders)| FileTuple {
+        .prop_map(|(lamport, hash, size, holders, epoch, deleted)| FileTuple {
             name: "a/name".into(),
             version: Version {
                 lamport,
@@ -39,6 +41,8 @@ fn tuple() -> impl Strategy<Value = FileTuple<u32>> {
             },
             size,
             holders: holders.into_iter().collect(),
+            epoch,
+            deleted,
         })
 }
 

@@ -55,6 +55,8 @@ fn tuple(seed: u32, name_len: usize, holders: usize) -> Arc<FileTuple<WideId>> {
         },
         size: u64::MAX,
         holders: (0..holders as u32).map(|h| id(h, MAX_ID_BYTES)).collect(),
+        epoch: 0,
+        deleted: false,
     })
 }
 

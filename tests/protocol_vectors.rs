@@ -118,6 +118,8 @@ fn tuple() -> Arc<FileTuple<Peer>> {
         },
         size: 6,
         holders: vec![peer(B), peer(A)],
+        epoch: 0,
+        deleted: false,
     }
     .normalize()
     .expect("a valid tuple");

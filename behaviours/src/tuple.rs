@@ -1,8 +1,11 @@
 //! File tuples: name → newest version, size, BLAKE3 hash and holders.
 //!
-//! A version is (Lamport counter, BLAKE3 hash), ordered in that order; the highest wins. Two
-//! tuples of the same version merge their holder sets. Both rules make merging commutative,
-//! associative, idempotent and monotone, so gossip in any order converges.
+//! A version is (Lamport counter, BLAKE3 hash), ordered in that order; the highest wins. Within
+//! one version, the holder-set `epoch` orders rewrites of the holder list (repair and trimming
+//! publish the exact new set under the next epoch); two tuples of the same version and epoch
+//! merge their holder sets. These rules make merging commutative, associative, idempotent and
+//! monotone, so gossip in any order converges. A tombstone (`deleted`) is a version like any
+//! other: the newest one hides the name.
 
 use std::cmp::Ordering;
 use std::sync::Arc;
@@ -38,6 +41,22 @@ pub struct FileTuple<I> {
     /// Nodes holding the bytes, sorted, without repeats, at most [`MAX_HOLDERS`].
     #[serde(rename = "o")]
     pub holders: Vec<I>,
+    /// Generation of the holder set within this version: 0 at the put, one more each time a
+    /// repair leader publishes an exact new set. Omitted on the wire when 0.
+    #[serde(rename = "e", default, skip_serializing_if = "is_zero")]
+    pub epoch: u32,
+    /// This version deletes the name (a tombstone: size 0, hash of no bytes). Omitted on the
+    /// wire when false.
+    #[serde(rename = "d", default, skip_serializing_if = "is_false")]
+    pub deleted: bool,
+}
+
+fn is_zero(epoch: &u32) -> bool {
+    *epoch == 0
+}
+
+fn is_false(flag: &bool) -> bool {
+    !*flag
 }
 
 /// Why a name or tuple was refused.
@@ -93,12 +112,17 @@ impl<I: Ord + Clone> FileTuple<I> {
         Ok(self)
     }
 
+    /// The order of merging: version, then holder-set epoch, then the tombstone flag.
+    pub fn rank(&self) -> (Version, u32, bool) {
+        (self.version, self.epoch, self.deleted)
+    }
+
     /// Merges `other` (same name) into `self`; returns whether `self` changed. The higher
-    /// version wins; equal versions take the larger size and the union of holders, keeping
-    /// the [`MAX_HOLDERS`] smallest.
+    /// [`rank`](Self::rank) wins; equal ranks take the larger size and the union of holders,
+    /// keeping the [`MAX_HOLDERS`] smallest.
     pub fn merge(&mut self, other: &Self) -> bool {
         debug_assert_eq!(self.name, other.name);
-        match other.version.cmp(&self.version) {
+        match other.rank().cmp(&self.rank()) {
             Ordering::Greater => {
                 self.clone_from(other);
                 true

@@ -27,12 +27,15 @@ fn mix(mut x: u64) -> u64 {
     x ^ (x >> 31)
 }
 
-/// The fingerprint of a tuple version: name fingerprint and version mixed into 64 bits. It is
-/// what fresh-tuple announcements carry and what the sync buckets XOR together.
+/// The fingerprint of a tuple version: name fingerprint, version, holder-set epoch and
+/// tombstone flag mixed into 64 bits. It is what fresh-tuple announcements carry and what the
+/// sync buckets XOR together.
 pub fn tuple_fingerprint<I>(fp: u64, tuple: &FileTuple<I>) -> u64 {
     let mut hash8 = [0u8; 8];
     hash8.copy_from_slice(&tuple.version.blake3[..8]);
-    mix(fp ^ mix(tuple.version.lamport ^ mix(u64::from_le_bytes(hash8))))
+    let rewrite = (u64::from(tuple.epoch) << 1) | u64::from(tuple.deleted);
+    let rewrite = if rewrite == 0 { 0 } else { mix(rewrite) };
+    mix(fp ^ mix(tuple.version.lamport ^ mix(u64::from_le_bytes(hash8) ^ rewrite)))
 }
 
 /// A hash map for point lookups only: fixed keys (deterministic), and never iterated in an
@@ -333,6 +336,8 @@ mod tests {
             },
             size: 1,
             holders,
+            epoch: 0,
+            deleted: false,
         };
         (fp, Arc::new(t))
     }

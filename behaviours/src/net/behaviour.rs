@@ -187,7 +187,30 @@ impl Behaviour {
         &mut self,
         tuple: crate::tuple::FileTuple<Peer>,
     ) -> Result<(), crate::tuple::TupleError> {
-        self.core.publish(tuple)
+        self.core.publish(tuple)?;
+        self.wake();
+        Ok(())
+    }
+
+    /// Starts resolving `name`; the result comes as [`Event::Lookup`] with the returned id.
+    pub fn lookup(&mut self, name: &str) -> Result<u64, crate::node::LookupError> {
+        let now = self.now();
+        let query = self.core.lookup(now, name)?;
+        self.wake();
+        Ok(query)
+    }
+
+    /// The free storage space this node reports, in bytes (gossiped for placement).
+    pub fn set_free_space(&mut self, bytes: u64) {
+        if self.core.own_entry().free_space != bytes {
+            self.core.set_free_space(bytes);
+        }
+    }
+
+    fn wake(&self) {
+        if let Some(waker) = &self.waker {
+            waker.wake_by_ref();
+        }
     }
 
     /// Driver counters.

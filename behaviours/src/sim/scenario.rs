@@ -261,6 +261,8 @@ impl<'a> Run<'a> {
                 version: Version { lamport: 1, blake3 },
                 size: self.rng.random_range(0..1 << 30),
                 holders: holders.iter().map(|&h| SimId(h)).collect(),
+                epoch: 0,
+                deleted: false,
             };
             for &holder in &holders {
                 self.sim.publish(holder, tuple.clone());

@@ -1,0 +1,320 @@
+//! [`NodeHandle`]: how file tasks ask the swarm task about the Kelips state (lookups, group
+//! members for placement, contacts, tuples) and publish tuples. Commands travel over a bounded
+//! channel; the swarm task answers each on a oneshot. [`answer`] is the swarm side.
+
+use std::sync::Arc;
+
+use libp2p::PeerId;
+use quickstore_behaviours::net::{Behaviour as KelipsBehaviour, Peer};
+use quickstore_behaviours::{Entry, FileTuple, LookupOutcome};
+use tokio::sync::{mpsc, oneshot};
+
+use super::wire::PeerInfo;
+
+/// Commands queued for the swarm task at most.
+pub const MAX_QUEUED_COMMANDS: usize = 256;
+/// Tuples in one listing page at most.
+pub const MAX_PAGE: usize = 256;
+
+/// What a held name looks like to the repair loop.
+#[derive(Debug, Clone)]
+pub struct HeldTuple {
+    /// The newest tuple of the name.
+    pub tuple: Arc<FileTuple<Peer>>,
+    /// Its holders that are live in this node's view (this node included when it holds).
+    pub live: Vec<PeerId>,
+}
+
+/// A question for the swarm task.
+#[derive(Debug)]
+pub enum NodeCommand {
+    /// Run a Kelips lookup.
+    Lookup {
+        /// The name.
+        name: String,
+        /// The outcome, or why it could not start.
+        reply: oneshot::Sender<Result<LookupOutcome<Peer>, String>>,
+    },
+    /// Choose up to `count` live members of the own group (this node included) by
+    /// power-of-two choices on free space, skipping `exclude` and members with less than
+    /// `size` bytes free.
+    Place {
+        /// Bytes to store.
+        size: u64,
+        /// Members not to choose.
+        exclude: Vec<PeerId>,
+        /// How many.
+        count: usize,
+        /// The chosen ones and the number of live members.
+        reply: oneshot::Sender<(Vec<PeerInfo>, usize)>,
+    },
+    /// Contacts of a foreign group, best first.
+    Contacts {
+        /// The group.
+        group: u32,
+        /// Them.
+        reply: oneshot::Sender<Vec<PeerInfo>>,
+    },
+    /// The newest tuple of a name of the own group, if known.
+    Tuple {
+        /// The name.
+        name: String,
+        /// It.
+        reply: oneshot::Sender<Option<Arc<FileTuple<Peer>>>>,
+    },
+    /// Publish (merge) a tuple of the own group.
+    Publish {
+        /// It.
+        tuple: FileTuple<Peer>,
+        /// Whether it was accepted.
+        reply: oneshot::Sender<Result<(), String>>,
+    },
+    /// A page of the own group's tuples in name order.
+    List {
+        /// Names after this one.
+        after: Option<String>,
+        /// Page size.
+        limit: usize,
+        /// The page and the last name when more follow.
+        reply: oneshot::Sender<(Vec<FileTuple<Peer>>, Option<String>)>,
+    },
+    /// Every live (not deleted) tuple naming this node as a holder.
+    Held {
+        /// Them.
+        reply: oneshot::Sender<Vec<HeldTuple>>,
+    },
+}
+
+/// The file tasks' side: cheap to clone.
+#[derive(Debug, Clone)]
+pub struct NodeHandle {
+    commands: mpsc::Sender<NodeCommand>,
+    /// This node.
+    pub me: PeerId,
+    /// Its group.
+    pub group: u32,
+    /// k.
+    pub groups: u32,
+    /// Copies per file.
+    pub replication: usize,
+}
+
+/// The swarm task stopped.
+#[derive(Debug, thiserror::Error)]
+#[error("the node is shutting down")]
+pub struct NodeGone;
+
+impl NodeHandle {
+    /// A handle and the receiving end for the swarm task.
+    pub fn new(
+        me: PeerId,
+        group: u32,
+        groups: u32,
+        replication: usize,
+    ) -> (Self, mpsc::Receiver<NodeCommand>) {
+        let (commands, receiver) = mpsc::channel(MAX_QUEUED_COMMANDS);
+        (
+            Self {
+                commands,
+                me,
+                group,
+                groups,
+                replication,
+            },
+            receiver,
+        )
+    }
+
+    async fn ask<T>(
+        &self,
+        make: impl FnOnce(oneshot::Sender<T>) -> NodeCommand,
+    ) -> Result<T, NodeGone> {
+        let (reply, answer) = oneshot::channel();
+        self.commands
+            .send(make(reply))
+            .await
+            .map_err(|_| NodeGone)?;
+        answer.await.map_err(|_| NodeGone)
+    }
+
+    /// Runs a lookup.
+    pub async fn lookup(
+        &self,
+        name: &str,
+    ) -> Result<Result<LookupOutcome<Peer>, String>, NodeGone> {
+        let name = name.to_string();
+        self.ask(|reply| NodeCommand::Lookup { name, reply }).await
+    }
+
+    /// Chooses homes in the own group.
+    pub async fn place(
+        &self,
+        size: u64,
+        exclude: Vec<PeerId>,
+        count: usize,
+    ) -> Result<(Vec<PeerInfo>, usize), NodeGone> {
+        self.ask(|reply| NodeCommand::Place {
+            size,
+            exclude,
+            count,
+            reply,
+        })
+        .await
+    }
+
+    /// Contacts of `group`.
+    pub async fn contacts(&self, group: u32) -> Result<Vec<PeerInfo>, NodeGone> {
+        self.ask(|reply| NodeCommand::Contacts { group, reply })
+            .await
+    }
+
+    /// The newest known tuple of `name`.
+    pub async fn tuple(&self, name: &str) -> Result<Option<Arc<FileTuple<Peer>>>, NodeGone> {
+        let name = name.to_string();
+        self.ask(|reply| NodeCommand::Tuple { name, reply }).await
+    }
+
+    /// Publishes `tuple`.
+    pub async fn publish(&self, tuple: FileTuple<Peer>) -> Result<Result<(), String>, NodeGone> {
+        self.ask(|reply| NodeCommand::Publish { tuple, reply })
+            .await
+    }
+
+    /// A page of the own group's tuples.
+    pub async fn list(
+        &self,
+        after: Option<String>,
+        limit: usize,
+    ) -> Result<(Vec<FileTuple<Peer>>, Option<String>), NodeGone> {
+        self.ask(|reply| NodeCommand::List {
+            after,
+            limit,
+            reply,
+        })
+        .await
+    }
+
+    /// What this node holds.
+    pub async fn held(&self) -> Result<Vec<HeldTuple>, NodeGone> {
+        self.ask(|reply| NodeCommand::Held { reply }).await
+    }
+}
+
+fn info(entry: &Entry<Peer>) -> PeerInfo {
+    PeerInfo {
+        peer: entry.id,
+        record: entry.address.clone(),
+    }
+}
+
+/// Pending lookups of file tasks, by query id.
+pub type PendingLookups =
+    std::collections::BTreeMap<u64, oneshot::Sender<Result<LookupOutcome<Peer>, String>>>;
+
+/// The swarm task answers one command from the state of `kelips`.
+pub fn answer(kelips: &mut KelipsBehaviour, lookups: &mut PendingLookups, command: NodeCommand) {
+    match command {
+        NodeCommand::Lookup { name, reply } => match kelips.lookup(&name) {
+            Ok(query) => {
+                lookups.insert(query, reply);
+            }
+            Err(e) => {
+                let _ = reply.send(Err(e.to_string()));
+            }
+        },
+        NodeCommand::Place {
+            size,
+            exclude,
+            count,
+            reply,
+        } => {
+            let _ = reply.send(place(kelips, size, &exclude, count));
+        }
+        NodeCommand::Contacts { group, reply } => {
+            let core = kelips.core();
+            let mut contacts: Vec<_> = core.contacts().of_group(group).iter().collect();
+            contacts.sort_by_key(|c| (c.rtt_us.unwrap_or(u32::MAX), c.entry.id));
+            let _ = reply.send(contacts.into_iter().map(|c| info(&c.entry)).collect());
+        }
+        NodeCommand::Tuple { name, reply } => {
+            let core = kelips.core();
+            let (_, fp) = quickstore_behaviours::id::name_facts(&name, core.config().groups);
+            let _ = reply.send(core.tuples().get(fp, &name).cloned());
+        }
+        NodeCommand::Publish { tuple, reply } => {
+            let _ = reply.send(kelips.publish(tuple).map_err(|e| e.to_string()));
+        }
+        NodeCommand::List {
+            after,
+            limit,
+            reply,
+        } => {
+            let limit = limit.clamp(1, MAX_PAGE);
+            let mut names: Vec<&Arc<FileTuple<Peer>>> = kelips
+                .core()
+                .tuples()
+                .iter()
+                .filter(|t| after.as_deref().is_none_or(|a| &*t.name > a))
+                .collect();
+            names.sort_by(|a, b| a.name.cmp(&b.name));
+            let more = names.len() > limit;
+            names.truncate(limit);
+            let next = more
+                .then(|| names.last().map(|t| t.name.to_string()))
+                .flatten();
+            let page = names.into_iter().map(|t| FileTuple::clone(t)).collect();
+            let _ = reply.send((page, next));
+        }
+        NodeCommand::Held { reply } => {
+            let core = kelips.core();
+            let me = *core.id();
+            let live = |p: &Peer| *p == me || core.view().get(p).is_some_and(|m| !m.failed);
+            let mut held = Vec::new();
+            for tuple in core.tuples().iter() {
+                if tuple.holders.contains(&me) && !tuple.deleted {
+                    held.push(HeldTuple {
+                        tuple: tuple.clone(),
+                        live: tuple
+                            .holders
+                            .iter()
+                            .filter(|p| live(p))
+                            .map(|p| p.0)
+                            .collect(),
+                    });
+                }
+            }
+            let _ = reply.send(held);
+        }
+    }
+}
+
+/// Power-of-two choices on gossiped free space among live members with room.
+fn place(
+    kelips: &KelipsBehaviour,
+    size: u64,
+    exclude: &[PeerId],
+    count: usize,
+) -> (Vec<PeerInfo>, usize) {
+    let core = kelips.core();
+    let mut candidates: Vec<&Entry<Peer>> = core
+        .view()
+        .live()
+        .map(|m| &m.entry)
+        .filter(|e| !e.address.as_bytes().is_empty())
+        .chain(std::iter::once(core.own_entry()))
+        .collect();
+    let live = candidates.len();
+    candidates.retain(|e| !exclude.contains(&e.id.0) && e.free_space >= size);
+    let mut chosen = Vec::with_capacity(count);
+    while chosen.len() < count && !candidates.is_empty() {
+        let a = rand::random_range(0..candidates.len());
+        let b = rand::random_range(0..candidates.len());
+        let pick = if candidates[b].free_space > candidates[a].free_space {
+            b
+        } else {
+            a
+        };
+        chosen.push(info(candidates.swap_remove(pick)));
+    }
+    (chosen, live)
+}

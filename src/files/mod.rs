@@ -1,0 +1,16 @@
+//! Files: put, get, delete and list by name.
+//!
+//! * [`wire`]: the two protocols, `/quickstore/files/1.0.0` (control) and
+//!   `/quickstore/blob/1.0.0` (bytes).
+//! * [`handle`]: how file tasks ask the swarm task (lookups, placement, tuples).
+//! * [`service`]: the node's side of both protocols, one task per stream behind a limit.
+//! * [`repair`]: keeping R copies, fetching lost bytes, collecting unnamed blobs, hand-off at
+//!   a clean stop.
+//! * [`client`]: the ephemeral peer the CLI runs; [`cli`]: `put`, `get`, `rm`, `ls`.
+
+pub mod cli;
+pub mod client;
+pub mod handle;
+pub mod repair;
+pub mod service;
+pub mod wire;

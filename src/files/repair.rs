@@ -1,0 +1,300 @@
+//! Keeping R copies: every repair period a node looks at the names it holds.
+//!
+//! * A holder without the bytes (a corrupt copy was deleted, or a copy was never made)
+//!   fetches them from another live holder.
+//! * One leader per name, the live holder ranked first by rendezvous hash (BLAKE3 of name and
+//!   PeerId), restores R copies when holders failed and trims copies beyond R, publishing the
+//!   exact new holder set under the next epoch.
+//! * Blobs that no held tuple names any more are deleted once they stayed unnamed for the
+//!   orphan grace period.
+//! * One held blob per round is re-hashed (a scrub); a corrupt copy is deleted and fetched
+//!   again from another holder.
+//!
+//! At a clean stop, [`hand_off`] copies every held name to another member first.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use libp2p::PeerId;
+use quickstore_behaviours::FileTuple;
+use quickstore_behaviours::net::Peer;
+use tokio::sync::Semaphore;
+use tokio::time::Instant;
+
+use super::handle::HeldTuple;
+use super::service::{FilesService, open_stream};
+use super::wire::{
+    BLOB_PROTOCOL, BlobRequest, BlobResponse, CHUNK_BYTES, MAX_REQUEST_BYTES, MAX_RESPONSE_BYTES,
+    WireError, read_chunk, read_message, write_message,
+};
+use crate::blobs::{Hash, to_hex};
+
+/// Rendezvous rank of `peer` for `name`: the highest ranked live holder leads the repair.
+pub fn rank(name: &str, peer: &PeerId) -> [u8; 32] {
+    let mut hasher = blake3::Hasher::new();
+    hasher.update(name.as_bytes());
+    hasher.update(&peer.to_bytes());
+    *hasher.finalize().as_bytes()
+}
+
+/// Runs the repair loop until the node stops.
+pub async fn run(
+    service: Arc<FilesService>,
+    period: Duration,
+    max_repairs: usize,
+    orphan_grace: Duration,
+) {
+    let repairs = Arc::new(Semaphore::new(max_repairs));
+    let mut orphans: BTreeMap<Hash, Instant> = BTreeMap::new();
+    let busy: Arc<std::sync::Mutex<BTreeSet<Arc<str>>>> = Default::default();
+    let mut tick = tokio::time::interval(period);
+    let mut scrub_cursor: Option<Hash> = None;
+    loop {
+        tick.tick().await;
+        let Ok(held) = service.handle.held().await else {
+            return;
+        };
+        collect_orphans(&service, &held, &mut orphans, orphan_grace).await;
+        scrub_cursor = scrub_next(&service, &held, scrub_cursor).await;
+        for item in held {
+            let name = item.tuple.name.clone();
+            if busy.lock().map(|b| b.contains(&name)).unwrap_or(true) {
+                continue;
+            }
+            let Ok(permit) = repairs.clone().try_acquire_owned() else {
+                break;
+            };
+            if let Ok(mut b) = busy.lock() {
+                b.insert(name.clone());
+            }
+            let service = service.clone();
+            let busy = busy.clone();
+            tokio::spawn(async move {
+                let _permit = permit;
+                if let Err(e) = repair_one(&service, &item).await {
+                    tracing::info!("repair of {:?}: {e}", item.tuple.name);
+                }
+                if let Ok(mut b) = busy.lock() {
+                    b.remove(&name);
+                }
+            });
+        }
+    }
+}
+
+async fn repair_one(service: &FilesService, item: &HeldTuple) -> Result<(), String> {
+    let tuple = &item.tuple;
+    let me = service.handle.me;
+    let hash = tuple.version.blake3;
+    if !service.blobs.contains(&hash).await {
+        return fetch(service, tuple, &item.live).await;
+    }
+    let leader = item.live.iter().max_by_key(|p| rank(&tuple.name, p));
+    if leader != Some(&me) {
+        return Ok(());
+    }
+    let r = service.handle.replication;
+    let mut live = item.live.clone();
+    if live.len() > r {
+        live.sort_by_key(|p| std::cmp::Reverse(rank(&tuple.name, p)));
+        live.truncate(r);
+        tracing::info!("trimming {:?} to {r} holders", tuple.name);
+    } else if live.len() < r {
+        let deadline = Instant::now() + service.timeouts.put_deadline;
+        match service
+            .copy_to(tuple, Vec::new(), r - live.len(), deadline)
+            .await
+        {
+            Ok(copies) => live.extend(copies),
+            Err(e) => {
+                // Partial copies still count; the next round tries again.
+                tracing::info!("repair of {:?} incomplete: {e}", tuple.name);
+            }
+        }
+    }
+    let mut next: Vec<Peer> = live.into_iter().map(Peer).collect();
+    next.sort();
+    if next == tuple.holders {
+        return Ok(());
+    }
+    tracing::info!(
+        "{:?}: {} holders listed, {} after repair",
+        tuple.name,
+        tuple.holders.len(),
+        next.len()
+    );
+    let updated = FileTuple {
+        holders: next,
+        epoch: tuple.epoch + 1,
+        ..FileTuple::clone(tuple)
+    };
+    service
+        .handle
+        .publish(updated)
+        .await
+        .map_err(|e| e.to_string())?
+}
+
+/// Fetches a held tuple's bytes from another live holder.
+async fn fetch(
+    service: &FilesService,
+    tuple: &FileTuple<Peer>,
+    live: &[PeerId],
+) -> Result<(), String> {
+    let mut last = String::from("no other live holder");
+    for peer in live.iter().filter(|p| **p != service.handle.me) {
+        match fetch_from(service, *peer, tuple).await {
+            Ok(Ok(())) => {
+                tracing::info!("fetched {:?} from {peer}", tuple.name);
+                return Ok(());
+            }
+            Ok(Err(reason)) => last = format!("{peer}: {reason}"),
+            Err(e) => last = format!("{peer}: {e}"),
+        }
+    }
+    Err(last)
+}
+
+async fn fetch_from(
+    service: &FilesService,
+    peer: PeerId,
+    tuple: &FileTuple<Peer>,
+) -> Result<Result<(), String>, WireError> {
+    let io = service.timeouts.io;
+    let hash = tuple.version.blake3;
+    let mut stream = open_stream(&service.control, peer, BLOB_PROTOCOL, io).await?;
+    write_message(
+        &mut stream,
+        &BlobRequest::Get { blake3: hash },
+        MAX_REQUEST_BYTES,
+        io,
+    )
+    .await?;
+    let size = match read_message::<BlobResponse>(&mut stream, MAX_RESPONSE_BYTES, io).await? {
+        BlobResponse::Sending { size } => size,
+        BlobResponse::NotFound => return Ok(Err("not found".into())),
+        BlobResponse::Refused { reason } => return Ok(Err(reason)),
+        other => return Ok(Err(format!("unexpected answer {other:?}"))),
+    };
+    let mut writer = match service.blobs.create(size).await {
+        Ok(writer) => writer,
+        Err(e) => return Ok(Err(e.to_string())),
+    };
+    let mut buf = vec![0u8; CHUNK_BYTES];
+    let mut left = size;
+    while left > 0 {
+        let want = left.min(CHUNK_BYTES as u64) as usize;
+        let n = read_chunk(&mut stream, &mut buf[..want], io).await?;
+        if n < want {
+            return Ok(Err("stream ended early".into()));
+        }
+        if let Err(e) = writer.write(&buf[..n]).await {
+            return Ok(Err(e.to_string()));
+        }
+        left -= n as u64;
+    }
+    Ok(writer
+        .finish(Some(hash))
+        .await
+        .map(|_| ())
+        .map_err(|e| e.to_string()))
+}
+
+/// Re-hashes one held blob per round, round-robin; a corrupt copy is deleted, and the next
+/// round fetches a good one from another holder.
+async fn scrub_next(
+    service: &FilesService,
+    held: &[HeldTuple],
+    after: Option<Hash>,
+) -> Option<Hash> {
+    let hashes: BTreeSet<Hash> = held.iter().map(|h| h.tuple.version.blake3).collect();
+    let next = after
+        .and_then(|a| {
+            hashes
+                .range((std::ops::Bound::Excluded(a), std::ops::Bound::Unbounded))
+                .next()
+        })
+        .or_else(|| hashes.iter().next())
+        .copied()?;
+    match service.blobs.verify(&next).await {
+        Ok(true) => {}
+        Ok(false) => {
+            if service.blobs.contains(&next).await {
+                tracing::warn!("blob {} is corrupt on disk: deleted", to_hex(&next));
+                let _ = service.blobs.remove(&next).await;
+            }
+        }
+        Err(e) => tracing::warn!("cannot verify blob {}: {e}", to_hex(&next)),
+    }
+    Some(next)
+}
+
+async fn collect_orphans(
+    service: &FilesService,
+    held: &[HeldTuple],
+    orphans: &mut BTreeMap<Hash, Instant>,
+    grace: Duration,
+) {
+    let Ok(stored) = service.blobs.list().await else {
+        return;
+    };
+    let named: BTreeSet<Hash> = held.iter().map(|h| h.tuple.version.blake3).collect();
+    let now = Instant::now();
+    orphans.retain(|hash, _| stored.contains(hash) && !named.contains(hash));
+    for hash in stored {
+        if named.contains(&hash) {
+            continue;
+        }
+        let since = *orphans.entry(hash).or_insert(now);
+        if now.duration_since(since) >= grace {
+            tracing::info!("deleting unnamed blob {}", to_hex(&hash));
+            if let Err(e) = service.blobs.remove(&hash).await {
+                tracing::warn!("cannot delete blob {}: {e}", to_hex(&hash));
+            }
+            orphans.remove(&hash);
+        }
+    }
+}
+
+/// Before a clean stop: copies every held name to another member of the group and publishes
+/// the holder set without this node, within `timeout`. The caller keeps the node running a
+/// few gossip periods more so the new sets spread.
+pub async fn hand_off(service: &FilesService, timeout: Duration) -> usize {
+    let Ok(held) = service.handle.held().await else {
+        return 0;
+    };
+    let deadline = Instant::now() + timeout;
+    let me = Peer(service.handle.me);
+    let mut handed = 0;
+    for item in held {
+        if Instant::now() >= deadline {
+            break;
+        }
+        let tuple = &item.tuple;
+        let copies = match service.copy_to(tuple, Vec::new(), 1, deadline).await {
+            Ok(copies) => copies,
+            Err(e) => {
+                tracing::warn!("cannot hand off {:?}: {e}", tuple.name);
+                continue;
+            }
+        };
+        let mut holders: Vec<Peer> = item
+            .live
+            .iter()
+            .copied()
+            .map(Peer)
+            .filter(|p| *p != me)
+            .collect();
+        holders.extend(copies.into_iter().map(Peer));
+        let updated = FileTuple {
+            holders,
+            epoch: tuple.epoch + 1,
+            ..FileTuple::clone(tuple)
+        };
+        if let Ok(Ok(())) = service.handle.publish(updated).await {
+            handed += 1;
+        }
+    }
+    handed
+}

@@ -1,0 +1,681 @@
+//! The node's side of the file protocols: one task per incoming stream behind a limit, the
+//! put pipeline (store, then copy to the other homes, replacing failed ones before the
+//! deadline, then publish), replica copies and blob reads.
+
+use std::io;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::stream::FuturesUnordered;
+use futures::{AsyncWriteExt, StreamExt};
+use libp2p::{PeerId, Stream, StreamProtocol};
+use quickstore_behaviours::id::name_facts;
+use quickstore_behaviours::net::Peer;
+use quickstore_behaviours::tuple::check_name;
+use quickstore_behaviours::{FileTuple, LookupResult, Version};
+use tokio::io::AsyncReadExt;
+use tokio::sync::Semaphore;
+use tokio::time::Instant;
+
+use super::handle::{NodeGone, NodeHandle};
+use super::wire::{
+    BLOB_PROTOCOL, BlobRequest, BlobResponse, BlobTrailer, CHUNK_BYTES, FILES_PROTOCOL,
+    FilesRequest, FilesResponse, MAX_REQUEST_BYTES, MAX_RESPONSE_BYTES, PeerInfo, WireError,
+    read_chunk, read_message, write_chunk, write_message,
+};
+use crate::blobs::{BlobStore, Hash, to_hex};
+
+/// Contacts of a foreign group a forwarded request tries at most.
+const FORWARD_TRIES: usize = 3;
+
+/// Timeouts of the file protocols.
+#[derive(Debug, Clone, Copy)]
+pub struct Timeouts {
+    /// Every open, read and write.
+    pub io: Duration,
+    /// A put's replicas must all be durable within this.
+    pub put_deadline: Duration,
+}
+
+/// What serving the file protocols needs.
+pub struct FilesService {
+    /// The swarm task.
+    pub handle: NodeHandle,
+    /// Blob files.
+    pub blobs: Arc<BlobStore>,
+    /// Opens streams.
+    pub control: libp2p_stream::Control,
+    /// Timeouts.
+    pub timeouts: Timeouts,
+    /// Streams served at once.
+    pub streams: Arc<Semaphore>,
+}
+
+/// Opens a stream to `peer` with a timeout (libp2p-stream has none).
+pub async fn open_stream(
+    control: &libp2p_stream::Control,
+    peer: PeerId,
+    protocol: StreamProtocol,
+    timeout: Duration,
+) -> Result<Stream, WireError> {
+    let mut control = control.clone();
+    match tokio::time::timeout(timeout, control.open_stream(peer, protocol)).await {
+        Err(_) => Err(WireError::Timeout(timeout)),
+        Ok(Err(e)) => Err(WireError::Io(io::Error::other(e.to_string()))),
+        Ok(Ok(stream)) => Ok(stream),
+    }
+}
+
+/// Sends one control request to `peer` and reads the answer.
+pub async fn files_request(
+    control: &libp2p_stream::Control,
+    peer: PeerId,
+    request: &FilesRequest,
+    timeout: Duration,
+) -> Result<FilesResponse, WireError> {
+    let mut stream = open_stream(control, peer, FILES_PROTOCOL, timeout).await?;
+    write_message(&mut stream, request, MAX_REQUEST_BYTES, timeout).await?;
+    read_message(&mut stream, MAX_RESPONSE_BYTES, timeout).await
+}
+
+fn refused(reason: impl ToString) -> FilesResponse {
+    FilesResponse::Refused {
+        reason: reason.to_string(),
+    }
+}
+
+fn blob_refused(reason: impl ToString) -> BlobResponse {
+    BlobResponse::Refused {
+        reason: reason.to_string(),
+    }
+}
+
+fn gone(e: NodeGone) -> WireError {
+    WireError::Io(io::Error::other(e))
+}
+
+impl FilesService {
+    /// Starts accepting both protocols; each stream gets a task while fewer than the limit run.
+    pub fn start(self: &Arc<Self>) -> anyhow::Result<()> {
+        let mut control = self.control.clone();
+        let files = control
+            .accept(FILES_PROTOCOL)
+            .map_err(|e| anyhow::anyhow!("{FILES_PROTOCOL}: {e}"))?;
+        let blobs = control
+            .accept(BLOB_PROTOCOL)
+            .map_err(|e| anyhow::anyhow!("{BLOB_PROTOCOL}: {e}"))?;
+        let service = self.clone();
+        tokio::spawn(async move {
+            let mut files = files;
+            while let Some((peer, stream)) = files.next().await {
+                service.spawn_stream(peer, stream, false);
+            }
+        });
+        let service = self.clone();
+        tokio::spawn(async move {
+            let mut blobs = blobs;
+            while let Some((peer, stream)) = blobs.next().await {
+                service.spawn_stream(peer, stream, true);
+            }
+        });
+        Ok(())
+    }
+
+    fn spawn_stream(self: &Arc<Self>, peer: PeerId, stream: Stream, blob: bool) {
+        let Ok(permit) = self.streams.clone().try_acquire_owned() else {
+            tracing::warn!("file stream from {peer} dropped: too many streams");
+            return;
+        };
+        let service = self.clone();
+        tokio::spawn(async move {
+            let _permit = permit;
+            let result = if blob {
+                service.serve_blob(peer, stream).await
+            } else {
+                service.serve_files(peer, stream).await
+            };
+            if let Err(e) = result {
+                tracing::debug!("file stream from {peer}: {e}");
+            }
+        });
+    }
+
+    // ---- control ---------------------------------------------------------------------------
+
+    async fn serve_files(&self, peer: PeerId, mut stream: Stream) -> Result<(), WireError> {
+        let io = self.timeouts.io;
+        let response = match read_message::<FilesRequest>(&mut stream, MAX_REQUEST_BYTES, io).await
+        {
+            Ok(request) => {
+                tracing::debug!("{peer} asks {request:?}");
+                self.answer(request).await?
+            }
+            Err(WireError::Malformed(reason)) => refused(reason),
+            Err(e) => return Err(e),
+        };
+        write_message(&mut stream, &response, MAX_RESPONSE_BYTES, io).await?;
+        crate::files::wire::timed(io, stream.close()).await
+    }
+
+    async fn answer(&self, request: FilesRequest) -> Result<FilesResponse, WireError> {
+        match request {
+            FilesRequest::Locate { name } => self.locate(&name).await,
+            FilesRequest::Place {
+                name,
+                size,
+                forwarded,
+            } => self.place(name, size, forwarded).await,
+            FilesRequest::List {
+                group,
+                after,
+                limit,
+                forwarded,
+            } => self.list(group, after, limit, forwarded).await,
+            FilesRequest::Delete { name, forwarded } => self.delete(name, forwarded).await,
+        }
+    }
+
+    async fn locate(&self, name: &str) -> Result<FilesResponse, WireError> {
+        if let Err(e) = check_name(name) {
+            return Ok(refused(e));
+        }
+        let outcome = match self.handle.lookup(name).await.map_err(gone)? {
+            Ok(outcome) => outcome,
+            Err(reason) => return Ok(refused(reason)),
+        };
+        Ok(match outcome.result {
+            LookupResult::Found { tuple, .. } if tuple.deleted => FilesResponse::NotFound,
+            LookupResult::Found { tuple, holders } => FilesResponse::Located {
+                tuple: FileTuple::clone(&tuple),
+                holders: holders
+                    .iter()
+                    .map(|e| PeerInfo {
+                        peer: e.id,
+                        record: e.address.clone(),
+                    })
+                    .collect(),
+                hops: outcome.hops,
+            },
+            LookupResult::NotFound => FilesResponse::NotFound,
+            LookupResult::Unreachable => FilesResponse::Unreachable {
+                reason: format!(
+                    "no node of group {} could be reached",
+                    name_facts(name, self.handle.groups).0
+                ),
+            },
+        })
+    }
+
+    async fn place(
+        &self,
+        name: String,
+        size: u64,
+        forwarded: bool,
+    ) -> Result<FilesResponse, WireError> {
+        if let Err(e) = check_name(&name) {
+            return Ok(refused(e));
+        }
+        if size > self.blobs.max_file_size() {
+            return Ok(refused(crate::blobs::BlobError::TooLarge {
+                size,
+                max: self.blobs.max_file_size(),
+            }));
+        }
+        let group = name_facts(&name, self.handle.groups).0;
+        if group == self.handle.group {
+            let (homes, live) = self
+                .handle
+                .place(size, Vec::new(), self.handle.replication)
+                .await
+                .map_err(gone)?;
+            return Ok(if homes.is_empty() {
+                refused(format!(
+                    "no member of group {group} has {size} bytes of storage free"
+                ))
+            } else {
+                FilesResponse::Placed {
+                    homes,
+                    group_size: live as u32,
+                }
+            });
+        }
+        self.forward(
+            group,
+            forwarded,
+            FilesRequest::Place {
+                name,
+                size,
+                forwarded: true,
+            },
+        )
+        .await
+    }
+
+    async fn list(
+        &self,
+        group: u32,
+        after: Option<String>,
+        limit: u32,
+        forwarded: bool,
+    ) -> Result<FilesResponse, WireError> {
+        if group >= self.handle.groups {
+            return Ok(refused(format!(
+                "group {group} does not exist (k = {})",
+                self.handle.groups
+            )));
+        }
+        if group == self.handle.group {
+            let (tuples, next) = self
+                .handle
+                .list(after, limit as usize)
+                .await
+                .map_err(gone)?;
+            return Ok(FilesResponse::Listing {
+                tuples,
+                next,
+                groups: self.handle.groups,
+            });
+        }
+        self.forward(
+            group,
+            forwarded,
+            FilesRequest::List {
+                group,
+                after,
+                limit,
+                forwarded: true,
+            },
+        )
+        .await
+    }
+
+    async fn delete(&self, name: String, forwarded: bool) -> Result<FilesResponse, WireError> {
+        if let Err(e) = check_name(&name) {
+            return Ok(refused(e));
+        }
+        let group = name_facts(&name, self.handle.groups).0;
+        if group != self.handle.group {
+            return self
+                .forward(
+                    group,
+                    forwarded,
+                    FilesRequest::Delete {
+                        name,
+                        forwarded: true,
+                    },
+                )
+                .await;
+        }
+        let current = match self.handle.lookup(&name).await.map_err(gone)? {
+            Ok(outcome) => match outcome.result {
+                LookupResult::Found { tuple, .. } if !tuple.deleted => tuple,
+                LookupResult::Found { .. } | LookupResult::NotFound => {
+                    return Ok(FilesResponse::NotFound);
+                }
+                LookupResult::Unreachable => {
+                    return Ok(FilesResponse::Unreachable {
+                        reason: format!("no node of group {group} could be reached"),
+                    });
+                }
+            },
+            Err(reason) => return Ok(refused(reason)),
+        };
+        let tombstone = FileTuple {
+            name: name.into(),
+            version: Version {
+                lamport: current.version.lamport + 1,
+                blake3: [0; 32],
+            },
+            size: 0,
+            holders: vec![Peer(self.handle.me)],
+            epoch: 0,
+            deleted: true,
+        };
+        Ok(
+            match self.handle.publish(tombstone.clone()).await.map_err(gone)? {
+                Ok(()) => FilesResponse::Deleted { tuple: tombstone },
+                Err(reason) => refused(reason),
+            },
+        )
+    }
+
+    /// Sends a request for `group` to its contacts, best first, until one answers.
+    async fn forward(
+        &self,
+        group: u32,
+        forwarded: bool,
+        request: FilesRequest,
+    ) -> Result<FilesResponse, WireError> {
+        if forwarded {
+            return Ok(refused(format!(
+                "forwarded request for group {group} reached a node of group {}",
+                self.handle.group
+            )));
+        }
+        let contacts = self.handle.contacts(group).await.map_err(gone)?;
+        let mut last = format!("no contact known for group {group}");
+        for contact in contacts.iter().take(FORWARD_TRIES) {
+            match files_request(&self.control, contact.peer.0, &request, self.timeouts.io).await {
+                Ok(FilesResponse::Unreachable { reason }) => last = reason,
+                Ok(response) => return Ok(response),
+                Err(e) => last = format!("contact {} of group {group}: {e}", contact.peer),
+            }
+        }
+        Ok(FilesResponse::Unreachable { reason: last })
+    }
+
+    // ---- bytes -----------------------------------------------------------------------------
+
+    async fn serve_blob(&self, peer: PeerId, mut stream: Stream) -> Result<(), WireError> {
+        let io = self.timeouts.io;
+        let request = match read_message::<BlobRequest>(&mut stream, MAX_REQUEST_BYTES, io).await {
+            Ok(request) => request,
+            Err(WireError::Malformed(reason)) => {
+                write_message(&mut stream, &blob_refused(reason), MAX_RESPONSE_BYTES, io).await?;
+                return Ok(());
+            }
+            Err(e) => return Err(e),
+        };
+        match request {
+            BlobRequest::Put { name, size, homes } => {
+                tracing::debug!("{peer} puts {name:?} ({size} bytes)");
+                self.put(&mut stream, name, size, homes).await
+            }
+            BlobRequest::Replicate { tuple } => self.take_replica(&mut stream, tuple).await,
+            BlobRequest::Get { blake3 } => self.send_blob(&mut stream, &blake3).await,
+        }?;
+        crate::files::wire::timed(io, stream.close()).await
+    }
+
+    /// Receives `size` bytes into a new blob, refusing before any byte moves when they do
+    /// not fit. `Ok(Err(reason))` when refused (the refusal has been sent).
+    async fn receive(
+        &self,
+        stream: &mut Stream,
+        size: u64,
+    ) -> Result<Result<crate::blobs::BlobWriter, String>, WireError> {
+        let io = self.timeouts.io;
+        let mut writer = match self.blobs.create(size).await {
+            Ok(writer) => writer,
+            Err(e) => {
+                write_message(stream, &blob_refused(&e), MAX_RESPONSE_BYTES, io).await?;
+                return Ok(Err(e.to_string()));
+            }
+        };
+        write_message(stream, &BlobResponse::Ready, MAX_RESPONSE_BYTES, io).await?;
+        let mut buf = vec![0u8; CHUNK_BYTES];
+        let mut left = size;
+        while left > 0 {
+            let want = left.min(CHUNK_BYTES as u64) as usize;
+            let n = read_chunk(stream, &mut buf[..want], io).await?;
+            if n < want {
+                return Err(WireError::Io(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    format!("stream ended {} bytes early", left - n as u64),
+                )));
+            }
+            writer
+                .write(&buf[..n])
+                .await
+                .map_err(|e| WireError::Io(io::Error::other(e)))?;
+            left -= n as u64;
+        }
+        Ok(Ok(writer))
+    }
+
+    async fn put(
+        &self,
+        stream: &mut Stream,
+        name: String,
+        size: u64,
+        homes: Vec<PeerInfo>,
+    ) -> Result<(), WireError> {
+        let io = self.timeouts.io;
+        if let Err(e) = check_name(&name) {
+            return write_message(stream, &blob_refused(e), MAX_RESPONSE_BYTES, io).await;
+        }
+        let group = name_facts(&name, self.handle.groups).0;
+        if group != self.handle.group {
+            let reason = format!(
+                "{name:?} belongs to group {group}; this node is in group {}",
+                self.handle.group
+            );
+            return write_message(stream, &blob_refused(reason), MAX_RESPONSE_BYTES, io).await;
+        }
+        let writer = match self.receive(stream, size).await? {
+            Ok(writer) => writer,
+            Err(_) => return Ok(()),
+        };
+        let trailer: BlobTrailer = read_message(stream, MAX_REQUEST_BYTES, io).await?;
+        let hash = match writer.finish(Some(trailer.blake3)).await {
+            Ok(hash) => hash,
+            Err(e) => {
+                return write_message(stream, &blob_refused(e), MAX_RESPONSE_BYTES, io).await;
+            }
+        };
+        let known = self.handle.tuple(&name).await.map_err(gone)?;
+        let lamport = known.map_or(0, |t| t.version.lamport) + 1;
+        let mut tuple = FileTuple {
+            name: name.into(),
+            version: Version {
+                lamport,
+                blake3: hash,
+            },
+            size,
+            holders: vec![Peer(self.handle.me)],
+            epoch: 0,
+            deleted: false,
+        };
+        let want = self.handle.replication.saturating_sub(1);
+        let others: Vec<PeerId> = homes
+            .iter()
+            .map(|h| h.peer.0)
+            .filter(|p| *p != self.handle.me)
+            .take(want)
+            .collect();
+        let deadline = Instant::now() + self.timeouts.put_deadline;
+        let response = match self.copy_to(&tuple, others, want, deadline).await {
+            Ok(copies) => {
+                tuple.holders.extend(copies.into_iter().map(Peer));
+                match self.handle.publish(tuple.clone()).await.map_err(gone)? {
+                    Ok(()) => BlobResponse::Stored { tuple },
+                    Err(reason) => blob_refused(reason),
+                }
+            }
+            Err(reason) => {
+                self.drop_if_unheld(&hash).await;
+                blob_refused(reason)
+            }
+        };
+        write_message(stream, &response, MAX_RESPONSE_BYTES, io).await
+    }
+
+    /// Copies `tuple`'s blob to `want` members: `first` ones, then replacements from the group
+    /// for those that fail, until the deadline. Returns the members that stored it.
+    pub async fn copy_to(
+        &self,
+        tuple: &FileTuple<Peer>,
+        first: Vec<PeerId>,
+        want: usize,
+        deadline: Instant,
+    ) -> Result<Vec<PeerId>, String> {
+        let mut tried: Vec<PeerId> = tuple.holders.iter().map(|p| p.0).collect();
+        tried.push(self.handle.me);
+        let mut done = Vec::new();
+        let mut running = FuturesUnordered::new();
+        let mut last_error = String::from("no member to copy to");
+        let mut pending: Vec<PeerId> = first;
+        loop {
+            while done.len() + running.len() < want {
+                let next = match pending.pop() {
+                    Some(peer) => Some(peer),
+                    None => {
+                        let (picked, _) = self
+                            .handle
+                            .place(tuple.size, tried.clone(), 1)
+                            .await
+                            .map_err(|e| e.to_string())?;
+                        picked.first().map(|p| p.peer.0)
+                    }
+                };
+                let Some(peer) = next else { break };
+                tried.push(peer);
+                running.push(async move { (peer, self.replicate(peer, tuple).await) });
+            }
+            if done.len() >= want {
+                return Ok(done);
+            }
+            if running.is_empty() {
+                return Err(format!(
+                    "{} of {want} copies stored; {last_error}",
+                    done.len()
+                ));
+            }
+            match tokio::time::timeout_at(deadline, running.next()).await {
+                Err(_) => {
+                    return Err(format!(
+                        "{} of {want} copies stored before the deadline",
+                        done.len()
+                    ));
+                }
+                Ok(None) => {}
+                Ok(Some((peer, Ok(())))) => done.push(peer),
+                Ok(Some((peer, Err(e)))) => {
+                    tracing::info!("copy of {:?} to {peer} failed: {e}", tuple.name);
+                    last_error = format!("{peer}: {e}");
+                }
+            }
+        }
+    }
+
+    /// Copies the blob of `tuple` to `peer` (a member of the own group).
+    pub async fn replicate(&self, peer: PeerId, tuple: &FileTuple<Peer>) -> Result<(), String> {
+        let io = self.timeouts.io;
+        let run = async {
+            let mut stream = open_stream(&self.control, peer, BLOB_PROTOCOL, io).await?;
+            let request = BlobRequest::Replicate {
+                tuple: tuple.clone(),
+            };
+            write_message(&mut stream, &request, MAX_REQUEST_BYTES, io).await?;
+            match read_message::<BlobResponse>(&mut stream, MAX_RESPONSE_BYTES, io).await? {
+                BlobResponse::Ready => {}
+                BlobResponse::Stored { .. } => return Ok(Ok(())),
+                BlobResponse::Refused { reason } => return Ok(Err(reason)),
+                other => return Ok(Err(format!("unexpected answer {other:?}"))),
+            }
+            let sent = self
+                .send_bytes(&mut stream, &tuple.version.blake3, false)
+                .await?;
+            if sent != Some(tuple.size) {
+                return Ok(Err("the local copy is missing or changed".to_string()));
+            }
+            match read_message::<BlobResponse>(&mut stream, MAX_RESPONSE_BYTES, io).await? {
+                BlobResponse::Stored { .. } => Ok(Ok(())),
+                BlobResponse::Refused { reason } => Ok(Err(reason)),
+                other => Ok(Err(format!("unexpected answer {other:?}"))),
+            }
+        };
+        let result: Result<Result<(), String>, WireError> = run.await;
+        match result {
+            Ok(result) => result,
+            Err(e) => Err(e.to_string()),
+        }
+    }
+
+    async fn take_replica(
+        &self,
+        stream: &mut Stream,
+        tuple: FileTuple<Peer>,
+    ) -> Result<(), WireError> {
+        let io = self.timeouts.io;
+        let tuple = match tuple.normalize() {
+            Ok(tuple) => tuple,
+            Err(e) => return write_message(stream, &blob_refused(e), MAX_RESPONSE_BYTES, io).await,
+        };
+        let group = name_facts(&tuple.name, self.handle.groups).0;
+        if group != self.handle.group || tuple.deleted {
+            let reason = format!("not a copy for group {}", self.handle.group);
+            return write_message(stream, &blob_refused(reason), MAX_RESPONSE_BYTES, io).await;
+        }
+        let hash = tuple.version.blake3;
+        if !self.blobs.contains(&hash).await {
+            let writer = match self.receive(stream, tuple.size).await? {
+                Ok(writer) => writer,
+                Err(_) => return Ok(()),
+            };
+            if let Err(e) = writer.finish(Some(hash)).await {
+                return write_message(stream, &blob_refused(e), MAX_RESPONSE_BYTES, io).await;
+            }
+        }
+        write_message(
+            stream,
+            &BlobResponse::Stored { tuple },
+            MAX_RESPONSE_BYTES,
+            io,
+        )
+        .await
+    }
+
+    async fn send_blob(&self, stream: &mut Stream, hash: &Hash) -> Result<(), WireError> {
+        if self.send_bytes(stream, hash, true).await?.is_none() {
+            let io = self.timeouts.io;
+            write_message(stream, &BlobResponse::NotFound, MAX_RESPONSE_BYTES, io).await?;
+        }
+        Ok(())
+    }
+
+    /// Streams a stored blob, hashing as it goes; with `header`, a `Sending` frame first.
+    /// A copy whose hash turns out wrong is deleted (the repair loop fetches a good one).
+    /// `None` when the blob is not here.
+    async fn send_bytes(
+        &self,
+        stream: &mut Stream,
+        hash: &Hash,
+        header: bool,
+    ) -> Result<Option<u64>, WireError> {
+        let io = self.timeouts.io;
+        let Some((mut file, size)) = self
+            .blobs
+            .open_blob(hash)
+            .await
+            .map_err(|e| WireError::Io(io::Error::other(e)))?
+        else {
+            return Ok(None);
+        };
+        if header {
+            write_message(
+                stream,
+                &BlobResponse::Sending { size },
+                MAX_RESPONSE_BYTES,
+                io,
+            )
+            .await?;
+        }
+        let mut hasher = blake3::Hasher::new();
+        let mut buf = vec![0u8; CHUNK_BYTES];
+        let mut left = size;
+        while left > 0 {
+            let want = left.min(CHUNK_BYTES as u64) as usize;
+            file.read_exact(&mut buf[..want]).await?;
+            hasher.update(&buf[..want]);
+            write_chunk(stream, &buf[..want], io).await?;
+            left -= want as u64;
+        }
+        crate::files::wire::timed(io, stream.flush()).await?;
+        if hasher.finalize().as_bytes() != hash {
+            tracing::warn!("blob {} is corrupt on disk: deleted", to_hex(hash));
+            let _ = self.blobs.remove(hash).await;
+        }
+        Ok(Some(size))
+    }
+
+    /// Deletes a blob no held tuple names (a failed put's own copy).
+    async fn drop_if_unheld(&self, hash: &Hash) {
+        if let Ok(held) = self.handle.held().await
+            && !held.iter().any(|h| h.tuple.version.blake3 == *hash)
+            && let Err(e) = self.blobs.remove(hash).await
+        {
+            tracing::warn!("cannot delete blob {}: {e}", to_hex(hash));
+        }
+    }
+}

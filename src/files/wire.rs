@@ -1,0 +1,292 @@
+//! The two file protocols on the wire: `/quickstore/files/1.0.0` (control: locate, place, list,
+//! delete) and `/quickstore/blob/1.0.0` (bytes: put, replicate, get).
+//!
+//! One request per stream. Every control message is a frame: an unsigned-varint length, then
+//! that many bytes of CBOR, checked against a limit before any byte is read. File bytes travel
+//! raw, between frames, exactly as many as announced. Every open, read and write has a timeout.
+//! `docs/PROTOCOL.md` has the field-by-field description.
+
+use std::io;
+use std::time::Duration;
+
+use futures::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use libp2p::StreamProtocol;
+use quickstore_behaviours::codec::frame;
+use quickstore_behaviours::net::Peer;
+use quickstore_behaviours::net::protocol::read_frame;
+use quickstore_behaviours::{AddressRecord, FileTuple};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+/// The control protocol.
+pub const FILES_PROTOCOL: StreamProtocol = StreamProtocol::new("/quickstore/files/1.0.0");
+/// The bytes protocol.
+pub const BLOB_PROTOCOL: StreamProtocol = StreamProtocol::new("/quickstore/blob/1.0.0");
+/// Largest request frame, in bytes (a name of 1024 bytes and up to 8 peers with records).
+pub const MAX_REQUEST_BYTES: usize = 32 * 1024;
+/// Largest response frame, in bytes (a page of listed tuples).
+pub const MAX_RESPONSE_BYTES: usize = 1 << 20;
+/// File bytes move in chunks of this size.
+pub const CHUNK_BYTES: usize = 256 * 1024;
+
+/// A peer and its own signed address record, relayed unchanged: the receiver verifies it
+/// before dialling.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PeerInfo {
+    /// Who.
+    #[serde(rename = "p")]
+    pub peer: Peer,
+    /// Its signed peer record (libp2p signed envelope).
+    #[serde(rename = "a")]
+    pub record: AddressRecord,
+}
+
+/// A request on `/quickstore/files/1.0.0`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum FilesRequest {
+    /// Resolve a name to its newest tuple and live holders (the entry node runs the lookup).
+    #[serde(rename = "locate")]
+    Locate {
+        /// The name.
+        name: String,
+    },
+    /// Choose home nodes for a new file of `size` bytes. An entry node outside the name's
+    /// group forwards it (with `forwarded`) to a contact in the group.
+    #[serde(rename = "place")]
+    Place {
+        /// The name.
+        name: String,
+        /// Its size in bytes.
+        size: u64,
+        /// Set by the entry node when it forwards; a forwarded request is never forwarded again.
+        forwarded: bool,
+    },
+    /// A page of the tuples of `group`, in name order after `after`.
+    #[serde(rename = "list")]
+    List {
+        /// The group.
+        group: u32,
+        /// Names after this one (exclusive); none for the first page.
+        after: Option<String>,
+        /// Tuples in the page at most (capped by the server).
+        limit: u32,
+        /// Set when forwarded.
+        forwarded: bool,
+    },
+    /// Publish a tombstone for `name`.
+    #[serde(rename = "delete")]
+    Delete {
+        /// The name.
+        name: String,
+        /// Set when forwarded.
+        forwarded: bool,
+    },
+}
+
+/// An answer on `/quickstore/files/1.0.0`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum FilesResponse {
+    /// The newest tuple and its live holders, nearest first.
+    #[serde(rename = "located")]
+    Located {
+        /// The tuple.
+        tuple: FileTuple<Peer>,
+        /// Live holders with their records.
+        holders: Vec<PeerInfo>,
+        /// Kelips lookup rounds the entry node needed (0: answered from its own store).
+        hops: u32,
+    },
+    /// Home nodes for a put, the first one to stream to first.
+    #[serde(rename = "placed")]
+    Placed {
+        /// The homes.
+        homes: Vec<PeerInfo>,
+        /// Live members of the group (fewer homes than the replication only when this is).
+        group_size: u32,
+    },
+    /// A page of tuples.
+    #[serde(rename = "listing")]
+    Listing {
+        /// The tuples.
+        tuples: Vec<FileTuple<Peer>>,
+        /// The last name of the page when more follow.
+        next: Option<String>,
+        /// k, the number of groups (so a client can walk them all).
+        groups: u32,
+    },
+    /// The tombstone published.
+    #[serde(rename = "deleted")]
+    Deleted {
+        /// It.
+        tuple: FileTuple<Peer>,
+    },
+    /// Nobody knows the name.
+    #[serde(rename = "not_found")]
+    NotFound,
+    /// Nobody able to answer could be reached.
+    #[serde(rename = "unreachable")]
+    Unreachable {
+        /// Why.
+        reason: String,
+    },
+    /// The request was refused.
+    #[serde(rename = "refused")]
+    Refused {
+        /// Why.
+        reason: String,
+    },
+}
+
+/// A request on `/quickstore/blob/1.0.0`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum BlobRequest {
+    /// A client puts a new file at its first home node: after [`BlobResponse::Ready`],
+    /// `size` bytes, then a [`BlobTrailer`]; the answer is [`BlobResponse::Stored`] once
+    /// every home holds the bytes durably.
+    #[serde(rename = "put")]
+    Put {
+        /// The name.
+        name: String,
+        /// Bytes that follow.
+        size: u64,
+        /// The other homes the placement chose.
+        homes: Vec<PeerInfo>,
+    },
+    /// A home node copies a version to another member of its group: after
+    /// [`BlobResponse::Ready`], `tuple.size` bytes whose BLAKE3 is the tuple's.
+    #[serde(rename = "replicate")]
+    Replicate {
+        /// The version being copied.
+        tuple: FileTuple<Peer>,
+    },
+    /// Fetch the bytes of a blob: [`BlobResponse::Sending`], then the bytes.
+    #[serde(rename = "get")]
+    Get {
+        /// BLAKE3 of the bytes.
+        #[serde(with = "serde_bytes")]
+        blake3: [u8; 32],
+    },
+}
+
+/// An answer on `/quickstore/blob/1.0.0`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum BlobResponse {
+    /// Send the bytes now (the size and the space were accepted).
+    #[serde(rename = "ready")]
+    Ready,
+    /// The put or copy is durable; for a put, on every home listed.
+    #[serde(rename = "stored")]
+    Stored {
+        /// The version with its holders.
+        tuple: FileTuple<Peer>,
+    },
+    /// This many bytes follow.
+    #[serde(rename = "sending")]
+    Sending {
+        /// Bytes.
+        size: u64,
+    },
+    /// No such blob here.
+    #[serde(rename = "not_found")]
+    NotFound,
+    /// Refused, with the reason.
+    #[serde(rename = "refused")]
+    Refused {
+        /// Why.
+        reason: String,
+    },
+}
+
+/// What a client sends after the bytes of a put.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BlobTrailer {
+    /// BLAKE3 of the bytes sent.
+    #[serde(with = "serde_bytes")]
+    pub blake3: [u8; 32],
+}
+
+/// Why a stream exchange failed.
+#[derive(Debug, thiserror::Error)]
+pub enum WireError {
+    /// No progress within the timeout.
+    #[error("timed out after {0:?}")]
+    Timeout(Duration),
+    /// The stream failed.
+    #[error("stream: {0}")]
+    Io(#[from] io::Error),
+    /// The peer sent something unreadable or oversized.
+    #[error("bad message: {0}")]
+    Malformed(String),
+}
+
+/// Runs `future` with `timeout`.
+pub async fn timed<T, E: Into<WireError>>(
+    timeout: Duration,
+    future: impl Future<Output = Result<T, E>>,
+) -> Result<T, WireError> {
+    match tokio::time::timeout(timeout, future).await {
+        Ok(result) => result.map_err(Into::into),
+        Err(_) => Err(WireError::Timeout(timeout)),
+    }
+}
+
+/// Reads one CBOR frame of at most `limit` bytes.
+pub async fn read_message<T: DeserializeOwned>(
+    io: &mut (impl AsyncRead + Unpin),
+    limit: usize,
+    timeout: Duration,
+) -> Result<T, WireError> {
+    let bytes = timed(timeout, read_frame(io, limit))
+        .await?
+        .map_err(WireError::Malformed)?;
+    cbor4ii::serde::from_slice(&bytes).map_err(|e| WireError::Malformed(e.to_string()))
+}
+
+/// Writes one CBOR frame (refusing to send more than `limit` bytes) and flushes; the stream
+/// stays open for what follows.
+pub async fn write_message<T: Serialize>(
+    io: &mut (impl AsyncWrite + Unpin),
+    value: &T,
+    limit: usize,
+    timeout: Duration,
+) -> Result<(), WireError> {
+    let bytes = cbor4ii::serde::to_vec(Vec::new(), value)
+        .map_err(|e| WireError::Malformed(e.to_string()))?;
+    if bytes.len() > limit {
+        return Err(WireError::Malformed(format!(
+            "message of {} bytes exceeds {limit}",
+            bytes.len()
+        )));
+    }
+    timed(timeout, async {
+        io.write_all(&frame(&bytes)).await?;
+        io.flush().await
+    })
+    .await
+}
+
+/// Reads exactly `buf.len()` bytes unless the stream ends first; returns how many were read.
+pub async fn read_chunk(
+    io: &mut (impl AsyncRead + Unpin),
+    buf: &mut [u8],
+    timeout: Duration,
+) -> Result<usize, WireError> {
+    let mut filled = 0;
+    while filled < buf.len() {
+        let n = timed(timeout, io.read(&mut buf[filled..])).await?;
+        if n == 0 {
+            break;
+        }
+        filled += n;
+    }
+    Ok(filled)
+}
+
+/// Writes all of `buf`.
+pub async fn write_chunk(
+    io: &mut (impl AsyncWrite + Unpin),
+    buf: &[u8],
+    timeout: Duration,
+) -> Result<(), WireError> {
+    timed(timeout, io.write_all(buf)).await
+}
