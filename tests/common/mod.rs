@@ -1,0 +1,222 @@
+//! Shared harness of the multi-process tests: data directories with chosen identities,
+//! `quickstore node` processes with their logs, status polling and convergence.
+
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use libp2p::identity::Keypair;
+use libp2p::{Multiaddr, PeerId};
+use quickstore::client::fetch_status;
+use quickstore::status::Status;
+use quickstore_behaviours::id::id_facts;
+use quickstore_behaviours::net::Peer;
+
+/// One `quickstore node` process.
+pub struct Proc {
+    pub peer: PeerId,
+    pub group: u32,
+    pub dir: PathBuf,
+    pub child: Option<Child>,
+    pub address: Option<Multiaddr>,
+}
+
+impl Proc {
+    /// Its log file.
+    pub fn log(&self) -> PathBuf {
+        self.dir.join("log")
+    }
+
+    /// Starts it with `root/config.toml`; returns once it listens.
+    pub fn start(&mut self, root: &Path, bootstraps: &[Multiaddr]) {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_quickstore"));
+        cmd.arg("node")
+            .arg("--data-dir")
+            .arg(&self.dir)
+            .arg("--config")
+            .arg(root.join("config.toml"))
+            .env("RUST_LOG", "info")
+            .env("NO_COLOR", "1")
+            .stdout(Stdio::piped())
+            .stderr(
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(self.log())
+                    .expect("log file"),
+            );
+        for b in bootstraps {
+            cmd.arg("--bootstrap").arg(b.to_string());
+        }
+        let mut child = cmd.spawn().expect("quickstore node starts");
+        let stdout = child.stdout.take().expect("stdout");
+        let mut line = String::new();
+        BufReader::new(stdout)
+            .read_line(&mut line)
+            .expect("reads the first line");
+        let rest = line
+            .trim()
+            .strip_prefix("listening on ")
+            .unwrap_or_else(|| panic!("unexpected first line {line:?}"));
+        let full: Multiaddr = rest.parse().expect("a multiaddr");
+        assert!(
+            full.to_string().ends_with(&format!("/p2p/{}", self.peer)),
+            "node listens as {full}, expected PeerId {}",
+            self.peer
+        );
+        self.address = Some(full);
+        self.child = Some(child);
+    }
+
+    /// `kill -9`; returns the time of day in ms.
+    pub fn kill(&mut self) -> u64 {
+        let mut child = self.child.take().expect("running");
+        child.kill().expect("SIGKILL");
+        let at = now_ms_of_day();
+        child.wait().expect("reaped");
+        at
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// Now, in milliseconds of the UTC day.
+pub fn now_ms_of_day() -> u64 {
+    let ms = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("clock after 1970")
+        .as_millis() as u64;
+    ms % 86_400_000
+}
+
+/// Milliseconds of day of a tracing line starting `2026-11-25T19:32:31.123456Z`.
+pub fn line_ms_of_day(line: &str) -> Option<u64> {
+    let time = line.get(11..23)?;
+    let h: u64 = time.get(0..2)?.parse().ok()?;
+    let m: u64 = time.get(3..5)?.parse().ok()?;
+    let s: u64 = time.get(6..8)?.parse().ok()?;
+    let ms: u64 = time.get(9..12)?.parse().ok()?;
+    Some(((h * 60 + m) * 60 + s) * 1000 + ms)
+}
+
+/// Lines of `log` containing `needle`, with their time of day.
+pub fn log_lines(log: &Path, needle: &str) -> Vec<(u64, String)> {
+    std::fs::read_to_string(log)
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| l.contains(needle))
+        .filter_map(|l| Some((line_ms_of_day(l)?, l.to_string())))
+        .collect()
+}
+
+/// `per_group` fresh identities in each of `groups` groups, groups interleaved.
+pub fn identities(groups: u32, per_group: usize) -> Vec<(Keypair, u32)> {
+    let mut by_group: BTreeMap<u32, Vec<Keypair>> = BTreeMap::new();
+    while by_group
+        .values()
+        .map(|v| v.len().min(per_group))
+        .sum::<usize>()
+        < groups as usize * per_group
+    {
+        let key = Keypair::generate_ed25519();
+        let group = id_facts(&Peer(key.public().to_peer_id()), groups).group;
+        let slot = by_group.entry(group).or_default();
+        if slot.len() < per_group {
+            slot.push(key);
+        }
+    }
+    // Interleave groups so the bootstrap order mixes them.
+    let mut out = Vec::new();
+    for i in 0..per_group {
+        for (group, keys) in &by_group {
+            out.push((keys[i].clone(), *group));
+        }
+    }
+    out
+}
+
+/// Data directories under `root` holding the identities, as processes not yet started.
+pub fn prepare(root: &Path, identities: Vec<(Keypair, u32)>) -> Vec<Proc> {
+    identities
+        .into_iter()
+        .enumerate()
+        .map(|(i, (key, group))| {
+            let dir = root.join(format!("n{i}"));
+            std::fs::create_dir_all(&dir).expect("data dir");
+            quickstore::identity::write_key(&dir.join("identity.key"), &key).expect("key");
+            Proc {
+                peer: key.public().to_peer_id(),
+                group,
+                dir,
+                child: None,
+                address: None,
+            }
+        })
+        .collect()
+}
+
+/// Every process's status (None when stopped or silent).
+pub async fn statuses(procs: &[Proc]) -> Vec<(PeerId, u32, Option<Status>)> {
+    let mut out = Vec::new();
+    for p in procs {
+        let status = match (&p.child, &p.address) {
+            (Some(_), Some(address)) => {
+                let mut bare = address.clone();
+                bare.pop();
+                fetch_status(p.peer, bare, Duration::from_secs(3))
+                    .await
+                    .ok()
+            }
+            _ => None,
+        };
+        out.push((p.peer, p.group, status));
+    }
+    out
+}
+
+/// Waits until every running process sees its whole group and a contact per group.
+pub async fn wait_converged(procs: &[Proc], groups: u32, what: &str, limit: Duration) {
+    let started = Instant::now();
+    loop {
+        let live: Vec<_> = statuses(procs)
+            .await
+            .into_iter()
+            .zip(procs)
+            .filter(|(_, p)| p.child.is_some())
+            .map(|(s, _)| s)
+            .collect();
+        if quickstore::local::converged(&live, groups) {
+            return;
+        }
+        if started.elapsed() > limit {
+            let views: Vec<String> = live
+                .iter()
+                .map(|(p, g, s)| match s {
+                    Some(s) => format!(
+                        "{p} g{g}: view {} (failed {}), contact groups {:?}",
+                        s.view.len(),
+                        s.view.iter().filter(|m| m.failed).count(),
+                        s.contacts.keys().collect::<Vec<_>>()
+                    ),
+                    None => format!("{p} g{g}: no status"),
+                })
+                .collect();
+            panic!(
+                "{what}: not converged after {limit:?}:\n{}",
+                views.join("\n")
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}
