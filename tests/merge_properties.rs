@@ -88,9 +88,10 @@ proptest! {
             merged_tuple(&a, &merged_tuple(&b, &c))
         );
         let m = merged_tuple(&a, &b);
-        prop_assert!(m.version >= a.version && m.version >= b.version);
-        // Equal versions keep the holders of both sides (the smallest, up to the bound).
-        if a.version == b.version {
+        prop_assert!(m.rank() >= a.rank() && m.rank() >= b.rank());
+        // Equal ranks (version, holder-set epoch, tombstone) keep the holders of both sides
+        // (the smallest, up to the bound); a higher epoch replaces the set.
+        if a.rank() == b.rank() {
             let mut union: Vec<u32> = a.holders.iter().chain(&b.holders).copied().collect();
             union.sort_unstable();
             union.dedup();

@@ -50,6 +50,7 @@ pub async fn run(
     let busy: Arc<std::sync::Mutex<BTreeSet<Arc<str>>>> = Default::default();
     let mut tick = tokio::time::interval(period);
     let mut scrub_cursor: Option<Hash> = None;
+    let mut last_started: Option<Arc<str>> = None;
     loop {
         tick.tick().await;
         let Ok(held) = service.handle.held().await else {
@@ -57,7 +58,20 @@ pub async fn run(
         };
         collect_orphans(&service, &held, &mut orphans, orphan_grace).await;
         scrub_cursor = scrub_next(&service, &held, scrub_cursor).await;
+        // Only names that need work take a repair slot, starting after the last one served
+        // so that no name waits behind others forever.
+        let mut work = Vec::new();
         for item in held {
+            if needs_work(&service, &item).await {
+                work.push(item);
+            }
+        }
+        let start = work
+            .iter()
+            .position(|i| last_started.as_ref().is_some_and(|l| i.tuple.name > *l))
+            .unwrap_or(0);
+        work.rotate_left(start);
+        for item in work {
             let name = item.tuple.name.clone();
             if busy.lock().map(|b| b.contains(&name)).unwrap_or(true) {
                 continue;
@@ -68,12 +82,21 @@ pub async fn run(
             if let Ok(mut b) = busy.lock() {
                 b.insert(name.clone());
             }
+            last_started = Some(name.clone());
             let service = service.clone();
             let busy = busy.clone();
+            let limit = service.timeouts.put_deadline + service.timeouts.io;
             tokio::spawn(async move {
                 let _permit = permit;
-                if let Err(e) = repair_one(&service, &item).await {
-                    tracing::info!("repair of {:?}: {e}", item.tuple.name);
+                let started = Instant::now();
+                match tokio::time::timeout(limit, repair_one(&service, &item)).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => tracing::info!("repair of {:?}: {e}", item.tuple.name),
+                    Err(_) => tracing::warn!("repair of {:?} timed out", item.tuple.name),
+                }
+                let took = started.elapsed();
+                if took > Duration::from_secs(1) {
+                    tracing::info!("repair of {:?} took {took:?}", item.tuple.name);
                 }
                 if let Ok(mut b) = busy.lock() {
                     b.remove(&name);
@@ -81,6 +104,18 @@ pub async fn run(
             });
         }
     }
+}
+
+/// Whether this node has something to do for `item`: fetch missing bytes, or, as its leader,
+/// change the holder set (too few or too many live holders, or failed ones still listed).
+async fn needs_work(service: &FilesService, item: &HeldTuple) -> bool {
+    let tuple = &item.tuple;
+    if !service.blobs.contains(&tuple.version.blake3).await {
+        return true;
+    }
+    let leader = item.live.iter().max_by_key(|p| rank(&tuple.name, p));
+    leader == Some(&service.handle.me)
+        && (item.live.len() != service.handle.replication || tuple.holders.len() != item.live.len())
 }
 
 async fn repair_one(service: &FilesService, item: &HeldTuple) -> Result<(), String> {
@@ -109,7 +144,7 @@ async fn repair_one(service: &FilesService, item: &HeldTuple) -> Result<(), Stri
             Ok(copies) => live.extend(copies),
             Err(e) => {
                 // Partial copies still count; the next round tries again.
-                tracing::info!("repair of {:?} incomplete: {e}", tuple.name);
+                tracing::debug!("repair of {:?} incomplete: {e}", tuple.name);
             }
         }
     }
