@@ -156,8 +156,11 @@ struct Session {
 
 impl Session {
     fn start(common: &Common) -> anyhow::Result<Self> {
-        let (entry, address) = common.target.resolve()?;
-        let timeout = Duration::from_secs(common.timeout_s.max(1));
+        Self::open(&common.target, Duration::from_secs(common.timeout_s.max(1)))
+    }
+
+    fn open(target: &Target, timeout: Duration) -> anyhow::Result<Self> {
+        let (entry, address) = target.resolve()?;
         let client = ClientPeer::start(timeout)?;
         client.book.add(entry, vec![address]);
         Ok(Self {
@@ -214,7 +217,6 @@ fn unexpected(what: &FilesResponse) -> anyhow::Error {
 impl PutArgs {
     /// Runs `quickstore put`.
     pub async fn run(self) -> anyhow::Result<()> {
-        let started = Instant::now();
         let name = match &self.name {
             Some(name) => name.clone(),
             None => self
@@ -224,12 +226,40 @@ impl PutArgs {
                 .map(str::to_string)
                 .context("the file has no UTF-8 name: give one")?,
         };
-        check_name(&name).map_err(|e| anyhow!("refused: {e}"))?;
-        let size = tokio::fs::metadata(&self.file)
-            .await
-            .with_context(|| format!("cannot read {}", self.file.display()))?
-            .len();
         let session = Session::start(&self.common)?;
+        let deadline = Duration::from_secs(self.deadline_s);
+        put_file(&session, &self.file, &name, deadline)
+            .await?
+            .print(self.common.json, "stored")
+    }
+}
+
+/// Puts `file` under `name` through `target` (an entry node); each open, read and write
+/// times out after `timeout`, the copies must be durable within `deadline`.
+pub async fn put(
+    target: &Target,
+    file: &Path,
+    name: &str,
+    timeout: Duration,
+    deadline: Duration,
+) -> anyhow::Result<FileReport> {
+    put_file(&Session::open(target, timeout)?, file, name, deadline).await
+}
+
+async fn put_file(
+    session: &Session,
+    file: &Path,
+    name: &str,
+    deadline: Duration,
+) -> anyhow::Result<FileReport> {
+    {
+        let started = Instant::now();
+        let name = name.to_string();
+        check_name(&name).map_err(|e| anyhow!("refused: {e}"))?;
+        let size = tokio::fs::metadata(file)
+            .await
+            .with_context(|| format!("cannot read {}", file.display()))?
+            .len();
         let request = FilesRequest::Place {
             name: name.clone(),
             size,
@@ -239,7 +269,6 @@ impl PutArgs {
             FilesResponse::Placed { homes, group_size } => (homes, group_size),
             other => return Err(unexpected(&other)),
         };
-        let deadline = Duration::from_secs(self.deadline_s);
         let mut last = anyhow!("refused: no home node offered");
         for (i, first) in homes.iter().enumerate() {
             let others: Vec<PeerInfo> = homes
@@ -248,13 +277,13 @@ impl PutArgs {
                 .filter(|(j, _)| *j != i)
                 .map(|(_, h)| h.clone())
                 .collect();
-            match put_to(&session, first, others, &name, &self.file, size, deadline).await {
+            match put_to(session, first, others, &name, file, size, deadline).await {
                 Ok(tuple) => {
                     let mut report = FileReport::of(&tuple, started);
                     if (group_size as usize) < homes.len().max(3) {
                         report.group_size = Some(group_size);
                     }
-                    return report.print(self.common.json, "stored");
+                    return Ok(report);
                 }
                 Err(PutError::Final(e)) => return Err(e),
                 Err(PutError::TryNext(e)) => {
@@ -352,14 +381,37 @@ const NOT_FOUND_RETRIES: u32 = 3;
 impl GetArgs {
     /// Runs `quickstore get`.
     pub async fn run(self) -> anyhow::Result<()> {
-        let started = Instant::now();
         check_name(&self.name).map_err(|e| anyhow!("refused: {e}"))?;
-        let cwd = std::env::current_dir().context("no current directory")?;
-        let target = target_path(&self.name, self.output.as_deref(), &cwd)
-            .map_err(|e| anyhow!("refused: {e}"))?;
         let session = Session::start(&self.common)?;
+        get_file(&session, &self.name, self.output.as_deref())
+            .await?
+            .print(self.common.json, "got")
+    }
+}
+
+/// Gets `name` through `target` into `output` (default: its last component in the current
+/// directory); each open, read and write times out after `timeout`.
+pub async fn get(
+    target: &Target,
+    name: &str,
+    output: Option<&Path>,
+    timeout: Duration,
+) -> anyhow::Result<FileReport> {
+    get_file(&Session::open(target, timeout)?, name, output).await
+}
+
+async fn get_file(
+    session: &Session,
+    name: &str,
+    output: Option<&Path>,
+) -> anyhow::Result<FileReport> {
+    {
+        let started = Instant::now();
+        check_name(name).map_err(|e| anyhow!("refused: {e}"))?;
+        let cwd = std::env::current_dir().context("no current directory")?;
+        let target = target_path(name, output, &cwd).map_err(|e| anyhow!("refused: {e}"))?;
         let request = FilesRequest::Locate {
-            name: self.name.clone(),
+            name: name.to_string(),
         };
         let mut attempt = 0;
         let (tuple, holders, hops) = loop {
@@ -377,16 +429,16 @@ impl GetArgs {
             }
         };
         if holders.is_empty() {
-            bail!("unreachable: no live holder of {:?}", self.name);
+            bail!("unreachable: no live holder of {name:?}");
         }
         let mut last = anyhow!("unreachable: no holder answered");
         for holder in &holders {
-            match fetch_to(&session, holder, &tuple, &target).await {
+            match fetch_to(session, holder, &tuple, &target).await {
                 Ok(()) => {
                     let mut report = FileReport::of(&tuple, started);
                     report.path = Some(target.display().to_string());
                     report.hops = Some(hops);
-                    return report.print(self.common.json, "got");
+                    return Ok(report);
                 }
                 Err(e) => {
                     tracing::info!("holder {} failed: {e:#}", holder.peer);
