@@ -246,6 +246,31 @@ pub async fn put(
     put_file(&Session::open(target, timeout)?, file, name, deadline).await
 }
 
+/// A connection to an entry node for repeated lookups (benchmarks, tools).
+pub struct EntryClient {
+    session: Session,
+}
+
+impl EntryClient {
+    /// Starts a client peer for `target`.
+    pub fn open(target: &Target, timeout: Duration) -> anyhow::Result<Self> {
+        Ok(Self {
+            session: Session::open(target, timeout)?,
+        })
+    }
+
+    /// Asks the entry node to look `name` up: the tuple and the Kelips hops it needed.
+    pub async fn locate(&self, name: &str) -> anyhow::Result<(FileTuple<Peer>, u32)> {
+        let request = FilesRequest::Locate {
+            name: name.to_string(),
+        };
+        match self.session.ask(&request).await? {
+            FilesResponse::Located { tuple, hops, .. } => Ok((tuple, hops)),
+            other => Err(unexpected(&other)),
+        }
+    }
+}
+
 async fn put_file(
     session: &Session,
     file: &Path,
