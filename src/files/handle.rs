@@ -23,6 +23,9 @@ pub struct HeldTuple {
     pub tuple: Arc<FileTuple<Peer>>,
     /// Its holders that are live in this node's view (this node included when it holds).
     pub live: Vec<PeerId>,
+    /// Live members of the group, this node included: R copies are wanted, or this many when
+    /// the group is smaller.
+    pub group_live: usize,
 }
 
 /// A question for the swarm task.
@@ -269,6 +272,7 @@ pub fn answer(kelips: &mut KelipsBehaviour, lookups: &mut PendingLookups, comman
             let core = kelips.core();
             let me = *core.id();
             let live = |p: &Peer| *p == me || core.view().get(p).is_some_and(|m| !m.failed);
+            let group_live = core.view().live().count() + 1;
             let mut held = Vec::new();
             for tuple in core.tuples().iter() {
                 if tuple.holders.contains(&me) && !tuple.deleted {
@@ -280,6 +284,7 @@ pub fn answer(kelips: &mut KelipsBehaviour, lookups: &mut PendingLookups, comman
                             .filter(|p| live(p))
                             .map(|p| p.0)
                             .collect(),
+                        group_live,
                     });
                 }
             }

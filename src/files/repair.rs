@@ -129,7 +129,7 @@ async fn repair_one(service: &FilesService, item: &HeldTuple) -> Result<(), Stri
     if leader != Some(&me) {
         return Ok(());
     }
-    let r = service.handle.replication;
+    let r = service.handle.replication.min(item.group_live);
     let mut live = item.live.clone();
     if live.len() > r {
         live.sort_by_key(|p| std::cmp::Reverse(rank(&tuple.name, p)));

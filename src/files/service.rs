@@ -466,7 +466,9 @@ impl FilesService {
             epoch: 0,
             deleted: false,
         };
-        let want = self.handle.replication.saturating_sub(1);
+        // R copies, or as many as the group has live members.
+        let (_, live) = self.handle.place(0, Vec::new(), 0).await.map_err(gone)?;
+        let want = self.handle.replication.min(live).saturating_sub(1);
         let others: Vec<PeerId> = homes
             .iter()
             .map(|h| h.peer.0)

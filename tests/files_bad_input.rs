@@ -1,0 +1,265 @@
+//! Bad input on the file protocols, against a real `quickstore node` process: oversized and
+//! undecodable requests, bad names, a put over the size limit (refused before any byte
+//! moves), a put cut short or with the wrong hash (nothing becomes visible), a put for
+//! another group, a get of an unknown blob. Each gets a clear answer, and the node keeps
+//! serving.
+
+mod common;
+
+use std::time::Duration;
+
+use futures::{AsyncReadExt, AsyncWriteExt};
+use libp2p::{PeerId, Stream, StreamProtocol};
+use quickstore::files::client::ClientPeer;
+use quickstore::files::service::open_stream;
+use quickstore::files::wire::{
+    BLOB_PROTOCOL, BlobRequest, BlobResponse, BlobTrailer, FILES_PROTOCOL, FilesRequest,
+    FilesResponse, MAX_REQUEST_BYTES, MAX_RESPONSE_BYTES, read_message, write_message,
+};
+use quickstore_behaviours::codec::frame;
+use quickstore_behaviours::id::name_facts;
+
+const IO: Duration = Duration::from_secs(5);
+
+const CONFIG: &str = r#"
+[node]
+listen = ["/ip4/127.0.0.1/tcp/0"]
+
+[kelips]
+network_name = "files-bad-input"
+groups = 2
+gossip_period_ms = 100
+heartbeat_period_ms = 100
+
+[files]
+max_file_bytes = 1048576
+storage_bytes = 4194304
+io_timeout_ms = 3000
+"#;
+
+async fn open(client: &ClientPeer, peer: PeerId, protocol: StreamProtocol) -> Stream {
+    open_stream(&client.control, peer, protocol, IO)
+        .await
+        .expect("stream opens")
+}
+
+async fn files_answer(client: &ClientPeer, peer: PeerId, raw: &[u8]) -> FilesResponse {
+    let mut stream = open(client, peer, FILES_PROTOCOL).await;
+    stream.write_all(raw).await.expect("write");
+    stream.flush().await.expect("flush");
+    read_message(&mut stream, MAX_RESPONSE_BYTES, IO)
+        .await
+        .expect("an answer")
+}
+
+fn cbor<T: serde::Serialize>(value: &T) -> Vec<u8> {
+    frame(&cbor4ii::serde::to_vec(Vec::new(), value).expect("encodes"))
+}
+
+fn refusal(answer: &FilesResponse) -> &str {
+    match answer {
+        FilesResponse::Refused { reason } => reason,
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+}
+
+fn blob_refusal(answer: &BlobResponse) -> &str {
+    match answer {
+        BlobResponse::Refused { reason } => reason,
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+}
+
+fn visible_blobs(dir: &std::path::Path) -> usize {
+    std::fs::read_dir(dir.join("blobs"))
+        .map(|shards| {
+            shards
+                .flatten()
+                .filter(|s| s.file_name() != "tmp")
+                .map(|s| std::fs::read_dir(s.path()).map(|d| d.count()).unwrap_or(0))
+                .sum()
+        })
+        .unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn file_protocols_refuse_bad_input_clearly_and_lose_nothing() {
+    let root = std::env::temp_dir().join(format!("qs-files-bad-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&root);
+    std::fs::create_dir_all(&root).expect("temp dir");
+    std::fs::write(root.join("config.toml"), CONFIG).expect("config");
+    let mut procs = common::prepare(&root, common::identities(2, 1));
+    let node = &mut procs[0];
+    node.start(&root, &[]);
+    let mut address = node.address.clone().expect("address");
+    address.pop();
+    let peer = node.peer;
+    let own_group = node.group;
+    let client = ClientPeer::start(IO).expect("client peer");
+    client.book.add(peer, vec![address]);
+
+    // An oversized request frame is refused without being read.
+    let mut huge = Vec::new();
+    quickstore_behaviours::codec::put_varint((MAX_REQUEST_BYTES + 1) as u64, &mut huge);
+    let answer = files_answer(&client, peer, &huge).await;
+    assert!(refusal(&answer).contains("exceeds"), "{answer:?}");
+
+    // Undecodable CBOR.
+    let answer = files_answer(&client, peer, &frame(&[0xff, 0x00, 0x13])).await;
+    assert!(!refusal(&answer).is_empty());
+
+    // Bad names.
+    let empty = FilesRequest::Locate {
+        name: String::new(),
+    };
+    let answer = files_answer(&client, peer, &cbor(&empty)).await;
+    assert!(refusal(&answer).contains("empty"), "{answer:?}");
+    let long = FilesRequest::Locate {
+        name: "x".repeat(1025),
+    };
+    let answer = files_answer(&client, peer, &cbor(&long)).await;
+    assert!(refusal(&answer).contains("1024"), "{answer:?}");
+
+    // A listing of a group that does not exist.
+    let list = FilesRequest::List {
+        group: 7,
+        after: None,
+        limit: 10,
+        forwarded: false,
+    };
+    let answer = files_answer(&client, peer, &cbor(&list)).await;
+    assert!(refusal(&answer).contains("does not exist"), "{answer:?}");
+
+    // Names of each group.
+    let name_in = |group: u32| {
+        (0..)
+            .map(|i| format!("name-{i}"))
+            .find(|n| name_facts(n, 2).0 == group)
+            .expect("a name")
+    };
+    let ours = name_in(own_group);
+    let theirs = name_in(1 - own_group);
+
+    // A put over the size limit is refused before any byte moves.
+    let mut stream = open(&client, peer, BLOB_PROTOCOL).await;
+    let put = BlobRequest::Put {
+        name: ours.clone(),
+        size: 2 << 20,
+        homes: Vec::new(),
+    };
+    write_message(&mut stream, &put, MAX_REQUEST_BYTES, IO)
+        .await
+        .expect("send");
+    let answer: BlobResponse = read_message(&mut stream, MAX_RESPONSE_BYTES, IO)
+        .await
+        .expect("answer");
+    assert!(
+        blob_refusal(&answer).contains("maximum file size"),
+        "{answer:?}"
+    );
+
+    // A put for another group is refused.
+    let mut stream = open(&client, peer, BLOB_PROTOCOL).await;
+    let put = BlobRequest::Put {
+        name: theirs,
+        size: 10,
+        homes: Vec::new(),
+    };
+    write_message(&mut stream, &put, MAX_REQUEST_BYTES, IO)
+        .await
+        .expect("send");
+    let answer: BlobResponse = read_message(&mut stream, MAX_RESPONSE_BYTES, IO)
+        .await
+        .expect("answer");
+    assert!(blob_refusal(&answer).contains("group"), "{answer:?}");
+
+    // A put cut short leaves nothing visible.
+    let mut stream = open(&client, peer, BLOB_PROTOCOL).await;
+    let put = BlobRequest::Put {
+        name: ours.clone(),
+        size: 1000,
+        homes: Vec::new(),
+    };
+    write_message(&mut stream, &put, MAX_REQUEST_BYTES, IO)
+        .await
+        .expect("send");
+    let answer: BlobResponse = read_message(&mut stream, MAX_RESPONSE_BYTES, IO)
+        .await
+        .expect("answer");
+    assert_eq!(answer, BlobResponse::Ready);
+    stream.write_all(&[1u8; 500]).await.expect("half");
+    stream.close().await.expect("close");
+    drop(stream);
+
+    // A put whose trailer hash is wrong is refused and leaves nothing visible.
+    let mut stream = open(&client, peer, BLOB_PROTOCOL).await;
+    let put = BlobRequest::Put {
+        name: ours.clone(),
+        size: 1000,
+        homes: Vec::new(),
+    };
+    write_message(&mut stream, &put, MAX_REQUEST_BYTES, IO)
+        .await
+        .expect("send");
+    let _: BlobResponse = read_message(&mut stream, MAX_RESPONSE_BYTES, IO)
+        .await
+        .expect("ready");
+    stream.write_all(&[2u8; 1000]).await.expect("bytes");
+    let trailer = BlobTrailer { blake3: [9; 32] };
+    write_message(&mut stream, &trailer, MAX_REQUEST_BYTES, IO)
+        .await
+        .expect("trailer");
+    let answer: BlobResponse = read_message(&mut stream, MAX_RESPONSE_BYTES, IO)
+        .await
+        .expect("answer");
+    assert!(
+        blob_refusal(&answer).contains("hash mismatch"),
+        "{answer:?}"
+    );
+
+    // A get of an unknown blob is "not found".
+    let mut stream = open(&client, peer, BLOB_PROTOCOL).await;
+    let get = BlobRequest::Get { blake3: [3; 32] };
+    write_message(&mut stream, &get, MAX_REQUEST_BYTES, IO)
+        .await
+        .expect("send");
+    let answer: BlobResponse = read_message(&mut stream, MAX_RESPONSE_BYTES, IO)
+        .await
+        .expect("answer");
+    assert_eq!(answer, BlobResponse::NotFound);
+
+    // Nothing became visible, no temporary file is left, and the node still stores a good put.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(visible_blobs(&procs[0].dir), 0);
+    let tmp = procs[0].dir.join("blobs").join("tmp");
+    assert_eq!(std::fs::read_dir(&tmp).map(|d| d.count()).unwrap_or(0), 0);
+    let bytes = vec![5u8; 1000];
+    let mut stream = open(&client, peer, BLOB_PROTOCOL).await;
+    let put = BlobRequest::Put {
+        name: ours,
+        size: 1000,
+        homes: Vec::new(),
+    };
+    write_message(&mut stream, &put, MAX_REQUEST_BYTES, IO)
+        .await
+        .expect("send");
+    let _: BlobResponse = read_message(&mut stream, MAX_RESPONSE_BYTES, IO)
+        .await
+        .expect("ready");
+    stream.write_all(&bytes).await.expect("bytes");
+    let trailer = BlobTrailer {
+        blake3: *blake3::hash(&bytes).as_bytes(),
+    };
+    write_message(&mut stream, &trailer, MAX_REQUEST_BYTES, IO)
+        .await
+        .expect("trailer");
+    let answer: BlobResponse = read_message(&mut stream, MAX_RESPONSE_BYTES, IO)
+        .await
+        .expect("answer");
+    assert!(matches!(answer, BlobResponse::Stored { .. }), "{answer:?}");
+    let mut rest = Vec::new();
+    let _ = stream.read_to_end(&mut rest).await;
+    assert_eq!(visible_blobs(&procs[0].dir), 1);
+    drop(procs);
+    let _ = std::fs::remove_dir_all(&root);
+}
