@@ -203,10 +203,10 @@ async fn files_move_survive_failures_and_stay_at_three_copies() {
 
     // ---- put through one node, get through another, log-uniform sizes ----------------------
     let full = std::env::var("QUICKSTORE_FULL_FILES").is_ok_and(|v| v == "1");
-    let (max, budget) = if full {
-        (64u64 << 20, 512u64 << 20)
+    let (max, budget, count) = if full {
+        (64u64 << 20, 512u64 << 20, 200)
     } else {
-        (16u64 << 20, 96u64 << 20)
+        (16u64 << 20, 96u64 << 20, 40)
     };
     let mut sizes = vec![0u64, 1, max];
     let mut x: u64 = 0x5EED;
@@ -217,7 +217,7 @@ async fn files_move_survive_failures_and_stay_at_three_copies() {
         x ^= x << 17;
         let u = (x % 1_000_000) as f64 / 1_000_000.0;
         let size = ((max as f64 + 1.0).powf(u) - 1.0) as u64;
-        if total + size > budget || sizes.len() >= 40 {
+        if total + size > budget || sizes.len() >= count {
             break;
         }
         total += size;

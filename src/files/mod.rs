@@ -11,6 +11,7 @@
 pub mod cli;
 pub mod client;
 pub mod handle;
+mod put;
 pub mod repair;
 pub mod service;
 pub mod wire;

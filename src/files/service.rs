@@ -19,9 +19,9 @@ use tokio::time::Instant;
 
 use super::handle::{NodeGone, NodeHandle};
 use super::wire::{
-    BLOB_PROTOCOL, BlobRequest, BlobResponse, BlobTrailer, CHUNK_BYTES, FILES_PROTOCOL,
-    FilesRequest, FilesResponse, MAX_REQUEST_BYTES, MAX_RESPONSE_BYTES, PeerInfo, WireError,
-    read_chunk, read_message, write_chunk, write_message,
+    BLOB_PROTOCOL, BlobRequest, BlobResponse, CHUNK_BYTES, FILES_PROTOCOL, FilesRequest,
+    FilesResponse, MAX_REQUEST_BYTES, MAX_RESPONSE_BYTES, PeerInfo, WireError, read_chunk,
+    read_message, write_chunk, write_message,
 };
 use crate::blobs::{BlobStore, Hash, to_hex};
 
@@ -84,13 +84,13 @@ fn refused(reason: impl ToString) -> FilesResponse {
     }
 }
 
-fn blob_refused(reason: impl ToString) -> BlobResponse {
+pub(super) fn blob_refused(reason: impl ToString) -> BlobResponse {
     BlobResponse::Refused {
         reason: reason.to_string(),
     }
 }
 
-fn gone(e: NodeGone) -> WireError {
+pub(super) fn gone(e: NodeGone) -> WireError {
     WireError::Io(io::Error::other(e))
 }
 
@@ -382,6 +382,7 @@ impl FilesService {
                 self.put(&mut stream, name, size, homes).await
             }
             BlobRequest::Replicate { tuple } => self.take_replica(&mut stream, tuple).await,
+            BlobRequest::Forward { name, size } => self.take_forward(&mut stream, name, size).await,
             BlobRequest::Get { blake3 } => self.send_blob(&mut stream, &blake3).await,
         }?;
         crate::files::wire::timed(io, stream.close()).await
@@ -389,7 +390,7 @@ impl FilesService {
 
     /// Receives `size` bytes into a new blob, refusing before any byte moves when they do
     /// not fit. `Ok(Err(reason))` when refused (the refusal has been sent).
-    async fn receive(
+    pub(super) async fn receive(
         &self,
         stream: &mut Stream,
         size: u64,
@@ -421,75 +422,6 @@ impl FilesService {
             left -= n as u64;
         }
         Ok(Ok(writer))
-    }
-
-    async fn put(
-        &self,
-        stream: &mut Stream,
-        name: String,
-        size: u64,
-        homes: Vec<PeerInfo>,
-    ) -> Result<(), WireError> {
-        let io = self.timeouts.io;
-        if let Err(e) = check_name(&name) {
-            return write_message(stream, &blob_refused(e), MAX_RESPONSE_BYTES, io).await;
-        }
-        let group = name_facts(&name, self.handle.groups).0;
-        if group != self.handle.group {
-            let reason = format!(
-                "{name:?} belongs to group {group}; this node is in group {}",
-                self.handle.group
-            );
-            return write_message(stream, &blob_refused(reason), MAX_RESPONSE_BYTES, io).await;
-        }
-        let writer = match self.receive(stream, size).await? {
-            Ok(writer) => writer,
-            Err(_) => return Ok(()),
-        };
-        let trailer: BlobTrailer = read_message(stream, MAX_REQUEST_BYTES, io).await?;
-        let hash = match writer.finish(Some(trailer.blake3)).await {
-            Ok(hash) => hash,
-            Err(e) => {
-                return write_message(stream, &blob_refused(e), MAX_RESPONSE_BYTES, io).await;
-            }
-        };
-        let known = self.handle.tuple(&name).await.map_err(gone)?;
-        let lamport = known.map_or(0, |t| t.version.lamport) + 1;
-        let mut tuple = FileTuple {
-            name: name.into(),
-            version: Version {
-                lamport,
-                blake3: hash,
-            },
-            size,
-            holders: vec![Peer(self.handle.me)],
-            epoch: 0,
-            deleted: false,
-        };
-        // R copies, or as many as the group has live members.
-        let (_, live) = self.handle.place(0, Vec::new(), 0).await.map_err(gone)?;
-        let want = self.handle.replication.min(live).saturating_sub(1);
-        let others: Vec<PeerId> = homes
-            .iter()
-            .map(|h| h.peer.0)
-            .filter(|p| *p != self.handle.me)
-            .take(want)
-            .collect();
-        let deadline = Instant::now() + self.timeouts.put_deadline;
-        let response = match self.copy_to(&tuple, others, want, deadline).await {
-            Ok(copies) => {
-                tuple.holders.extend(copies.into_iter().map(Peer));
-                match self.handle.publish(tuple.clone()).await.map_err(gone)? {
-                    Ok(()) => BlobResponse::Stored { tuple },
-                    Err(reason) => blob_refused(reason),
-                }
-            }
-            Err(reason) => {
-                self.drop_if_unheld(&hash).await;
-                blob_refused(reason)
-            }
-        };
-        write_message(stream, &response, MAX_RESPONSE_BYTES, io).await
     }
 
     /// Copies `tuple`'s blob to `want` members: `first` ones, then replacements from the group
@@ -672,7 +604,7 @@ impl FilesService {
     }
 
     /// Deletes a blob no held tuple names (a failed put's own copy).
-    async fn drop_if_unheld(&self, hash: &Hash) {
+    pub(super) async fn drop_if_unheld(&self, hash: &Hash) {
         if let Ok(held) = self.handle.held().await
             && !held.iter().any(|h| h.tuple.version.blake3 == *hash)
             && let Err(e) = self.blobs.remove(hash).await

@@ -159,6 +159,16 @@ pub enum BlobRequest {
         /// The version being copied.
         tuple: FileTuple<Peer>,
     },
+    /// The first home of a put streams the bytes on to another home as they arrive: after
+    /// [`BlobResponse::Ready`], `size` bytes, then a [`BlobTrailer`]; the answer is
+    /// [`BlobResponse::Stored`] once the copy is durable.
+    #[serde(rename = "forward")]
+    Forward {
+        /// The name.
+        name: String,
+        /// Bytes that follow.
+        size: u64,
+    },
     /// Fetch the bytes of a blob: [`BlobResponse::Sending`], then the bytes.
     #[serde(rename = "get")]
     Get {

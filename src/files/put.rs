@@ -1,0 +1,243 @@
+//! The first home's side of a put, pipelined: the bytes the client sends are written to the
+//! own blob and forwarded, chunk by chunk, to the other homes at once. A home that fails
+//! while the bytes flow is dropped from the pipeline and replaced afterwards by a copy from
+//! the own durable blob ([`FilesService::copy_to`]), before the put deadline. Only when every
+//! copy is durable is the tuple published and the put acknowledged.
+
+use std::io;
+
+use futures::AsyncWriteExt;
+use futures::future::join_all;
+use libp2p::{PeerId, Stream};
+use quickstore_behaviours::id::name_facts;
+use quickstore_behaviours::net::Peer;
+use quickstore_behaviours::tuple::check_name;
+use quickstore_behaviours::{FileTuple, Version};
+use tokio::time::Instant;
+
+use super::service::{FilesService, blob_refused, gone, open_stream};
+use super::wire::{
+    BLOB_PROTOCOL, BlobRequest, BlobResponse, BlobTrailer, CHUNK_BYTES, MAX_REQUEST_BYTES,
+    MAX_RESPONSE_BYTES, PeerInfo, WireError, read_chunk, read_message, timed, write_message,
+};
+
+/// A home the bytes are being forwarded to.
+struct Downstream {
+    peer: PeerId,
+    stream: Stream,
+}
+
+impl FilesService {
+    /// Serves `put {name, size, homes}` as the first home.
+    pub(super) async fn put(
+        &self,
+        stream: &mut Stream,
+        name: String,
+        size: u64,
+        homes: Vec<PeerInfo>,
+    ) -> Result<(), WireError> {
+        let io = self.timeouts.io;
+        if let Err(e) = check_name(&name) {
+            return write_message(stream, &blob_refused(e), MAX_RESPONSE_BYTES, io).await;
+        }
+        let group = name_facts(&name, self.handle.groups).0;
+        if group != self.handle.group {
+            let reason = format!(
+                "{name:?} belongs to group {group}; this node is in group {}",
+                self.handle.group
+            );
+            return write_message(stream, &blob_refused(reason), MAX_RESPONSE_BYTES, io).await;
+        }
+        // R copies, or as many as the group has live members.
+        let (_, live) = self.handle.place(0, Vec::new(), 0).await.map_err(gone)?;
+        let want = self.handle.replication.min(live).saturating_sub(1);
+        let others: Vec<PeerId> = homes
+            .iter()
+            .map(|h| h.peer.0)
+            .filter(|p| *p != self.handle.me)
+            .take(want)
+            .collect();
+        let mut writer = match self.blobs.create(size).await {
+            Ok(writer) => writer,
+            Err(e) => return write_message(stream, &blob_refused(e), MAX_RESPONSE_BYTES, io).await,
+        };
+        let mut downstream = self.open_downstream(&name, size, others).await;
+        write_message(stream, &BlobResponse::Ready, MAX_RESPONSE_BYTES, io).await?;
+
+        let mut buf = vec![0u8; CHUNK_BYTES];
+        let mut left = size;
+        while left > 0 {
+            let want = left.min(CHUNK_BYTES as u64) as usize;
+            let n = read_chunk(stream, &mut buf[..want], io).await?;
+            if n < want {
+                return Err(WireError::Io(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    format!("stream ended {} bytes early", left - n as u64),
+                )));
+            }
+            writer
+                .write(&buf[..n])
+                .await
+                .map_err(|e| WireError::Io(io::Error::other(e)))?;
+            forward(&mut downstream, &buf[..n], io).await;
+            left -= n as u64;
+        }
+        let trailer: BlobTrailer = read_message(stream, MAX_REQUEST_BYTES, io).await?;
+        let hash = match writer.finish(Some(trailer.blake3)).await {
+            Ok(hash) => hash,
+            Err(e) => {
+                // The downstream homes see their streams end without a trailer and drop
+                // their partial copies.
+                return write_message(stream, &blob_refused(e), MAX_RESPONSE_BYTES, io).await;
+            }
+        };
+        let stored = finish_downstream(downstream, &trailer, io).await;
+
+        let known = self.handle.tuple(&name).await.map_err(gone)?;
+        let lamport = known.map_or(0, |t| t.version.lamport) + 1;
+        let mut tuple = FileTuple {
+            name: name.into(),
+            version: Version {
+                lamport,
+                blake3: hash,
+            },
+            size,
+            holders: vec![Peer(self.handle.me)],
+            epoch: 0,
+            deleted: false,
+        };
+        tuple.holders.extend(stored.iter().copied().map(Peer));
+        let missing = want.saturating_sub(stored.len());
+        let deadline = Instant::now() + self.timeouts.put_deadline;
+        let copies = if missing == 0 {
+            Ok(Vec::new())
+        } else {
+            self.copy_to(&tuple, Vec::new(), missing, deadline).await
+        };
+        let response = match copies {
+            Ok(copies) => {
+                tuple.holders.extend(copies.into_iter().map(Peer));
+                tuple.holders.sort();
+                match self.handle.publish(tuple.clone()).await.map_err(gone)? {
+                    Ok(()) => BlobResponse::Stored { tuple },
+                    Err(reason) => blob_refused(reason),
+                }
+            }
+            Err(reason) => {
+                self.drop_if_unheld(&hash).await;
+                blob_refused(reason)
+            }
+        };
+        write_message(stream, &response, MAX_RESPONSE_BYTES, io).await
+    }
+
+    /// Opens `forward` streams to the other homes at once; those that cannot be reached or
+    /// refuse are left out (and replaced after the bytes are in).
+    async fn open_downstream(&self, name: &str, size: u64, peers: Vec<PeerId>) -> Vec<Downstream> {
+        let io = self.timeouts.io;
+        let opened = join_all(peers.into_iter().map(|peer| async move {
+            let mut stream = open_stream(&self.control, peer, BLOB_PROTOCOL, io).await?;
+            let request = BlobRequest::Forward {
+                name: name.to_string(),
+                size,
+            };
+            write_message(&mut stream, &request, MAX_REQUEST_BYTES, io).await?;
+            match read_message::<BlobResponse>(&mut stream, MAX_RESPONSE_BYTES, io).await? {
+                BlobResponse::Ready => Ok(Downstream { peer, stream }),
+                other => Err(WireError::Malformed(format!("{peer} answered {other:?}"))),
+            }
+        }))
+        .await;
+        opened
+            .into_iter()
+            .filter_map(|r: Result<Downstream, WireError>| {
+                r.map_err(|e| tracing::info!("home left out of the pipeline: {e}"))
+                    .ok()
+            })
+            .collect()
+    }
+
+    /// Serves `forward {name, size}`: stores the bytes as a copy of a put in progress.
+    pub(super) async fn take_forward(
+        &self,
+        stream: &mut Stream,
+        name: String,
+        size: u64,
+    ) -> Result<(), WireError> {
+        let io = self.timeouts.io;
+        let group = name_facts(&name, self.handle.groups).0;
+        if check_name(&name).is_err() || group != self.handle.group {
+            let reason = format!("not a copy for group {}", self.handle.group);
+            return write_message(stream, &blob_refused(reason), MAX_RESPONSE_BYTES, io).await;
+        }
+        let writer = match self.receive(stream, size).await? {
+            Ok(writer) => writer,
+            Err(_) => return Ok(()),
+        };
+        let trailer: BlobTrailer = read_message(stream, MAX_REQUEST_BYTES, io).await?;
+        let response = match writer.finish(Some(trailer.blake3)).await {
+            Ok(hash) => BlobResponse::Stored {
+                tuple: FileTuple {
+                    name: name.into(),
+                    version: Version {
+                        lamport: 0,
+                        blake3: hash,
+                    },
+                    size,
+                    holders: vec![Peer(self.handle.me)],
+                    epoch: 0,
+                    deleted: false,
+                },
+            },
+            Err(e) => blob_refused(e),
+        };
+        write_message(stream, &response, MAX_RESPONSE_BYTES, io).await
+    }
+}
+
+/// Writes one chunk to every downstream home; a home whose stream fails is dropped.
+async fn forward(downstream: &mut Vec<Downstream>, chunk: &[u8], io: std::time::Duration) {
+    let results = join_all(
+        downstream
+            .iter_mut()
+            .map(|d| timed(io, d.stream.write_all(chunk))),
+    )
+    .await;
+    let mut i = 0;
+    downstream.retain(|d| {
+        let ok = results[i].is_ok();
+        if let Err(e) = &results[i] {
+            tracing::info!("home {} dropped from the pipeline: {e}", d.peer);
+        }
+        i += 1;
+        ok
+    });
+}
+
+/// Sends the trailer to every downstream home and returns those that stored the copy.
+async fn finish_downstream(
+    downstream: Vec<Downstream>,
+    trailer: &BlobTrailer,
+    io: std::time::Duration,
+) -> Vec<PeerId> {
+    let results = join_all(downstream.into_iter().map(|mut d| async move {
+        write_message(&mut d.stream, trailer, MAX_REQUEST_BYTES, io).await?;
+        let answer = read_message::<BlobResponse>(&mut d.stream, MAX_RESPONSE_BYTES, io).await?;
+        let _ = timed(io, d.stream.close()).await;
+        match answer {
+            BlobResponse::Stored { .. } => Ok(d.peer),
+            other => Err(WireError::Malformed(format!(
+                "{} answered {other:?}",
+                d.peer
+            ))),
+        }
+    }))
+    .await;
+    results
+        .into_iter()
+        .filter_map(|r| {
+            r.map_err(|e| tracing::info!("pipelined copy failed: {e}"))
+                .ok()
+        })
+        .collect()
+}
