@@ -7,8 +7,11 @@
 //! peak RSS is an upper bound for every one of them.
 //!
 //! ```sh
-//! cargo run --release --example files_bench -- --mib 1024
+//! cargo run --release --example files_bench -- --mib 1024 [--dir /dev/shm]
 //! ```
+//!
+//! `--dir` chooses where the source file, the nodes' data and the fetched copy go (default the
+//! temporary directory): on a tmpfs the figures show the protocol, on a disk they include it.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -166,7 +169,14 @@ async fn start_node(dir: PathBuf, bootstrap: Option<String>) -> anyhow::Result<N
 async fn main() -> anyhow::Result<()> {
     let mib = arg("--mib", 1024);
     let bytes = mib << 20;
-    let root = std::env::temp_dir().join(format!("qs-bench-{}", std::process::id()));
+    let args: Vec<String> = std::env::args().collect();
+    let base = args
+        .iter()
+        .position(|a| a == "--dir")
+        .and_then(|i| args.get(i + 1))
+        .map(PathBuf::from)
+        .unwrap_or_else(std::env::temp_dir);
+    let root = base.join(format!("qs-bench-{}", std::process::id()));
     std::fs::create_dir_all(&root)?;
     let source = root.join("source");
     write_file(&source, bytes)?;
@@ -198,6 +208,7 @@ async fn main() -> anyhow::Result<()> {
         peer: None,
         data_dir: Some(root.join("n1")),
     };
+    tokio::time::sleep(Duration::from_secs(arg("--pause-s", 0))).await;
     let target = root.join("got");
     let started = Instant::now();
     let got = quickstore::files::cli::get(&other, "bench/file", Some(&target), timeout).await?;

@@ -46,6 +46,8 @@ pub struct FilesConfig {
     pub max_repairs: usize,
     /// A blob no tuple names is deleted after this (ms). Default 600 000.
     pub orphan_grace_ms: u64,
+    /// Stored blobs are re-hashed at most this fast, in bytes per second. Default 16 MiB/s.
+    pub scrub_bytes_per_s: u64,
 }
 
 impl Default for FilesConfig {
@@ -59,6 +61,7 @@ impl Default for FilesConfig {
             repair_period_ms: 5_000,
             max_repairs: 4,
             orphan_grace_ms: 600_000,
+            scrub_bytes_per_s: 16 << 20,
         }
     }
 }
@@ -143,7 +146,14 @@ impl NodeConfig {
         self.external_addrs()?;
         self.metrics_addr()?;
         let f = &self.files;
-        let ranges: [(&str, u64, u64, u64); 13] = [
+        let ranges: [(&str, u64, u64, u64); 15] = [
+            (
+                "files.orphan_grace_ms",
+                f.orphan_grace_ms,
+                0,
+                86_400_000 * 30,
+            ),
+            ("files.scrub_bytes_per_s", f.scrub_bytes_per_s, 1, u64::MAX),
             ("files.storage_bytes", f.storage_bytes, 0, u64::MAX),
             ("files.max_file_bytes", f.max_file_bytes, 0, u64::MAX),
             ("files.io_timeout_ms", f.io_timeout_ms, 1, 3_600_000),

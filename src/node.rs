@@ -230,9 +230,12 @@ impl NodeArgs {
         files.start()?;
         tokio::spawn(crate::files::repair::run(
             files.clone(),
-            Duration::from_millis(files_config.repair_period_ms),
-            files_config.max_repairs,
-            Duration::from_millis(files_config.orphan_grace_ms),
+            crate::files::repair::RepairConfig {
+                period: Duration::from_millis(files_config.repair_period_ms),
+                max_repairs: files_config.max_repairs,
+                orphan_grace: Duration::from_millis(files_config.orphan_grace_ms),
+                scrub_bytes_per_s: files_config.scrub_bytes_per_s,
+            },
         ));
         let runner_dir = dir.clone();
         let mut runner = Runner {

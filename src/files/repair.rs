@@ -7,8 +7,8 @@
 //!   exact new holder set under the next epoch.
 //! * Blobs that no held tuple names any more are deleted once they stayed unnamed for the
 //!   orphan grace period.
-//! * One held blob per round is re-hashed (a scrub); a corrupt copy is deleted and fetched
-//!   again from another holder.
+//! * Held blobs are re-hashed round-robin, at most `scrub_bytes_per_s` (a scrub); a corrupt
+//!   copy is deleted and fetched again from another holder.
 //!
 //! At a clean stop, [`hand_off`] copies every held name to another member first.
 
@@ -38,18 +38,36 @@ pub fn rank(name: &str, peer: &PeerId) -> [u8; 32] {
     *hasher.finalize().as_bytes()
 }
 
+/// Settings of the repair loop (from the `[files]` configuration).
+#[derive(Debug, Clone, Copy)]
+pub struct RepairConfig {
+    /// How often the held names are checked.
+    pub period: Duration,
+    /// Repairs at once.
+    pub max_repairs: usize,
+    /// Unnamed blobs are deleted after this.
+    pub orphan_grace: Duration,
+    /// Bytes of stored blobs re-hashed per second at most.
+    pub scrub_bytes_per_s: u64,
+}
+
 /// Runs the repair loop until the node stops.
-pub async fn run(
-    service: Arc<FilesService>,
-    period: Duration,
-    max_repairs: usize,
-    orphan_grace: Duration,
-) {
+pub async fn run(service: Arc<FilesService>, config: RepairConfig) {
+    let RepairConfig {
+        period,
+        max_repairs,
+        orphan_grace,
+        scrub_bytes_per_s,
+    } = config;
+    let mut scrub = Scrubber {
+        cursor: None,
+        credit: 0,
+        per_round: (scrub_bytes_per_s as u128 * period.as_millis() / 1000) as u64,
+    };
     let repairs = Arc::new(Semaphore::new(max_repairs));
     let mut orphans: BTreeMap<Hash, Instant> = BTreeMap::new();
     let busy: Arc<std::sync::Mutex<BTreeSet<Arc<str>>>> = Default::default();
     let mut tick = tokio::time::interval(period);
-    let mut scrub_cursor: Option<Hash> = None;
     let mut last_started: Option<Arc<str>> = None;
     loop {
         tick.tick().await;
@@ -57,7 +75,7 @@ pub async fn run(
             return;
         };
         collect_orphans(&service, &held, &mut orphans, orphan_grace).await;
-        scrub_cursor = scrub_next(&service, &held, scrub_cursor).await;
+        scrub.round(&service, &held).await;
         // Only names that need work take a repair slot, starting after the last one served
         // so that no name waits behind others forever.
         let mut work = Vec::new();
@@ -236,33 +254,56 @@ async fn fetch_from(
         .map_err(|e| e.to_string()))
 }
 
-/// Re-hashes one held blob per round, round-robin; a corrupt copy is deleted, and the next
-/// round fetches a good one from another holder.
-async fn scrub_next(
-    service: &FilesService,
-    held: &[HeldTuple],
-    after: Option<Hash>,
-) -> Option<Hash> {
-    let hashes: BTreeSet<Hash> = held.iter().map(|h| h.tuple.version.blake3).collect();
-    let next = after
-        .and_then(|a| {
-            hashes
-                .range((std::ops::Bound::Excluded(a), std::ops::Bound::Unbounded))
-                .next()
-        })
-        .or_else(|| hashes.iter().next())
-        .copied()?;
-    match service.blobs.verify(&next).await {
-        Ok(true) => {}
-        Ok(false) => {
-            if service.blobs.contains(&next).await {
-                tracing::warn!("blob {} is corrupt on disk: deleted", to_hex(&next));
-                let _ = service.blobs.remove(&next).await;
+/// Re-hashes held blobs round-robin within a byte budget per round (a scrub); a corrupt
+/// copy is deleted, and the next round fetches a good one from another holder.
+struct Scrubber {
+    cursor: Option<Hash>,
+    /// Bytes that may be hashed now.
+    credit: u64,
+    /// Bytes added to the credit each round.
+    per_round: u64,
+}
+
+impl Scrubber {
+    async fn round(&mut self, service: &FilesService, held: &[HeldTuple]) {
+        let sizes: BTreeMap<Hash, u64> = held
+            .iter()
+            .map(|h| (h.tuple.version.blake3, h.tuple.size))
+            .collect();
+        let largest = sizes.values().copied().max().unwrap_or(0);
+        // The credit may grow up to the largest blob, so every blob is scrubbed in time.
+        self.credit = (self.credit + self.per_round).min(largest.max(self.per_round));
+        loop {
+            let next = self
+                .cursor
+                .and_then(|a| {
+                    sizes
+                        .range((std::ops::Bound::Excluded(a), std::ops::Bound::Unbounded))
+                        .next()
+                })
+                .or_else(|| sizes.iter().next())
+                .map(|(hash, size)| (*hash, *size));
+            let Some((hash, size)) = next else { return };
+            if size > self.credit {
+                return;
+            }
+            self.credit -= size;
+            self.cursor = Some(hash);
+            match service.blobs.verify(&hash).await {
+                Ok(true) => {}
+                Ok(false) => {
+                    if service.blobs.contains(&hash).await {
+                        tracing::warn!("blob {} is corrupt on disk: deleted", to_hex(&hash));
+                        let _ = service.blobs.remove(&hash).await;
+                    }
+                }
+                Err(e) => tracing::warn!("cannot verify blob {}: {e}", to_hex(&hash)),
+            }
+            if sizes.len() == 1 || self.credit == 0 {
+                return;
             }
         }
-        Err(e) => tracing::warn!("cannot verify blob {}: {e}", to_hex(&next)),
     }
-    Some(next)
 }
 
 async fn collect_orphans(
