@@ -46,6 +46,8 @@ pub struct FilesConfig {
     pub max_repairs: usize,
     /// A blob no tuple names is deleted after this (ms). Default 600 000.
     pub orphan_grace_ms: u64,
+    /// Older versions a holder keeps per name besides the newest (`get --version`). Default 1.
+    pub keep_versions: usize,
     /// Stored blobs are re-hashed at most this fast, in bytes per second. Default 16 MiB/s.
     pub scrub_bytes_per_s: u64,
 }
@@ -61,6 +63,7 @@ impl Default for FilesConfig {
             repair_period_ms: 5_000,
             max_repairs: 4,
             orphan_grace_ms: 600_000,
+            keep_versions: 1,
             scrub_bytes_per_s: 16 << 20,
         }
     }
@@ -146,7 +149,8 @@ impl NodeConfig {
         self.external_addrs()?;
         self.metrics_addr()?;
         let f = &self.files;
-        let ranges: [(&str, u64, u64, u64); 15] = [
+        let ranges: [(&str, u64, u64, u64); 16] = [
+            ("files.keep_versions", f.keep_versions as u64, 0, 64),
             (
                 "files.orphan_grace_ms",
                 f.orphan_grace_ms,

@@ -21,6 +21,7 @@ use crate::blobs::BlobStore;
 use crate::config::NodeConfig;
 use crate::files::handle::{NodeCommand, NodeHandle, PendingLookups, answer};
 use crate::files::service::{FilesService, Timeouts};
+use crate::files::versions::KeptVersions;
 use crate::metrics::NodeMetrics;
 use crate::status::Status;
 use crate::store::NodeStore;
@@ -128,14 +129,16 @@ impl NodeArgs {
         let keypair = crate::identity::load_or_create(&dir)?;
         let peer_id = keypair.public().to_peer_id();
         let store_dir = dir.clone();
-        let (store, incarnation, remembered, held) = tokio::task::spawn_blocking(move || {
-            let store = NodeStore::open(&store_dir)?;
-            let incarnation = store.bump_incarnation()?;
-            let peers = store.load_peers()?;
-            let tuples = store.load_tuples()?;
-            anyhow::Ok((store, incarnation, peers, tuples))
-        })
-        .await??;
+        let (store, incarnation, remembered, held, versions) =
+            tokio::task::spawn_blocking(move || {
+                let store = NodeStore::open(&store_dir)?;
+                let incarnation = store.bump_incarnation()?;
+                let peers = store.load_peers()?;
+                let tuples = store.load_tuples()?;
+                let versions = store.load_versions()?;
+                anyhow::Ok((store, incarnation, peers, tuples, versions))
+            })
+            .await??;
         let store = Arc::new(store);
 
         let mut bootstraps: Vec<(PeerId, Vec<Multiaddr>)> = config
@@ -226,6 +229,12 @@ impl NodeArgs {
                 put_deadline: Duration::from_millis(files_config.put_deadline_ms),
             },
             streams: Arc::new(Semaphore::new(files_config.max_streams)),
+            kept: std::sync::Mutex::new({
+                let mut kept = KeptVersions::new(files_config.keep_versions);
+                kept.decode(versions);
+                kept
+            }),
+            store: store.clone(),
         });
         files.start()?;
         tokio::spawn(crate::files::repair::run(
@@ -485,6 +494,9 @@ impl Runner {
             BehaviourEvent::Core(event) => {
                 self.metrics.on_core_event(&event);
                 log_core_event(&event);
+                if let Event::VersionSuperseded(old) = &event {
+                    self.files.keep_versions([&**old]);
+                }
                 if let Event::Lookup(outcome) = &event
                     && let Some(reply) = self.lookups.remove(&outcome.query)
                 {
@@ -563,5 +575,8 @@ fn log_core_event(event: &Event<Peer>) {
         Event::Joined { founded } => tracing::info!("joined (founded: {founded})"),
         Event::IncarnationChanged(n) => tracing::info!("incarnation raised to {n}"),
         Event::Lookup(outcome) => tracing::debug!("lookup done: {outcome:?}"),
+        Event::VersionSuperseded(t) => {
+            tracing::debug!("version {} of {:?} superseded", t.version.lamport, t.name)
+        }
     }
 }

@@ -14,6 +14,9 @@ const PEERS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("peers");
 /// File name → the CBOR of a file tuple this node holds.
 const TUPLES: TableDefinition<&str, &[u8]> = TableDefinition::new("tuples");
 
+/// File name → the CBOR list of versions this node keeps of it.
+const VERSIONS: TableDefinition<&str, &[u8]> = TableDefinition::new("versions");
+
 /// A remembered peer: PeerId bytes and its signed address record bytes.
 pub type RememberedPeer = (Vec<u8>, Vec<u8>);
 
@@ -125,32 +128,57 @@ impl NodeStore {
 impl NodeStore {
     /// Replaces the stored tuples: (name, CBOR-encoded tuple).
     pub fn save_tuples(&self, tuples: &[(String, Vec<u8>)]) -> Result<(), StoreError> {
+        self.replace_named(TUPLES, tuples)
+    }
+
+    /// The stored tuples: (name, CBOR-encoded tuple).
+    pub fn load_tuples(&self) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+        self.load_named(TUPLES)
+    }
+
+    /// Replaces the kept versions: (name, CBOR list).
+    pub fn save_versions(&self, versions: &[(String, Vec<u8>)]) -> Result<(), StoreError> {
+        self.replace_named(VERSIONS, versions)
+    }
+
+    /// The kept versions: (name, CBOR list).
+    pub fn load_versions(&self) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+        self.load_named(VERSIONS)
+    }
+
+    fn replace_named(
+        &self,
+        definition: TableDefinition<&str, &[u8]>,
+        rows: &[(String, Vec<u8>)],
+    ) -> Result<(), StoreError> {
         let txn = self.db.begin_write()?;
         {
-            let mut table = txn.open_table(TUPLES)?;
+            let mut table = txn.open_table(definition)?;
             table.retain(|_, _| false)?;
-            for (name, tuple) in tuples {
-                table.insert(name.as_str(), tuple.as_slice())?;
+            for (name, bytes) in rows {
+                table.insert(name.as_str(), bytes.as_slice())?;
             }
         }
         txn.commit()?;
         Ok(())
     }
 
-    /// The stored tuples: (name, CBOR-encoded tuple).
-    pub fn load_tuples(&self) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+    fn load_named(
+        &self,
+        definition: TableDefinition<&str, &[u8]>,
+    ) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
         let txn = self.db.begin_write()?;
-        let tuples = {
-            let table = txn.open_table(TUPLES)?;
-            let mut tuples = Vec::new();
+        let rows = {
+            let table = txn.open_table(definition)?;
+            let mut rows = Vec::new();
             for item in table.iter()? {
-                let (name, tuple) = item?;
-                tuples.push((name.value().to_string(), tuple.value().to_vec()));
+                let (name, bytes) = item?;
+                rows.push((name.value().to_string(), bytes.value().to_vec()));
             }
-            tuples
+            rows
         };
         txn.commit()?;
-        Ok(tuples)
+        Ok(rows)
     }
 }
 

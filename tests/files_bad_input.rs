@@ -146,6 +146,7 @@ async fn file_protocols_refuse_bad_input_clearly_and_lose_nothing() {
         name: ours.clone(),
         size: 2 << 20,
         homes: Vec::new(),
+        after: 0,
     };
     write_message(&mut stream, &put, MAX_REQUEST_BYTES, IO)
         .await
@@ -164,6 +165,7 @@ async fn file_protocols_refuse_bad_input_clearly_and_lose_nothing() {
         name: theirs,
         size: 10,
         homes: Vec::new(),
+        after: 0,
     };
     write_message(&mut stream, &put, MAX_REQUEST_BYTES, IO)
         .await
@@ -179,6 +181,7 @@ async fn file_protocols_refuse_bad_input_clearly_and_lose_nothing() {
         name: ours.clone(),
         size: 1000,
         homes: Vec::new(),
+        after: 0,
     };
     write_message(&mut stream, &put, MAX_REQUEST_BYTES, IO)
         .await
@@ -197,6 +200,7 @@ async fn file_protocols_refuse_bad_input_clearly_and_lose_nothing() {
         name: ours.clone(),
         size: 1000,
         homes: Vec::new(),
+        after: 0,
     };
     write_message(&mut stream, &put, MAX_REQUEST_BYTES, IO)
         .await
@@ -239,6 +243,7 @@ async fn file_protocols_refuse_bad_input_clearly_and_lose_nothing() {
         name: ours,
         size: 1000,
         homes: Vec::new(),
+        after: 0,
     };
     write_message(&mut stream, &put, MAX_REQUEST_BYTES, IO)
         .await

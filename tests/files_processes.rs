@@ -336,6 +336,107 @@ async fn files_move_survive_failures_and_stay_at_three_copies() {
     )
     .await;
 
+    // ---- older versions while kept (keep_versions = 1), then rm ----------------------------
+    let contents: Vec<PathBuf> = (0..3)
+        .map(|i| {
+            let path = work.join(format!("version-{i}"));
+            write_file(&path, 50_000 + i, 500 + i);
+            path
+        })
+        .collect();
+    let mut versions = Vec::new();
+    for (i, path) in contents.iter().enumerate().take(2) {
+        let run = put(&procs[i + 3], &work, path, "versioned").await;
+        assert!(run.ok, "{}", run.stderr);
+        let version = run.json["version"].as_u64().expect("version");
+        versions.push(version);
+        // The next put comes once this version has spread (versions are eventually
+        // consistent: a put racing an unseen one may take the same number).
+        let seen = work.join("seen");
+        wait_for(
+            "the version everywhere",
+            Duration::from_secs(20),
+            async || {
+                for p in &procs {
+                    let run = get(p, &work, "versioned", Some(&seen)).await;
+                    if run.json["version"].as_u64() != Some(version) {
+                        return false;
+                    }
+                }
+                true
+            },
+        )
+        .await;
+    }
+    assert_eq!(
+        versions[1],
+        versions[0] + 1,
+        "Lamport counters of one name rise by one"
+    );
+    let old = versions[0].to_string();
+    let check = work.join("version-check");
+    let get_version = async |via: usize, v: &str| {
+        let peer = peer_arg(&procs[via]);
+        let out = check.to_str().expect("utf-8").to_string();
+        cli(
+            &work,
+            &[
+                "get",
+                "versioned",
+                "--version",
+                v,
+                "-o",
+                &out,
+                "--peer",
+                &peer,
+                "--json",
+            ],
+        )
+        .await
+    };
+    wait_for(
+        "the older version fetchable",
+        Duration::from_secs(20),
+        async || get_version(7, &old).await.ok && hash_file(&check) == hash_file(&contents[0]),
+    )
+    .await;
+    let run = get(&procs[8], &work, "versioned", Some(&check)).await;
+    assert!(
+        run.ok && hash_file(&check) == hash_file(&contents[1]),
+        "{}",
+        run.stderr
+    );
+    let run = put(&procs[5], &work, &contents[2], "versioned").await;
+    assert!(run.ok, "{}", run.stderr);
+    wait_for(
+        "a version two steps old dropped",
+        Duration::from_secs(20),
+        async || !get_version(7, &old).await.ok,
+    )
+    .await;
+    let middle = versions[1].to_string();
+    let run = get_version(6, &middle).await;
+    assert!(
+        run.ok && hash_file(&check) == hash_file(&contents[1]),
+        "{}",
+        run.stderr
+    );
+    let run = cli(&work, &["rm", "versioned", "--peer", &peer_arg(&procs[2])]).await;
+    assert!(run.ok, "{}", run.stderr);
+    let hashes: Vec<String> = contents.iter().map(|p| hash_file(p)).collect();
+    wait_for(
+        "every version's bytes dropped after rm",
+        Duration::from_secs(30),
+        async || hashes.iter().all(|h| copies_on_disk(&procs, h) == 0),
+    )
+    .await;
+    let run = get(&procs[9], &work, "versioned", Some(&check)).await;
+    assert!(
+        !run.ok && run.stderr.contains("not found"),
+        "{}",
+        run.stderr
+    );
+
     // ---- a clean stop of a holder hands its copies off --------------------------------------
     let (name, _, meta) = stored[5].clone();
     let leaving = index_of(&procs, &holders(&meta)[0]);

@@ -66,6 +66,10 @@ pub struct GetArgs {
     /// Where to write it (default: the name's last component in the current directory).
     #[arg(short, long)]
     pub output: Option<PathBuf>,
+    /// Fetch this older version (its Lamport counter, as `put` and `ls` print it) while its
+    /// holders keep it (`files.keep_versions`).
+    #[arg(long)]
+    pub version: Option<u64>,
     #[command(flatten)]
     common: Common,
 }
@@ -290,8 +294,12 @@ async fn put_file(
             size,
             forwarded: false,
         };
-        let (homes, group_size) = match session.ask(&request).await? {
-            FilesResponse::Placed { homes, group_size } => (homes, group_size),
+        let (homes, group_size, newest) = match session.ask(&request).await? {
+            FilesResponse::Placed {
+                homes,
+                group_size,
+                newest,
+            } => (homes, group_size, newest),
             other => return Err(unexpected(&other)),
         };
         let mut last = anyhow!("refused: no home node offered");
@@ -302,7 +310,8 @@ async fn put_file(
                 .filter(|(j, _)| *j != i)
                 .map(|(_, h)| h.clone())
                 .collect();
-            match put_to(session, first, others, &name, file, size, deadline).await {
+            let placed = Placed { newest, deadline };
+            match put_to(session, first, others, &name, file, size, placed).await {
                 Ok(tuple) => {
                     let mut report = FileReport::of(&tuple, started);
                     if (group_size as usize) < homes.len().max(3) {
@@ -328,6 +337,12 @@ enum PutError {
     Final(anyhow::Error),
 }
 
+/// What the placement said, and how long the homes may take.
+struct Placed {
+    newest: u64,
+    deadline: Duration,
+}
+
 async fn put_to(
     session: &Session,
     first: &PeerInfo,
@@ -335,14 +350,16 @@ async fn put_to(
     name: &str,
     path: &Path,
     size: u64,
-    deadline: Duration,
+    placed: Placed,
 ) -> Result<FileTuple<Peer>, PutError> {
+    let deadline = placed.deadline;
     let io = session.timeout;
     let mut stream = session.open_blob(first).await.map_err(PutError::TryNext)?;
     let request = BlobRequest::Put {
         name: name.to_string(),
         size,
         homes: others,
+        after: placed.newest,
     };
     write_message(&mut stream, &request, MAX_REQUEST_BYTES, io)
         .await
@@ -408,7 +425,7 @@ impl GetArgs {
     pub async fn run(self) -> anyhow::Result<()> {
         check_name(&self.name).map_err(|e| anyhow!("refused: {e}"))?;
         let session = Session::start(&self.common)?;
-        get_file(&session, &self.name, self.output.as_deref())
+        get_file(&session, &self.name, self.output.as_deref(), self.version)
             .await?
             .print(self.common.json, "got")
     }
@@ -422,21 +439,29 @@ pub async fn get(
     output: Option<&Path>,
     timeout: Duration,
 ) -> anyhow::Result<FileReport> {
-    get_file(&Session::open(target, timeout)?, name, output).await
+    get_file(&Session::open(target, timeout)?, name, output, None).await
 }
 
 async fn get_file(
     session: &Session,
     name: &str,
     output: Option<&Path>,
+    version: Option<u64>,
 ) -> anyhow::Result<FileReport> {
     {
         let started = Instant::now();
         check_name(name).map_err(|e| anyhow!("refused: {e}"))?;
         let cwd = std::env::current_dir().context("no current directory")?;
         let target = target_path(name, output, &cwd).map_err(|e| anyhow!("refused: {e}"))?;
-        let request = FilesRequest::Locate {
-            name: name.to_string(),
+        let request = match version {
+            None => FilesRequest::Locate {
+                name: name.to_string(),
+            },
+            Some(lamport) => FilesRequest::Version {
+                name: name.to_string(),
+                lamport,
+                forwarded: false,
+            },
         };
         let mut attempt = 0;
         let (tuple, holders, hops) = loop {

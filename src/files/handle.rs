@@ -28,6 +28,17 @@ pub struct HeldTuple {
     pub group_live: usize,
 }
 
+/// The newest version of a name as this node knows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Newest {
+    /// Its Lamport counter.
+    pub lamport: u64,
+    /// It is a tombstone.
+    pub deleted: bool,
+    /// This node is one of its holders.
+    pub held: bool,
+}
+
 /// A question for the swarm task.
 #[derive(Debug)]
 pub enum NodeCommand {
@@ -85,6 +96,13 @@ pub enum NodeCommand {
     Held {
         /// Them.
         reply: oneshot::Sender<Vec<HeldTuple>>,
+    },
+    /// The newest known version of each name, if known.
+    Newest {
+        /// The names.
+        names: Vec<String>,
+        /// One answer per name.
+        reply: oneshot::Sender<Vec<Option<Newest>>>,
     },
 }
 
@@ -201,6 +219,11 @@ impl NodeHandle {
     pub async fn held(&self) -> Result<Vec<HeldTuple>, NodeGone> {
         self.ask(|reply| NodeCommand::Held { reply }).await
     }
+
+    /// The newest known version of each name.
+    pub async fn newest(&self, names: Vec<String>) -> Result<Vec<Option<Newest>>, NodeGone> {
+        self.ask(|reply| NodeCommand::Newest { names, reply }).await
+    }
 }
 
 fn info(entry: &Entry<Peer>) -> PeerInfo {
@@ -289,6 +312,22 @@ pub fn answer(kelips: &mut KelipsBehaviour, lookups: &mut PendingLookups, comman
                 }
             }
             let _ = reply.send(held);
+        }
+        NodeCommand::Newest { names, reply } => {
+            let core = kelips.core();
+            let groups = core.config().groups;
+            let newest = names
+                .iter()
+                .map(|name| {
+                    let (_, fp) = quickstore_behaviours::id::name_facts(name, groups);
+                    core.tuples().get(fp, name).map(|t| Newest {
+                        lamport: t.version.lamport,
+                        deleted: t.deleted,
+                        held: t.holders.contains(core.id()),
+                    })
+                })
+                .collect();
+            let _ = reply.send(newest);
         }
     }
 }

@@ -14,4 +14,5 @@ pub mod handle;
 mod put;
 pub mod repair;
 pub mod service;
+pub mod versions;
 pub mod wire;

@@ -35,6 +35,7 @@ impl FilesService {
         name: String,
         size: u64,
         homes: Vec<PeerInfo>,
+        after: u64,
     ) -> Result<(), WireError> {
         let io = self.timeouts.io;
         if let Err(e) = check_name(&name) {
@@ -94,7 +95,7 @@ impl FilesService {
         let stored = finish_downstream(downstream, &trailer, io).await;
 
         let known = self.handle.tuple(&name).await.map_err(gone)?;
-        let lamport = known.map_or(0, |t| t.version.lamport) + 1;
+        let lamport = known.map_or(0, |t| t.version.lamport).max(after) + 1;
         let mut tuple = FileTuple {
             name: name.into(),
             version: Version {

@@ -74,6 +74,7 @@ pub async fn run(service: Arc<FilesService>, config: RepairConfig) {
         let Ok(held) = service.handle.held().await else {
             return;
         };
+        remember_versions(&service, &held).await;
         collect_orphans(&service, &held, &mut orphans, orphan_grace).await;
         scrub.round(&service, &held).await;
         // Only names that need work take a repair slot, starting after the last one served
@@ -306,6 +307,37 @@ impl Scrubber {
     }
 }
 
+/// Records every held version, drops versions too old to keep and deleted names, and persists
+/// the list when it changed.
+async fn remember_versions(service: &FilesService, held: &[HeldTuple]) {
+    let names: Vec<String> = match service.kept.lock() {
+        Ok(kept) => kept.names().cloned().collect(),
+        Err(_) => return,
+    };
+    let Ok(newest) = service.handle.newest(names.clone()).await else {
+        return;
+    };
+    let mut changed = false;
+    if let Ok(mut kept) = service.kept.lock() {
+        for (name, newest) in names.iter().zip(newest) {
+            match newest {
+                Some(n) if n.deleted => changed |= kept.forget(name),
+                Some(n) => {
+                    changed |= kept.prune(name, n.lamport);
+                    if !n.held {
+                        changed |= kept.forget_version(name, n.lamport);
+                    }
+                }
+                None => {}
+            }
+        }
+    }
+    if changed {
+        service.save_kept();
+    }
+    service.keep_versions(held.iter().map(|h| &*h.tuple));
+}
+
 async fn collect_orphans(
     service: &FilesService,
     held: &[HeldTuple],
@@ -315,7 +347,8 @@ async fn collect_orphans(
     let Ok(stored) = service.blobs.list().await else {
         return;
     };
-    let named: BTreeSet<Hash> = held.iter().map(|h| h.tuple.version.blake3).collect();
+    let mut named: BTreeSet<Hash> = held.iter().map(|h| h.tuple.version.blake3).collect();
+    named.extend(service.kept.lock().map(|k| k.hashes()).unwrap_or_default());
     let now = Instant::now();
     orphans.retain(|hash, _| stored.contains(hash) && !named.contains(hash));
     for hash in stored {

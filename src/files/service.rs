@@ -18,15 +18,19 @@ use tokio::sync::Semaphore;
 use tokio::time::Instant;
 
 use super::handle::{NodeGone, NodeHandle};
+use super::versions::{KeptVersion, KeptVersions};
 use super::wire::{
     BLOB_PROTOCOL, BlobRequest, BlobResponse, CHUNK_BYTES, FILES_PROTOCOL, FilesRequest,
     FilesResponse, MAX_REQUEST_BYTES, MAX_RESPONSE_BYTES, PeerInfo, WireError, read_chunk,
     read_message, write_chunk, write_message,
 };
 use crate::blobs::{BlobStore, Hash, to_hex};
+use crate::store::NodeStore;
 
 /// Contacts of a foreign group a forwarded request tries at most.
 const FORWARD_TRIES: usize = 3;
+/// Members asked at most when looking for an older version.
+const MAX_GROUP_ASKED: usize = 64;
 
 /// Timeouts of the file protocols.
 #[derive(Debug, Clone, Copy)]
@@ -49,6 +53,10 @@ pub struct FilesService {
     pub timeouts: Timeouts,
     /// Streams served at once.
     pub streams: Arc<Semaphore>,
+    /// The versions this node keeps (for `get --version`).
+    pub kept: std::sync::Mutex<KeptVersions>,
+    /// Where the kept versions are persisted.
+    pub store: Arc<NodeStore>,
 }
 
 /// Opens a stream to `peer` with a timeout (libp2p-stream has none).
@@ -172,6 +180,12 @@ impl FilesService {
                 forwarded,
             } => self.list(group, after, limit, forwarded).await,
             FilesRequest::Delete { name, forwarded } => self.delete(name, forwarded).await,
+            FilesRequest::Version {
+                name,
+                lamport,
+                forwarded,
+            } => self.find_version(name, lamport, forwarded).await,
+            FilesRequest::HasVersion { name, lamport } => Ok(self.has_version(&name, lamport)),
         }
     }
 
@@ -236,6 +250,12 @@ impl FilesService {
                 FilesResponse::Placed {
                     homes,
                     group_size: live as u32,
+                    newest: self
+                        .handle
+                        .tuple(&name)
+                        .await
+                        .map_err(gone)?
+                        .map_or(0, |t| t.version.lamport),
                 }
             });
         }
@@ -339,6 +359,130 @@ impl FilesService {
         )
     }
 
+    /// Records that this node holds these versions (kept for `get --version`); persists the
+    /// list when it changed.
+    pub fn keep_versions<'a>(&self, tuples: impl IntoIterator<Item = &'a FileTuple<Peer>>) {
+        let mut changed = false;
+        if let Ok(mut kept) = self.kept.lock() {
+            for tuple in tuples {
+                if tuple.deleted || !tuple.holders.contains(&Peer(self.handle.me)) {
+                    continue;
+                }
+                changed |= kept.record(
+                    &tuple.name,
+                    KeptVersion {
+                        lamport: tuple.version.lamport,
+                        blake3: tuple.version.blake3,
+                        size: tuple.size,
+                    },
+                );
+            }
+        }
+        if changed {
+            self.save_kept();
+        }
+    }
+
+    /// Persists the kept versions (off the async threads).
+    pub fn save_kept(&self) {
+        let Ok(rows) = self.kept.lock().map(|k| k.encode()) else {
+            return;
+        };
+        let store = self.store.clone();
+        tokio::task::spawn_blocking(move || {
+            if let Err(e) = store.save_versions(&rows) {
+                tracing::warn!("cannot save kept versions: {e}");
+            }
+        });
+    }
+
+    /// This node's answer to `has_version`: the version with itself as holder, or not found.
+    fn has_version(&self, name: &str, lamport: u64) -> FilesResponse {
+        let kept = self.kept.lock().ok().and_then(|k| k.find(name, lamport));
+        match kept {
+            Some(version) => FilesResponse::Located {
+                tuple: FileTuple {
+                    name: name.into(),
+                    version: Version {
+                        lamport,
+                        blake3: version.blake3,
+                    },
+                    size: version.size,
+                    holders: vec![Peer(self.handle.me)],
+                    epoch: 0,
+                    deleted: false,
+                },
+                holders: Vec::new(),
+                hops: 0,
+            },
+            None => FilesResponse::NotFound,
+        }
+    }
+
+    /// Finds the members of the name's group that keep version `lamport`.
+    async fn find_version(
+        &self,
+        name: String,
+        lamport: u64,
+        forwarded: bool,
+    ) -> Result<FilesResponse, WireError> {
+        if let Err(e) = check_name(&name) {
+            return Ok(refused(e));
+        }
+        let group = name_facts(&name, self.handle.groups).0;
+        if group != self.handle.group {
+            let request = FilesRequest::Version {
+                name,
+                lamport,
+                forwarded: true,
+            };
+            return self.forward(group, forwarded, request).await;
+        }
+        let (members, _) = self
+            .handle
+            .place(0, Vec::new(), MAX_GROUP_ASKED)
+            .await
+            .map_err(gone)?;
+        let asked = members.into_iter().map(|member| {
+            let name = name.clone();
+            async move {
+                let answer = if member.peer.0 == self.handle.me {
+                    self.has_version(&name, lamport)
+                } else {
+                    let request = FilesRequest::HasVersion { name, lamport };
+                    files_request(&self.control, member.peer.0, &request, self.timeouts.io)
+                        .await
+                        .unwrap_or(FilesResponse::NotFound)
+                };
+                match answer {
+                    FilesResponse::Located { tuple, .. } => Some((tuple, member)),
+                    _ => None,
+                }
+            }
+        });
+        let found: Vec<(FileTuple<Peer>, PeerInfo)> = futures::future::join_all(asked)
+            .await
+            .into_iter()
+            .flatten()
+            .collect();
+        let Some((first, _)) = found.first() else {
+            return Ok(FilesResponse::NotFound);
+        };
+        let mut tuple = first.clone();
+        let holders: Vec<PeerInfo> = found
+            .iter()
+            .filter(|(t, _)| t.version == first.version)
+            .map(|(_, info)| info.clone())
+            .collect();
+        tuple.holders = holders.iter().map(|h| h.peer).collect();
+        tuple.holders.sort();
+        Ok(FilesResponse::Located {
+            tuple,
+            holders,
+            hops: 1,
+        })
+    }
+
     /// Sends a request for `group` to its contacts, best first, until one answers.
     async fn forward(
         &self,
@@ -377,9 +521,14 @@ impl FilesService {
             Err(e) => return Err(e),
         };
         match request {
-            BlobRequest::Put { name, size, homes } => {
+            BlobRequest::Put {
+                name,
+                size,
+                homes,
+                after,
+            } => {
                 tracing::debug!("{peer} puts {name:?} ({size} bytes)");
-                self.put(&mut stream, name, size, homes).await
+                self.put(&mut stream, name, size, homes, after).await
             }
             BlobRequest::Replicate { tuple } => self.take_replica(&mut stream, tuple).await,
             BlobRequest::Forward { name, size } => self.take_forward(&mut stream, name, size).await,
@@ -605,8 +754,10 @@ impl FilesService {
 
     /// Deletes a blob no held tuple names (a failed put's own copy).
     pub(super) async fn drop_if_unheld(&self, hash: &Hash) {
+        let kept = self.kept.lock().map(|k| k.hashes()).unwrap_or_default();
         if let Ok(held) = self.handle.held().await
             && !held.iter().any(|h| h.tuple.version.blake3 == *hash)
+            && !kept.contains(hash)
             && let Err(e) = self.blobs.remove(hash).await
         {
             tracing::warn!("cannot delete blob {}: {e}", to_hex(hash));

@@ -73,6 +73,26 @@ pub enum FilesRequest {
         /// Set when forwarded.
         forwarded: bool,
     },
+    /// Find holders of an older version of `name` (Lamport counter `lamport`) that they still
+    /// keep. A member of the name's group asks the other members; an entry node of another
+    /// group forwards it.
+    #[serde(rename = "version")]
+    Version {
+        /// The name.
+        name: String,
+        /// The version's Lamport counter.
+        lamport: u64,
+        /// Set when forwarded.
+        forwarded: bool,
+    },
+    /// Whether this node keeps that version (answered from its own store, never forwarded).
+    #[serde(rename = "has_version")]
+    HasVersion {
+        /// The name.
+        name: String,
+        /// The version's Lamport counter.
+        lamport: u64,
+    },
     /// Publish a tombstone for `name`.
     #[serde(rename = "delete")]
     Delete {
@@ -103,6 +123,9 @@ pub enum FilesResponse {
         homes: Vec<PeerInfo>,
         /// Live members of the group (fewer homes than the replication only when this is).
         group_size: u32,
+        /// The newest Lamport counter the placing member knows for the name (0: none).
+        #[serde(default)]
+        newest: u64,
     },
     /// A page of tuples.
     #[serde(rename = "listing")]
@@ -151,6 +174,10 @@ pub enum BlobRequest {
         size: u64,
         /// The other homes the placement chose.
         homes: Vec<PeerInfo>,
+        /// The newest Lamport counter the client was told of (the placement's `newest`); the
+        /// new version is numbered above it and above what the first home knows.
+        #[serde(default)]
+        after: u64,
     },
     /// A home node copies a version to another member of its group: after
     /// [`BlobResponse::Ready`], `tuple.size` bytes whose BLAKE3 is the tuple's.

@@ -160,12 +160,7 @@ impl<I: NodeId> Kelips<I> {
             && FileTuple::clone(tuple)
                 .normalize()
                 .is_ok_and(|normal| normal == **tuple);
-        if !valid
-            || self
-                .tuples
-                .merge(fp, tuple, self.config.fresh_rounds)
-                .is_err()
-        {
+        if !valid || self.merge_tuple(fp, tuple).is_err() {
             self.stats.refused_items += 1;
         }
     }

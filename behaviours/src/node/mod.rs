@@ -82,6 +82,9 @@ pub enum Event<I> {
     IncarnationChanged(u64),
     /// A lookup finished.
     Lookup(LookupOutcome<I>),
+    /// A version of a file this node held was replaced by a newer version (the node may keep
+    /// the old bytes for a while).
+    VersionSuperseded(Arc<FileTuple<I>>),
 }
 
 /// Why a whole message was refused (the driver answers "refused: reason").
@@ -361,9 +364,30 @@ impl<I: NodeId> Kelips<I> {
                 actual: group,
             });
         }
-        self.tuples
-            .merge(fp, &Arc::new(tuple), self.config.fresh_rounds)
-            .map(|_| ())
+        self.merge_tuple(fp, &Arc::new(tuple)).map(|_| ())
+    }
+
+    /// Merges a checked tuple of the own group; reports a held version that a newer one
+    /// replaced.
+    pub(super) fn merge_tuple(
+        &mut self,
+        fp: u64,
+        tuple: &Arc<FileTuple<I>>,
+    ) -> Result<crate::tuple_store::Merged, TupleError> {
+        let before = self.tuples.get(fp, &tuple.name).cloned();
+        let merged = self.tuples.merge(fp, tuple, self.config.fresh_rounds)?;
+        if let Some(before) = before
+            && before.version != tuple.version
+            && !before.deleted
+            && before.holders.contains(&self.me.id)
+            && self
+                .tuples
+                .get(fp, &tuple.name)
+                .is_some_and(|now| now.version != before.version)
+        {
+            self.emit(Event::VersionSuperseded(before));
+        }
+        Ok(merged)
     }
 
     /// Replaces this node's address record; the change is gossiped as fresh.
