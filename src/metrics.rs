@@ -14,6 +14,9 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 
+use crate::blobs::BlobStore;
+use crate::files::service::{FilesCounters, FilesService};
+
 /// Scrapes served at once.
 const MAX_SCRAPES: usize = 8;
 
@@ -29,6 +32,9 @@ pub struct NodeMetrics {
     refused_messages: Counter,
     gossip_bytes_in: Counter,
     gossip_bytes_out: Counter,
+    storage_used: Gauge,
+    storage_free: Gauge,
+    files: Vec<(&'static str, Counter)>,
 }
 
 impl NodeMetrics {
@@ -73,7 +79,38 @@ impl NodeMetrics {
             "Kelips frame bytes sent",
             m.gossip_bytes_out.clone(),
         );
+        let r = registry.sub_registry_with_prefix("files");
+        r.register(
+            "storage_used_bytes",
+            "Bytes of stored blobs",
+            m.storage_used.clone(),
+        );
+        r.register(
+            "storage_free_bytes",
+            "Bytes of blob storage free",
+            m.storage_free.clone(),
+        );
+        let mut m = m;
+        for (name, _) in FilesCounters::default().snapshot() {
+            let counter = Counter::default();
+            r.register(
+                name,
+                format!("File protocols: {}", name.replace('_', " ")),
+                counter.clone(),
+            );
+            m.files.push((name, counter));
+        }
         m
+    }
+
+    /// Refreshes the file gauges and counters.
+    pub fn update_files(&self, files: &FilesService, blobs: &BlobStore) {
+        self.storage_used.set(blobs.used() as i64);
+        self.storage_free
+            .set(blobs.free().min(i64::MAX as u64) as i64);
+        for ((_, counter), (_, total)) in self.files.iter().zip(files.counters.snapshot()) {
+            catch_up(counter, total);
+        }
     }
 
     /// Counts an event of the core.

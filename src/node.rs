@@ -235,6 +235,7 @@ impl NodeArgs {
                 kept
             }),
             store: store.clone(),
+            counters: Default::default(),
         });
         files.start()?;
         tokio::spawn(crate::files::repair::run(
@@ -394,6 +395,7 @@ impl Runner {
         let kelips = &mut self.swarm.behaviour_mut().kelips;
         kelips.set_free_space(free);
         self.metrics.update(kelips);
+        self.metrics.update_files(&self.files, &self.blobs);
         if std::mem::take(&mut self.tuples_dirty) {
             self.save_peers();
         }
@@ -478,7 +480,14 @@ impl Runner {
                     ..
                 },
             )) => {
-                let status = Status::of(&self.swarm.behaviour().kelips);
+                let mut status = Status::of(&self.swarm.behaviour().kelips);
+                let files = self.files.counters.snapshot().into_iter().chain([
+                    ("storage_used_bytes", self.blobs.used()),
+                    ("storage_free_bytes", self.blobs.free()),
+                ]);
+                status
+                    .counters
+                    .extend(files.map(|(k, v)| (k.to_string(), v)));
                 let _ = self
                     .swarm
                     .behaviour_mut()

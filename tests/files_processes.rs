@@ -246,6 +246,22 @@ async fn files_move_survive_failures_and_stay_at_three_copies() {
         std::fs::remove_file(&target).expect("rm");
     }
     eprintln!("moved {} files, {} bytes", sizes.len(), total);
+    // Operators see it: every put was acknowledged by one first home, and the copies of the
+    // others came from it.
+    let counters: Vec<_> = common::statuses(&procs)
+        .await
+        .into_iter()
+        .filter_map(|(_, _, status)| status.map(|s| s.counters))
+        .collect();
+    let sum = |key: &str| {
+        counters
+            .iter()
+            .map(|c| c.get(key).copied().unwrap_or(0))
+            .sum::<u64>()
+    };
+    assert_eq!(sum("puts_stored"), sizes.len() as u64);
+    assert!(sum("copies_stored") >= 2 * sizes.len() as u64);
+    assert!(sum("file_bytes_sent") >= total);
 
     // ---- names: a key, never a path --------------------------------------------------------
     let small = work.join("small");

@@ -15,7 +15,7 @@ use quickstore_behaviours::tuple::check_name;
 use quickstore_behaviours::{FileTuple, Version};
 use tokio::time::Instant;
 
-use super::service::{FilesService, blob_refused, gone, open_stream};
+use super::service::{FilesCounters, FilesService, blob_refused, gone, open_stream};
 use super::wire::{
     BLOB_PROTOCOL, BlobRequest, BlobResponse, BlobTrailer, CHUNK_BYTES, MAX_REQUEST_BYTES,
     MAX_RESPONSE_BYTES, PeerInfo, WireError, read_chunk, read_message, timed, write_message,
@@ -81,6 +81,7 @@ impl FilesService {
                 .await
                 .map_err(|e| WireError::Io(io::Error::other(e)))?;
             forward(&mut downstream, &buf[..n], io).await;
+            FilesCounters::add(&self.counters.bytes_received, n as u64);
             left -= n as u64;
         }
         let trailer: BlobTrailer = read_message(stream, MAX_REQUEST_BYTES, io).await?;
@@ -120,11 +121,18 @@ impl FilesService {
                 tuple.holders.extend(copies.into_iter().map(Peer));
                 tuple.holders.sort();
                 match self.handle.publish(tuple.clone()).await.map_err(gone)? {
-                    Ok(()) => BlobResponse::Stored { tuple },
-                    Err(reason) => blob_refused(reason),
+                    Ok(()) => {
+                        FilesCounters::add(&self.counters.puts_stored, 1);
+                        BlobResponse::Stored { tuple }
+                    }
+                    Err(reason) => {
+                        FilesCounters::add(&self.counters.puts_failed, 1);
+                        blob_refused(reason)
+                    }
                 }
             }
             Err(reason) => {
+                FilesCounters::add(&self.counters.puts_failed, 1);
                 self.drop_if_unheld(&hash).await;
                 blob_refused(reason)
             }
@@ -177,19 +185,22 @@ impl FilesService {
         };
         let trailer: BlobTrailer = read_message(stream, MAX_REQUEST_BYTES, io).await?;
         let response = match writer.finish(Some(trailer.blake3)).await {
-            Ok(hash) => BlobResponse::Stored {
-                tuple: FileTuple {
-                    name: name.into(),
-                    version: Version {
-                        lamport: 0,
-                        blake3: hash,
+            Ok(hash) => {
+                FilesCounters::add(&self.counters.copies_stored, 1);
+                BlobResponse::Stored {
+                    tuple: FileTuple {
+                        name: name.into(),
+                        version: Version {
+                            lamport: 0,
+                            blake3: hash,
+                        },
+                        size,
+                        holders: vec![Peer(self.handle.me)],
+                        epoch: 0,
+                        deleted: false,
                     },
-                    size,
-                    holders: vec![Peer(self.handle.me)],
-                    epoch: 0,
-                    deleted: false,
-                },
-            },
+                }
+            }
             Err(e) => blob_refused(e),
         };
         write_message(stream, &response, MAX_RESPONSE_BYTES, io).await

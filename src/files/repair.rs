@@ -23,7 +23,7 @@ use tokio::sync::Semaphore;
 use tokio::time::Instant;
 
 use super::handle::HeldTuple;
-use super::service::{FilesService, open_stream};
+use super::service::{FilesCounters, FilesService, open_stream};
 use super::wire::{
     BLOB_PROTOCOL, BlobRequest, BlobResponse, CHUNK_BYTES, MAX_REQUEST_BYTES, MAX_RESPONSE_BYTES,
     WireError, read_chunk, read_message, write_message,
@@ -183,6 +183,7 @@ async fn repair_one(service: &FilesService, item: &HeldTuple) -> Result<(), Stri
         epoch: tuple.epoch + 1,
         ..FileTuple::clone(tuple)
     };
+    FilesCounters::add(&service.counters.holder_sets_published, 1);
     service
         .handle
         .publish(updated)
@@ -201,6 +202,7 @@ async fn fetch(
         match fetch_from(service, *peer, tuple).await {
             Ok(Ok(())) => {
                 tracing::info!("fetched {:?} from {peer}", tuple.name);
+                FilesCounters::add(&service.counters.repairs_fetched, 1);
                 return Ok(());
             }
             Ok(Err(reason)) => last = format!("{peer}: {reason}"),
@@ -295,6 +297,7 @@ impl Scrubber {
                 Ok(false) => {
                     if service.blobs.contains(&hash).await {
                         tracing::warn!("blob {} is corrupt on disk: deleted", to_hex(&hash));
+                        FilesCounters::add(&service.counters.corrupt_found, 1);
                         let _ = service.blobs.remove(&hash).await;
                     }
                 }

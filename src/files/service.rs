@@ -4,6 +4,7 @@
 
 use std::io;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use futures::stream::FuturesUnordered;
@@ -41,6 +42,55 @@ pub struct Timeouts {
     pub put_deadline: Duration,
 }
 
+/// Counters of the file protocols, for metrics and status.
+#[derive(Debug, Default)]
+pub struct FilesCounters {
+    /// Puts this node acknowledged as first home.
+    pub puts_stored: AtomicU64,
+    /// Puts this node refused or failed as first home.
+    pub puts_failed: AtomicU64,
+    /// Copies this node stored for another home (forwarded or replicated).
+    pub copies_stored: AtomicU64,
+    /// Blobs sent in full (gets, copies).
+    pub blobs_sent: AtomicU64,
+    /// File bytes sent.
+    pub bytes_sent: AtomicU64,
+    /// File bytes received.
+    pub bytes_received: AtomicU64,
+    /// Copies fetched by the repair loop.
+    pub repairs_fetched: AtomicU64,
+    /// Holder sets published by repair leaders.
+    pub holder_sets_published: AtomicU64,
+    /// Stored blobs found corrupt.
+    pub corrupt_found: AtomicU64,
+    /// Control requests refused.
+    pub control_refused: AtomicU64,
+}
+
+impl FilesCounters {
+    /// Adds `n` to `counter`.
+    pub fn add(counter: &AtomicU64, n: u64) {
+        counter.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// (name, value) pairs.
+    pub fn snapshot(&self) -> Vec<(&'static str, u64)> {
+        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        vec![
+            ("puts_stored", get(&self.puts_stored)),
+            ("puts_failed", get(&self.puts_failed)),
+            ("copies_stored", get(&self.copies_stored)),
+            ("blobs_sent", get(&self.blobs_sent)),
+            ("file_bytes_sent", get(&self.bytes_sent)),
+            ("file_bytes_received", get(&self.bytes_received)),
+            ("repairs_fetched", get(&self.repairs_fetched)),
+            ("holder_sets_published", get(&self.holder_sets_published)),
+            ("corrupt_blobs_found", get(&self.corrupt_found)),
+            ("file_requests_refused", get(&self.control_refused)),
+        ]
+    }
+}
+
 /// What serving the file protocols needs.
 pub struct FilesService {
     /// The swarm task.
@@ -57,6 +107,8 @@ pub struct FilesService {
     pub kept: std::sync::Mutex<KeptVersions>,
     /// Where the kept versions are persisted.
     pub store: Arc<NodeStore>,
+    /// Counters.
+    pub counters: FilesCounters,
 }
 
 /// Opens a stream to `peer` with a timeout (libp2p-stream has none).
@@ -161,6 +213,9 @@ impl FilesService {
             Err(WireError::Malformed(reason)) => refused(reason),
             Err(e) => return Err(e),
         };
+        if matches!(response, FilesResponse::Refused { .. }) {
+            FilesCounters::add(&self.counters.control_refused, 1);
+        }
         write_message(&mut stream, &response, MAX_RESPONSE_BYTES, io).await?;
         crate::files::wire::timed(io, stream.close()).await
     }
@@ -568,6 +623,7 @@ impl FilesService {
                 .write(&buf[..n])
                 .await
                 .map_err(|e| WireError::Io(io::Error::other(e)))?;
+            FilesCounters::add(&self.counters.bytes_received, n as u64);
             left -= n as u64;
         }
         Ok(Ok(writer))
@@ -689,6 +745,7 @@ impl FilesService {
             if let Err(e) = writer.finish(Some(hash)).await {
                 return write_message(stream, &blob_refused(e), MAX_RESPONSE_BYTES, io).await;
             }
+            FilesCounters::add(&self.counters.copies_stored, 1);
         }
         write_message(
             stream,
@@ -747,8 +804,11 @@ impl FilesService {
         crate::files::wire::timed(io, stream.flush()).await?;
         if hasher.finalize().as_bytes() != hash {
             tracing::warn!("blob {} is corrupt on disk: deleted", to_hex(hash));
+            FilesCounters::add(&self.counters.corrupt_found, 1);
             let _ = self.blobs.remove(hash).await;
         }
+        FilesCounters::add(&self.counters.blobs_sent, 1);
+        FilesCounters::add(&self.counters.bytes_sent, size);
         Ok(Some(size))
     }
 
