@@ -52,6 +52,29 @@ async fn files_answer(client: &ClientPeer, peer: PeerId, raw: &[u8]) -> FilesRes
         .expect("an answer")
 }
 
+/// Opens a blob stream, sends `put {name, size}` and reads the first answer.
+async fn start_put(
+    client: &ClientPeer,
+    peer: PeerId,
+    name: &str,
+    size: u64,
+) -> (Stream, BlobResponse) {
+    let mut stream = open(client, peer, BLOB_PROTOCOL).await;
+    let put = BlobRequest::Put {
+        name: name.to_string(),
+        size,
+        homes: Vec::new(),
+        after: 0,
+    };
+    write_message(&mut stream, &put, MAX_REQUEST_BYTES, IO)
+        .await
+        .expect("send");
+    let answer = read_message(&mut stream, MAX_RESPONSE_BYTES, IO)
+        .await
+        .expect("answer");
+    (stream, answer)
+}
+
 fn cbor<T: serde::Serialize>(value: &T) -> Vec<u8> {
     frame(&cbor4ii::serde::to_vec(Vec::new(), value).expect("encodes"))
 }
@@ -141,73 +164,25 @@ async fn file_protocols_refuse_bad_input_clearly_and_lose_nothing() {
     let theirs = name_in(1 - own_group);
 
     // A put over the size limit is refused before any byte moves.
-    let mut stream = open(&client, peer, BLOB_PROTOCOL).await;
-    let put = BlobRequest::Put {
-        name: ours.clone(),
-        size: 2 << 20,
-        homes: Vec::new(),
-        after: 0,
-    };
-    write_message(&mut stream, &put, MAX_REQUEST_BYTES, IO)
-        .await
-        .expect("send");
-    let answer: BlobResponse = read_message(&mut stream, MAX_RESPONSE_BYTES, IO)
-        .await
-        .expect("answer");
+    let (_stream, answer) = start_put(&client, peer, &ours, 2 << 20).await;
     assert!(
         blob_refusal(&answer).contains("maximum file size"),
         "{answer:?}"
     );
 
     // A put for another group is refused.
-    let mut stream = open(&client, peer, BLOB_PROTOCOL).await;
-    let put = BlobRequest::Put {
-        name: theirs,
-        size: 10,
-        homes: Vec::new(),
-        after: 0,
-    };
-    write_message(&mut stream, &put, MAX_REQUEST_BYTES, IO)
-        .await
-        .expect("send");
-    let answer: BlobResponse = read_message(&mut stream, MAX_RESPONSE_BYTES, IO)
-        .await
-        .expect("answer");
+    let (_stream, answer) = start_put(&client, peer, &theirs, 10).await;
     assert!(blob_refusal(&answer).contains("group"), "{answer:?}");
 
     // A put cut short leaves nothing visible.
-    let mut stream = open(&client, peer, BLOB_PROTOCOL).await;
-    let put = BlobRequest::Put {
-        name: ours.clone(),
-        size: 1000,
-        homes: Vec::new(),
-        after: 0,
-    };
-    write_message(&mut stream, &put, MAX_REQUEST_BYTES, IO)
-        .await
-        .expect("send");
-    let answer: BlobResponse = read_message(&mut stream, MAX_RESPONSE_BYTES, IO)
-        .await
-        .expect("answer");
+    let (mut stream, answer) = start_put(&client, peer, &ours, 1000).await;
     assert_eq!(answer, BlobResponse::Ready);
     stream.write_all(&[1u8; 500]).await.expect("half");
     stream.close().await.expect("close");
     drop(stream);
 
     // A put whose trailer hash is wrong is refused and leaves nothing visible.
-    let mut stream = open(&client, peer, BLOB_PROTOCOL).await;
-    let put = BlobRequest::Put {
-        name: ours.clone(),
-        size: 1000,
-        homes: Vec::new(),
-        after: 0,
-    };
-    write_message(&mut stream, &put, MAX_REQUEST_BYTES, IO)
-        .await
-        .expect("send");
-    let _: BlobResponse = read_message(&mut stream, MAX_RESPONSE_BYTES, IO)
-        .await
-        .expect("ready");
+    let (mut stream, _) = start_put(&client, peer, &ours, 1000).await;
     stream.write_all(&[2u8; 1000]).await.expect("bytes");
     let trailer = BlobTrailer { blake3: [9; 32] };
     write_message(&mut stream, &trailer, MAX_REQUEST_BYTES, IO)
@@ -238,19 +213,7 @@ async fn file_protocols_refuse_bad_input_clearly_and_lose_nothing() {
     let tmp = procs[0].dir.join("blobs").join("tmp");
     assert_eq!(std::fs::read_dir(&tmp).map(|d| d.count()).unwrap_or(0), 0);
     let bytes = vec![5u8; 1000];
-    let mut stream = open(&client, peer, BLOB_PROTOCOL).await;
-    let put = BlobRequest::Put {
-        name: ours,
-        size: 1000,
-        homes: Vec::new(),
-        after: 0,
-    };
-    write_message(&mut stream, &put, MAX_REQUEST_BYTES, IO)
-        .await
-        .expect("send");
-    let _: BlobResponse = read_message(&mut stream, MAX_RESPONSE_BYTES, IO)
-        .await
-        .expect("ready");
+    let (mut stream, _) = start_put(&client, peer, &ours, 1000).await;
     stream.write_all(&bytes).await.expect("bytes");
     let trailer = BlobTrailer {
         blake3: *blake3::hash(&bytes).as_bytes(),

@@ -22,9 +22,9 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt as _};
 use super::client::ClientPeer;
 use super::service::{files_request, open_stream};
 use super::wire::{
-    BLOB_PROTOCOL, BlobRequest, BlobResponse, BlobTrailer, CHUNK_BYTES, FilesRequest,
-    FilesResponse, MAX_REQUEST_BYTES, MAX_RESPONSE_BYTES, PeerInfo, read_chunk, read_message,
-    write_chunk, write_message,
+    BLOB_PROTOCOL, BlobRequest, BlobResponse, BlobTrailer, CHUNK_BYTES, ChunkReader, FilesRequest,
+    FilesResponse, MAX_REQUEST_BYTES, MAX_RESPONSE_BYTES, PeerInfo, read_message, write_chunk,
+    write_message,
 };
 use crate::blobs::to_hex;
 use crate::client::Target;
@@ -534,18 +534,16 @@ async fn fetch_to(
             .with_context(|| format!("cannot create {}", temp.display()))?;
         let bar = progress(size);
         let mut hasher = blake3::Hasher::new();
-        let mut buf = vec![0u8; CHUNK_BYTES];
-        let mut left = size;
-        while left > 0 {
-            let want = left.min(CHUNK_BYTES as u64) as usize;
-            let n = read_chunk(&mut stream, &mut buf[..want], io).await?;
-            if n < want {
-                bail!("unreachable: holder {} stopped sending", holder.peer);
-            }
-            hasher.update(&buf[..n]);
-            file.write_all(&buf[..n]).await?;
-            bar.inc(n as u64);
-            left -= n as u64;
+        let mut chunks = ChunkReader::new(size);
+        loop {
+            let chunk = match chunks.next(&mut stream, io).await {
+                Ok(Some(chunk)) => chunk,
+                Ok(None) => break,
+                Err(e) => bail!("unreachable: holder {}: {e}", holder.peer),
+            };
+            hasher.update(chunk);
+            file.write_all(chunk).await?;
+            bar.inc(chunk.len() as u64);
         }
         bar.finish_and_clear();
         if hasher.finalize().as_bytes() != &tuple.version.blake3 {

@@ -17,8 +17,8 @@ use tokio::time::Instant;
 
 use super::service::{FilesCounters, FilesService, blob_refused, gone, open_stream};
 use super::wire::{
-    BLOB_PROTOCOL, BlobRequest, BlobResponse, BlobTrailer, CHUNK_BYTES, MAX_REQUEST_BYTES,
-    MAX_RESPONSE_BYTES, PeerInfo, WireError, read_chunk, read_message, timed, write_message,
+    BLOB_PROTOCOL, BlobRequest, BlobResponse, BlobTrailer, ChunkReader, MAX_REQUEST_BYTES,
+    MAX_RESPONSE_BYTES, PeerInfo, WireError, read_message, timed, write_message,
 };
 
 /// A home the bytes are being forwarded to.
@@ -65,24 +65,14 @@ impl FilesService {
         let mut downstream = self.open_downstream(&name, size, others).await;
         write_message(stream, &BlobResponse::Ready, MAX_RESPONSE_BYTES, io).await?;
 
-        let mut buf = vec![0u8; CHUNK_BYTES];
-        let mut left = size;
-        while left > 0 {
-            let want = left.min(CHUNK_BYTES as u64) as usize;
-            let n = read_chunk(stream, &mut buf[..want], io).await?;
-            if n < want {
-                return Err(WireError::Io(io::Error::new(
-                    io::ErrorKind::UnexpectedEof,
-                    format!("stream ended {} bytes early", left - n as u64),
-                )));
-            }
+        let mut chunks = ChunkReader::new(size);
+        while let Some(chunk) = chunks.next(stream, io).await? {
             writer
-                .write(&buf[..n])
+                .write(chunk)
                 .await
                 .map_err(|e| WireError::Io(io::Error::other(e)))?;
-            forward(&mut downstream, &buf[..n], io).await;
-            FilesCounters::add(&self.counters.bytes_received, n as u64);
-            left -= n as u64;
+            forward(&mut downstream, chunk, io).await;
+            FilesCounters::add(&self.counters.bytes_received, chunk.len() as u64);
         }
         let trailer: BlobTrailer = read_message(stream, MAX_REQUEST_BYTES, io).await?;
         let hash = match writer.finish(Some(trailer.blake3)).await {

@@ -25,8 +25,8 @@ use tokio::time::Instant;
 use super::handle::HeldTuple;
 use super::service::{FilesCounters, FilesService, open_stream};
 use super::wire::{
-    BLOB_PROTOCOL, BlobRequest, BlobResponse, CHUNK_BYTES, MAX_REQUEST_BYTES, MAX_RESPONSE_BYTES,
-    WireError, read_chunk, read_message, write_message,
+    BLOB_PROTOCOL, BlobRequest, BlobResponse, ChunkReader, MAX_REQUEST_BYTES, MAX_RESPONSE_BYTES,
+    WireError, read_message, write_message,
 };
 use crate::blobs::{Hash, to_hex};
 
@@ -237,18 +237,11 @@ async fn fetch_from(
         Ok(writer) => writer,
         Err(e) => return Ok(Err(e.to_string())),
     };
-    let mut buf = vec![0u8; CHUNK_BYTES];
-    let mut left = size;
-    while left > 0 {
-        let want = left.min(CHUNK_BYTES as u64) as usize;
-        let n = read_chunk(&mut stream, &mut buf[..want], io).await?;
-        if n < want {
-            return Ok(Err("stream ended early".into()));
-        }
-        if let Err(e) = writer.write(&buf[..n]).await {
+    let mut chunks = ChunkReader::new(size);
+    while let Some(chunk) = chunks.next(&mut stream, io).await? {
+        if let Err(e) = writer.write(chunk).await {
             return Ok(Err(e.to_string()));
         }
-        left -= n as u64;
     }
     Ok(writer
         .finish(Some(hash))

@@ -21,8 +21,8 @@ use tokio::time::Instant;
 use super::handle::{NodeGone, NodeHandle};
 use super::versions::{KeptVersion, KeptVersions};
 use super::wire::{
-    BLOB_PROTOCOL, BlobRequest, BlobResponse, CHUNK_BYTES, FILES_PROTOCOL, FilesRequest,
-    FilesResponse, MAX_REQUEST_BYTES, MAX_RESPONSE_BYTES, PeerInfo, WireError, read_chunk,
+    BLOB_PROTOCOL, BlobRequest, BlobResponse, CHUNK_BYTES, ChunkReader, FILES_PROTOCOL,
+    FilesRequest, FilesResponse, MAX_REQUEST_BYTES, MAX_RESPONSE_BYTES, PeerInfo, WireError,
     read_message, write_chunk, write_message,
 };
 use crate::blobs::{BlobStore, Hash, to_hex};
@@ -608,23 +608,13 @@ impl FilesService {
             }
         };
         write_message(stream, &BlobResponse::Ready, MAX_RESPONSE_BYTES, io).await?;
-        let mut buf = vec![0u8; CHUNK_BYTES];
-        let mut left = size;
-        while left > 0 {
-            let want = left.min(CHUNK_BYTES as u64) as usize;
-            let n = read_chunk(stream, &mut buf[..want], io).await?;
-            if n < want {
-                return Err(WireError::Io(io::Error::new(
-                    io::ErrorKind::UnexpectedEof,
-                    format!("stream ended {} bytes early", left - n as u64),
-                )));
-            }
+        let mut chunks = ChunkReader::new(size);
+        while let Some(chunk) = chunks.next(stream, io).await? {
             writer
-                .write(&buf[..n])
+                .write(chunk)
                 .await
                 .map_err(|e| WireError::Io(io::Error::other(e)))?;
-            FilesCounters::add(&self.counters.bytes_received, n as u64);
-            left -= n as u64;
+            FilesCounters::add(&self.counters.bytes_received, chunk.len() as u64);
         }
         Ok(Ok(writer))
     }

@@ -319,6 +319,44 @@ pub async fn read_chunk(
     Ok(filled)
 }
 
+/// Reads exactly `size` announced bytes from a stream, a chunk at a time; a stream that ends
+/// early is an error.
+pub struct ChunkReader {
+    buf: Vec<u8>,
+    left: u64,
+}
+
+impl ChunkReader {
+    /// A reader of `size` bytes.
+    pub fn new(size: u64) -> Self {
+        Self {
+            buf: vec![0u8; CHUNK_BYTES.min(size.max(1) as usize)],
+            left: size,
+        }
+    }
+
+    /// The next chunk (at most [`CHUNK_BYTES`]), or `None` once every byte was read.
+    pub async fn next(
+        &mut self,
+        io: &mut (impl AsyncRead + Unpin),
+        timeout: Duration,
+    ) -> Result<Option<&[u8]>, WireError> {
+        if self.left == 0 {
+            return Ok(None);
+        }
+        let want = self.left.min(self.buf.len() as u64) as usize;
+        let n = read_chunk(io, &mut self.buf[..want], timeout).await?;
+        if n < want {
+            return Err(WireError::Io(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                format!("stream ended {} bytes early", self.left - n as u64),
+            )));
+        }
+        self.left -= n as u64;
+        Ok(Some(&self.buf[..n]))
+    }
+}
+
 /// Writes all of `buf`.
 pub async fn write_chunk(
     io: &mut (impl AsyncWrite + Unpin),
