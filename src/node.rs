@@ -19,7 +19,7 @@ use tokio::sync::{Semaphore, mpsc, watch};
 
 use crate::blobs::BlobStore;
 use crate::config::NodeConfig;
-use crate::files::handle::{NodeCommand, NodeHandle, PendingLookups, answer};
+use crate::files::handle::{NodeCommand, NodeHandle, PendingLookups, answer, nearest_first};
 use crate::files::service::{FilesService, Timeouts};
 use crate::files::versions::KeptVersions;
 use crate::metrics::NodeMetrics;
@@ -509,7 +509,9 @@ impl Runner {
                 if let Event::Lookup(outcome) = &event
                     && let Some(reply) = self.lookups.remove(&outcome.query)
                 {
-                    let _ = reply.send(Ok(outcome.clone()));
+                    let mut outcome = outcome.clone();
+                    nearest_first(&self.swarm.behaviour().kelips, &mut outcome);
+                    let _ = reply.send(Ok(outcome));
                 }
                 if let Event::IncarnationChanged(incarnation) = event {
                     let store = self.store.clone();

@@ -530,16 +530,13 @@ async fn files_move_survive_failures_and_stay_at_three_copies() {
     )
     .await;
 
-    // ---- kill -9 of a group member during a put: an answer, never a silent half -------------
+    // ---- kill -9 of a home node during a put: an answer, never a silent half ----------------
     let name = "big/during-kill";
     let group = name_facts(name, GROUPS).0;
     let big = work.join("big");
-    write_file(&big, 24 << 20, 1234);
+    write_file(&big, 48 << 20, 1234);
     let entry = procs.iter().position(|p| p.group != group).expect("entry");
-    let victim = procs
-        .iter()
-        .position(|p| p.group == group && p.peer != procs[0].peer)
-        .expect("a member");
+    let members: Vec<usize> = (1..n).filter(|&i| procs[i].group == group).collect();
     let putting = {
         let peer = peer_arg(&procs[entry]);
         let big = big.clone();
@@ -559,7 +556,23 @@ async fn files_move_survive_failures_and_stay_at_three_copies() {
             .await
         })
     };
-    tokio::time::sleep(Duration::from_millis(150)).await;
+    // The victim is a home caught receiving: a member with a partial blob in its tmp/.
+    let receiving = |i: &usize| {
+        std::fs::read_dir(procs[*i].dir.join("blobs").join("tmp"))
+            .map(|d| d.count() > 0)
+            .unwrap_or(false)
+    };
+    let watch = Instant::now();
+    let victim = loop {
+        if let Some(&home) = members.iter().find(|i| receiving(i)) {
+            break home;
+        }
+        if watch.elapsed() > Duration::from_secs(10) || putting.is_finished() {
+            eprintln!("no home caught receiving: killing a member instead");
+            break members[0];
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    };
     procs[victim].kill();
     let run = putting.await.expect("put finished");
     if run.ok {

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use libp2p::PeerId;
 use quickstore_behaviours::net::{Behaviour as KelipsBehaviour, Peer};
-use quickstore_behaviours::{Entry, FileTuple, LookupOutcome};
+use quickstore_behaviours::{Entry, FileTuple, LookupOutcome, LookupResult};
 use tokio::sync::{mpsc, oneshot};
 
 use super::wire::PeerInfo;
@@ -329,6 +329,22 @@ pub fn answer(kelips: &mut KelipsBehaviour, lookups: &mut PendingLookups, comman
                 .collect();
             let _ = reply.send(newest);
         }
+    }
+}
+
+/// Orders a lookup's holders nearest first, by this node's RTT estimates (unknown last): the
+/// client is usually near its entry node, so they stand in for the client's.
+pub fn nearest_first(kelips: &KelipsBehaviour, outcome: &mut LookupOutcome<Peer>) {
+    let core = kelips.core();
+    if let LookupResult::Found { holders, .. } = &mut outcome.result {
+        holders.sort_by_key(|e| {
+            let rtt = core
+                .view()
+                .get(&e.id)
+                .and_then(|m| m.rtt_us)
+                .or_else(|| core.contacts().get(&e.id).and_then(|c| c.rtt_us));
+            (rtt.is_none(), rtt, e.id)
+        });
     }
 }
 
