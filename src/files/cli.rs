@@ -17,10 +17,11 @@ use quickstore_behaviours::FileTuple;
 use quickstore_behaviours::net::Peer;
 use quickstore_behaviours::tuple::check_name;
 use serde::Serialize;
-use tokio::io::{AsyncReadExt, AsyncWriteExt as _};
+use tokio::io::AsyncReadExt;
 
 use super::client::ClientPeer;
 use super::service::{files_request, open_stream};
+use super::sink::FileSink;
 use super::wire::{
     BLOB_PROTOCOL, BlobRequest, BlobResponse, BlobTrailer, CHUNK_BYTES, ChunkReader, FilesRequest,
     FilesResponse, MAX_REQUEST_BYTES, MAX_RESPONSE_BYTES, PeerInfo, read_message, write_chunk,
@@ -529,9 +530,7 @@ async fn fetch_to(
     }
     let temp = temp_beside(target);
     let result = async {
-        let mut file = tokio::fs::File::create(&temp)
-            .await
-            .with_context(|| format!("cannot create {}", temp.display()))?;
+        let mut file = FileSink::create(temp.clone());
         let bar = progress(size);
         let mut hasher = blake3::Hasher::new();
         let mut chunks = ChunkReader::new(size);
@@ -542,18 +541,19 @@ async fn fetch_to(
                 Err(e) => bail!("unreachable: holder {}: {e}", holder.peer),
             };
             hasher.update(chunk);
-            file.write_all(chunk).await?;
+            if file.write(chunk).await.is_err() {
+                break;
+            }
             bar.inc(chunk.len() as u64);
         }
         bar.finish_and_clear();
+        file.finish().await?;
         if hasher.finalize().as_bytes() != &tuple.version.blake3 {
             bail!(
                 "corrupt: the bytes from holder {} fail their hash",
                 holder.peer
             );
         }
-        file.sync_all().await?;
-        drop(file);
         tokio::fs::rename(&temp, target)
             .await
             .with_context(|| format!("cannot write {}", target.display()))?;

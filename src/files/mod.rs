@@ -14,5 +14,6 @@ pub mod handle;
 mod put;
 pub mod repair;
 pub mod service;
+pub mod sink;
 pub mod versions;
 pub mod wire;
