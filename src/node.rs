@@ -391,6 +391,8 @@ impl Runner {
     }
 
     fn every_second(&mut self) {
+        // Lookups whose task gave up (timed out or went away) are forgotten.
+        self.lookups.retain(|_, reply| !reply.is_closed());
         let free = self.blobs.free();
         let kelips = &mut self.swarm.behaviour_mut().kelips;
         kelips.set_free_space(free);

@@ -13,6 +13,9 @@ use super::wire::PeerInfo;
 
 /// Commands queued for the swarm task at most.
 pub const MAX_QUEUED_COMMANDS: usize = 256;
+/// A lookup a file task waits for is abandoned after this (the core's own fallbacks take a
+/// few request timeouts).
+pub const LOOKUP_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 /// Tuples in one listing page at most.
 pub const MAX_PAGE: usize = 256;
 
