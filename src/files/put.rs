@@ -25,6 +25,8 @@ use super::wire::{
 struct Downstream {
     peer: PeerId,
     stream: Stream,
+    /// The newest Lamport counter it knows for the name.
+    newest: u64,
 }
 
 impl FilesService {
@@ -63,6 +65,7 @@ impl FilesService {
             Err(e) => return write_message(stream, &blob_refused(e), MAX_RESPONSE_BYTES, io).await,
         };
         let mut downstream = self.open_downstream(&name, size, others).await;
+        let after = downstream.iter().map(|d| d.newest).fold(after, u64::max);
         write_message(stream, &BlobResponse::Ready, MAX_RESPONSE_BYTES, io).await?;
 
         let mut chunks = ChunkReader::new(size);
@@ -142,7 +145,11 @@ impl FilesService {
             };
             write_message(&mut stream, &request, MAX_REQUEST_BYTES, io).await?;
             match read_message::<BlobResponse>(&mut stream, MAX_RESPONSE_BYTES, io).await? {
-                BlobResponse::Ready => Ok(Downstream { peer, stream }),
+                BlobResponse::ReadyAfter { newest } => Ok(Downstream {
+                    peer,
+                    stream,
+                    newest,
+                }),
                 other => Err(WireError::Malformed(format!("{peer} answered {other:?}"))),
             }
         }))
@@ -169,7 +176,11 @@ impl FilesService {
             let reason = format!("not a copy for group {}", self.handle.group);
             return write_message(stream, &blob_refused(reason), MAX_RESPONSE_BYTES, io).await;
         }
-        let writer = match self.receive(stream, size).await? {
+        let known = self.handle.tuple(&name).await.map_err(gone)?;
+        let ready = BlobResponse::ReadyAfter {
+            newest: known.map_or(0, |t| t.version.lamport),
+        };
+        let writer = match self.receive(stream, size, ready).await? {
             Ok(writer) => writer,
             Err(_) => return Ok(()),
         };

@@ -598,6 +598,7 @@ impl FilesService {
         &self,
         stream: &mut Stream,
         size: u64,
+        ready: BlobResponse,
     ) -> Result<Result<crate::blobs::BlobWriter, String>, WireError> {
         let io = self.timeouts.io;
         let mut writer = match self.blobs.create(size).await {
@@ -607,7 +608,7 @@ impl FilesService {
                 return Ok(Err(e.to_string()));
             }
         };
-        write_message(stream, &BlobResponse::Ready, MAX_RESPONSE_BYTES, io).await?;
+        write_message(stream, &ready, MAX_RESPONSE_BYTES, io).await?;
         let mut chunks = ChunkReader::new(size);
         while let Some(chunk) = chunks.next(stream, io).await? {
             writer
@@ -728,7 +729,10 @@ impl FilesService {
         }
         let hash = tuple.version.blake3;
         if !self.blobs.contains(&hash).await {
-            let writer = match self.receive(stream, tuple.size).await? {
+            let writer = match self
+                .receive(stream, tuple.size, BlobResponse::Ready)
+                .await?
+            {
                 Ok(writer) => writer,
                 Err(_) => return Ok(()),
             };

@@ -211,6 +211,13 @@ pub enum BlobResponse {
     /// Send the bytes now (the size and the space were accepted).
     #[serde(rename = "ready")]
     Ready,
+    /// Send the bytes now; answered to `forward`, with the newest Lamport counter this home
+    /// knows for the name (0: none), so the first home numbers the version above it.
+    #[serde(rename = "ready_after")]
+    ReadyAfter {
+        /// The newest Lamport counter known here.
+        newest: u64,
+    },
     /// The put or copy is durable; for a put, on every home listed.
     #[serde(rename = "stored")]
     Stored {
