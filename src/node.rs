@@ -1,5 +1,6 @@
 //! `quickstore node`: runs one node until Ctrl-C or SIGTERM.
 
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -452,7 +453,10 @@ impl Runner {
         match event {
             SwarmEvent::NewListenAddr { address, .. } => {
                 let peer = *self.swarm.local_peer_id();
-                println!("listening on {address}/p2p/{peer}");
+                // A closed stdout (the reader went away) must not stop the node.
+                let mut out = std::io::stdout().lock();
+                let _ =
+                    writeln!(out, "listening on {address}/p2p/{peer}").and_then(|()| out.flush());
                 self.listen.push(address);
                 self.write_node_file();
             }
