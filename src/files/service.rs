@@ -552,7 +552,11 @@ impl FilesService {
             )));
         }
         let contacts = self.handle.contacts(group).await.map_err(gone)?;
-        let mut last = format!("no contact known for group {group}");
+        let mut last = format!(
+            "no node of group {group} is known; a network with fewer nodes than its {} groups \
+             leaves groups empty (every node of a small network wants the same smaller --groups)",
+            self.handle.groups
+        );
         for contact in contacts.iter().take(FORWARD_TRIES) {
             match files_request(&self.control, contact.peer.0, &request, self.timeouts.io).await {
                 Ok(FilesResponse::Unreachable { reason }) => last = reason,
