@@ -235,7 +235,7 @@ impl NodeArgs {
                 kept.decode(versions);
                 kept
             }),
-            store: store.clone(),
+            kept_writer: crate::files::service::spawn_kept_writer(store.clone()),
             counters: Default::default(),
         });
         files.start()?;

@@ -211,6 +211,12 @@ mod tests {
             store.load_peers().unwrap(),
             vec![(vec![1, 2], vec![3]), (vec![4], vec![])]
         );
+        store.save_versions(&[("v".into(), vec![7])]).unwrap();
+        store.save_versions(&[("w".into(), vec![8])]).unwrap();
+        assert_eq!(
+            store.load_versions().unwrap(),
+            vec![("w".to_string(), vec![8])]
+        );
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

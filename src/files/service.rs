@@ -15,7 +15,7 @@ use quickstore_behaviours::net::Peer;
 use quickstore_behaviours::tuple::check_name;
 use quickstore_behaviours::{FileTuple, LookupResult, Version};
 use tokio::io::AsyncReadExt;
-use tokio::sync::Semaphore;
+use tokio::sync::{Semaphore, watch};
 use tokio::time::Instant;
 
 use super::handle::{NodeGone, NodeHandle};
@@ -105,10 +105,35 @@ pub struct FilesService {
     pub streams: Arc<Semaphore>,
     /// The versions this node keeps (for `get --version`).
     pub kept: std::sync::Mutex<KeptVersions>,
-    /// Where the kept versions are persisted.
-    pub store: Arc<NodeStore>,
+    /// Takes the latest kept versions to the node store (see [`spawn_kept_writer`]).
+    pub kept_writer: KeptWriter,
     /// Counters.
     pub counters: FilesCounters,
+}
+
+/// Kept versions encoded for the node store: (name, CBOR list).
+pub type KeptRows = Vec<(String, Vec<u8>)>;
+/// Where [`FilesService::save_kept`] hands the latest rows.
+pub type KeptWriter = watch::Sender<Option<KeptRows>>;
+
+/// One task writes the kept versions to `store`, always the latest list and in order (writes
+/// racing on the blocking pool could store an older list last).
+pub fn spawn_kept_writer(store: Arc<NodeStore>) -> KeptWriter {
+    let (sender, mut receiver) = watch::channel(None::<KeptRows>);
+    tokio::spawn(async move {
+        while receiver.changed().await.is_ok() {
+            let latest = receiver.borrow_and_update().clone();
+            let Some(rows) = latest else { continue };
+            let store = store.clone();
+            let saved = tokio::task::spawn_blocking(move || store.save_versions(&rows)).await;
+            match saved {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => tracing::warn!("cannot save kept versions: {e}"),
+                Err(e) => tracing::warn!("cannot save kept versions: {e}"),
+            }
+        }
+    });
+    sender
 }
 
 /// Opens a stream to `peer` with a timeout (libp2p-stream has none).
@@ -438,17 +463,11 @@ impl FilesService {
         }
     }
 
-    /// Persists the kept versions (off the async threads).
+    /// Persists the kept versions: hands the latest list to the one writer task.
     pub fn save_kept(&self) {
-        let Ok(rows) = self.kept.lock().map(|k| k.encode()) else {
-            return;
-        };
-        let store = self.store.clone();
-        tokio::task::spawn_blocking(move || {
-            if let Err(e) = store.save_versions(&rows) {
-                tracing::warn!("cannot save kept versions: {e}");
-            }
-        });
+        if let Ok(rows) = self.kept.lock().map(|k| k.encode()) {
+            self.kept_writer.send_replace(Some(rows));
+        }
     }
 
     /// This node's answer to `has_version`: the version with itself as holder, or not found.
