@@ -282,53 +282,51 @@ async fn put_file(
     name: &str,
     deadline: Duration,
 ) -> anyhow::Result<FileReport> {
-    {
-        let started = Instant::now();
-        let name = name.to_string();
-        check_name(&name).map_err(|e| anyhow!("refused: {e}"))?;
-        let size = tokio::fs::metadata(file)
-            .await
-            .with_context(|| format!("cannot read {}", file.display()))?
-            .len();
-        let request = FilesRequest::Place {
-            name: name.clone(),
-            size,
-            forwarded: false,
-        };
-        let (homes, group_size, newest) = match session.ask(&request).await? {
-            FilesResponse::Placed {
-                homes,
-                group_size,
-                newest,
-            } => (homes, group_size, newest),
-            other => return Err(unexpected(&other)),
-        };
-        let mut last = anyhow!("refused: no home node offered");
-        for (i, first) in homes.iter().enumerate() {
-            let others: Vec<PeerInfo> = homes
-                .iter()
-                .enumerate()
-                .filter(|(j, _)| *j != i)
-                .map(|(_, h)| h.clone())
-                .collect();
-            let placed = Placed { newest, deadline };
-            match put_to(session, first, others, &name, file, size, placed).await {
-                Ok(tuple) => {
-                    let mut report = FileReport::of(&tuple, started);
-                    if (group_size as usize) < homes.len().max(3) {
-                        report.group_size = Some(group_size);
-                    }
-                    return Ok(report);
+    let started = Instant::now();
+    let name = name.to_string();
+    check_name(&name).map_err(|e| anyhow!("refused: {e}"))?;
+    let size = tokio::fs::metadata(file)
+        .await
+        .with_context(|| format!("cannot read {}", file.display()))?
+        .len();
+    let request = FilesRequest::Place {
+        name: name.clone(),
+        size,
+        forwarded: false,
+    };
+    let (homes, group_size, newest) = match session.ask(&request).await? {
+        FilesResponse::Placed {
+            homes,
+            group_size,
+            newest,
+        } => (homes, group_size, newest),
+        other => return Err(unexpected(&other)),
+    };
+    let mut last = anyhow!("refused: no home node offered");
+    for (i, first) in homes.iter().enumerate() {
+        let others: Vec<PeerInfo> = homes
+            .iter()
+            .enumerate()
+            .filter(|(j, _)| *j != i)
+            .map(|(_, h)| h.clone())
+            .collect();
+        let placed = Placed { newest, deadline };
+        match put_to(session, first, others, &name, file, size, placed).await {
+            Ok(tuple) => {
+                let mut report = FileReport::of(&tuple, started);
+                if (group_size as usize) < homes.len().max(3) {
+                    report.group_size = Some(group_size);
                 }
-                Err(PutError::Final(e)) => return Err(e),
-                Err(PutError::TryNext(e)) => {
-                    tracing::info!("home {} failed: {e:#}", first.peer);
-                    last = e;
-                }
+                return Ok(report);
+            }
+            Err(PutError::Final(e)) => return Err(e),
+            Err(PutError::TryNext(e)) => {
+                tracing::info!("home {} failed: {e:#}", first.peer);
+                last = e;
             }
         }
-        Err(last)
     }
+    Err(last)
 }
 
 enum PutError {
@@ -449,56 +447,54 @@ async fn get_file(
     output: Option<&Path>,
     version: Option<u64>,
 ) -> anyhow::Result<FileReport> {
-    {
-        let started = Instant::now();
-        check_name(name).map_err(|e| anyhow!("refused: {e}"))?;
-        let cwd = std::env::current_dir().context("no current directory")?;
-        let target = target_path(name, output, &cwd).map_err(|e| anyhow!("refused: {e}"))?;
-        let request = match version {
-            None => FilesRequest::Locate {
-                name: name.to_string(),
-            },
-            Some(lamport) => FilesRequest::Version {
-                name: name.to_string(),
-                lamport,
-                forwarded: false,
-            },
-        };
-        let mut attempt = 0;
-        let (tuple, holders, hops) = loop {
-            match session.ask(&request).await? {
-                FilesResponse::Located {
-                    tuple,
-                    holders,
-                    hops,
-                } => break (tuple, holders, hops),
-                FilesResponse::NotFound if attempt < NOT_FOUND_RETRIES => {
-                    attempt += 1;
-                    tokio::time::sleep(Duration::from_millis(300 * u64::from(attempt))).await;
-                }
-                other => return Err(unexpected(&other)),
+    let started = Instant::now();
+    check_name(name).map_err(|e| anyhow!("refused: {e}"))?;
+    let cwd = std::env::current_dir().context("no current directory")?;
+    let target = target_path(name, output, &cwd).map_err(|e| anyhow!("refused: {e}"))?;
+    let request = match version {
+        None => FilesRequest::Locate {
+            name: name.to_string(),
+        },
+        Some(lamport) => FilesRequest::Version {
+            name: name.to_string(),
+            lamport,
+            forwarded: false,
+        },
+    };
+    let mut attempt = 0;
+    let (tuple, holders, hops) = loop {
+        match session.ask(&request).await? {
+            FilesResponse::Located {
+                tuple,
+                holders,
+                hops,
+            } => break (tuple, holders, hops),
+            FilesResponse::NotFound if attempt < NOT_FOUND_RETRIES => {
+                attempt += 1;
+                tokio::time::sleep(Duration::from_millis(300 * u64::from(attempt))).await;
             }
-        };
-        if holders.is_empty() {
-            bail!("unreachable: no live holder of {name:?}");
+            other => return Err(unexpected(&other)),
         }
-        let mut last = anyhow!("unreachable: no holder answered");
-        for holder in &holders {
-            match fetch_to(session, holder, &tuple, &target).await {
-                Ok(()) => {
-                    let mut report = FileReport::of(&tuple, started);
-                    report.path = Some(target.display().to_string());
-                    report.hops = Some(hops);
-                    return Ok(report);
-                }
-                Err(e) => {
-                    tracing::info!("holder {} failed: {e:#}", holder.peer);
-                    last = e;
-                }
-            }
-        }
-        Err(last)
+    };
+    if holders.is_empty() {
+        bail!("unreachable: no live holder of {name:?}");
     }
+    let mut last = anyhow!("unreachable: no holder answered");
+    for holder in &holders {
+        match fetch_to(session, holder, &tuple, &target).await {
+            Ok(()) => {
+                let mut report = FileReport::of(&tuple, started);
+                report.path = Some(target.display().to_string());
+                report.hops = Some(hops);
+                return Ok(report);
+            }
+            Err(e) => {
+                tracing::info!("holder {} failed: {e:#}", holder.peer);
+                last = e;
+            }
+        }
+    }
+    Err(last)
 }
 
 /// Streams the blob from `holder` into a temporary file beside `target`, hashing as it goes;

@@ -180,9 +180,8 @@ impl FilesService {
         let ready = BlobResponse::ReadyAfter {
             newest: known.map_or(0, |t| t.version.lamport),
         };
-        let writer = match self.receive(stream, size, ready).await? {
-            Ok(writer) => writer,
-            Err(_) => return Ok(()),
+        let Some(writer) = self.receive(stream, size, ready).await? else {
+            return Ok(());
         };
         let trailer: BlobTrailer = read_message(stream, MAX_REQUEST_BYTES, io).await?;
         let response = match writer.finish(Some(trailer.blake3)).await {

@@ -616,19 +616,19 @@ impl FilesService {
     }
 
     /// Receives `size` bytes into a new blob, refusing before any byte moves when they do
-    /// not fit. `Ok(Err(reason))` when refused (the refusal has been sent).
+    /// not fit. `None` when refused (the refusal has been sent).
     pub(super) async fn receive(
         &self,
         stream: &mut Stream,
         size: u64,
         ready: BlobResponse,
-    ) -> Result<Result<crate::blobs::BlobWriter, String>, WireError> {
+    ) -> Result<Option<crate::blobs::BlobWriter>, WireError> {
         let io = self.timeouts.io;
         let mut writer = match self.blobs.create(size).await {
             Ok(writer) => writer,
             Err(e) => {
                 write_message(stream, &blob_refused(&e), MAX_RESPONSE_BYTES, io).await?;
-                return Ok(Err(e.to_string()));
+                return Ok(None);
             }
         };
         write_message(stream, &ready, MAX_RESPONSE_BYTES, io).await?;
@@ -640,7 +640,7 @@ impl FilesService {
                 .map_err(|e| WireError::Io(io::Error::other(e)))?;
             FilesCounters::add(&self.counters.bytes_received, chunk.len() as u64);
         }
-        Ok(Ok(writer))
+        Ok(Some(writer))
     }
 
     /// Copies `tuple`'s blob to `want` members: `first` ones, then replacements from the group
@@ -752,12 +752,11 @@ impl FilesService {
         }
         let hash = tuple.version.blake3;
         if !self.blobs.contains(&hash).await {
-            let writer = match self
+            let Some(writer) = self
                 .receive(stream, tuple.size, BlobResponse::Ready)
                 .await?
-            {
-                Ok(writer) => writer,
-                Err(_) => return Ok(()),
+            else {
+                return Ok(());
             };
             if let Err(e) = writer.finish(Some(hash)).await {
                 return write_message(stream, &blob_refused(e), MAX_RESPONSE_BYTES, io).await;
