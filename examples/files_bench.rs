@@ -145,6 +145,7 @@ async fn start_node(dir: PathBuf, bootstrap: Option<String>) -> anyhow::Result<N
         groups: Some(1),
         network: Some("files-bench".into()),
         gossip_period_ms: Some(200),
+        no_mdns: true,
         ..Default::default()
     };
     tokio::spawn(async move {

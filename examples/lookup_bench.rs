@@ -48,6 +48,7 @@ fn start(
     std::fs::create_dir_all(&dir)?;
     let mut cmd = Command::new(binary);
     cmd.arg("node")
+        .arg("--no-mdns")
         .arg("--data-dir")
         .arg(&dir)
         .arg("--config")

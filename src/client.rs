@@ -11,6 +11,7 @@ use libp2p::swarm::SwarmEvent;
 use libp2p::{Multiaddr, PeerId, request_response};
 
 use crate::node::{NodeFile, default_data_dir};
+use crate::reach::{Path, Reachability};
 use crate::status::{Status, StatusRequest};
 
 /// Which node a client command talks to.
@@ -116,6 +117,30 @@ pub async fn fetch_status(
     }
 }
 
+fn path_name(path: Path) -> &'static str {
+    match path {
+        Path::Lan => "lan",
+        Path::Direct => "direct",
+        Path::Relay => "relay",
+    }
+}
+
+fn reach_line(s: &Status) -> String {
+    let mut line = match s.reachability {
+        Reachability::Public => "public (reached directly)".to_string(),
+        Reachability::Private => "behind a NAT (reached through a relay)".to_string(),
+        Reachability::Unknown => "not known yet".to_string(),
+    };
+    if let Some(site) = &s.site {
+        line.push_str(&format!("; seen from {site}"));
+    }
+    if let Some((relay, accepted)) = &s.relay {
+        let state = if *accepted { "reserved" } else { "reserving" };
+        line.push_str(&format!("; relay {relay} ({state})"));
+    }
+    line
+}
+
 fn print_status(s: &Status) {
     println!("peer      {}", s.peer_id);
     println!("network   {} ({})", s.network, s.network_id);
@@ -128,27 +153,36 @@ fn print_status(s: &Status) {
     for a in &s.addresses {
         println!("address   {a}");
     }
+    println!("reach     {}", reach_line(s));
     println!();
     println!("view ({} members)", s.view.len());
     println!(
-        "  {:<54} {:>6} {:>9} {:>8} {:>8}  failed",
-        "peer", "inc", "heartbeat", "age s", "rtt ms"
+        "  {:<54} {:>6} {:>9} {:>8} {:>8} {:>6}  failed",
+        "peer", "inc", "heartbeat", "age s", "rtt ms", "path"
     );
     for m in &s.view {
         let rtt = m.rtt_ms.map_or("-".to_string(), |r| format!("{r:.1}"));
         println!(
-            "  {:<54} {:>6} {:>9} {:>8.1} {:>8}  {}",
+            "  {:<54} {:>6} {:>9} {:>8.1} {:>8} {:>6}  {}",
             m.peer_id,
             m.incarnation,
             m.heartbeat,
             m.age_ms as f64 / 1000.0,
             rtt,
+            m.path.map_or("-".to_string(), |p| path_name(p).to_string()),
             if m.failed { "yes" } else { "" }
         );
     }
     println!();
     println!("contacts");
     for (group, peers) in &s.contacts {
+        let peers: Vec<String> = peers
+            .iter()
+            .map(|p| match s.paths.get(p) {
+                Some(path) => format!("{p} ({})", path_name(*path)),
+                None => p.clone(),
+            })
+            .collect();
         println!("  group {group:>3}: {}", peers.join(", "));
     }
     println!();

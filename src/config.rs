@@ -23,6 +23,56 @@ pub struct NodeConfig {
     pub kelips: KelipsConfig,
     /// Storing and moving file bytes.
     pub files: FilesConfig,
+    /// LAN discovery, reachability, relays and hole punching.
+    pub nat: NatConfig,
+}
+
+/// LAN discovery, reachability, relays and hole punching. Defaults in `config/default.toml`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct NatConfig {
+    /// Find peers on the LAN with mDNS (only quickstore nodes of the same network are taken
+    /// in). Default true.
+    pub mdns: bool,
+    /// Ask the LAN's router for a port mapping with UPnP. Default false.
+    pub upnp: bool,
+    /// Serve as a relay for unreachable nodes (needs a public address). Default false.
+    pub relay_server: bool,
+    /// AutoNAT v2 probes one candidate address this often (ms). Default 5 000.
+    pub autonat_probe_interval_ms: u64,
+    /// After this many failed probes and none confirmed, the node counts itself unreachable
+    /// and reserves a slot on a relay. Default 3.
+    pub autonat_max_failed_probes: u32,
+    /// Relay server: reservations held at most. Default 128.
+    pub relay_max_reservations: usize,
+    /// Relay server: circuits at most. Default 64.
+    pub relay_max_circuits: usize,
+    /// Relay server: a circuit is closed after this long (ms). Default 3 600 000 (libp2p's
+    /// own default, 2 minutes, is too short for gossip).
+    pub relay_circuit_ms: u64,
+    /// Relay server: a circuit is closed after this many bytes each way. Default 64 MiB
+    /// (libp2p's own default, 128 KiB, is too small for gossip).
+    pub relay_circuit_bytes: u64,
+    /// Let file bytes go over a relay when no direct connection could be made, as long as the
+    /// file fits in `relay_circuit_bytes`. Default true.
+    pub relay_transfers: bool,
+}
+
+impl Default for NatConfig {
+    fn default() -> Self {
+        Self {
+            mdns: true,
+            upnp: false,
+            relay_server: false,
+            autonat_probe_interval_ms: 5_000,
+            autonat_max_failed_probes: 3,
+            relay_max_reservations: 128,
+            relay_max_circuits: 64,
+            relay_circuit_ms: 3_600_000,
+            relay_circuit_bytes: 64 << 20,
+            relay_transfers: true,
+        }
+    }
 }
 
 /// Storing and moving file bytes. Defaults in `config/default.toml`.
@@ -149,7 +199,39 @@ impl NodeConfig {
         self.external_addrs()?;
         self.metrics_addr()?;
         let f = &self.files;
-        let ranges: [(&str, u64, u64, u64); 16] = [
+        let t = &self.nat;
+        let ranges: [(&str, u64, u64, u64); 22] = [
+            (
+                "nat.autonat_probe_interval_ms",
+                t.autonat_probe_interval_ms,
+                10,
+                3_600_000,
+            ),
+            (
+                "nat.autonat_max_failed_probes",
+                t.autonat_max_failed_probes.into(),
+                1,
+                1000,
+            ),
+            (
+                "nat.relay_max_reservations",
+                t.relay_max_reservations as u64,
+                1,
+                65_536,
+            ),
+            (
+                "nat.relay_max_circuits",
+                t.relay_max_circuits as u64,
+                1,
+                65_536,
+            ),
+            ("nat.relay_circuit_ms", t.relay_circuit_ms, 1000, 86_400_000),
+            (
+                "nat.relay_circuit_bytes",
+                t.relay_circuit_bytes,
+                1 << 17,
+                u64::MAX,
+            ),
             ("files.keep_versions", f.keep_versions as u64, 0, 64),
             (
                 "files.orphan_grace_ms",

@@ -5,6 +5,7 @@
 //! configuration, metrics) and holds the command line.
 
 pub mod blobs;
+pub mod candidates;
 pub mod client;
 pub mod config;
 pub mod files;
@@ -13,6 +14,7 @@ pub mod local;
 pub mod metrics;
 pub mod node;
 pub mod output_path;
+pub mod reach;
 pub mod simulate;
 pub mod status;
 pub mod store;

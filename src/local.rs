@@ -49,7 +49,12 @@ impl LocalNode {
             idle_timeout: Duration::from_secs(10),
             ping_interval: Duration::from_secs(2),
         };
-        let mut swarm = swarm::build(keypair, driver, limits, None)?;
+        // In-process clusters find each other through bootstraps only.
+        let nat = crate::config::NatConfig {
+            mdns: false,
+            ..Default::default()
+        };
+        let mut swarm = swarm::build(keypair, driver, limits, &nat, None)?;
         swarm.listen_on("/ip4/127.0.0.1/tcp/0".parse()?)?;
         let address = loop {
             if let SwarmEvent::NewListenAddr { address, .. } = swarm.select_next_some().await {

@@ -10,7 +10,8 @@ use clap::Args;
 use futures::StreamExt;
 use libp2p::metrics::Recorder;
 use libp2p::swarm::SwarmEvent;
-use libp2p::{Multiaddr, PeerId, Swarm, ping, request_response};
+use libp2p::swarm::dial_opts::DialOpts;
+use libp2p::{Multiaddr, PeerId, Swarm, identify, mdns, ping, relay, request_response};
 use prometheus_client::registry::Registry;
 use quickstore_behaviours::net::peer::verified_addresses;
 use quickstore_behaviours::net::{BehaviourEvent, DriverConfig, Peer};
@@ -24,6 +25,7 @@ use crate::files::handle::{NodeCommand, NodeHandle, PendingLookups, answer, near
 use crate::files::service::{FilesService, Timeouts};
 use crate::files::versions::KeptVersions;
 use crate::metrics::NodeMetrics;
+use crate::reach::{Action, Reach};
 use crate::status::Status;
 use crate::store::NodeStore;
 use crate::swarm::{self, NodeBehaviour, NodeBehaviourEvent, SwarmLimits};
@@ -62,6 +64,16 @@ pub struct NodeArgs {
     /// Serve Prometheus metrics on ADDR:PORT at /metrics.
     #[arg(long)]
     pub metrics: Option<String>,
+    /// Do not look for peers on the LAN with mDNS (`nat.mdns = false`).
+    #[arg(long)]
+    pub no_mdns: bool,
+    /// Serve as a circuit relay for nodes behind NATs (`nat.relay_server`); give the node a
+    /// public `--external-addr` so it can advertise it.
+    #[arg(long)]
+    pub relay_server: bool,
+    /// Ask the LAN's router for a port mapping with UPnP (`nat.upnp`).
+    #[arg(long)]
+    pub upnp: bool,
 }
 
 /// What `DATA_DIR/node.json` holds, so local commands find the node.
@@ -102,6 +114,9 @@ impl NodeArgs {
         if let Some(metrics) = &self.metrics {
             config.node.metrics = metrics.clone();
         }
+        config.nat.mdns &= !self.no_mdns;
+        config.nat.relay_server |= self.relay_server;
+        config.nat.upnp |= self.upnp;
         let k = &mut config.kelips;
         if let Some(network) = &self.network {
             k.network_name = network.clone();
@@ -142,10 +157,15 @@ impl NodeArgs {
             .await??;
         let store = Arc::new(store);
 
-        let mut bootstraps: Vec<(PeerId, Vec<Multiaddr>)> = config
+        let configured: Vec<(PeerId, Multiaddr)> = config
             .bootstraps()?
             .into_iter()
-            .map(|b| (b.peer, vec![b.address]))
+            .map(|b| (b.peer, b.address))
+            .collect();
+        let mut reach = Reach::new(peer_id, config.nat.clone(), &configured);
+        let mut bootstraps: Vec<(PeerId, Vec<Multiaddr>)> = configured
+            .into_iter()
+            .map(|(peer, address)| (peer, vec![address]))
             .collect();
         bootstraps.extend(remembered_bootstraps(&remembered, peer_id, &bootstraps));
         let driver = DriverConfig {
@@ -171,6 +191,7 @@ impl NodeArgs {
             keypair,
             driver,
             limits,
+            &config.nat,
             metrics_addr.is_some().then_some(&mut registry),
         )?;
         for (name, bytes) in held {
@@ -192,6 +213,10 @@ impl NodeArgs {
         if let Some(addr) = metrics_addr {
             let bound = crate::metrics::serve(addr, Arc::new(registry)).await?;
             tracing::info!("metrics on http://{bound}/metrics");
+        }
+        for address in config.external_addrs()? {
+            reach.on_public(address.clone());
+            swarm.add_external_address(address);
         }
         for address in config.listen_addrs()? {
             swarm
@@ -262,6 +287,8 @@ impl NodeArgs {
             lookups: PendingLookups::new(),
             blobs,
             files,
+            reach,
+            relay_listener: None,
             tuples_dirty: false,
             handoff_timeout: Duration::from_millis(files_config.io_timeout_ms.max(10_000)),
             linger: Duration::from_millis(config.kelips.gossip_period_ms * 3),
@@ -315,6 +342,10 @@ struct Runner {
     blobs: Arc<BlobStore>,
     /// The file protocols (for the hand-off at a clean stop).
     files: Arc<FilesService>,
+    /// LAN discovery, reachability, relays, hole punching.
+    reach: Reach,
+    /// The listener of the relay reservation, if any.
+    relay_listener: Option<libp2p::core::transport::ListenerId>,
     /// A tuple naming this node was published since the last save.
     tuples_dirty: bool,
     /// The hand-off at a clean stop takes at most this long.
@@ -399,6 +430,11 @@ impl Runner {
         kelips.set_free_space(free);
         self.metrics.update(kelips);
         self.metrics.update_files(&self.files, &self.blobs);
+        let actions = self.reach.tick();
+        self.apply(actions);
+        self.files
+            .handle
+            .set_site(self.swarm.behaviour().kelips.site());
         if std::mem::take(&mut self.tuples_dirty) {
             self.save_peers();
         }
@@ -479,6 +515,69 @@ impl Runner {
             })) => self.swarm.behaviour_mut().kelips.handle_rtt(peer, rtt),
             SwarmEvent::Behaviour(NodeBehaviourEvent::Identify(event)) => {
                 self.libp2p_metrics.record(&event);
+                if let identify::Event::Received { peer_id, info, .. } = event {
+                    let actions =
+                        self.reach
+                            .on_identify(peer_id, &info.protocols, &info.listen_addrs);
+                    self.apply(actions);
+                }
+            }
+            SwarmEvent::Behaviour(NodeBehaviourEvent::Mdns(mdns::Event::Discovered(found))) => {
+                let actions = self.reach.on_mdns(found);
+                self.apply(actions);
+            }
+            SwarmEvent::Behaviour(NodeBehaviourEvent::AutonatClient(event)) => {
+                if let Err(e) = &event.result {
+                    tracing::debug!(
+                        "{} could not reach {}: {e}",
+                        event.server,
+                        event.tested_addr
+                    );
+                }
+                let actions = self
+                    .reach
+                    .on_probe(&event.tested_addr, event.result.is_ok());
+                self.apply(actions);
+            }
+            SwarmEvent::Behaviour(NodeBehaviourEvent::RelayClient(
+                relay::client::Event::ReservationReqAccepted { relay_peer_id, .. },
+            )) => self.reach.on_reserved(relay_peer_id),
+            SwarmEvent::Behaviour(NodeBehaviourEvent::Dcutr(event)) => {
+                if let Err(e) = &event.result {
+                    tracing::info!("hole punch to {} failed: {e}", event.remote_peer_id);
+                }
+                let actions = self
+                    .reach
+                    .on_hole_punch(event.remote_peer_id, event.result.is_ok());
+                self.apply(actions);
+            }
+            SwarmEvent::ConnectionEstablished {
+                peer_id,
+                connection_id,
+                endpoint,
+                ..
+            } => self.reach.on_connected(peer_id, connection_id, &endpoint),
+            SwarmEvent::ConnectionClosed {
+                peer_id,
+                connection_id,
+                ..
+            } => self.reach.on_closed(peer_id, connection_id),
+            SwarmEvent::ExternalAddrConfirmed { address } => self.reach.on_public(address),
+            SwarmEvent::ExternalAddrExpired { address } => self.reach.on_public_expired(&address),
+            SwarmEvent::ListenerClosed {
+                listener_id,
+                addresses,
+                reason,
+            } if self.relay_listener == Some(listener_id) => {
+                tracing::info!("relay listener closed: {reason:?}");
+                self.listen.retain(|a| !addresses.contains(a));
+                self.relay_listener = None;
+                self.reach.on_relay_lost();
+            }
+            SwarmEvent::ListenerError { listener_id, error }
+                if self.relay_listener == Some(listener_id) =>
+            {
+                tracing::info!("relay listener failed: {error}");
             }
             SwarmEvent::Behaviour(NodeBehaviourEvent::Status(
                 request_response::Event::Message {
@@ -486,7 +585,7 @@ impl Runner {
                     ..
                 },
             )) => {
-                let mut status = Status::of(&self.swarm.behaviour().kelips);
+                let mut status = Status::of(&self.swarm.behaviour().kelips).with_reach(&self.reach);
                 let files = self.files.counters.snapshot().into_iter().chain([
                     ("storage_used_bytes", self.blobs.used()),
                     ("storage_free_bytes", self.blobs.free()),
@@ -541,6 +640,37 @@ impl Runner {
             }
             BehaviourEvent::AddressesChanged(addresses) => {
                 tracing::info!("advertising {addresses:?}");
+            }
+        }
+    }
+
+    /// Carries out what the reachability rules asked for.
+    fn apply(&mut self, actions: Vec<Action>) {
+        for action in actions {
+            match action {
+                Action::Dial(peer, addresses) => {
+                    let opts = DialOpts::peer_id(peer).addresses(addresses).build();
+                    if let Err(e) = self.swarm.dial(opts) {
+                        tracing::debug!("cannot dial {peer} found on the LAN: {e}");
+                    }
+                }
+                Action::Introduce(peer, addresses) => {
+                    tracing::info!("found {peer} on the LAN at {addresses:?}");
+                    self.swarm.behaviour_mut().kelips.introduce(peer, addresses);
+                }
+                Action::Reserve(circuit) => {
+                    tracing::info!("reserving a relay slot: listening on {circuit}");
+                    match self.swarm.listen_on(circuit.clone()) {
+                        Ok(id) => self.relay_listener = Some(id),
+                        Err(e) => {
+                            tracing::warn!("cannot listen on {circuit}: {e}");
+                            self.reach.on_relay_lost();
+                        }
+                    }
+                }
+                Action::Close(connection) => {
+                    self.swarm.close_connection(connection);
+                }
             }
         }
     }

@@ -15,6 +15,8 @@ use quickstore_behaviours::net::protocol::{read_frame, write_frame};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
+use crate::reach::{Path, Reach, Reachability};
+
 /// The status protocol id.
 pub const STATUS_PROTOCOL: StreamProtocol = StreamProtocol::new("/quickstore/status/1.0.0");
 /// Largest status answer, in bytes.
@@ -41,6 +43,9 @@ pub struct ViewMember {
     pub rtt_ms: Option<f64>,
     /// Not heard for `t_fail`.
     pub failed: bool,
+    /// How it is connected now (`lan`, `direct`, `relay`); none when not connected.
+    #[serde(default)]
+    pub path: Option<Path>,
 }
 
 /// What `quickstore status` shows.
@@ -70,6 +75,23 @@ pub struct Status {
     pub contacts: BTreeMap<u32, Vec<String>>,
     /// Counters: messages, refusals, failures, bytes.
     pub counters: BTreeMap<String, u64>,
+    /// Whether others can reach this node: `public`, `private` (through a relay) or
+    /// `unknown` (not decided yet).
+    #[serde(default = "unknown")]
+    pub reachability: Reachability,
+    /// The public IP this node is seen from (the site of its LAN addresses), once known.
+    #[serde(default)]
+    pub site: Option<String>,
+    /// The relay circuit address it reserved, and whether the relay accepted it.
+    #[serde(default)]
+    pub relay: Option<(String, bool)>,
+    /// How each connected peer (members, contacts and others) is reached.
+    #[serde(default)]
+    pub paths: BTreeMap<String, Path>,
+}
+
+fn unknown() -> Reachability {
+    Reachability::Unknown
 }
 
 impl Status {
@@ -88,6 +110,7 @@ impl Status {
                 age_ms: now.saturating_sub(m.last_increase),
                 rtt_ms: m.rtt_us.map(|us| f64::from(us) / 1000.0),
                 failed: m.failed,
+                path: None,
             })
             .collect();
         view.sort_by(|a, b| a.peer_id.cmp(&b.peer_id));
@@ -131,7 +154,37 @@ impl Status {
             view,
             contacts,
             counters,
+            reachability: Reachability::Unknown,
+            site: kelips.site().map(|ip| ip.to_string()),
+            relay: None,
+            paths: BTreeMap::new(),
         }
+    }
+
+    /// Adds how this node and its peers are reached.
+    pub fn with_reach(mut self, reach: &Reach) -> Self {
+        self.reachability = reach.reachability();
+        self.relay = reach.relay().map(|a| (a.to_string(), reach.reserved()));
+        self.paths = reach
+            .paths()
+            .map(|(p, path)| (p.to_string(), path))
+            .collect();
+        for member in &mut self.view {
+            member.path = self.paths.get(&member.peer_id).copied();
+        }
+        let c = reach.counters();
+        let counters = [
+            ("autonat_probes_ok", c.probes_ok),
+            ("autonat_probes_failed", c.probes_failed),
+            ("hole_punches_ok", c.punch_ok),
+            ("hole_punches_failed", c.punch_failed),
+            ("relayed_connections_closed", c.relayed_closed),
+            ("last_hole_punch_ms", c.last_punch_ms),
+            ("mdns_peers_ignored", c.mdns_ignored),
+        ];
+        self.counters
+            .extend(counters.into_iter().map(|(k, v)| (k.to_string(), v)));
+        self
     }
 }
 

@@ -1,16 +1,21 @@
-//! Swarm assembly: TCP + Noise + Yamux, QUIC, DNS; identify, ping, connection limits, the
-//! Kelips behaviour and the status protocol.
+//! Swarm assembly: TCP + Noise + Yamux, QUIC, DNS, circuit relay (client); identify, ping,
+//! connection limits, mDNS, AutoNAT v2, relay server, DCUtR, UPnP, the Kelips behaviour and
+//! the status protocol.
 
 use std::time::Duration;
 
 use libp2p::identity::Keypair;
 use libp2p::swarm::NetworkBehaviour;
+use libp2p::swarm::behaviour::toggle::Toggle;
 use libp2p::{
-    Swarm, SwarmBuilder, connection_limits, identify, noise, ping, request_response, tcp, yamux,
+    Swarm, SwarmBuilder, autonat, connection_limits, dcutr, identify, mdns, noise, ping, relay,
+    request_response, tcp, upnp, yamux,
 };
 use prometheus_client::registry::Registry;
 use quickstore_behaviours::net::{Behaviour as KelipsBehaviour, DriverConfig};
 
+use crate::candidates::PublicCandidates;
+use crate::config::NatConfig;
 use crate::status::{STATUS_PROTOCOL, StatusCodec};
 
 /// The agent version identify announces.
@@ -31,6 +36,21 @@ pub struct NodeBehaviour {
     pub status: request_response::Behaviour<StatusCodec>,
     /// File streams: `/quickstore/files/1.0.0` and `/quickstore/blob/1.0.0`.
     pub streams: libp2p_stream::Behaviour,
+    /// LAN discovery (`nat.mdns`).
+    pub mdns: Toggle<mdns::tokio::Behaviour>,
+    /// Reservations on relays and relayed connections.
+    pub relay_client: relay::client::Behaviour,
+    /// Serving as a relay (`nat.relay_server`).
+    pub relay_server: Toggle<relay::Behaviour>,
+    /// Which of our addresses others can reach.
+    pub autonat_client: autonat::v2::client::Behaviour<rand_autonat::rngs::StdRng>,
+    /// Dialing back others' candidate addresses.
+    pub autonat_server: autonat::v2::server::Behaviour<rand_autonat::rngs::StdRng>,
+    /// Hole punching: relayed connections upgraded to direct ones (offering public address
+    /// candidates only).
+    pub dcutr: PublicCandidates<dcutr::Behaviour>,
+    /// Port mappings on the LAN's router (`nat.upnp`).
+    pub upnp: Toggle<upnp::tokio::Behaviour>,
 }
 
 /// Limits and timeouts of the swarm.
@@ -53,9 +73,13 @@ pub fn build(
     keypair: Keypair,
     driver: DriverConfig,
     limits: SwarmLimits,
+    nat: &NatConfig,
     registry: Option<&mut Registry>,
 ) -> anyhow::Result<Swarm<NodeBehaviour>> {
-    let make = |key: &Keypair| -> Result<NodeBehaviour, Box<dyn std::error::Error + Send + Sync>> {
+    let make = |key: &Keypair,
+                relay_client: relay::client::Behaviour|
+     -> Result<NodeBehaviour, Box<dyn std::error::Error + Send + Sync>> {
+        let me = key.public().to_peer_id();
         let connection_limits = connection_limits::ConnectionLimits::default()
             .with_max_established(Some(limits.max_connections))
             .with_max_established_per_peer(Some(limits.max_connections_per_peer))
@@ -79,6 +103,21 @@ pub fn build(
                 request_response::Config::default().with_request_timeout(Duration::from_secs(10)),
             ),
             streams: libp2p_stream::Behaviour::new(),
+            mdns: Toggle::from(
+                nat.mdns
+                    .then(|| mdns::tokio::Behaviour::new(mdns::Config::default(), me))
+                    .transpose()?,
+            ),
+            relay_client,
+            relay_server: Toggle::from(nat.relay_server.then(|| relay_server(me, nat))),
+            autonat_client: autonat::v2::client::Behaviour::new(
+                rand_autonat::make_rng(),
+                autonat::v2::client::Config::default()
+                    .with_probe_interval(Duration::from_millis(nat.autonat_probe_interval_ms)),
+            ),
+            autonat_server: autonat::v2::server::Behaviour::default(),
+            dcutr: PublicCandidates(dcutr::Behaviour::new(me)),
+            upnp: Toggle::from(nat.upnp.then(upnp::tokio::Behaviour::default)),
         })
     };
     let idle = limits.idle_timeout;
@@ -90,7 +129,8 @@ pub fn build(
             yamux::Config::default,
         )?
         .with_quic()
-        .with_dns()?;
+        .with_dns()?
+        .with_relay_client(noise::Config::new, yamux::Config::default)?;
     let swarm = match registry {
         Some(registry) => builder
             .with_bandwidth_metrics(registry)
@@ -103,6 +143,19 @@ pub fn build(
             .build(),
     };
     Ok(swarm)
+}
+
+/// A relay server with `nat`'s limits (libp2p's defaults are too small for gossip).
+fn relay_server(me: libp2p::PeerId, nat: &NatConfig) -> relay::Behaviour {
+    let config = relay::Config {
+        max_reservations: nat.relay_max_reservations,
+        max_circuits: nat.relay_max_circuits,
+        max_circuits_per_peer: nat.relay_max_circuits.min(16),
+        max_circuit_duration: Duration::from_millis(nat.relay_circuit_ms),
+        max_circuit_bytes: nat.relay_circuit_bytes,
+        ..relay::Config::default()
+    };
+    relay::Behaviour::new(me, config)
 }
 
 /// A small swarm for one-shot client commands (`quickstore status`): TCP and QUIC, status

@@ -19,7 +19,7 @@ use quickstore_behaviours::tuple::check_name;
 use serde::Serialize;
 use tokio::io::AsyncReadExt;
 
-use super::client::ClientPeer;
+use super::client::{ClientPeer, ReachError, RelayPolicy};
 use super::service::{files_request, open_stream};
 use super::sink::FileSink;
 use super::wire::{
@@ -30,6 +30,7 @@ use super::wire::{
 use crate::blobs::to_hex;
 use crate::client::Target;
 use crate::output_path::{target_path, temp_beside};
+use quickstore_behaviours::net::record::Scope;
 
 /// Options every file command shares.
 #[derive(Args, Debug, Clone)]
@@ -42,6 +43,10 @@ pub struct Common {
     /// Timeout of every open, read and write, in seconds.
     #[arg(long, default_value_t = 30)]
     timeout_s: u64,
+    /// Never move file bytes through a relay: a node reachable only through one (hole
+    /// punching failed) is an error.
+    #[arg(long)]
+    no_relay_transfers: bool,
 }
 
 /// Store a file under a name.
@@ -157,21 +162,55 @@ struct Session {
     client: ClientPeer,
     entry: PeerId,
     timeout: Duration,
+    relay: RelayPolicy,
+    /// Where the client reached the entry node.
+    entry_address: libp2p::Multiaddr,
+    /// The site (public IP) of the entry node when the client is on its LAN, asked once.
+    site: tokio::sync::OnceCell<Option<std::net::IpAddr>>,
 }
 
 impl Session {
     fn start(common: &Common) -> anyhow::Result<Self> {
-        Self::open(&common.target, Duration::from_secs(common.timeout_s.max(1)))
+        let mut session = Self::open(&common.target, Duration::from_secs(common.timeout_s.max(1)))?;
+        session.relay.allowed &= !common.no_relay_transfers;
+        Ok(session)
+    }
+
+    /// Learns the entry node's site when the client is on its LAN (reached it at a private
+    /// or loopback address): nodes' LAN addresses are dialable only from the same site.
+    async fn site(&self) -> Option<std::net::IpAddr> {
+        *self
+            .site
+            .get_or_init(|| async {
+                if Scope::of(&self.entry_address) != Scope::Lan {
+                    return None;
+                }
+                match self.ask(&FilesRequest::Site {}).await {
+                    Ok(FilesResponse::Site { ip }) => ip,
+                    Ok(other) => {
+                        tracing::debug!("entry node answered site with {other:?}");
+                        None
+                    }
+                    Err(e) => {
+                        tracing::debug!("entry node did not tell its site: {e:#}");
+                        None
+                    }
+                }
+            })
+            .await
     }
 
     fn open(target: &Target, timeout: Duration) -> anyhow::Result<Self> {
         let (entry, address) = target.resolve()?;
         let client = ClientPeer::start(timeout)?;
-        client.book.add(entry, vec![address]);
+        client.book.add(entry, vec![address.clone()]);
         Ok(Self {
             client,
             entry,
             timeout,
+            relay: RelayPolicy::default(),
+            entry_address: address,
+            site: tokio::sync::OnceCell::new(),
         })
     }
 
@@ -181,9 +220,29 @@ impl Session {
             .map_err(|e| anyhow!("unreachable: entry node {}: {e}", self.entry))
     }
 
-    async fn open_blob(&self, info: &PeerInfo) -> anyhow::Result<Stream> {
-        if !self.client.book.add_record(info) {
-            bail!("{} sent no verifiable address record", info.peer);
+    /// A blob stream to `info`'s node for a transfer of `size` bytes: direct if hole
+    /// punching allows, over a relay only as the relay policy allows.
+    async fn open_blob(&self, info: &PeerInfo, size: u64) -> anyhow::Result<Stream> {
+        let site = self.site().await;
+        if !self.client.book.add_record(info, site) {
+            bail!(
+                "{} sent no verifiable address record it can be dialed at from here",
+                info.peer
+            );
+        }
+        let relayed = self
+            .client
+            .prepare(info.peer.0, size, &self.relay, self.timeout)
+            .await
+            .map_err(|e| match e {
+                ReachError::Unreachable(_) => anyhow!("unreachable: {}: {e}", info.peer),
+                _ => anyhow!("refused: {}: {e}", info.peer),
+            })?;
+        if relayed {
+            tracing::info!(
+                "{} is reachable only through a relay: {size} bytes go over it",
+                info.peer
+            );
         }
         open_stream(
             &self.client.control,
@@ -353,7 +412,10 @@ async fn put_to(
 ) -> Result<FileTuple<Peer>, PutError> {
     let deadline = placed.deadline;
     let io = session.timeout;
-    let mut stream = session.open_blob(first).await.map_err(PutError::TryNext)?;
+    let mut stream = session
+        .open_blob(first, size)
+        .await
+        .map_err(PutError::TryNext)?;
     let request = BlobRequest::Put {
         name: name.to_string(),
         size,
@@ -506,7 +568,7 @@ async fn fetch_to(
     target: &Path,
 ) -> anyhow::Result<()> {
     let io = session.timeout;
-    let mut stream = session.open_blob(holder).await?;
+    let mut stream = session.open_blob(holder, tuple.size).await?;
     let request = BlobRequest::Get {
         blake3: tuple.version.blake3,
     };

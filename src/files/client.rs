@@ -4,6 +4,7 @@
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
+use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -11,12 +12,13 @@ use std::time::Duration;
 use futures::StreamExt;
 use libp2p::core::transport::PortUse;
 use libp2p::core::{Endpoint, Multiaddr};
+use libp2p::swarm::SwarmEvent;
 use libp2p::swarm::{
     ConnectionDenied, ConnectionId, FromSwarm, NetworkBehaviour, THandler, THandlerInEvent,
     THandlerOutEvent, ToSwarm, dummy,
 };
-use libp2p::{PeerId, SwarmBuilder, noise, tcp, yamux};
-use quickstore_behaviours::net::peer::verified_addresses;
+use libp2p::{PeerId, SwarmBuilder, dcutr, identify, noise, relay, tcp, yamux};
+use quickstore_behaviours::net::record::verified_record;
 
 use super::wire::PeerInfo;
 
@@ -39,9 +41,12 @@ impl AddressBook {
         }
     }
 
-    /// Adds a peer's verified signed record; false when the record does not verify.
-    pub fn add_record(&self, info: &PeerInfo) -> bool {
-        match verified_addresses(info.peer.0, &info.record) {
+    /// Adds the addresses of a peer's verified signed record that a client at `site` may
+    /// dial (LAN addresses only of its own site); false when the record does not verify or
+    /// leaves nothing to dial.
+    pub fn add_record(&self, info: &PeerInfo, site: Option<IpAddr>) -> bool {
+        let dialable = verified_record(info.peer.0, &info.record).map(|r| r.dialable(site));
+        match dialable {
             Some(addresses) if !addresses.is_empty() => {
                 self.add(info.peer.0, addresses);
                 true
@@ -109,20 +114,27 @@ impl NetworkBehaviour for AddressBook {
     }
 }
 
-/// What the client's swarm runs.
+/// What the client's swarm runs: streams, plus what it takes to reach nodes behind NATs
+/// (relayed connections and hole punching, which needs identify's observed addresses).
 #[derive(NetworkBehaviour)]
 #[behaviour(to_swarm = "ClientEvent")]
 pub struct ClientBehaviour {
     book: AddressBook,
     streams: libp2p_stream::Behaviour,
+    identify: identify::Behaviour,
+    relay_client: relay::client::Behaviour,
+    dcutr: crate::candidates::PublicCandidates<dcutr::Behaviour>,
 }
 
-/// Events of the client's swarm; nothing the client acts on (libp2p-stream declares `()`
-/// events and emits none).
+/// Events of the client's swarm.
 #[derive(Debug)]
 pub enum ClientEvent {
-    /// From libp2p-stream.
+    /// From libp2p-stream (none in practice).
     Stream,
+    /// Hole punching to this peer succeeded.
+    Punched(PeerId),
+    /// Anything else.
+    Other,
 }
 
 impl From<Infallible> for ClientEvent {
@@ -137,12 +149,63 @@ impl From<()> for ClientEvent {
     }
 }
 
+impl From<identify::Event> for ClientEvent {
+    fn from(_: identify::Event) -> Self {
+        ClientEvent::Other
+    }
+}
+
+impl From<relay::client::Event> for ClientEvent {
+    fn from(_: relay::client::Event) -> Self {
+        ClientEvent::Other
+    }
+}
+
+impl From<dcutr::Event> for ClientEvent {
+    fn from(event: dcutr::Event) -> Self {
+        match event.result {
+            Ok(_) => ClientEvent::Punched(event.remote_peer_id),
+            Err(e) => {
+                tracing::info!("hole punch to {} failed: {e}", event.remote_peer_id);
+                ClientEvent::Other
+            }
+        }
+    }
+}
+
+/// When file bytes may go over a relay.
+#[derive(Debug, Clone, Copy)]
+pub struct RelayPolicy {
+    /// Whether at all (`nat.relay_transfers`).
+    pub allowed: bool,
+    /// Files larger than this do not fit a circuit (`nat.relay_circuit_bytes`).
+    pub max_bytes: u64,
+    /// How long to wait for hole punching to replace a relayed connection.
+    pub punch_wait: Duration,
+}
+
+impl Default for RelayPolicy {
+    fn default() -> Self {
+        let nat = crate::config::NatConfig::default();
+        Self {
+            allowed: nat.relay_transfers,
+            max_bytes: nat.relay_circuit_bytes,
+            punch_wait: Duration::from_secs(8),
+        }
+    }
+}
+
+/// Connections of the client by peer: whether each is relayed.
+type Connections = Arc<Mutex<BTreeMap<PeerId, BTreeMap<ConnectionId, bool>>>>;
+
 /// A running client peer; dropping it stops its swarm.
 pub struct ClientPeer {
     /// Opens streams.
     pub control: libp2p_stream::Control,
     /// Where peers are.
     pub book: AddressBook,
+    connections: Connections,
+    dials: tokio::sync::mpsc::Sender<PeerId>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -152,17 +215,38 @@ impl Drop for ClientPeer {
     }
 }
 
+/// Why bytes cannot move between the client and a node.
+#[derive(Debug, thiserror::Error)]
+pub enum ReachError {
+    /// No connection at all within the timeout.
+    #[error("no connection within {0:?}")]
+    Unreachable(Duration),
+    /// Only a relayed connection, and relay transfers are off.
+    #[error(
+        "reachable only through a relay (hole punching made no direct connection) and relay transfers are off (nat.relay_transfers)"
+    )]
+    RelayOff,
+    /// Only a relayed connection, and the file does not fit the relay's circuit limit.
+    #[error(
+        "reachable only through a relay (hole punching made no direct connection) and the file's {size} bytes exceed the relay's circuit limit of {limit} bytes (nat.relay_circuit_bytes)"
+    )]
+    TooBigForRelay {
+        /// The file's bytes.
+        size: u64,
+        /// The circuit limit.
+        limit: u64,
+    },
+}
+
 impl ClientPeer {
-    /// Starts an ephemeral peer (TCP and QUIC, new identity) whose connections close after
-    /// `idle` without streams.
+    /// Starts an ephemeral peer (TCP and QUIC, new identity, relay transport) whose
+    /// connections close after `idle` without streams. It listens on all interfaces so that
+    /// hole punching can reuse its ports.
     pub fn start(idle: Duration) -> anyhow::Result<Self> {
         let book = AddressBook::default();
         let streams = libp2p_stream::Behaviour::new();
         let control = streams.new_control();
-        let behaviour = ClientBehaviour {
-            book: book.clone(),
-            streams,
-        };
+        let behaviour_book = book.clone();
         let mut swarm = SwarmBuilder::with_new_identity()
             .with_tokio()
             .with_tcp(
@@ -172,19 +256,156 @@ impl ClientPeer {
             )?
             .with_quic()
             .with_dns()?
-            .with_behaviour(|_| behaviour)?
+            .with_relay_client(noise::Config::new, yamux::Config::default)?
+            .with_behaviour(|key, relay_client| ClientBehaviour {
+                book: behaviour_book,
+                streams,
+                identify: identify::Behaviour::new(
+                    identify::Config::new("/quickstore/id/1.0.0".into(), key.public())
+                        .with_agent_version(crate::swarm::AGENT_VERSION.into()),
+                ),
+                relay_client,
+                dcutr: crate::candidates::PublicCandidates(dcutr::Behaviour::new(
+                    key.public().to_peer_id(),
+                )),
+            })?
             .with_swarm_config(|c| c.with_idle_connection_timeout(idle))
             .build();
+        for listen in ["/ip4/0.0.0.0/tcp/0", "/ip4/0.0.0.0/udp/0/quic-v1"] {
+            if let Ok(address) = listen.parse::<Multiaddr>()
+                && let Err(e) = swarm.listen_on(address)
+            {
+                tracing::debug!("client cannot listen on {listen}: {e}");
+            }
+        }
+        let connections = Connections::default();
+        let tracked = connections.clone();
+        let (dials, mut dial_requests) = tokio::sync::mpsc::channel::<PeerId>(16);
         let task = tokio::spawn(async move {
             loop {
-                let event = swarm.select_next_some().await;
-                tracing::trace!("client swarm: {event:?}");
+                tokio::select! {
+                    event = swarm.select_next_some() => on_client_event(&mut swarm, &tracked, event),
+                    Some(peer) = dial_requests.recv() => {
+                        if let Err(e) = swarm.dial(peer) {
+                            tracing::debug!("cannot dial {peer}: {e}");
+                        }
+                    }
+                }
             }
         });
         Ok(Self {
             control,
             book,
+            connections,
+            dials,
             task,
         })
+    }
+
+    /// Connects to `peer` if needed and makes sure `size` bytes may move: a relayed
+    /// connection is given `policy.punch_wait` to be replaced by a direct one; if it is not,
+    /// the transfer goes over the relay only as `policy` allows. True when it will be relayed.
+    pub async fn prepare(
+        &self,
+        peer: PeerId,
+        size: u64,
+        policy: &RelayPolicy,
+        timeout: Duration,
+    ) -> Result<bool, ReachError> {
+        let started = tokio::time::Instant::now();
+        let mut dialed = false;
+        let relayed_only = loop {
+            match self.path(&peer) {
+                Some(false) => return Ok(false),
+                Some(true) => break true,
+                None if started.elapsed() >= timeout => {
+                    return Err(ReachError::Unreachable(timeout));
+                }
+                None => {
+                    if !dialed {
+                        dialed = self.dials.send(peer).await.is_ok();
+                    }
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            }
+        };
+        let punching = tokio::time::Instant::now();
+        while relayed_only && punching.elapsed() < policy.punch_wait {
+            if self.path(&peer) == Some(false) {
+                return Ok(false);
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        if !policy.allowed {
+            return Err(ReachError::RelayOff);
+        }
+        if size > policy.max_bytes {
+            return Err(ReachError::TooBigForRelay {
+                size,
+                limit: policy.max_bytes,
+            });
+        }
+        Ok(true)
+    }
+
+    /// `Some(false)` with a direct connection to `peer`, `Some(true)` with relayed ones only.
+    fn path(&self, peer: &PeerId) -> Option<bool> {
+        let connections = self.connections.lock().ok()?;
+        let of_peer = connections.get(peer)?;
+        Some(of_peer.values().all(|relayed| *relayed)).filter(|_| !of_peer.is_empty())
+    }
+}
+
+fn on_client_event(
+    swarm: &mut libp2p::Swarm<ClientBehaviour>,
+    connections: &Connections,
+    event: SwarmEvent<ClientEvent>,
+) {
+    match event {
+        SwarmEvent::ConnectionEstablished {
+            peer_id,
+            connection_id,
+            endpoint,
+            ..
+        } => {
+            if let Ok(mut c) = connections.lock() {
+                c.entry(peer_id)
+                    .or_default()
+                    .insert(connection_id, endpoint.is_relayed());
+            }
+        }
+        SwarmEvent::ConnectionClosed {
+            peer_id,
+            connection_id,
+            ..
+        } => {
+            if let Ok(mut c) = connections.lock()
+                && let Some(of_peer) = c.get_mut(&peer_id)
+            {
+                of_peer.remove(&connection_id);
+                if of_peer.is_empty() {
+                    c.remove(&peer_id);
+                }
+            }
+        }
+        SwarmEvent::Behaviour(ClientEvent::Punched(peer)) => {
+            // Bytes must flow direct: the relayed connections go.
+            let relayed: Vec<ConnectionId> = connections
+                .lock()
+                .map(|c| {
+                    c.get(&peer)
+                        .map(|m| m.iter().filter(|(_, r)| **r).map(|(id, _)| *id).collect())
+                        .unwrap_or_default()
+                })
+                .unwrap_or_default();
+            tracing::info!(
+                "direct connection to {peer}; closing {} relayed",
+                relayed.len()
+            );
+            for id in relayed {
+                swarm.close_connection(id);
+            }
+        }
+        other => tracing::trace!("client swarm: {other:?}"),
     }
 }

@@ -121,6 +121,8 @@ pub struct NodeHandle {
     pub groups: u32,
     /// Copies per file.
     pub replication: usize,
+    /// The public IP this node is seen from (kept current by the swarm task).
+    site: Arc<std::sync::Mutex<Option<std::net::IpAddr>>>,
 }
 
 /// The swarm task stopped.
@@ -144,9 +146,22 @@ impl NodeHandle {
                 group,
                 groups,
                 replication,
+                site: Arc::default(),
             },
             receiver,
         )
+    }
+
+    /// The public IP this node is seen from, once known.
+    pub fn site(&self) -> Option<std::net::IpAddr> {
+        self.site.lock().ok().and_then(|s| *s)
+    }
+
+    /// Records the public IP this node is seen from (called by the swarm task).
+    pub fn set_site(&self, ip: Option<std::net::IpAddr>) {
+        if let Ok(mut site) = self.site.lock() {
+            *site = ip;
+        }
     }
 
     async fn ask<T>(

@@ -266,6 +266,9 @@ impl FilesService {
                 forwarded,
             } => self.find_version(name, lamport, forwarded).await,
             FilesRequest::HasVersion { name, lamport } => Ok(self.has_version(&name, lamport)),
+            FilesRequest::Site {} => Ok(FilesResponse::Site {
+                ip: self.handle.site(),
+            }),
         }
     }
 

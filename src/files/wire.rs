@@ -93,6 +93,10 @@ pub enum FilesRequest {
         /// The version's Lamport counter.
         lamport: u64,
     },
+    /// The public IP the answering node is seen from (the site of its LAN), so a client on
+    /// its LAN dials other nodes' LAN addresses only when they are of the same site.
+    #[serde(rename = "site")]
+    Site {},
     /// Publish a tombstone for `name`.
     #[serde(rename = "delete")]
     Delete {
@@ -142,6 +146,12 @@ pub enum FilesResponse {
     Deleted {
         /// It.
         tuple: FileTuple<Peer>,
+    },
+    /// The answer to `site`.
+    #[serde(rename = "site")]
+    Site {
+        /// The IP, when the node knows it.
+        ip: Option<std::net::IpAddr>,
     },
     /// Nobody knows the name.
     #[serde(rename = "not_found")]

@@ -3,6 +3,7 @@
 
 #![allow(dead_code)]
 
+pub mod netns;
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -35,6 +36,7 @@ impl Proc {
     pub fn start(&mut self, root: &Path, bootstraps: &[Multiaddr]) {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_quickstore"));
         cmd.arg("node")
+            .arg("--no-mdns")
             .arg("--data-dir")
             .arg(&self.dir)
             .arg("--config")

@@ -27,8 +27,9 @@ use libp2p::swarm::{
     THandlerOutEvent, ToSwarm,
 };
 
-use super::peer::{Peer, sign_record, verified_addresses};
+use super::peer::Peer;
 use super::protocol::{Inbound, KelipsCodec, PROTOCOL, WireCounters};
+use super::record::{Scope, first_ip, is_private, sign_scoped, verified_record};
 use crate::Millis;
 use crate::codec::Reply;
 use crate::config::{Config, ConfigError};
@@ -40,7 +41,11 @@ pub const MAX_IN_FLIGHT: usize = 1024;
 /// Events queued for the swarm at most; older ones are dropped first.
 pub const MAX_QUEUED_EVENTS: usize = 1024;
 /// Addresses advertised in the own signed record at most.
-pub const MAX_OWN_ADDRESSES: usize = 4;
+pub const MAX_OWN_ADDRESSES: usize = 8;
+/// Relayed (`/p2p-circuit`) addresses among them at most.
+pub const MAX_RELAYED_ADDRESSES: usize = 2;
+/// Peers found outside Kelips (mDNS) whose addresses are kept at most.
+pub const MAX_DISCOVERED: usize = 256;
 /// A node joins at the latest this long after it started, with or without a listen address.
 const JOIN_GRACE_MS: Millis = 2000;
 /// Peers remembered as unreachable (backed off) at most.
@@ -115,7 +120,16 @@ pub struct Behaviour {
     timer_at: Millis,
     bootstraps: BTreeMap<PeerId, Vec<Multiaddr>>,
     listen: BTreeSet<Multiaddr>,
+    /// Configured (`--external-addr`) addresses: always advertised.
+    configured: Vec<Multiaddr>,
+    /// Addresses confirmed reachable (AutoNAT v2, relay reservations).
     external: Vec<Multiaddr>,
+    /// The public IP others see this node from (the site of its LAN addresses).
+    site: Option<std::net::IpAddr>,
+    /// The site in the record signed last.
+    signed_site: Option<std::net::IpAddr>,
+    /// Peers found outside Kelips (mDNS) with their addresses.
+    discovered: BTreeMap<PeerId, Vec<Multiaddr>>,
     advertised: Vec<Multiaddr>,
     backoff_for: Duration,
     backoff: BTreeMap<PeerId, Instant>,
@@ -164,7 +178,11 @@ impl Behaviour {
             timer_at: 0,
             bootstraps: config.bootstraps.into_iter().collect(),
             listen: BTreeSet::new(),
-            external: config.external_addresses,
+            configured: config.external_addresses,
+            external: Vec::new(),
+            site: None,
+            signed_site: None,
+            discovered: BTreeMap::new(),
             advertised: Vec::new(),
             backoff_for: config.backoff,
             backoff: BTreeMap::new(),
@@ -236,21 +254,49 @@ impl Behaviour {
         &self.advertised
     }
 
-    /// Verified addresses of `peer`: from its signed record, else the bootstrap list.
+    /// The addresses this node may dial `peer` on: from its verified signed record (LAN ones
+    /// only from the same site; LAN, public, relayed in that order), else those it was found
+    /// at on the LAN or the bootstrap list.
     pub fn addresses_of(&self, peer: &PeerId) -> Vec<Multiaddr> {
         let mut addresses = self
             .core
             .entry_of(&Peer(*peer))
-            .and_then(|entry| verified_addresses(*peer, &entry.address))
+            .and_then(|entry| verified_record(*peer, &entry.address))
+            .map(|record| record.dialable(self.site))
             .unwrap_or_default();
-        if let Some(bootstrap) = self.bootstraps.get(peer) {
-            for address in bootstrap {
-                if !addresses.contains(address) {
-                    addresses.push(address.clone());
-                }
+        let extra = self.discovered.get(peer).into_iter().flatten();
+        for address in extra.chain(self.bootstraps.get(peer).into_iter().flatten()) {
+            if !addresses.contains(address) {
+                addresses.push(address.clone());
             }
         }
         addresses
+    }
+
+    /// The public IP this node is seen from, once a peer outside its LAN told it.
+    pub fn site(&self) -> Option<std::net::IpAddr> {
+        self.site
+    }
+
+    /// A peer found outside Kelips (mDNS) that speaks `/quickstore/kelips/1.0.0`: it is
+    /// dialed at `addresses` and greeted; a peer of another network refuses the greeting and
+    /// is never taken in.
+    pub fn introduce(&mut self, peer: PeerId, addresses: Vec<Multiaddr>) {
+        if self.discovered.len() >= MAX_DISCOVERED && !self.discovered.contains_key(&peer) {
+            return;
+        }
+        let known = self.discovered.entry(peer).or_default();
+        for address in addresses {
+            if !known.contains(&address) && known.len() < MAX_OWN_ADDRESSES {
+                known.push(address);
+            }
+        }
+        self.backoff.remove(&peer);
+        if self.joined {
+            let now = self.now();
+            self.core.introduce(now, Peer(peer));
+        }
+        self.wake();
     }
 
     /// An RTT sample for `peer` (from ping).
@@ -394,15 +440,22 @@ impl Behaviour {
         }
     }
 
-    /// Re-signs the own record when the advertised addresses change.
+    /// Re-signs the own record when the advertised addresses or the site change.
     fn refresh_record(&mut self) {
-        let advertised = own_addresses(&self.listen, &self.external);
-        if advertised == self.advertised {
+        let mut external = self.configured.clone();
+        for address in &self.external {
+            if !external.contains(address) {
+                external.push(address.clone());
+            }
+        }
+        let advertised = own_addresses(&self.listen, &external);
+        if advertised == self.advertised && self.site == self.signed_site {
             return;
         }
-        match sign_record(&self.keypair, advertised.clone()) {
+        match sign_scoped(&self.keypair, &advertised, self.site) {
             Ok(record) => {
                 self.core.set_address(record);
+                self.signed_site = self.site;
                 self.advertised = advertised.clone();
                 self.push_event(BehaviourEvent::AddressesChanged(advertised));
                 if let Some(waker) = &self.waker {
@@ -414,19 +467,50 @@ impl Behaviour {
     }
 }
 
-/// The addresses a node advertises: its own listen addresses without link-local ones and
-/// without unspecified ones, loopback only when it listens on nothing else, external ones
-/// first, at most [`MAX_OWN_ADDRESSES`].
+impl Behaviour {
+    /// A peer outside the LAN saw this node at `address`: its IP names the site. True when the
+    /// site changed.
+    fn learn_site(&mut self, address: &Multiaddr) -> bool {
+        let site = match first_ip(address) {
+            Some(ip) if !is_private(ip) && Scope::of(address) != Scope::Relayed => ip,
+            _ => return false,
+        };
+        if self.site == Some(site) {
+            return false;
+        }
+        tracing::info!("seen from {site}: the site of this node's LAN addresses");
+        self.site = Some(site);
+        true
+    }
+}
+
+/// The addresses a node advertises, at most [`MAX_OWN_ADDRESSES`]: external ones first
+/// (configured or confirmed), then relayed ones (at most [`MAX_RELAYED_ADDRESSES`]), then its
+/// own listen addresses without link-local and unspecified ones, loopback only when it listens
+/// on nothing else. Scopes follow from each address's form ([`Scope::of`]).
 pub fn own_addresses(listen: &BTreeSet<Multiaddr>, external: &[Multiaddr]) -> Vec<Multiaddr> {
-    let usable: Vec<&Multiaddr> = listen.iter().filter(|a| !is_link_local(a)).collect();
+    let relayed: Vec<&Multiaddr> = listen
+        .iter()
+        .chain(external)
+        .filter(|a| Scope::of(a) == Scope::Relayed)
+        .take(MAX_RELAYED_ADDRESSES)
+        .collect();
+    let usable: Vec<&Multiaddr> = listen
+        .iter()
+        .filter(|a| !is_link_local(a) && Scope::of(a) != Scope::Relayed)
+        .collect();
     let routable: Vec<&Multiaddr> = usable.iter().copied().filter(|a| !is_loopback(a)).collect();
     let chosen = if routable.is_empty() {
         usable
     } else {
         routable
     };
-    let mut out: Vec<Multiaddr> = external.to_vec();
-    for address in chosen {
+    let mut out: Vec<Multiaddr> = external
+        .iter()
+        .filter(|a| Scope::of(a) != Scope::Relayed)
+        .cloned()
+        .collect();
+    for address in relayed.into_iter().chain(chosen) {
         if !out.contains(address) {
             out.push(address.clone());
         }
@@ -531,10 +615,18 @@ impl NetworkBehaviour for Behaviour {
                 self.listen.remove(e.addr);
                 self.refresh_record();
             }
-            FromSwarm::ExternalAddrConfirmed(e)
-                if !self.external.contains(e.addr) && self.external.len() < MAX_OWN_ADDRESSES =>
-            {
-                self.external.push(e.addr.clone());
+            FromSwarm::ExternalAddrConfirmed(e) => {
+                if !self.external.contains(e.addr) && self.external.len() < MAX_OWN_ADDRESSES {
+                    self.external.push(e.addr.clone());
+                }
+                self.learn_site(e.addr);
+                self.refresh_record();
+            }
+            FromSwarm::ExternalAddrExpired(e) => {
+                self.external.retain(|a| a != e.addr);
+                self.refresh_record();
+            }
+            FromSwarm::NewExternalAddrCandidate(e) if self.learn_site(e.addr) => {
                 self.refresh_record();
             }
             _ => {}
@@ -562,7 +654,12 @@ impl NetworkBehaviour for Behaviour {
         // or after a grace period for nodes that listen nowhere.
         if !self.joined && (!self.advertised.is_empty() || now >= JOIN_GRACE_MS) {
             self.joined = true;
-            let bootstraps: Vec<Peer> = self.bootstraps.keys().map(|p| Peer(*p)).collect();
+            let bootstraps: Vec<Peer> = self
+                .bootstraps
+                .keys()
+                .chain(self.discovered.keys())
+                .map(|p| Peer(*p))
+                .collect();
             self.core.join(now, bootstraps);
         }
         if now >= self.core.next_deadline() {

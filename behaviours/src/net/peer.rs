@@ -91,7 +91,7 @@ pub fn verified_addresses(peer: PeerId, record: &AddressRecord) -> Option<Vec<Mu
 /// An address record could not be made.
 #[derive(Debug, thiserror::Error)]
 #[error("cannot sign address record: {0}")]
-pub struct RecordError(String);
+pub struct RecordError(pub(crate) String);
 
 #[cfg(test)]
 mod tests {

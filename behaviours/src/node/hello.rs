@@ -17,6 +17,8 @@ use crate::message::{Hello, HelloKind, HelloReply, Message, ViewReply, ViewReque
 
 /// Groups without a contact asked for in one hello.
 const MAX_WANTED_GROUPS: usize = 4;
+/// Bootstraps (configured and introduced) kept at most.
+pub const MAX_INTRODUCED: usize = 32;
 /// Entries per wanted group in a hello reply.
 const PER_WANTED_GROUP: usize = 2;
 /// Members of the joiner's group a join reply carries at most.
@@ -477,6 +479,24 @@ impl<I: NodeId> Kelips<I> {
         };
         if expired {
             self.retry_join(now);
+        }
+    }
+
+    /// A peer found outside Kelips (e.g. by mDNS on the LAN) that speaks the protocol: it is
+    /// remembered as a bootstrap (at most [`MAX_INTRODUCED`] of them, for joins and periodic
+    /// rejoins) and, once joined, greeted at once with a rejoin hello. If it is of another
+    /// network it refuses the hello and is never taken in; two networks founded apart on one
+    /// LAN merge this way.
+    pub fn introduce(&mut self, now: Millis, peer: I) {
+        if peer == self.me.id || self.view.get(&peer).is_some() {
+            return;
+        }
+        if !self.bootstraps.contains(&peer) && self.bootstraps.len() < MAX_INTRODUCED {
+            self.bootstraps.push(peer.clone());
+        }
+        if self.join == JoinState::Joined && self.contacts.group_of(&peer).is_none() {
+            let hello = self.hello(now, HelloKind::Rejoin, None);
+            self.send(peer, Message::Hello(hello));
         }
     }
 

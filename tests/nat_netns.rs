@@ -1,0 +1,527 @@
+//! Across NATs, in network namespaces: a public segment with a bootstrap + relay node, and two
+//! private LANs behind their own NAT routers with two nodes each (see
+//! `common::netns::Topology`). Run as root (CI is); elsewhere the tests say they are skipped.
+//!
+//! Groups are chosen so that group 1 is exactly LAN A's two nodes: a file of group 1 is held
+//! only behind NAT A, so getting it from LAN B must cross both NATs, by hole punching or
+//! through the relay.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use common::netns::{NatKind, Topology, require_root};
+use common::{Proc, identities, prepare};
+use quickstore::reach::{Path as Reached, Reachability};
+use quickstore::status::Status;
+use quickstore_behaviours::id::name_facts;
+
+/// One scenario at a time: they are timing-sensitive and each runs five nodes.
+static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+
+const CONFIG: &str = r#"
+[node]
+listen = ["/ip4/0.0.0.0/tcp/0", "/ip4/0.0.0.0/udp/0/quic-v1"]
+backoff_ms = 500
+idle_connection_timeout_ms = 60000
+
+[kelips]
+network_name = "nat-test"
+groups = 2
+heartbeat_period_ms = 200
+gossip_period_ms = 200
+t_fail_ms = 6000
+t_contact_ms = 20000
+sync_period_ms = 1000
+rejoin_period_ms = 2000
+request_timeout_ms = 3000
+
+[files]
+io_timeout_ms = 15000
+put_deadline_ms = 60000
+repair_period_ms = 1000
+
+[nat]
+mdns = false
+autonat_probe_interval_ms = 500
+autonat_max_failed_probes = 3
+"#;
+
+const BIN: &str = env!("CARGO_BIN_EXE_quickstore");
+const HOSTS: [&str; 5] = ["pub", "a1", "a2", "b1", "b2"];
+
+/// The five nodes, by host.
+struct Cluster {
+    name: String,
+    topology: Topology,
+    root: tempfile::TempDir,
+    procs: BTreeMap<&'static str, Proc>,
+}
+
+impl Cluster {
+    fn start(nat: NatKind) -> Cluster {
+        let topology = Topology::build("nat", nat, 0).expect("the topology builds");
+        // Count what a LAN sends towards the other site's private addresses: nothing should.
+        for (router, other_lan) in [("r1", "192.168.2.0/24"), ("r2", "192.168.1.0/24")] {
+            topology
+                .run(
+                    router,
+                    &["iptables", "-t", "raw", "-A", "PREROUTING", "-d", other_lan],
+                )
+                .expect("a counting rule");
+        }
+        let root = tempfile::tempdir().expect("temp dir");
+        std::fs::write(root.path().join("config.toml"), CONFIG).expect("config");
+        // Group 0: pub, b1, b2. Group 1: a1, a2.
+        let ids = identities(2, 3);
+        let (g0, g1): (Vec<_>, Vec<_>) = ids.into_iter().partition(|(_, g)| *g == 0);
+        let ordered = vec![
+            g0[0].clone(),
+            g1[0].clone(),
+            g1[1].clone(),
+            g0[1].clone(),
+            g0[2].clone(),
+        ];
+        let procs = prepare(root.path(), ordered);
+        let mut cluster = Cluster {
+            name: format!("{nat:?}").to_lowercase(),
+            topology,
+            root,
+            procs: HOSTS.into_iter().zip(procs).collect(),
+        };
+        cluster.launch(
+            "pub",
+            &[
+                "--listen",
+                "/ip4/0.0.0.0/tcp/4001",
+                "--listen",
+                "/ip4/0.0.0.0/udp/4001/quic-v1",
+                "--external-addr",
+                "/ip4/198.51.100.1/tcp/4001",
+                "--external-addr",
+                "/ip4/198.51.100.1/udp/4001/quic-v1",
+                "--relay-server",
+            ],
+        );
+        let bootstrap = format!(
+            "/ip4/198.51.100.1/tcp/4001/p2p/{}",
+            cluster.procs["pub"].peer
+        );
+        for host in ["a1", "a2", "b1", "b2"] {
+            cluster.launch(host, &["--bootstrap", &bootstrap]);
+        }
+        cluster
+    }
+
+    fn launch(&mut self, host: &'static str, extra: &[&str]) {
+        let config = self.root.path().join("config.toml");
+        let proc = self.procs.get_mut(host).expect("a host");
+        let mut cmd = self.topology.command(host, BIN);
+        cmd.arg("node")
+            .arg("--data-dir")
+            .arg(&proc.dir)
+            .arg("--config")
+            .arg(&config)
+            .args(extra)
+            .env("RUST_LOG", "info,libp2p_dcutr=debug,libp2p_relay=debug")
+            .env("NO_COLOR", "1")
+            .stdout(Stdio::piped())
+            .stderr(std::fs::File::create(proc.log()).expect("log file"));
+        let mut child = cmd.spawn().expect("quickstore node starts");
+        let stdout = child.stdout.take().expect("stdout");
+        let mut line = String::new();
+        BufReader::new(stdout)
+            .read_line(&mut line)
+            .expect("reads the first line");
+        assert!(line.starts_with("listening on"), "{host}: {line:?}");
+        proc.child = Some(child);
+    }
+
+    fn dir(&self, host: &str) -> &Path {
+        &self.procs[host].dir
+    }
+
+    fn peer(&self, host: &str) -> String {
+        self.procs[host].peer.to_string()
+    }
+
+    /// `quickstore ARGS` in `host`'s namespace, against that host's node.
+    fn client(&self, host: &str, args: &[&str]) -> Output {
+        let mut cmd: Command = self.topology.command(host, BIN);
+        cmd.args(args)
+            .arg("--data-dir")
+            .arg(self.dir(host))
+            .env("RUST_LOG", "info")
+            .env("NO_COLOR", "1");
+        cmd.output().expect("the client runs")
+    }
+
+    fn status(&self, host: &str) -> Option<Status> {
+        let out = self.client(host, &["status", "--json"]);
+        serde_json::from_slice(&out.stdout).ok()
+    }
+
+    fn statuses(&self) -> BTreeMap<&'static str, Status> {
+        HOSTS
+            .into_iter()
+            .filter_map(|h| Some((h, self.status(h)?)))
+            .collect()
+    }
+
+    /// Polls until `ready` holds for the statuses, or panics with them after `limit`.
+    fn wait(
+        &self,
+        what: &str,
+        limit: Duration,
+        ready: impl Fn(&BTreeMap<&'static str, Status>) -> bool,
+    ) -> BTreeMap<&'static str, Status> {
+        let started = Instant::now();
+        loop {
+            let statuses = self.statuses();
+            if ready(&statuses) {
+                println!("{what}: after {:.1} s", started.elapsed().as_secs_f64());
+                return statuses;
+            }
+            if started.elapsed() > limit {
+                panic!("{what}: not after {limit:?}\n{}", describe(&statuses));
+            }
+            std::thread::sleep(Duration::from_millis(500));
+        }
+    }
+
+    /// How `host` reaches `other` now.
+    fn path(
+        statuses: &BTreeMap<&str, Status>,
+        host: &str,
+        other: &str,
+        peer: &str,
+    ) -> Option<Reached> {
+        let _ = other;
+        statuses.get(host)?.paths.get(peer).copied()
+    }
+
+    /// Packets the LAN behind `router` sent towards the other site's private addresses.
+    fn packets_to_other_site(&self, router: &str) -> u64 {
+        let listing = self
+            .topology
+            .run(
+                router,
+                &[
+                    "iptables",
+                    "-t",
+                    "raw",
+                    "-L",
+                    "PREROUTING",
+                    "-v",
+                    "-x",
+                    "-n",
+                ],
+            )
+            .expect("iptables lists");
+        listing
+            .lines()
+            .find(|l| l.contains("192.168."))
+            .and_then(|l| l.split_whitespace().next()?.parse().ok())
+            .expect("the counting rule")
+    }
+
+    /// Copies the node logs where they survive the test (the data directories do not).
+    fn keep_logs(&self) {
+        let target = std::env::temp_dir().join(format!("quickstore-{}-logs", self.name));
+        let _ = std::fs::create_dir_all(&target);
+        for (host, proc) in &self.procs {
+            let _ = std::fs::copy(proc.log(), target.join(format!("{host}.log")));
+        }
+        println!("logs in {}", target.display());
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for proc in self.procs.values_mut() {
+            if let Some(mut child) = proc.child.take() {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+        }
+        self.keep_logs();
+    }
+}
+
+fn describe(statuses: &BTreeMap<&'static str, Status>) -> String {
+    statuses
+        .iter()
+        .map(|(h, s)| {
+            format!(
+                "{h}: joined {} view {} (failed {}) contacts {:?} reach {:?} relay {:?} paths {:?}",
+                s.joined,
+                s.view.len(),
+                s.view.iter().filter(|m| m.failed).count(),
+                s.contacts.keys().collect::<Vec<_>>(),
+                s.reachability,
+                s.relay,
+                s.paths.values().collect::<Vec<_>>()
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// Converged: every node sees its whole group alive and has a contact for the other group.
+fn converged(statuses: &BTreeMap<&'static str, Status>) -> bool {
+    statuses.len() == HOSTS.len()
+        && statuses.iter().all(|(host, s)| {
+            let others_in_group = if host.starts_with('a') { 1 } else { 2 };
+            s.joined
+                && s.view.len() == others_in_group
+                && s.view.iter().all(|m| !m.failed)
+                && s.contacts.len() == 1
+        })
+}
+
+/// A name whose group is `group` (of 2).
+fn name_in_group(prefix: &str, group: u32) -> String {
+    (0..)
+        .map(|i| format!("{prefix}-{i}"))
+        .find(|n| name_facts(n, 2).0 == group)
+        .expect("some name hashes there")
+}
+
+fn write_file(dir: &Path, name: &str, size: usize, seed: u8) -> std::path::PathBuf {
+    let path = dir.join(name);
+    let bytes: Vec<u8> = (0..size)
+        .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed) ^ (i >> 11) as u8)
+        .collect();
+    std::fs::write(&path, bytes).expect("test file");
+    path
+}
+
+fn json(out: &Output, what: &str) -> serde_json::Value {
+    assert!(
+        out.status.success(),
+        "{what} failed: {}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{what}: bad JSON: {e}"))
+}
+
+/// What one scenario saw, for the report.
+struct Seen {
+    cross_direct_pairs: usize,
+    punch_ok: u64,
+    punch_failed: u64,
+}
+
+fn scenario(nat: NatKind) -> Seen {
+    let cluster = Cluster::start(nat);
+    let name = format!("{nat:?}").to_lowercase();
+    // Everyone joins and converges; the NATed nodes know they are unreachable and hold a
+    // relay reservation; the two nodes of a LAN talk over it directly.
+    let lan_pairs = [("a1", "a2"), ("a2", "a1"), ("b1", "b2"), ("b2", "b1")];
+    let peers: BTreeMap<&str, String> = HOSTS.iter().map(|h| (*h, cluster.peer(h))).collect();
+    let over_lan = |s: &BTreeMap<&'static str, Status>| {
+        lan_pairs
+            .iter()
+            .all(|(h, o)| Cluster::path(s, h, o, &peers[o]) == Some(Reached::Lan))
+    };
+    let statuses = cluster.wait(
+        "converged with relays reserved",
+        Duration::from_secs(90),
+        |s| {
+            converged(s)
+                && over_lan(s)
+                && ["a1", "a2", "b1", "b2"].iter().all(|h| {
+                    s.get(h).is_some_and(|s| {
+                        s.reachability == Reachability::Private
+                            && s.relay.as_ref().is_some_and(|(_, accepted)| *accepted)
+                    })
+                })
+        },
+    );
+    assert_eq!(statuses["pub"].reachability, Reachability::Public);
+    for (host, other) in lan_pairs {
+        assert_eq!(
+            Cluster::path(&statuses, host, other, &cluster.peer(other)),
+            Some(Reached::Lan),
+            "{host} reaches {other} over their LAN\n{}",
+            describe(&statuses)
+        );
+    }
+    for host in ["a1", "a2", "b1", "b2"] {
+        assert!(
+            statuses[host]
+                .site
+                .as_deref()
+                .is_some_and(|s| s.starts_with("198.51.100.1")),
+            "{host} knows the public IP of its NAT: {:?}",
+            statuses[host].site
+        );
+    }
+
+    // A file of group 1 (held only on LAN A), put from LAN A, got from LAN B.
+    let files = tempfile::tempdir().expect("temp dir");
+    let lan_a_name = name_in_group(&format!("{name}-lan-a"), 1);
+    let source = write_file(files.path(), "a.bin", 3 << 20, 7);
+    let put = json(
+        &cluster.client(
+            "a1",
+            &[
+                "put",
+                source.to_str().expect("utf-8"),
+                &lan_a_name,
+                "--json",
+            ],
+        ),
+        "put from LAN A",
+    );
+    assert_eq!(put["group_size"], 2, "{put}");
+    let target = files.path().join("got-b1");
+    let get = json(
+        &cluster.client(
+            "b1",
+            &[
+                "get",
+                &lan_a_name,
+                "-o",
+                target.to_str().expect("utf-8"),
+                "--json",
+            ],
+        ),
+        "get from LAN B",
+    );
+    assert_eq!(
+        std::fs::read(&target).expect("got"),
+        std::fs::read(&source).expect("sent")
+    );
+    println!("get across both NATs: {get}");
+
+    // A file of group 0 (pub and LAN B), put from LAN A, got from LAN A's other node.
+    let group0_name = name_in_group(&format!("{name}-group0"), 0);
+    let source0 = write_file(files.path(), "b.bin", 1 << 20, 9);
+    json(
+        &cluster.client(
+            "a2",
+            &[
+                "put",
+                source0.to_str().expect("utf-8"),
+                &group0_name,
+                "--json",
+            ],
+        ),
+        "put from LAN A into group 0",
+    );
+    let target0 = files.path().join("got-a1");
+    json(
+        &cluster.client(
+            "a1",
+            &[
+                "get",
+                &group0_name,
+                "-o",
+                target0.to_str().expect("utf-8"),
+                "--json",
+            ],
+        ),
+        "get of group 0 from LAN A",
+    );
+    assert_eq!(
+        std::fs::read(&target0).expect("got"),
+        std::fs::read(&source0).expect("sent")
+    );
+
+    let statuses = cluster.statuses();
+    assert!(
+        over_lan(&statuses),
+        "LAN neighbours still talk over their LAN\n{}",
+        describe(&statuses)
+    );
+    for router in ["r1", "r2"] {
+        assert_eq!(
+            cluster.packets_to_other_site(router),
+            0,
+            "nothing behind {router} dialed the other site's private addresses"
+        );
+    }
+    let mut cross_direct_pairs = 0;
+    for a in ["a1", "a2"] {
+        for b in ["b1", "b2"] {
+            let path = Cluster::path(&statuses, a, b, &cluster.peer(b));
+            println!("{a} -> {b}: {path:?}");
+            if path == Some(Reached::Direct) {
+                cross_direct_pairs += 1;
+            }
+        }
+    }
+    let counter = |key: &str| -> u64 {
+        statuses
+            .values()
+            .map(|s| s.counters.get(key).copied().unwrap_or(0))
+            .sum()
+    };
+    let seen = Seen {
+        cross_direct_pairs,
+        punch_ok: counter("hole_punches_ok"),
+        punch_failed: counter("hole_punches_failed"),
+    };
+    println!(
+        "{nat:?}: hole punches ok {} failed {}; direct cross-LAN node pairs {}",
+        seen.punch_ok, seen.punch_failed, seen.cross_direct_pairs
+    );
+    if nat == NatKind::RandomFully {
+        // No direct path can be made: bytes go over the relay, or not at all when the client
+        // refuses relayed transfers, with the reason.
+        let refused = cluster.client(
+            "b2",
+            &[
+                "get",
+                &lan_a_name,
+                "-o",
+                files.path().join("refused").to_str().expect("utf-8"),
+                "--no-relay-transfers",
+            ],
+        );
+        let stderr = String::from_utf8_lossy(&refused.stderr);
+        assert!(
+            !refused.status.success(),
+            "a relay-only get without relay transfers fails"
+        );
+        assert!(
+            stderr.contains("relay"),
+            "the reason names the relay: {stderr}"
+        );
+        println!("refused as configured: {}", stderr.trim());
+    }
+    seen
+}
+
+#[test]
+fn across_masquerade_nats_hole_punching_makes_direct_connections() {
+    if !require_root("across_masquerade_nats_hole_punching_makes_direct_connections") {
+        return;
+    }
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let seen = scenario(NatKind::Masquerade);
+    assert!(
+        seen.punch_ok > 0,
+        "some hole punch succeeds behind plain MASQUERADE"
+    );
+}
+
+#[test]
+fn across_symmetric_nats_files_go_through_the_relay() {
+    if !require_root("across_symmetric_nats_files_go_through_the_relay") {
+        return;
+    }
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let seen = scenario(NatKind::RandomFully);
+    assert_eq!(
+        seen.cross_direct_pairs, 0,
+        "random-fully NATs cannot be punched"
+    );
+}
