@@ -9,13 +9,13 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use std::process::Output;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use common::netns::{NatKind, Topology, require_root};
+use common::ns_node::{self, BIN};
 use common::{Proc, identities, prepare};
 use quickstore::reach::{Path as Reached, Reachability};
 use quickstore::status::Status;
@@ -52,7 +52,6 @@ autonat_probe_interval_ms = 500
 autonat_max_failed_probes = 3
 "#;
 
-const BIN: &str = env!("CARGO_BIN_EXE_quickstore");
 const HOSTS: [&str; 5] = ["pub", "a1", "a2", "b1", "b2"];
 
 /// The five nodes, by host.
@@ -120,26 +119,9 @@ impl Cluster {
 
     fn launch(&mut self, host: &'static str, extra: &[&str]) {
         let config = self.root.path().join("config.toml");
+        let cmd = self.topology.command(host, BIN);
         let proc = self.procs.get_mut(host).expect("a host");
-        let mut cmd = self.topology.command(host, BIN);
-        cmd.arg("node")
-            .arg("--data-dir")
-            .arg(&proc.dir)
-            .arg("--config")
-            .arg(&config)
-            .args(extra)
-            .env("RUST_LOG", "info,libp2p_dcutr=debug,libp2p_relay=debug")
-            .env("NO_COLOR", "1")
-            .stdout(Stdio::piped())
-            .stderr(std::fs::File::create(proc.log()).expect("log file"));
-        let mut child = cmd.spawn().expect("quickstore node starts");
-        let stdout = child.stdout.take().expect("stdout");
-        let mut line = String::new();
-        BufReader::new(stdout)
-            .read_line(&mut line)
-            .expect("reads the first line");
-        assert!(line.starts_with("listening on"), "{host}: {line:?}");
-        proc.child = Some(child);
+        ns_node::launch(cmd, proc, &config, extra);
     }
 
     fn dir(&self, host: &str) -> &Path {
@@ -152,18 +134,11 @@ impl Cluster {
 
     /// `quickstore ARGS` in `host`'s namespace, against that host's node.
     fn client(&self, host: &str, args: &[&str]) -> Output {
-        let mut cmd: Command = self.topology.command(host, BIN);
-        cmd.args(args)
-            .arg("--data-dir")
-            .arg(self.dir(host))
-            .env("RUST_LOG", "info")
-            .env("NO_COLOR", "1");
-        cmd.output().expect("the client runs")
+        ns_node::client(self.topology.command(host, BIN), self.dir(host), args)
     }
 
     fn status(&self, host: &str) -> Option<Status> {
-        let out = self.client(host, &["status", "--json"]);
-        serde_json::from_slice(&out.stdout).ok()
+        ns_node::status(self.topology.command(host, BIN), self.dir(host))
     }
 
     fn statuses(&self) -> BTreeMap<&'static str, Status> {
@@ -229,27 +204,12 @@ impl Cluster {
             .and_then(|l| l.split_whitespace().next()?.parse().ok())
             .expect("the counting rule")
     }
-
-    /// Copies the node logs where they survive the test (the data directories do not).
-    fn keep_logs(&self) {
-        let target = std::env::temp_dir().join(format!("quickstore-{}-logs", self.name));
-        let _ = std::fs::create_dir_all(&target);
-        for (host, proc) in &self.procs {
-            let _ = std::fs::copy(proc.log(), target.join(format!("{host}.log")));
-        }
-        println!("logs in {}", target.display());
-    }
 }
 
 impl Drop for Cluster {
     fn drop(&mut self) {
-        for proc in self.procs.values_mut() {
-            if let Some(mut child) = proc.child.take() {
-                let _ = child.kill();
-                let _ = child.wait();
-            }
-        }
-        self.keep_logs();
+        let procs = self.procs.iter_mut().map(|(h, p)| (*h, p));
+        ns_node::stop_and_keep_logs(&self.name, procs);
     }
 }
 

@@ -120,6 +120,14 @@ pub struct FileReport {
     /// Live members of the name's group, when fewer than the replication (put).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub group_size: Option<u32>,
+    /// How the bytes went between the client and the node it streamed with: `direct`
+    /// (perhaps after hole punching) or `relay`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub via: Option<&'static str>,
+    /// Milliseconds from asking for a connection to that node to a usable one (dial, relay,
+    /// hole punching).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub connect_ms: Option<u64>,
 }
 
 impl FileReport {
@@ -134,7 +142,20 @@ impl FileReport {
             path: None,
             hops: None,
             group_size: None,
+            via: None,
+            connect_ms: None,
         }
+    }
+
+    /// Adds how the session's last stream was connected.
+    fn with_connection(mut self, session: &Session) -> Self {
+        if let Ok(last) = session.last_connection.lock()
+            && let Some((relayed, ms)) = *last
+        {
+            self.via = Some(if relayed { "relay" } else { "direct" });
+            self.connect_ms = Some(ms);
+        }
+        self
     }
 
     fn print(&self, json: bool, verb: &str) -> anyhow::Result<()> {
@@ -165,6 +186,8 @@ struct Session {
     relay: RelayPolicy,
     /// Where the client reached the entry node.
     entry_address: libp2p::Multiaddr,
+    /// The last blob stream's connection: relayed, and milliseconds to get it.
+    last_connection: std::sync::Mutex<Option<(bool, u64)>>,
     /// The site (public IP) of the entry node when the client is on its LAN, asked once.
     site: tokio::sync::OnceCell<Option<std::net::IpAddr>>,
 }
@@ -210,6 +233,7 @@ impl Session {
             timeout,
             relay: RelayPolicy::default(),
             entry_address: address,
+            last_connection: std::sync::Mutex::new(None),
             site: tokio::sync::OnceCell::new(),
         })
     }
@@ -230,6 +254,7 @@ impl Session {
                 info.peer
             );
         }
+        let asked = Instant::now();
         let relayed = self
             .client
             .prepare(info.peer.0, size, &self.relay, self.timeout)
@@ -238,6 +263,9 @@ impl Session {
                 ReachError::Unreachable(_) => anyhow!("unreachable: {}: {e}", info.peer),
                 _ => anyhow!("refused: {}: {e}", info.peer),
             })?;
+        if let Ok(mut last) = self.last_connection.lock() {
+            *last = Some((relayed, asked.elapsed().as_millis() as u64));
+        }
         if relayed {
             tracing::info!(
                 "{} is reachable only through a relay: {size} bytes go over it",
@@ -372,7 +400,7 @@ async fn put_file(
         let placed = Placed { newest, deadline };
         match put_to(session, first, others, &name, file, size, placed).await {
             Ok(tuple) => {
-                let mut report = FileReport::of(&tuple, started);
+                let mut report = FileReport::of(&tuple, started).with_connection(session);
                 if (group_size as usize) < homes.len().max(3) {
                     report.group_size = Some(group_size);
                 }
@@ -548,6 +576,7 @@ async fn get_file(
                 let mut report = FileReport::of(&tuple, started);
                 report.path = Some(target.display().to_string());
                 report.hops = Some(hops);
+                let report = report.with_connection(session);
                 return Ok(report);
             }
             Err(e) => {

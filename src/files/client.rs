@@ -133,6 +133,8 @@ pub enum ClientEvent {
     Stream,
     /// Hole punching to this peer succeeded.
     Punched(PeerId),
+    /// Hole punching to this peer failed.
+    PunchFailed(PeerId),
     /// Anything else.
     Other,
 }
@@ -167,7 +169,7 @@ impl From<dcutr::Event> for ClientEvent {
             Ok(_) => ClientEvent::Punched(event.remote_peer_id),
             Err(e) => {
                 tracing::info!("hole punch to {} failed: {e}", event.remote_peer_id);
-                ClientEvent::Other
+                ClientEvent::PunchFailed(event.remote_peer_id)
             }
         }
     }
@@ -190,13 +192,18 @@ impl Default for RelayPolicy {
         Self {
             allowed: nat.relay_transfers,
             max_bytes: nat.relay_circuit_bytes,
-            punch_wait: Duration::from_secs(8),
+            punch_wait: Duration::from_secs(4),
         }
     }
 }
 
-/// Connections of the client by peer: whether each is relayed.
-type Connections = Arc<Mutex<BTreeMap<PeerId, BTreeMap<ConnectionId, bool>>>>;
+/// Connections of the client by peer (whether each is relayed), and the peers hole punching
+/// failed for.
+#[derive(Clone, Default)]
+struct Connections {
+    relayed: Arc<Mutex<BTreeMap<PeerId, BTreeMap<ConnectionId, bool>>>>,
+    punch_failed: Arc<Mutex<std::collections::BTreeSet<PeerId>>>,
+}
 
 /// A running client peer; dropping it stops its swarm.
 pub struct ClientPeer {
@@ -334,6 +341,15 @@ impl ClientPeer {
             if self.path(&peer) == Some(false) {
                 return Ok(false);
             }
+            let failed = self
+                .connections
+                .punch_failed
+                .lock()
+                .map(|f| f.contains(&peer))
+                .unwrap_or(false);
+            if failed {
+                break;
+            }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         if !policy.allowed {
@@ -350,7 +366,7 @@ impl ClientPeer {
 
     /// `Some(false)` with a direct connection to `peer`, `Some(true)` with relayed ones only.
     fn path(&self, peer: &PeerId) -> Option<bool> {
-        let connections = self.connections.lock().ok()?;
+        let connections = self.connections.relayed.lock().ok()?;
         let of_peer = connections.get(peer)?;
         Some(of_peer.values().all(|relayed| *relayed)).filter(|_| !of_peer.is_empty())
     }
@@ -368,7 +384,7 @@ fn on_client_event(
             endpoint,
             ..
         } => {
-            if let Ok(mut c) = connections.lock() {
+            if let Ok(mut c) = connections.relayed.lock() {
                 c.entry(peer_id)
                     .or_default()
                     .insert(connection_id, endpoint.is_relayed());
@@ -379,7 +395,7 @@ fn on_client_event(
             connection_id,
             ..
         } => {
-            if let Ok(mut c) = connections.lock()
+            if let Ok(mut c) = connections.relayed.lock()
                 && let Some(of_peer) = c.get_mut(&peer_id)
             {
                 of_peer.remove(&connection_id);
@@ -391,6 +407,7 @@ fn on_client_event(
         SwarmEvent::Behaviour(ClientEvent::Punched(peer)) => {
             // Bytes must flow direct: the relayed connections go.
             let relayed: Vec<ConnectionId> = connections
+                .relayed
                 .lock()
                 .map(|c| {
                     c.get(&peer)
@@ -404,6 +421,13 @@ fn on_client_event(
             );
             for id in relayed {
                 swarm.close_connection(id);
+            }
+        }
+        SwarmEvent::Behaviour(ClientEvent::PunchFailed(peer)) => {
+            if let Ok(mut failed) = connections.punch_failed.lock()
+                && failed.len() < 1024
+            {
+                failed.insert(peer);
             }
         }
         other => tracing::trace!("client swarm: {other:?}"),

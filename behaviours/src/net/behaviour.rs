@@ -408,6 +408,13 @@ impl Behaviour {
                 self.backoff.remove(&peer);
                 if let Reply::Refused(reason) = response {
                     self.stats.refused_out += 1;
+                    // A peer found on the LAN that runs another network is left alone.
+                    if reason.starts_with("wrong network")
+                        && self.discovered.remove(&peer).is_some()
+                    {
+                        tracing::info!("{peer} on the LAN belongs to another network: ignored");
+                        self.core.forget_bootstrap(&Peer(peer));
+                    }
                     self.push_event(BehaviourEvent::Refused {
                         peer,
                         inbound: false,

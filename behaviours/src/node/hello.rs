@@ -500,6 +500,15 @@ impl<I: NodeId> Kelips<I> {
         }
     }
 
+    /// Forgets a peer introduced (or configured) as a bootstrap, e.g. one that turned out to
+    /// belong to another network: it is no longer greeted at rejoins.
+    pub fn forget_bootstrap(&mut self, peer: &I) {
+        self.bootstraps.retain(|b| b != peer);
+        if self.bootstrap_cursor >= self.bootstraps.len() {
+            self.bootstrap_cursor = 0;
+        }
+    }
+
     /// Periodic rejoin: a hello to a remembered peer that is no longer known (most likely on
     /// the far side of a healed partition), else to a bootstrap.
     pub(super) fn rejoin(&mut self, now: Millis) {
