@@ -360,6 +360,11 @@ fn scenario(nat: NatKind) -> Seen {
         std::fs::read(&source).expect("sent")
     );
     println!("get across both NATs: {get}");
+    let expected_via = match nat {
+        NatKind::Masquerade => "direct",
+        NatKind::RandomFully => "relay",
+    };
+    assert_eq!(get["via"], expected_via, "how the bytes went across: {get}");
 
     // A file of group 0 (pub and LAN B), put from LAN A, got from LAN A's other node.
     let group0_name = name_in_group(&format!("{name}-group0"), 0);
@@ -455,7 +460,40 @@ fn scenario(nat: NatKind) -> Seen {
             stderr.contains("relay"),
             "the reason names the relay: {stderr}"
         );
-        println!("refused as configured: {}", stderr.trim());
+        println!(
+            "refused as configured: {}",
+            stderr.trim().lines().last().unwrap_or("")
+        );
+        // A file larger than a relay circuit carries (64 MiB by default) is refused before
+        // any byte moves, naming the limit.
+        let big_name = name_in_group(&format!("{name}-too-big"), 1);
+        let big = write_file(files.path(), "big.bin", (64 << 20) + 1, 3);
+        json(
+            &cluster.client(
+                "a1",
+                &["put", big.to_str().expect("utf-8"), &big_name, "--json"],
+            ),
+            "put of a file larger than a relay circuit, within LAN A",
+        );
+        let too_big = cluster.client(
+            "b2",
+            &[
+                "get",
+                &big_name,
+                "-o",
+                files.path().join("too-big").to_str().expect("utf-8"),
+            ],
+        );
+        let stderr = String::from_utf8_lossy(&too_big.stderr);
+        assert!(
+            !too_big.status.success(),
+            "a relay-only get over the circuit limit fails"
+        );
+        assert!(
+            stderr.contains("circuit limit"),
+            "the reason names the circuit limit: {stderr}"
+        );
+        assert!(!files.path().join("too-big").exists(), "nothing written");
     }
     seen
 }
