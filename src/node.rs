@@ -262,6 +262,11 @@ impl NodeArgs {
             }),
             kept_writer: crate::files::service::spawn_kept_writer(store.clone()),
             counters: Default::default(),
+            relay: crate::files::service::RelayGate {
+                paths: Default::default(),
+                allowed: config.nat.relay_transfers,
+                max_bytes: config.nat.relay_circuit_bytes,
+            },
         });
         files.start()?;
         tokio::spawn(crate::files::repair::run(
@@ -432,6 +437,9 @@ impl Runner {
         self.metrics.update_files(&self.files, &self.blobs);
         let actions = self.reach.tick();
         self.apply(actions);
+        if let Ok(mut paths) = self.files.relay.paths.lock() {
+            *paths = self.reach.paths().collect();
+        }
         self.files
             .handle
             .set_site(self.swarm.behaviour().kelips.site());

@@ -24,6 +24,8 @@ const MAX_CANDIDATES: usize = 256;
 const MAX_RELAYS: usize = 16;
 /// A reservation attempt that produced nothing is given up after this.
 const RESERVATION_TIMEOUT: Duration = Duration::from_secs(20);
+/// After a lost or refused reservation, the next one waits this long.
+const RESERVATION_RETRY: Duration = Duration::from_secs(5);
 /// The circuit relay v2 hop protocol a relay server offers.
 const RELAY_HOP: StreamProtocol = StreamProtocol::new("/libp2p/circuit/relay/0.2.0/hop");
 
@@ -108,7 +110,10 @@ pub struct Reach {
     public: BTreeSet<Multiaddr>,
     failed_probes: u32,
     relays: Vec<(PeerId, Multiaddr)>,
+    /// Relays identify showed to serve the hop protocol: only these are asked.
+    serving: BTreeSet<PeerId>,
     next_relay: usize,
+    retry_at: Option<Instant>,
     reservation: Option<(Multiaddr, Instant)>,
     reserved: bool,
     counters: ReachCounters,
@@ -128,7 +133,9 @@ impl Reach {
             public: BTreeSet::new(),
             failed_probes: 0,
             relays: bootstraps.iter().take(MAX_RELAYS).cloned().collect(),
+            serving: BTreeSet::new(),
             next_relay: 0,
+            retry_at: None,
             reservation: None,
             reserved: false,
             counters: ReachCounters::default(),
@@ -210,12 +217,17 @@ impl Reach {
                 tracing::debug!("{peer} on the LAN does not speak Kelips: ignored");
             }
         }
-        if protocols.contains(&RELAY_HOP)
-            && self.relays.len() < MAX_RELAYS
-            && !self.relays.iter().any(|(p, _)| *p == peer)
-            && let Some(address) = listen.iter().find(|a| Scope::of(a) == Scope::Public)
-        {
-            self.relays.push((peer, address.clone()));
+        if protocols.contains(&RELAY_HOP) {
+            if self.serving.len() < MAX_RELAYS * 4 {
+                self.serving.insert(peer);
+            }
+            if self.relays.len() < MAX_RELAYS
+                && !self.relays.iter().any(|(p, _)| *p == peer)
+                && let Some(address) = listen.iter().find(|a| Scope::of(a) == Scope::Public)
+            {
+                self.relays.push((peer, address.clone()));
+            }
+            actions.extend(self.decide());
         }
         actions
     }
@@ -323,6 +335,7 @@ impl Reach {
         }
         self.reservation = None;
         self.reserved = false;
+        self.retry_at = Some(Instant::now() + RESERVATION_RETRY);
     }
 
     /// Once a second: decide on reachability without probes (nobody to probe with for long
@@ -357,10 +370,20 @@ impl Reach {
             }
             self.reachability = Reachability::Private;
         }
-        if self.reachability != Reachability::Private || self.reservation.is_some() {
+        if self.reachability != Reachability::Private
+            || self.reservation.is_some()
+            || self.retry_at.is_some_and(|at| at > Instant::now())
+        {
             return Vec::new();
         }
-        let Some((relay, address)) = self.relays.get(self.next_relay % self.relays.len().max(1))
+        // Bootstraps first (they come first in the list), each only once identify showed it
+        // serves as a relay; round-robin after a lost reservation.
+        let serving: Vec<&(PeerId, Multiaddr)> = self
+            .relays
+            .iter()
+            .filter(|(p, _)| self.serving.contains(p))
+            .collect();
+        let Some((relay, address)) = serving.get(self.next_relay % serving.len().max(1)).copied()
         else {
             return Vec::new();
         };
@@ -413,6 +436,8 @@ mod tests {
         let relay = PeerId::random();
         let at = addr("/ip4/198.51.100.1/tcp/4001");
         let mut reach = Reach::new(PeerId::random(), nat(), &[(relay, at.clone())]);
+        let hop = [RELAY_HOP, KELIPS_PROTOCOL];
+        assert!(reach.on_identify(relay, &hop, std::slice::from_ref(&at)).is_empty());
         assert!(
             reach
                 .on_probe(&addr("/ip4/192.168.1.2/tcp/5"), true)
@@ -429,6 +454,27 @@ mod tests {
         let circuit = at.with(Protocol::P2p(relay)).with(Protocol::P2pCircuit);
         assert_eq!(actions, vec![Action::Reserve(circuit)]);
         assert!(reach.tick().is_empty(), "one reservation at a time");
+        reach.on_relay_lost();
+        assert!(
+            reach.tick().is_empty(),
+            "a lost reservation is retried after a pause"
+        );
+    }
+
+    #[test]
+    fn bootstraps_that_do_not_serve_as_relays_are_not_asked() {
+        let bootstrap = PeerId::random();
+        let at = addr("/ip4/127.0.0.1/tcp/4001");
+        let mut reach = Reach::new(PeerId::random(), nat(), &[(bootstrap, at)]);
+        reach.on_probe(&addr("/ip4/127.0.0.1/tcp/5"), false);
+        reach.on_probe(&addr("/ip4/127.0.0.1/tcp/5"), false);
+        assert_eq!(reach.reachability(), Reachability::Private);
+        assert!(
+            reach
+                .on_identify(bootstrap, &[KELIPS_PROTOCOL], &[])
+                .is_empty()
+        );
+        assert!(reach.tick().is_empty(), "no relay to ask");
     }
 
     #[test]

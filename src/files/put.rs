@@ -138,6 +138,7 @@ impl FilesService {
     async fn open_downstream(&self, name: &str, size: u64, peers: Vec<PeerId>) -> Vec<Downstream> {
         let io = self.timeouts.io;
         let opened = join_all(peers.into_iter().map(|peer| async move {
+            self.relay.check(peer, size)?;
             let mut stream = open_stream(&self.control, peer, BLOB_PROTOCOL, io).await?;
             let request = BlobRequest::Forward {
                 name: name.to_string(),

@@ -219,6 +219,7 @@ async fn fetch_from(
 ) -> Result<Result<(), String>, WireError> {
     let io = service.timeouts.io;
     let hash = tuple.version.blake3;
+    service.relay.check(peer, tuple.size)?;
     let mut stream = open_stream(&service.control, peer, BLOB_PROTOCOL, io).await?;
     write_message(
         &mut stream,

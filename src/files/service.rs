@@ -109,6 +109,48 @@ pub struct FilesService {
     pub kept_writer: KeptWriter,
     /// Counters.
     pub counters: FilesCounters,
+    /// When bytes may go to another node over a relay.
+    pub relay: RelayGate,
+}
+
+/// When this node may move file bytes to or from another node over a relay: the paths to
+/// connected peers (refreshed by the swarm task) and `nat.relay_transfers`,
+/// `nat.relay_circuit_bytes`.
+#[derive(Debug, Clone, Default)]
+pub struct RelayGate {
+    /// How each connected peer is reached.
+    pub paths: Arc<std::sync::Mutex<std::collections::BTreeMap<PeerId, crate::reach::Path>>>,
+    /// Whether relayed transfers are allowed at all.
+    pub allowed: bool,
+    /// The largest file a relay circuit carries.
+    pub max_bytes: u64,
+}
+
+impl RelayGate {
+    /// Refuses a transfer of `size` bytes with `peer` when it is reached only through a relay
+    /// and the policy does not allow it; peers not connected yet pass (their path is unknown).
+    pub fn check(&self, peer: PeerId, size: u64) -> Result<(), WireError> {
+        let relayed = self
+            .paths
+            .lock()
+            .map(|p| p.get(&peer) == Some(&crate::reach::Path::Relay))
+            .unwrap_or(false);
+        if !relayed {
+            return Ok(());
+        }
+        if !self.allowed {
+            return Err(WireError::Relay(format!(
+                "{peer} is reachable only through a relay and nat.relay_transfers is off"
+            )));
+        }
+        if size > self.max_bytes {
+            return Err(WireError::Relay(format!(
+                "{peer} is reachable only through a relay and {size} bytes exceed its circuit limit of {} bytes (nat.relay_circuit_bytes)",
+                self.max_bytes
+            )));
+        }
+        Ok(())
+    }
 }
 
 /// Kept versions encoded for the node store: (name, CBOR list).
@@ -708,6 +750,7 @@ impl FilesService {
     pub async fn replicate(&self, peer: PeerId, tuple: &FileTuple<Peer>) -> Result<(), String> {
         let io = self.timeouts.io;
         let run = async {
+            self.relay.check(peer, tuple.size)?;
             let mut stream = open_stream(&self.control, peer, BLOB_PROTOCOL, io).await?;
             let request = BlobRequest::Replicate {
                 tuple: tuple.clone(),

@@ -271,6 +271,9 @@ pub enum WireError {
     /// The peer sent something unreadable or oversized.
     #[error("bad message: {0}")]
     Malformed(String),
+    /// The peer is reachable only through a relay, which may not carry these bytes.
+    #[error("{0}")]
+    Relay(String),
 }
 
 /// Runs `future` with `timeout`.

@@ -6,9 +6,8 @@
 pub mod netns;
 pub mod ns_node;
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use libp2p::identity::Keypair;
@@ -33,34 +32,15 @@ impl Proc {
         self.dir.join("log")
     }
 
-    /// Starts it with `root/config.toml`; returns once it listens.
+    /// Starts it with `root/config.toml` (mDNS off); returns once it listens.
     pub fn start(&mut self, root: &Path, bootstraps: &[Multiaddr]) {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_quickstore"));
-        cmd.arg("node")
-            .arg("--no-mdns")
-            .arg("--data-dir")
-            .arg(&self.dir)
-            .arg("--config")
-            .arg(root.join("config.toml"))
-            .env("RUST_LOG", "info")
-            .env("NO_COLOR", "1")
-            .stdout(Stdio::piped())
-            .stderr(
-                std::fs::OpenOptions::new()
-                    .create(true)
-                    .append(true)
-                    .open(self.log())
-                    .expect("log file"),
-            );
+        let mut extra = vec!["--no-mdns".to_string()];
         for b in bootstraps {
-            cmd.arg("--bootstrap").arg(b.to_string());
+            extra.extend(["--bootstrap".to_string(), b.to_string()]);
         }
-        let mut child = cmd.spawn().expect("quickstore node starts");
-        let stdout = child.stdout.take().expect("stdout");
-        let mut line = String::new();
-        BufReader::new(stdout)
-            .read_line(&mut line)
-            .expect("reads the first line");
+        let extra: Vec<&str> = extra.iter().map(String::as_str).collect();
+        let config = root.join("config.toml");
+        let line = ns_node::launch(Command::new(ns_node::BIN), self, &config, &extra);
         let rest = line
             .trim()
             .strip_prefix("listening on ")
@@ -72,7 +52,6 @@ impl Proc {
             self.peer
         );
         self.address = Some(full);
-        self.child = Some(child);
     }
 
     /// `kill -9`; returns the time of day in ms.

@@ -132,27 +132,6 @@ impl Topology {
         }
         Ok(Topology { nets })
     }
-
-    /// The namespace name of `host` (`pub`, `r1`, `r2`, `a1`, `a2`, `b1`, `b2`).
-    pub fn ns(&self, host: &str) -> String {
-        self.nets.ns(host)
-    }
-
-    /// The address of `host`; for a router its WAN (public) address.
-    pub fn ip(&self, host: &str) -> Ipv4Addr {
-        self.nets.ip(host)
-    }
-
-    /// A command running `program` inside `host`'s namespace (`ip netns exec <ns> <program>`).
-    pub fn command(&self, host: &str, program: impl AsRef<OsStr>) -> Command {
-        self.nets.command(host, program)
-    }
-
-    /// Runs `args` (program first) inside `host`'s namespace and returns its stdout; an error
-    /// when it cannot start or fails, with its stderr.
-    pub fn run(&self, host: &str, args: &[&str]) -> io::Result<String> {
-        self.nets.run(host, args)
-    }
 }
 
 impl Lan {
@@ -176,32 +155,29 @@ impl Lan {
         }
         Ok(Lan { nets })
     }
+}
 
-    /// The namespace name of `host` (`switch`, `h1`, `h2`, ...).
-    pub fn ns(&self, host: &str) -> String {
-        self.nets.ns(host)
+impl std::ops::Deref for Topology {
+    type Target = Namespaces;
+
+    /// Hosts `pub`, `r1`, `r2`, `a1`, `a2`, `b1`, `b2`; a router's address is its WAN one.
+    fn deref(&self) -> &Namespaces {
+        &self.nets
     }
+}
 
-    /// The address of `host` (`h1` is 10.77.0.2, ...).
-    pub fn ip(&self, host: &str) -> Ipv4Addr {
-        self.nets.ip(host)
-    }
+impl std::ops::Deref for Lan {
+    type Target = Namespaces;
 
-    /// A command running `program` inside `host`'s namespace (`ip netns exec <ns> <program>`).
-    pub fn command(&self, host: &str, program: impl AsRef<OsStr>) -> Command {
-        self.nets.command(host, program)
-    }
-
-    /// Runs `args` (program first) inside `host`'s namespace and returns its stdout; an error
-    /// when it cannot start or fails, with its stderr.
-    pub fn run(&self, host: &str, args: &[&str]) -> io::Result<String> {
-        self.nets.run(host, args)
+    /// Hosts `switch`, `h1` (10.77.0.2), `h2`, ...
+    fn deref(&self) -> &Namespaces {
+        &self.nets
     }
 }
 
 /// The namespaces of one topology by host name, with each host's first address; deletes them
-/// on drop.
-struct Namespaces {
+/// on drop. [`Topology`] and [`Lan`] give access to theirs (`ns`, `ip`, `command`, `run`).
+pub struct Namespaces {
     prefix: String,
     /// Host names in creation order (all of them exist).
     hosts: Vec<String>,
@@ -222,7 +198,7 @@ impl Namespaces {
     }
 
     /// The namespace name of `host`; panics for a host this topology does not have.
-    fn ns(&self, host: &str) -> String {
+    pub fn ns(&self, host: &str) -> String {
         assert!(
             self.hosts.iter().any(|h| h == host),
             "no host {host:?} in this topology (hosts: {:?})",
@@ -232,7 +208,7 @@ impl Namespaces {
     }
 
     /// The first address given to `host`; panics when it has none.
-    fn ip(&self, host: &str) -> Ipv4Addr {
+    pub fn ip(&self, host: &str) -> Ipv4Addr {
         *self
             .addresses
             .get(host)
@@ -240,7 +216,7 @@ impl Namespaces {
     }
 
     /// `ip netns exec <ns> <program>`.
-    fn command(&self, host: &str, program: impl AsRef<OsStr>) -> Command {
+    pub fn command(&self, host: &str, program: impl AsRef<OsStr>) -> Command {
         let mut command = Command::new("ip");
         command
             .args(["netns", "exec"])
@@ -250,7 +226,7 @@ impl Namespaces {
     }
 
     /// Runs `args` in `host`'s namespace; its stdout.
-    fn run(&self, host: &str, args: &[&str]) -> io::Result<String> {
+    pub fn run(&self, host: &str, args: &[&str]) -> io::Result<String> {
         let (program, rest) = args
             .split_first()
             .ok_or_else(|| io::Error::other("run: no program given"))?;

@@ -12,10 +12,15 @@ use super::Proc;
 /// The quickstore binary under test.
 pub const BIN: &str = env!("CARGO_BIN_EXE_quickstore");
 
-/// Starts `proc` as `quickstore node` through `cmd` (e.g. `ip netns exec NS quickstore`) with
-/// `config` and `extra` flags; returns once it prints its first listen address. Its log goes
-/// to `proc.log()`.
-pub fn launch(mut cmd: Command, proc: &mut Proc, config: &Path, extra: &[&str]) {
+/// Starts `proc` as `quickstore node` through `cmd` (`quickstore` itself, or e.g.
+/// `ip netns exec NS quickstore`) with `config` and `extra` flags; returns its first line
+/// (`listening on …`) once it prints it. Its log is appended to `proc.log()`.
+pub fn launch(mut cmd: Command, proc: &mut Proc, config: &Path, extra: &[&str]) -> String {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(proc.log())
+        .expect("log file");
     cmd.arg("node")
         .arg("--data-dir")
         .arg(&proc.dir)
@@ -28,7 +33,7 @@ pub fn launch(mut cmd: Command, proc: &mut Proc, config: &Path, extra: &[&str]) 
         )
         .env("NO_COLOR", "1")
         .stdout(Stdio::piped())
-        .stderr(std::fs::File::create(proc.log()).expect("log file"));
+        .stderr(log);
     let mut child = cmd.spawn().expect("quickstore node starts");
     let stdout = child.stdout.take().expect("stdout");
     let mut line = String::new();
@@ -37,6 +42,7 @@ pub fn launch(mut cmd: Command, proc: &mut Proc, config: &Path, extra: &[&str]) 
         .expect("reads the first line");
     assert!(line.starts_with("listening on"), "{:?}: {line:?}", proc.dir);
     proc.child = Some(child);
+    line
 }
 
 /// Runs `quickstore ARGS --data-dir DIR` through `cmd` (a client of the node in `dir`).
