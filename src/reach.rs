@@ -437,7 +437,11 @@ mod tests {
         let at = addr("/ip4/198.51.100.1/tcp/4001");
         let mut reach = Reach::new(PeerId::random(), nat(), &[(relay, at.clone())]);
         let hop = [RELAY_HOP, KELIPS_PROTOCOL];
-        assert!(reach.on_identify(relay, &hop, std::slice::from_ref(&at)).is_empty());
+        assert!(
+            reach
+                .on_identify(relay, &hop, std::slice::from_ref(&at))
+                .is_empty()
+        );
         assert!(
             reach
                 .on_probe(&addr("/ip4/192.168.1.2/tcp/5"), true)

@@ -209,7 +209,7 @@ impl Session {
                     return None;
                 }
                 match self.ask(&FilesRequest::Site {}).await {
-                    Ok(FilesResponse::Site { ip }) => ip,
+                    Ok(FilesResponse::Site { ip }) => ip.and_then(|ip| ip.parse().ok()),
                     Ok(other) => {
                         tracing::debug!("entry node answered site with {other:?}");
                         None

@@ -309,7 +309,7 @@ impl FilesService {
             } => self.find_version(name, lamport, forwarded).await,
             FilesRequest::HasVersion { name, lamport } => Ok(self.has_version(&name, lamport)),
             FilesRequest::Site {} => Ok(FilesResponse::Site {
-                ip: self.handle.site(),
+                ip: self.handle.site().map(|ip| ip.to_string()),
             }),
         }
     }

@@ -150,8 +150,8 @@ pub enum FilesResponse {
     /// The answer to `site`.
     #[serde(rename = "site")]
     Site {
-        /// The IP, when the node knows it.
-        ip: Option<std::net::IpAddr>,
+        /// The IP as text (`198.51.100.11`, `2001:db8::1`), when the node knows it.
+        ip: Option<String>,
     },
     /// Nobody knows the name.
     #[serde(rename = "not_found")]

@@ -44,6 +44,8 @@ pub const MAX_QUEUED_EVENTS: usize = 1024;
 pub const MAX_OWN_ADDRESSES: usize = 8;
 /// Relayed (`/p2p-circuit`) addresses among them at most.
 pub const MAX_RELAYED_ADDRESSES: usize = 2;
+/// Public IPs counted as this node's possible sites at most.
+const MAX_SIGHTINGS: usize = 8;
 /// Peers found outside Kelips (mDNS) whose addresses are kept at most.
 pub const MAX_DISCOVERED: usize = 256;
 /// A node joins at the latest this long after it started, with or without a listen address.
@@ -126,6 +128,8 @@ pub struct Behaviour {
     external: Vec<Multiaddr>,
     /// The public IP others see this node from (the site of its LAN addresses).
     site: Option<std::net::IpAddr>,
+    /// How often peers outside the LAN saw this node at each public IP.
+    sightings: BTreeMap<std::net::IpAddr, u64>,
     /// The site in the record signed last.
     signed_site: Option<std::net::IpAddr>,
     /// Peers found outside Kelips (mDNS) with their addresses.
@@ -182,6 +186,7 @@ impl Behaviour {
             external: Vec::new(),
             site: None,
             signed_site: None,
+            sightings: BTreeMap::new(),
             discovered: BTreeMap::new(),
             advertised: Vec::new(),
             backoff_for: config.backoff,
@@ -482,7 +487,26 @@ impl Behaviour {
             Some(ip) if !is_private(ip) && Scope::of(address) != Scope::Relayed => ip,
             _ => return false,
         };
-        if self.site == Some(site) {
+        // One peer's word is not enough to move the site: observations are counted (the
+        // oldest forgotten past a bound) and the most observed IP wins; ties keep the current.
+        *self.sightings.entry(site).or_insert(0) += 1;
+        if self.sightings.len() > MAX_SIGHTINGS {
+            let least = self
+                .sightings
+                .iter()
+                .filter(|(ip, _)| Some(**ip) != self.site)
+                .min_by_key(|(_, n)| **n)
+                .map(|(ip, _)| *ip);
+            if let Some(least) = least {
+                self.sightings.remove(&least);
+            }
+        }
+        let current = self
+            .site
+            .and_then(|ip| self.sightings.get(&ip))
+            .copied()
+            .unwrap_or(0);
+        if self.site == Some(site) || self.sightings[&site] <= current {
             return false;
         }
         tracing::info!("seen from {site}: the site of this node's LAN addresses");
