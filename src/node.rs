@@ -436,6 +436,12 @@ impl Runner {
         self.metrics.update(kelips);
         self.metrics.update_files(&self.files, &self.blobs);
         let actions = self.reach.tick();
+        // A reservation given up (no answer in time) leaves no listener behind.
+        if self.reach.relay().is_none()
+            && let Some(listener) = self.relay_listener.take()
+        {
+            self.swarm.remove_listener(listener);
+        }
         self.apply(actions);
         if let Ok(mut paths) = self.files.relay.paths.lock() {
             *paths = self.reach.paths().collect();
