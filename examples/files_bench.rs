@@ -13,6 +13,10 @@
 //! `--dir` chooses where the source file, the nodes' data and the fetched copy go (default the
 //! temporary directory): on a tmpfs the figures show the protocol, on a disk they include it.
 
+#[path = "support/args.rs"]
+mod args;
+
+use args::arg;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -22,15 +26,6 @@ use quickstore::client::Target;
 use quickstore::node::{NodeArgs, NodeFile};
 
 const BENCH_PROTOCOL: StreamProtocol = StreamProtocol::new("/quickstore/bench/1.0.0");
-
-fn arg(name: &str, default: u64) -> u64 {
-    let args: Vec<String> = std::env::args().collect();
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
 
 fn peak_rss_mib() -> f64 {
     std::fs::read_to_string("/proc/self/status")

@@ -8,6 +8,10 @@
 //! cargo build --release && cargo run --release --example lookup_bench -- --nodes 32 --groups 6
 //! ```
 
+#[path = "support/args.rs"]
+mod args;
+
+use args::arg;
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -17,15 +21,6 @@ use libp2p::Multiaddr;
 use libp2p::multiaddr::Protocol;
 use quickstore::client::{Target, fetch_status};
 use quickstore::files::cli::EntryClient;
-
-fn arg(name: &str, default: u64) -> u64 {
-    let args: Vec<String> = std::env::args().collect();
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
 
 struct Node {
     child: Child,

@@ -17,6 +17,10 @@
 #[path = "../tests/common/netns.rs"]
 mod netns;
 
+#[path = "support/args.rs"]
+mod args;
+
+use args::arg;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Stdio};
@@ -49,15 +53,6 @@ mdns = false
 autonat_probe_interval_ms = 500
 relay_circuit_bytes = 1073741824
 "#;
-
-fn arg(name: &str, default: u64) -> u64 {
-    let args: Vec<String> = std::env::args().collect();
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
 
 fn binary() -> PathBuf {
     let me = std::env::current_exe().expect("own path");
