@@ -570,7 +570,10 @@ impl Runner {
                 connection_id,
                 endpoint,
                 ..
-            } => self.reach.on_connected(peer_id, connection_id, &endpoint),
+            } => {
+                let actions = self.reach.on_connected(peer_id, connection_id, &endpoint);
+                self.apply(actions);
+            }
             SwarmEvent::ConnectionClosed {
                 peer_id,
                 connection_id,

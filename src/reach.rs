@@ -233,12 +233,32 @@ impl Reach {
     }
 
     /// A connection was established.
-    pub fn on_connected(&mut self, peer: PeerId, id: ConnectionId, endpoint: &ConnectedPoint) {
+    ///
+    /// A peer with a direct connection keeps no relayed one: streams pick any connection to
+    /// their peer, and a relayed one would cap them at the circuit's limits. So a relayed
+    /// connection next to a direct one is closed, whichever came first.
+    pub fn on_connected(
+        &mut self,
+        peer: PeerId,
+        id: ConnectionId,
+        endpoint: &ConnectedPoint,
+    ) -> Vec<Action> {
         let path = Path::of(endpoint);
         if path == Path::Relay {
             self.relayed_since.entry(peer).or_insert_with(Instant::now);
         }
-        self.connections.entry(peer).or_default().insert(id, path);
+        let conns = self.connections.entry(peer).or_default();
+        conns.insert(id, path);
+        if !conns.values().any(|p| *p != Path::Relay) {
+            return Vec::new();
+        }
+        let relayed: Vec<ConnectionId> = conns
+            .iter()
+            .filter(|(_, p)| **p == Path::Relay)
+            .map(|(id, _)| *id)
+            .collect();
+        self.counters.relayed_closed += relayed.len() as u64;
+        relayed.into_iter().map(Action::Close).collect()
     }
 
     /// A connection was closed.
@@ -267,21 +287,8 @@ impl Reach {
                 self.counters.last_punch_ms
             );
         }
-        let Some(conns) = self.connections.get(&peer) else {
-            return Vec::new();
-        };
-        let has_direct = conns.values().any(|p| *p != Path::Relay);
-        if !has_direct {
-            return Vec::new();
-        }
-        conns
-            .iter()
-            .filter(|(_, path)| **path == Path::Relay)
-            .map(|(id, _)| {
-                self.counters.relayed_closed += 1;
-                Action::Close(*id)
-            })
-            .collect()
+        // The direct connection's arrival closed the relayed ones already (`on_connected`).
+        Vec::new()
     }
 
     /// AutoNAT v2 tested `address`.
@@ -463,6 +470,38 @@ mod tests {
             reach.tick().is_empty(),
             "a lost reservation is retried after a pause"
         );
+    }
+
+    #[test]
+    fn a_direct_connection_closes_the_relayed_ones_to_the_same_peer() {
+        use libp2p::core::Endpoint;
+        use libp2p::core::transport::PortUse;
+        let dialer = |a: &str| ConnectedPoint::Dialer {
+            address: addr(a),
+            role_override: Endpoint::Dialer,
+            port_use: PortUse::Reuse,
+        };
+        let (peer, relay) = (PeerId::random(), PeerId::random());
+        let circuit = format!("/ip4/198.51.100.1/tcp/1/p2p/{relay}/p2p-circuit/p2p/{peer}");
+        let mut reach = Reach::new(PeerId::random(), nat(), &[]);
+        let (first, second, third) = (
+            ConnectionId::new_unchecked(1),
+            ConnectionId::new_unchecked(2),
+            ConnectionId::new_unchecked(3),
+        );
+        assert!(
+            reach
+                .on_connected(peer, first, &dialer(&circuit))
+                .is_empty()
+        );
+        assert_eq!(reach.path(&peer), Some(Path::Relay));
+        let closes = reach.on_connected(peer, second, &dialer("/ip4/192.168.1.3/tcp/9"));
+        assert_eq!(closes, vec![Action::Close(first)]);
+        assert_eq!(reach.path(&peer), Some(Path::Lan));
+        reach.on_closed(peer, first);
+        // A relayed connection arriving next to a direct one goes at once.
+        let closes = reach.on_connected(peer, third, &dialer(&circuit));
+        assert_eq!(closes, vec![Action::Close(third)]);
     }
 
     #[test]

@@ -384,10 +384,17 @@ fn on_client_event(
             endpoint,
             ..
         } => {
+            // A peer with a direct connection keeps no relayed one (streams pick any).
+            let mut close = Vec::new();
             if let Ok(mut c) = connections.relayed.lock() {
-                c.entry(peer_id)
-                    .or_default()
-                    .insert(connection_id, endpoint.is_relayed());
+                let of_peer = c.entry(peer_id).or_default();
+                of_peer.insert(connection_id, endpoint.is_relayed());
+                if of_peer.values().any(|relayed| !relayed) {
+                    close.extend(of_peer.iter().filter(|(_, r)| **r).map(|(id, _)| *id));
+                }
+            }
+            for id in close {
+                swarm.close_connection(id);
             }
         }
         SwarmEvent::ConnectionClosed {
