@@ -560,10 +560,8 @@ impl Runner {
                 if let Err(e) = &event.result {
                     tracing::info!("hole punch to {} failed: {e}", event.remote_peer_id);
                 }
-                let actions = self
-                    .reach
+                self.reach
                     .on_hole_punch(event.remote_peer_id, event.result.is_ok());
-                self.apply(actions);
             }
             SwarmEvent::ConnectionEstablished {
                 peer_id,

@@ -272,12 +272,12 @@ impl Reach {
         }
     }
 
-    /// DCUtR's verdict for `peer`: on success the relayed connections are closed, so bytes
-    /// flow direct.
-    pub fn on_hole_punch(&mut self, peer: PeerId, ok: bool) -> Vec<Action> {
+    /// DCUtR's verdict for `peer`, counted. (The direct connection's arrival closed the
+    /// relayed ones already, in [`Reach::on_connected`].)
+    pub fn on_hole_punch(&mut self, peer: PeerId, ok: bool) {
         if !ok {
             self.counters.punch_failed += 1;
-            return Vec::new();
+            return;
         }
         self.counters.punch_ok += 1;
         if let Some(since) = self.relayed_since.remove(&peer) {
@@ -287,8 +287,6 @@ impl Reach {
                 self.counters.last_punch_ms
             );
         }
-        // The direct connection's arrival closed the relayed ones already (`on_connected`).
-        Vec::new()
     }
 
     /// AutoNAT v2 tested `address`.

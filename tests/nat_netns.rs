@@ -170,13 +170,7 @@ impl Cluster {
     }
 
     /// How `host` reaches `other` now.
-    fn path(
-        statuses: &BTreeMap<&str, Status>,
-        host: &str,
-        other: &str,
-        peer: &str,
-    ) -> Option<Reached> {
-        let _ = other;
+    fn path(statuses: &BTreeMap<&str, Status>, host: &str, peer: &str) -> Option<Reached> {
         statuses.get(host)?.paths.get(peer).copied()
     }
 
@@ -288,7 +282,7 @@ fn scenario(nat: NatKind) -> Seen {
     let over_lan = |s: &BTreeMap<&'static str, Status>| {
         lan_pairs
             .iter()
-            .all(|(h, o)| Cluster::path(s, h, o, &peers[o]) == Some(Reached::Lan))
+            .all(|(h, o)| Cluster::path(s, h, &peers[o]) == Some(Reached::Lan))
     };
     let statuses = cluster.wait(
         "converged with relays reserved",
@@ -307,7 +301,7 @@ fn scenario(nat: NatKind) -> Seen {
     assert_eq!(statuses["pub"].reachability, Reachability::Public);
     for (host, other) in lan_pairs {
         assert_eq!(
-            Cluster::path(&statuses, host, other, &cluster.peer(other)),
+            Cluster::path(&statuses, host, &cluster.peer(other)),
             Some(Reached::Lan),
             "{host} reaches {other} over their LAN\n{}",
             describe(&statuses)
@@ -416,7 +410,7 @@ fn scenario(nat: NatKind) -> Seen {
     let mut cross_direct_pairs = 0;
     for a in ["a1", "a2"] {
         for b in ["b1", "b2"] {
-            let path = Cluster::path(&statuses, a, b, &cluster.peer(b));
+            let path = Cluster::path(&statuses, a, &cluster.peer(b));
             println!("{a} -> {b}: {path:?}");
             if path == Some(Reached::Direct) {
                 cross_direct_pairs += 1;
