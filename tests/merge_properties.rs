@@ -101,5 +101,24 @@ proptest! {
         prop_assert!(m.holders.windows(2).all(|w| w[0] < w[1]));
         let mut x = a.clone();
         prop_assert_eq!(x.merge(&b), x != a);
+        // The copy-free test the tuple store runs first agrees with merging.
+        prop_assert_eq!(a.merge_changes(&b), merged_tuple(&a, &b) != a);
+    }
+
+    #[test]
+    fn is_normal_agrees_with_normalize(
+        holders in proptest::collection::vec(0u32..12, 0..MAX_HOLDERS + 3),
+        name in "[a-z\\x00]{0,3}",
+    ) {
+        let tuple = FileTuple {
+            name: name.as_str().into(),
+            version: Version { lamport: 1, blake3: [0; 32] },
+            size: 0,
+            holders,
+            epoch: 0,
+            deleted: false,
+        };
+        let normal = tuple.clone().normalize().is_ok_and(|n| n == tuple);
+        prop_assert_eq!(tuple.is_normal(), normal);
     }
 }

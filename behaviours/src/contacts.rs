@@ -9,6 +9,7 @@ use std::collections::BTreeMap;
 
 use crate::Millis;
 use crate::entry::Entry;
+use crate::lookup_map::{LookupMap, lookup_map};
 use crate::view::smooth_rtt;
 
 /// One contact.
@@ -48,7 +49,7 @@ pub enum Offered<I> {
 /// Contacts of all foreign groups.
 pub struct Contacts<I> {
     groups: BTreeMap<u32, Vec<Contact<I>>>,
-    group_of: BTreeMap<I, u32>,
+    group_of: LookupMap<I, u32>,
     verified: BTreeMap<u32, Millis>,
     /// Contacts dropped as dead, with their stamp and when: relayed copies no newer than that
     /// stamp are refused for `t_contact`, so stale relays do not bring a dead contact back.
@@ -59,12 +60,12 @@ pub struct Contacts<I> {
 /// Dead contacts remembered at most.
 const MAX_DROPPED: usize = 4096;
 
-impl<I: Ord + Clone> Contacts<I> {
-    /// An empty table keeping `per_group` contacts per group.
-    pub fn new(per_group: usize) -> Self {
+impl<I: Ord + Clone + std::hash::Hash> Contacts<I> {
+    /// An empty table keeping `per_group` contacts per group; `hash_seed` keys its lookup map.
+    pub fn new(per_group: usize, hash_seed: u64) -> Self {
         Self {
             groups: BTreeMap::new(),
-            group_of: BTreeMap::new(),
+            group_of: lookup_map(hash_seed),
             verified: BTreeMap::new(),
             dropped: BTreeMap::new(),
             per_group,
@@ -308,7 +309,7 @@ mod tests {
 
     #[test]
     fn full_groups_evict_stale_then_farthest() {
-        let mut contacts = Contacts::new(2);
+        let mut contacts = Contacts::new(2, 0);
         let t = 1000;
         assert_eq!(
             contacts.offer(&entry(1, 0), 5, 1, 0, true, Some(10_000), t),

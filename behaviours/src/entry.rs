@@ -29,8 +29,22 @@ impl Beat {
 
 /// The opaque, bounded address record a node publishes about itself (on libp2p: a signed peer
 /// record). The core relays it unchanged and never looks inside.
-#[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+#[derive(Clone, Eq, PartialOrd, Ord, Default)]
 pub struct AddressRecord(Arc<[u8]>);
+
+impl PartialEq for AddressRecord {
+    fn eq(&self, other: &Self) -> bool {
+        // Relayed records are mostly the very bytes already held: skip the comparison then.
+        Arc::ptr_eq(&self.0, &other.0) || self.0 == other.0
+    }
+}
+
+impl std::hash::Hash for AddressRecord {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        // The bytes, as equality compares them.
+        self.0.hash(state);
+    }
+}
 
 impl AddressRecord {
     /// Wraps `bytes`, or refuses them if longer than [`MAX_ADDRESS_RECORD_BYTES`].

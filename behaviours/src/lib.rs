@@ -21,6 +21,7 @@ pub mod digest;
 pub mod entry;
 pub mod id;
 pub mod limits;
+pub mod lookup_map;
 pub mod message;
 pub mod net;
 mod node;

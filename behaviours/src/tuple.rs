@@ -112,6 +112,39 @@ impl<I: Ord + Clone> FileTuple<I> {
         Ok(self)
     }
 
+    /// Whether the tuple is already in the form [`normalize`](Self::normalize) gives: a valid
+    /// name and 1 to [`MAX_HOLDERS`] holders, sorted, without repeats. Checked without copying.
+    pub fn is_normal(&self) -> bool {
+        check_name(&self.name).is_ok()
+            && (1..=MAX_HOLDERS).contains(&self.holders.len())
+            && self.holders.windows(2).all(|pair| pair[0] < pair[1])
+    }
+
+    /// Whether [`merge`](Self::merge)ing `other` would change `self`, found without copying:
+    /// most tuples gossip brings are ones a node already has.
+    pub fn merge_changes(&self, other: &Self) -> bool {
+        match other.rank().cmp(&self.rank()) {
+            Ordering::Greater => true,
+            Ordering::Less => false,
+            Ordering::Equal => {
+                if other.size > self.size {
+                    return true;
+                }
+                let canonical = self.holders.len() <= MAX_HOLDERS
+                    && self.holders.windows(2).all(|pair| pair[0] < pair[1]);
+                if canonical && other.holders.iter().all(|h| self.holders.contains(h)) {
+                    return false;
+                }
+                let mut union = self.holders.clone();
+                union.extend(other.holders.iter().cloned());
+                union.sort();
+                union.dedup();
+                union.truncate(MAX_HOLDERS);
+                union != self.holders
+            }
+        }
+    }
+
     /// The order of merging: version, then holder-set epoch, then the tombstone flag.
     pub fn rank(&self) -> (Version, u32, bool) {
         (self.version, self.epoch, self.deleted)

@@ -1,14 +1,14 @@
 //! The file tuples of one group: fresh tuples are announced by fingerprint (receivers pull
 //! the ones they lack), and a bucket digest lets anti-entropy find what gossip missed.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
-use std::hash::{BuildHasherDefault, DefaultHasher};
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 
 use rand::Rng;
 
 use crate::Millis;
 use crate::limits::SYNC_BUCKETS;
+use crate::lookup_map::{LookupMap, lookup_map};
 use crate::tuple::{FileTuple, TupleError};
 
 /// Key of a tuple: the name's 64-bit fingerprint (first, so that a sync bucket is a key range),
@@ -38,10 +38,6 @@ pub fn tuple_fingerprint<I>(fp: u64, tuple: &FileTuple<I>) -> u64 {
     mix(fp ^ mix(tuple.version.lamport ^ mix(u64::from_le_bytes(hash8) ^ rewrite)))
 }
 
-/// A hash map for point lookups only: fixed keys (deterministic), and never iterated in an
-/// order that could leak into behaviour.
-type LookupMap<K, V> = HashMap<K, V, BuildHasherDefault<DefaultHasher>>;
-
 /// A tuple waiting to be sent in rations.
 struct Fresh {
     key: TupleKey,
@@ -64,6 +60,9 @@ pub struct TupleStore<I> {
     sweep_pending: bool,
     /// Holders left while a pass was under way: one more full pass after it.
     sweep_again: bool,
+    /// The empty name, the smallest name of a fingerprint: lookups by (fingerprint, name)
+    /// search from it without allocating a key.
+    no_name: Arc<str>,
 }
 
 /// What merging a tuple did.
@@ -78,12 +77,13 @@ pub enum Merged {
 }
 
 impl<I: Ord + Clone> TupleStore<I> {
-    /// An empty store holding at most `max_tuples`.
-    pub fn new(max_tuples: usize) -> Self {
+    /// An empty store holding at most `max_tuples`; `hash_seed` keys its lookup maps.
+    pub fn new(max_tuples: usize, hash_seed: u64) -> Self {
         Self {
             tuples: BTreeMap::new(),
-            by_fingerprint: LookupMap::default(),
-            wanted: LookupMap::default(),
+            by_fingerprint: lookup_map(hash_seed),
+            wanted: lookup_map(hash_seed),
+            no_name: Arc::from(""),
             buckets: [0; SYNC_BUCKETS],
             fresh: VecDeque::new(),
             max_tuples,
@@ -105,7 +105,12 @@ impl<I: Ord + Clone> TupleStore<I> {
 
     /// The tuple of `name` (whose fingerprint is `fp`), if known.
     pub fn get(&self, fp: u64, name: &str) -> Option<&Arc<FileTuple<I>>> {
-        self.tuples.get(&(fp, Arc::from(name)))
+        // Names of one fingerprint are few (usually one): scan them from the smallest key.
+        self.tuples
+            .range((fp, self.no_name.clone())..)
+            .take_while(|((f, _), _)| *f == fp)
+            .find(|((_, n), _)| &**n == name)
+            .map(|(_, tuple)| tuple)
     }
 
     /// All tuples, in key order.
@@ -125,6 +130,9 @@ impl<I: Ord + Clone> TupleStore<I> {
         let bucket = bucket_of(fp);
         let merged = match self.tuples.get_mut(&key) {
             Some(current) => {
+                if !current.merge_changes(tuple) {
+                    return Ok(Merged::Unchanged);
+                }
                 let before = tuple_fingerprint(fp, current);
                 let mut updated = FileTuple::clone(current);
                 if !updated.merge(tuple) {
@@ -306,7 +314,7 @@ impl<I: Ord + Clone> TupleStore<I> {
             let low = bucket << 58;
             let range = self
                 .tuples
-                .range((low, Arc::from(""))..)
+                .range((low, self.no_name.clone())..)
                 .take_while(|((fp, _), _)| (*fp >> 58) == bucket);
             for (_, tuple) in range {
                 if out.len() == limit {
@@ -344,8 +352,8 @@ mod tests {
 
     #[test]
     fn digests_match_after_merging_in_any_order() {
-        let mut a = TupleStore::new(100);
-        let mut b = TupleStore::new(100);
+        let mut a = TupleStore::new(100, 0);
+        let mut b = TupleStore::new(100, 0);
         let items: Vec<_> = (0..20)
             .map(|i| tuple(&format!("f{i}"), i % 3, vec![i as u32]))
             .collect();
@@ -372,7 +380,7 @@ mod tests {
 
     #[test]
     fn sweep_drops_tuples_without_present_holders_and_full_store_refuses() {
-        let mut store = TupleStore::new(3);
+        let mut store = TupleStore::new(3, 0);
         for i in 0..3u32 {
             let (fp, t) = tuple(&format!("n{i}"), 1, vec![i]);
             store.merge(fp, &t, 1).unwrap();
@@ -393,7 +401,7 @@ mod tests {
 
     #[test]
     fn fresh_ration_sends_each_tuple_for_its_rounds() {
-        let mut store = TupleStore::new(10);
+        let mut store = TupleStore::new(10, 0);
         for i in 0..3 {
             let (fp, t) = tuple(&format!("n{i}"), 1, vec![0]);
             store.merge(fp, &t, 2).unwrap();
@@ -405,7 +413,7 @@ mod tests {
         assert_eq!(sent.len(), 6);
         // Every announced fingerprint resolves to a tuple; a peer lacking them pulls each once.
         assert_eq!(store.by_fingerprints(&sent).len(), 6);
-        let mut empty: TupleStore<u32> = TupleStore::new(10);
+        let mut empty: TupleStore<u32> = TupleStore::new(10, 0);
         assert_eq!(empty.to_pull(&sent[..3], 0, 1000).len(), 3);
         assert!(empty.to_pull(&sent[..3], 500, 1000).is_empty());
         assert_eq!(empty.to_pull(&sent[..3], 1500, 1000).len(), 3);

@@ -8,6 +8,7 @@ use rand::Rng;
 use crate::Millis;
 use crate::digest::{DigestItem, HeartbeatDigest};
 use crate::entry::{Beat, Entry};
+use crate::lookup_map::{LookupMap, lookup_map};
 
 /// One member of the group, as this node sees it.
 #[derive(Debug, Clone)]
@@ -74,18 +75,18 @@ struct Tombstone {
 /// in one merge pass.
 pub struct GroupView<I> {
     members: BTreeMap<(u32, I), Member<I>>,
-    shorts: BTreeMap<I, u32>,
+    shorts: LookupMap<I, u32>,
     tombstones: BTreeMap<I, Tombstone>,
     tombstone_order: VecDeque<I>,
     max_members: usize,
 }
 
-impl<I: Ord + Clone> GroupView<I> {
-    /// An empty view holding at most `max_members` others.
-    pub fn new(max_members: usize) -> Self {
+impl<I: Ord + Clone + std::hash::Hash> GroupView<I> {
+    /// An empty view holding at most `max_members` others; `hash_seed` keys its lookup map.
+    pub fn new(max_members: usize, hash_seed: u64) -> Self {
         Self {
             members: BTreeMap::new(),
-            shorts: BTreeMap::new(),
+            shorts: lookup_map(hash_seed),
             tombstones: BTreeMap::new(),
             tombstone_order: VecDeque::new(),
             max_members,
@@ -403,7 +404,8 @@ impl<I: Ord + Clone> GroupView<I> {
 
     /// Up to `limit` live entries picked uniformly at random.
     pub fn random_live(&self, limit: usize, rng: &mut impl Rng) -> Vec<Entry<I>> {
-        let live: Vec<&Member<I>> = self.live().collect();
+        let mut live: Vec<&Member<I>> = Vec::with_capacity(self.members.len());
+        live.extend(self.live());
         if live.len() <= limit {
             return live.into_iter().map(|m| m.entry.clone()).collect();
         }

@@ -156,10 +156,7 @@ impl<I: NodeId> Kelips<I> {
     /// Merges a tuple that must belong to the own group and be well formed.
     pub(super) fn learn_tuple(&mut self, tuple: &Arc<FileTuple<I>>) {
         let (group, fp) = name_facts(&tuple.name, self.config.groups);
-        let valid = group == self.facts.group
-            && FileTuple::clone(tuple)
-                .normalize()
-                .is_ok_and(|normal| normal == **tuple);
+        let valid = group == self.facts.group && tuple.is_normal();
         if !valid || self.merge_tuple(fp, tuple).is_err() {
             self.stats.refused_items += 1;
         }

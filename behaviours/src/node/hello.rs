@@ -138,15 +138,16 @@ impl<I: NodeId> Kelips<I> {
                 contacts.push(of_group[pick].clone());
             }
         }
-        let fresh: Vec<Entry<I>> = self
-            .contacts
-            .all()
-            .filter(|c| !c.is_stale(now, recent) && !contacts.contains(&c.entry))
-            .map(|c| c.entry.clone())
-            .collect();
+        let mut fresh: Vec<&Entry<I>> = Vec::with_capacity(self.contacts.len());
+        fresh.extend(
+            self.contacts
+                .all()
+                .filter(|c| !c.is_stale(now, recent) && !contacts.contains(&c.entry))
+                .map(|c| &c.entry),
+        );
         let count = ration.saturating_sub(contacts.len()).min(fresh.len());
         for index in rand::seq::index::sample(&mut self.rng, fresh.len(), count) {
-            contacts.push(fresh[index].clone());
+            contacts.push(Entry::clone(fresh[index]));
         }
         let wanted_groups = self.groups_without_contacts(MAX_WANTED_GROUPS);
         Hello {

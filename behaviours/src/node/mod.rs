@@ -210,6 +210,8 @@ impl<I: NodeId> Kelips<I> {
         config.validate()?;
         let facts = id_facts(&id, config.groups);
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        // The lookup maps' key, drawn from the seed apart from the RNG stream.
+        let hash_seed = ChaCha8Rng::seed_from_u64(seed ^ 0x6c6f_6f6b_7570_6d61).random();
         let phase = |rng: &mut ChaCha8Rng, period: u64| now + rng.random_range(0..period);
         let next_heartbeat = phase(&mut rng, config.heartbeat_period_ms);
         let next_round = phase(&mut rng, config.gossip_period_ms);
@@ -227,9 +229,9 @@ impl<I: NodeId> Kelips<I> {
             },
             facts,
             own_fresh_rounds: config.fresh_rounds,
-            view: GroupView::new(config.max_group_size),
-            contacts: Contacts::new(config.contacts_per_group),
-            tuples: TupleStore::new(config.max_tuples),
+            view: GroupView::new(config.max_group_size, hash_seed),
+            contacts: Contacts::new(config.contacts_per_group, hash_seed),
+            tuples: TupleStore::new(config.max_tuples, hash_seed),
             lookups: Lookups::new(config.max_pending_lookups),
             bootstraps: Vec::new(),
             bootstrap_cursor: 0,
