@@ -81,6 +81,9 @@ pub struct SimulateArgs {
     /// At the end, look up every name that still has a live holder.
     #[arg(long)]
     pub final_sweep: bool,
+    /// Worker threads (0: one per core). Any number gives the same result and trace.
+    #[arg(long, default_value_t = 0)]
+    pub threads: usize,
     /// Print one JSON object instead of a table.
     #[arg(long)]
     pub json: bool,
@@ -131,6 +134,8 @@ impl SimulateArgs {
             partition: self.partition_start.zip(self.partition_end),
             final_sweep: self.final_sweep,
             kelips,
+            threads: self.threads,
+            ..Scenario::default()
         })
     }
 

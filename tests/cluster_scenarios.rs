@@ -117,7 +117,8 @@ fn a_partition_longer_than_cleanup_heals_after_it_ends() {
     assert_eq!(report.isolated_nodes, 0, "{why}");
 }
 
-/// Same seed, same trace; another seed, another trace.
+/// Same seed, same trace, whether the nodes of a millisecond run in parallel or one by one;
+/// another seed, another trace.
 #[test]
 fn runs_are_deterministic_per_seed() {
     let run = Scenario {
@@ -125,10 +126,16 @@ fn runs_are_deterministic_per_seed() {
         seconds: 40,
         loss: 0.05,
         kill_fraction: 0.3,
+        threads: 2,
+        parallel_min_nodes: 2,
         ..scenario(150, 8)
     };
     let first = run.run();
-    let second = run.run();
+    let second = Scenario {
+        threads: 1,
+        ..run.clone()
+    }
+    .run();
     assert_eq!(first.trace, second.trace);
     let strip = |r: &Report| {
         let mut r = r.clone();

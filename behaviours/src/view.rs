@@ -71,10 +71,11 @@ struct Tombstone {
     until: Millis,
 }
 
-/// The members of the own group, keyed by (short id, id) so that a sorted digest is applied
-/// in one merge pass.
+/// The members of the own group, sorted by (short id, id) so that a sorted digest is applied
+/// in one merge pass. A sorted vector rather than a tree: the view is read (digests, rations,
+/// sweeps, lookups) every round and changes only when members come and go.
 pub struct GroupView<I> {
-    members: BTreeMap<(u32, I), Member<I>>,
+    members: Vec<Member<I>>,
     shorts: LookupMap<I, u32>,
     tombstones: BTreeMap<I, Tombstone>,
     tombstone_order: VecDeque<I>,
@@ -85,7 +86,7 @@ impl<I: Ord + Clone + std::hash::Hash> GroupView<I> {
     /// An empty view holding at most `max_members` others; `hash_seed` keys its lookup map.
     pub fn new(max_members: usize, hash_seed: u64) -> Self {
         Self {
-            members: BTreeMap::new(),
+            members: Vec::new(),
             shorts: lookup_map(hash_seed),
             tombstones: BTreeMap::new(),
             tombstone_order: VecDeque::new(),
@@ -105,23 +106,32 @@ impl<I: Ord + Clone + std::hash::Hash> GroupView<I> {
 
     /// All members in (short, id) order.
     pub fn iter(&self) -> impl Iterator<Item = &Member<I>> {
-        self.members.values()
+        self.members.iter()
     }
 
     /// Members not marked failed.
     pub fn live(&self) -> impl Iterator<Item = &Member<I>> {
-        self.members.values().filter(|m| !m.failed)
+        self.members.iter().filter(|m| !m.failed)
+    }
+
+    /// Where (short, id) is, or would be inserted.
+    fn position(&self, short: u32, id: &I) -> Result<usize, usize> {
+        self.members
+            .binary_search_by(|m| (m.short, &m.entry.id).cmp(&(short, id)))
+    }
+
+    fn index_of(&self, id: &I) -> Option<usize> {
+        let short = *self.shorts.get(id)?;
+        self.position(short, id).ok()
     }
 
     /// The member `id`, if present.
     pub fn get(&self, id: &I) -> Option<&Member<I>> {
-        let short = *self.shorts.get(id)?;
-        self.members.get(&(short, id.clone()))
+        self.index_of(id).map(|index| &self.members[index])
     }
 
     fn get_mut(&mut self, id: &I) -> Option<&mut Member<I>> {
-        let short = *self.shorts.get(id)?;
-        self.members.get_mut(&(short, id.clone()))
+        self.index_of(id).map(|index| &mut self.members[index])
     }
 
     /// Whether `id` is present and not failed.
@@ -179,8 +189,9 @@ impl<I: Ord + Clone + std::hash::Hash> GroupView<I> {
         }
         self.tombstones.remove(&entry.id);
         self.shorts.insert(entry.id.clone(), short);
+        let (Ok(index) | Err(index)) = self.position(short, &entry.id);
         self.members.insert(
-            (short, entry.id.clone()),
+            index,
             Member {
                 entry: entry.clone(),
                 short,
@@ -212,19 +223,15 @@ impl<I: Ord + Clone + std::hash::Hash> GroupView<I> {
             if item.short == own_short {
                 continue;
             }
-            while members
-                .next_if(|((short, _), _)| *short < item.short)
-                .is_some()
-            {}
-            let Some(((short, _), member)) = members.next_if(|((s, _), _)| *s == item.short) else {
+            while members.next_if(|m| m.short < item.short).is_some() {}
+            let Some(member) = members.next_if(|m| m.short == item.short) else {
                 if !covered_by_tombstone(tombstones, item) {
                     outcome.unknown.push(item.short);
                 }
                 continue;
             };
-            debug_assert_eq!(*short, item.short);
-            if members.peek().is_some_and(|((s, _), _)| *s == item.short) {
-                while members.next_if(|((s, _), _)| *s == item.short).is_some() {}
+            if members.peek().is_some_and(|m| m.short == item.short) {
+                while members.next_if(|m| m.short == item.short).is_some() {}
                 continue;
             }
             let known = member.entry.beat();
@@ -261,22 +268,23 @@ impl<I: Ord + Clone + std::hash::Hash> GroupView<I> {
             failed: Vec::new(),
             removed: Vec::new(),
         };
-        let mut removed_keys = Vec::new();
-        for (key, member) in &mut self.members {
+        let mut removed = Vec::new();
+        self.members.retain_mut(|member| {
             let silent = now.saturating_sub(member.last_increase);
             if silent > t_cleanup {
-                removed_keys.push(key.clone());
-            } else if silent > t_fail && !member.failed {
+                removed.push(member.clone());
+                return false;
+            }
+            if silent > t_fail && !member.failed {
                 member.failed = true;
                 sweep.failed.push(member.entry.id.clone());
             }
-        }
-        for key in removed_keys {
-            if let Some(member) = self.members.remove(&key) {
-                self.shorts.remove(&key.1);
-                self.add_tombstone(&member, now + tombstone_for, slack);
-                sweep.removed.push(member.entry);
-            }
+            true
+        });
+        for member in removed {
+            self.shorts.remove(&member.entry.id);
+            self.add_tombstone(&member, now + tombstone_for, slack);
+            sweep.removed.push(member.entry);
         }
         while let Some(id) = self.tombstone_order.front() {
             match self.tombstones.get(id) {
@@ -311,8 +319,9 @@ impl<I: Ord + Clone + std::hash::Hash> GroupView<I> {
 
     /// Removes a member at once (it left cleanly, or it is this node's own id).
     pub fn remove(&mut self, id: &I) -> Option<Member<I>> {
-        let short = self.shorts.remove(id)?;
-        self.members.remove(&(short, id.clone()))
+        let index = self.index_of(id)?;
+        self.shorts.remove(id);
+        Some(self.members.remove(index))
     }
 
     /// Records an RTT sample (microseconds) with a 1/8 moving average.
@@ -367,7 +376,7 @@ impl<I: Ord + Clone + std::hash::Hash> GroupView<I> {
     /// to `random` older live ones at random, `total` at most.
     pub fn ration(&mut self, total: usize, random: usize, rng: &mut impl Rng) -> Vec<Entry<I>> {
         let mut out = Vec::new();
-        for member in self.members.values_mut() {
+        for member in &mut self.members {
             if out.len() == total {
                 break;
             }

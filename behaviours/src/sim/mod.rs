@@ -11,6 +11,10 @@
 //! * Sizes are measured with the real codec ([`crate::codec::encoded_len`]); one gossip message
 //!   shared by several targets is measured once.
 //! * Everything is ordered and seeded: the same seed gives the same trace ([`Simulator::trace`]).
+//! * Time advances one millisecond at a time. Nothing one node does in a millisecond can reach
+//!   another before the next (a message takes at least 1 ms), so the nodes with events in a
+//!   millisecond run them on worker threads; loss, scheduling and the trace are then settled in
+//!   a fixed order, and the outcome does not depend on the number of threads.
 
 pub mod measure;
 pub mod report;
@@ -22,6 +26,7 @@ use std::sync::Arc;
 
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
+use rayon::prelude::*;
 
 use crate::Millis;
 use crate::codec::encoded_len;
@@ -50,6 +55,12 @@ pub struct SimConfig {
     pub address_record_bytes: usize,
     /// Kelips parameters of every node.
     pub kelips: Config,
+    /// Worker threads; 0: one per core. 1 runs everything on the calling thread. The
+    /// outcome, trace included, is the same for any number.
+    pub threads: usize,
+    /// Milliseconds in which at least this many nodes have events run them in parallel;
+    /// fewer are not worth the hand-off. Default 16.
+    pub parallel_min_nodes: usize,
 }
 
 impl Default for SimConfig {
@@ -61,6 +72,8 @@ impl Default for SimConfig {
             plane_ms: 100.0,
             address_record_bytes: 150,
             kelips: Config::default(),
+            threads: 0,
+            parallel_min_nodes: 16,
         }
     }
 }
@@ -97,7 +110,7 @@ enum SimEvent {
 }
 
 struct SimNode {
-    core: Option<Kelips<SimId>>,
+    core: Option<Box<Kelips<SimId>>>,
     position: (f64, f64),
     incarnation: u64,
     generation: u32,
@@ -123,12 +136,23 @@ pub struct Simulator {
     traffic: Traffic,
     by_kind: BTreeMap<&'static str, (u64, u64)>,
     trace: u64,
+    /// Worker threads (none if the pool could not be built: everything runs here).
+    pool: Option<Arc<rayon::ThreadPool>>,
 }
 
 impl Simulator {
     /// A simulator with `config.nodes` slots, none running yet.
     pub fn new(config: SimConfig) -> Self {
         let mut rng = ChaCha8Rng::seed_from_u64(config.seed);
+        let pool = (config.threads != 1)
+            .then(|| {
+                rayon::ThreadPoolBuilder::new()
+                    .num_threads(config.threads)
+                    .build()
+                    .ok()
+                    .map(Arc::new)
+            })
+            .flatten();
         let groups = config.kelips.groups;
         let nodes = (0..config.nodes as u32)
             .map(|i| {
@@ -165,6 +189,7 @@ impl Simulator {
             traffic: Traffic::default(),
             by_kind: BTreeMap::new(),
             trace: 0xcbf2_9ce4_8422_2325,
+            pool,
         }
     }
 
@@ -190,13 +215,13 @@ impl Simulator {
 
     /// The core of node `i`, if running.
     pub fn node(&self, i: u32) -> Option<&Kelips<SimId>> {
-        self.nodes.get(i as usize)?.core.as_ref()
+        self.nodes.get(i as usize)?.core.as_deref()
     }
 
     /// Mutable core of node `i`, if running (outputs it queues are collected at the next
     /// simulator step).
     pub fn node_mut(&mut self, i: u32) -> Option<&mut Kelips<SimId>> {
-        self.nodes.get_mut(i as usize)?.core.as_mut()
+        self.nodes.get_mut(i as usize)?.core.as_deref_mut()
     }
 
     /// Whether node `i` runs.
@@ -267,7 +292,7 @@ impl Simulator {
         let mut peers: Vec<SimId> = bootstraps.iter().map(|b| SimId(*b)).collect();
         peers.extend(node.remembered.iter().copied());
         core.join(self.now, peers);
-        node.core = Some(core);
+        node.core = Some(Box::new(core));
         self.after_input(i);
     }
 
@@ -317,20 +342,142 @@ impl Simulator {
     }
 
     /// Runs every event up to and including `until`.
+    ///
+    /// Events are taken one virtual millisecond at a time. Within one millisecond nodes cannot
+    /// affect each other (every message takes at least 1 ms), so each node's events of that
+    /// millisecond run on a worker thread (rayon) while the shared bookkeeping — loss, the
+    /// trace, scheduling — runs afterwards in a fixed order. The outcome does not depend on
+    /// the number of threads.
     pub fn run_until(&mut self, until: Millis) {
-        while let Some(Reverse((time, _, slot))) = self.queue.peek().copied() {
+        // On a pool thread, so that this thread works on batches too and the other workers,
+        // spinning between batches, pick up their share without a wake-up each millisecond.
+        match self.pool.clone() {
+            Some(pool) => pool.install(|| self.run_batches(until)),
+            None => self.run_batches(until),
+        }
+    }
+
+    fn run_batches(&mut self, until: Millis) {
+        while let Some(Reverse((time, _, _))) = self.queue.peek().copied() {
             if time > until {
                 break;
             }
-            self.queue.pop();
             self.now = time;
+            let batch = self.take_batch(time);
+            self.run_batch(batch);
+        }
+        self.now = self.now.max(until);
+    }
+
+    /// Pops every event due at `time`, settles those that reach no core (messages to dead or
+    /// partitioned nodes, stale unreachability notices), and groups the rest by node, in
+    /// the order of each node's first event.
+    fn take_batch(&mut self, time: Millis) -> Vec<NodeWork> {
+        let mut batch: Vec<NodeWork> = Vec::new();
+        let mut index_of: BTreeMap<u32, usize> = BTreeMap::new();
+        while let Some(Reverse((at, seq, slot))) = self.queue.peek().copied() {
+            if at != time {
+                break;
+            }
+            self.queue.pop();
             let Some(event) = self.slots[slot].take() else {
                 continue;
             };
             self.free_slots.push(slot);
-            self.process(event);
+            let Some((node, input)) = self.settle(seq, event) else {
+                continue;
+            };
+            let index = *index_of.entry(node).or_insert_with(|| {
+                batch.push(NodeWork {
+                    node,
+                    core: None,
+                    scheduled_tick: None,
+                    inputs: Vec::new(),
+                    drained: Drained::default(),
+                });
+                batch.len() - 1
+            });
+            batch[index].inputs.push(input);
         }
-        self.now = self.now.max(until);
+        for work in &mut batch {
+            let node = &mut self.nodes[work.node as usize];
+            work.core = node.core.take();
+            work.scheduled_tick = node.scheduled_tick;
+        }
+        batch
+    }
+
+    /// The sequential part of taking one event: what reaches a core becomes its input.
+    fn settle(&mut self, seq: u64, event: SimEvent) -> Option<(u32, Input)> {
+        let now = self.now;
+        match event {
+            SimEvent::Tick { node } => (self.nodes[node as usize].scheduled_tick == Some(now))
+                .then_some((node, Input::Tick)),
+            SimEvent::Deliver { from, to, envelope } => {
+                if self.node(to).is_none() || !self.reachable(from, to) {
+                    let back = if self.node(to).is_none() {
+                        u64::from(self.rtt_us(from, to) / 2000).max(1)
+                    } else {
+                        self.config.kelips.request_timeout_ms
+                    };
+                    let generation = self.nodes[from as usize].generation;
+                    self.schedule(
+                        now + back,
+                        SimEvent::Unreachable {
+                            node: from,
+                            peer: to,
+                            generation,
+                        },
+                    );
+                    return None;
+                }
+                self.trace = fold(self.trace, now ^ (u64::from(from) << 32) ^ u64::from(to));
+                let rtt_us = seq
+                    .is_multiple_of(RTT_SAMPLE_EVERY)
+                    .then(|| self.rtt_us(from, to));
+                Some((
+                    to,
+                    Input::Deliver {
+                        from,
+                        envelope,
+                        rtt_us,
+                    },
+                ))
+            }
+            SimEvent::Unreachable {
+                node,
+                peer,
+                generation,
+            } => {
+                let current = &self.nodes[node as usize];
+                (current.generation == generation && current.core.is_some())
+                    .then_some((node, Input::Unreachable { peer }))
+            }
+        }
+    }
+
+    /// Runs each node's inputs (in parallel when there are enough), then applies what they
+    /// produced in batch order.
+    fn run_batch(&mut self, mut batch: Vec<NodeWork>) {
+        let now = self.now;
+        if self.pool.is_some() && batch.len() >= self.config.parallel_min_nodes {
+            batch
+                .par_iter_mut()
+                .with_max_len(1)
+                .for_each(|work| work.run(now));
+        } else {
+            batch.iter_mut().for_each(|work| work.run(now));
+        }
+        for work in batch {
+            let node = &mut self.nodes[work.node as usize];
+            node.core = work.core;
+            node.scheduled_tick = work.scheduled_tick;
+            if work.drained.bumped {
+                node.last_bump = now;
+            }
+            self.traffic.refused += work.drained.refused;
+            self.apply(work.node, work.drained);
+        }
     }
 
     fn schedule(&mut self, at: Millis, event: SimEvent) {
@@ -348,138 +495,169 @@ impl Simulator {
         self.queue.push(Reverse((at, self.seq, slot)));
     }
 
-    fn process(&mut self, event: SimEvent) {
-        let now = self.now;
-        match event {
-            SimEvent::Tick { node } => {
-                let entry = &mut self.nodes[node as usize];
-                if entry.scheduled_tick != Some(now) {
-                    return;
-                }
-                entry.scheduled_tick = None;
-                let Some(core) = entry.core.as_mut() else {
-                    return;
-                };
-                let before = core.beat();
-                core.handle_tick(now);
-                if core.beat() != before {
-                    entry.last_bump = now;
-                }
-                self.after_input(node);
-                // A core must not ask for the same instant again after a tick.
-                let entry = &mut self.nodes[node as usize];
-                if entry.scheduled_tick == Some(now) {
-                    entry.scheduled_tick = Some(now + 1);
-                    self.schedule(now + 1, SimEvent::Tick { node });
-                }
-            }
-            SimEvent::Deliver { from, to, envelope } => {
-                if self.node(to).is_none() || !self.reachable(from, to) {
-                    let back = if self.node(to).is_none() {
-                        u64::from(self.rtt_us(from, to) / 2000).max(1)
-                    } else {
-                        self.config.kelips.request_timeout_ms
-                    };
-                    let generation = self.nodes[from as usize].generation;
-                    self.schedule(
-                        now + back,
-                        SimEvent::Unreachable {
-                            node: from,
-                            peer: to,
-                            generation,
-                        },
-                    );
-                    return;
-                }
-                self.trace = fold(self.trace, now ^ (u64::from(from) << 32) ^ u64::from(to));
-                let rtt = self.rtt_us(from, to);
-                let Some(core) = self.nodes[to as usize].core.as_mut() else {
-                    return;
-                };
-                if self.seq.is_multiple_of(RTT_SAMPLE_EVERY) {
-                    core.handle_rtt(&SimId(from), rtt);
-                }
-                if core.handle_message(now, SimId(from), envelope).is_err() {
-                    self.traffic.refused += 1;
-                }
-                self.after_input(to);
-            }
-            SimEvent::Unreachable {
-                node,
-                peer,
-                generation,
-            } => {
-                if self.nodes[node as usize].generation != generation {
-                    return;
-                }
-                let Some(core) = self.nodes[node as usize].core.as_mut() else {
-                    return;
-                };
-                core.handle_unreachable(now, &SimId(peer));
-                self.after_input(node);
-            }
-        }
-    }
-
-    /// Collects a node's outputs and reschedules its timer.
+    /// Collects a node's outputs after a command and reschedules its timer.
     fn after_input(&mut self, i: u32) {
         let now = self.now;
-        let mut last_group: Option<(*const (), usize)> = None;
-        loop {
-            let Some(core) = self.nodes[i as usize].core.as_mut() else {
-                return;
-            };
-            let Some(output) = core.poll_output() else {
-                break;
-            };
-            match output {
-                Output::Event(event) => self.events.push((now, i, event)),
-                Output::Send { to, envelope } => {
-                    let size = match &envelope.message {
-                        Message::Group(gossip) => {
-                            let key = Arc::as_ptr(gossip) as *const ();
-                            match last_group {
-                                Some((k, size)) if k == key => size,
-                                _ => {
-                                    let size = encoded_len(&envelope);
-                                    last_group = Some((key, size));
-                                    size
-                                }
-                            }
-                        }
-                        _ => encoded_len(&envelope),
-                    };
-                    let kind = self.by_kind.entry(envelope.message.kind()).or_default();
-                    kind.0 += 1;
-                    kind.1 += size as u64;
-                    self.traffic.messages += 1;
-                    self.traffic.bytes += size as u64;
-                    self.traffic.max_message_bytes = self.traffic.max_message_bytes.max(size);
-                    let to = to.0;
-                    if self.config.loss > 0.0 && self.rng.random_bool(self.config.loss) {
-                        self.traffic.lost += 1;
-                        continue;
-                    }
-                    let delay = u64::from(self.rtt_us(i, to) / 2000).max(1);
-                    self.schedule(
-                        now + delay,
-                        SimEvent::Deliver {
-                            from: i,
-                            to,
-                            envelope,
-                        },
-                    );
-                }
-            }
-        }
-        let Some(core) = self.nodes[i as usize].core.as_ref() else {
+        let node = &mut self.nodes[i as usize];
+        let Some(core) = node.core.as_mut() else {
             return;
         };
+        let mut drained = Drained::default();
+        drain(core, now, &mut drained);
         let deadline = core.next_deadline().max(now);
-        let node = &mut self.nodes[i as usize];
         if node.scheduled_tick.is_none_or(|t| deadline < t) {
             node.scheduled_tick = Some(deadline);
-            self.schedule(deadline, SimEvent::Tick { node: i });
+            drained.tick_at = Some(deadline);
+        }
+        self.apply(i, drained);
+    }
+
+    /// The shared part of a node's outputs: traffic counters, loss, delivery times, events
+    /// and its next tick.
+    fn apply(&mut self, i: u32, drained: Drained) {
+        let now = self.now;
+        for (at, event) in drained.events {
+            self.events.push((at, i, event));
+        }
+        for (to, envelope, size) in drained.sends {
+            let kind = self.by_kind.entry(envelope.message.kind()).or_default();
+            kind.0 += 1;
+            kind.1 += size as u64;
+            self.traffic.messages += 1;
+            self.traffic.bytes += size as u64;
+            self.traffic.max_message_bytes = self.traffic.max_message_bytes.max(size);
+            if self.config.loss > 0.0 && self.rng.random_bool(self.config.loss) {
+                self.traffic.lost += 1;
+                continue;
+            }
+            let delay = u64::from(self.rtt_us(i, to) / 2000).max(1);
+            self.schedule(
+                now + delay,
+                SimEvent::Deliver {
+                    from: i,
+                    to,
+                    envelope,
+                },
+            );
+        }
+        if let Some(at) = drained.tick_at {
+            self.schedule(at, SimEvent::Tick { node: i });
+        }
+    }
+}
+
+/// What reaches a core within one millisecond.
+enum Input {
+    Tick,
+    Deliver {
+        from: u32,
+        envelope: Envelope<SimId>,
+        rtt_us: Option<u32>,
+    },
+    Unreachable {
+        peer: u32,
+    },
+}
+
+/// One node's share of a millisecond: its core (taken out of the simulator while it runs),
+/// its inputs, and what they produced.
+struct NodeWork {
+    node: u32,
+    core: Option<Box<Kelips<SimId>>>,
+    scheduled_tick: Option<Millis>,
+    inputs: Vec<Input>,
+    drained: Drained,
+}
+
+/// A node's outputs, with encoded sizes measured where they were produced.
+#[derive(Default)]
+struct Drained {
+    sends: Vec<(u32, Envelope<SimId>, usize)>,
+    events: Vec<(Millis, Event<SimId>)>,
+    refused: u64,
+    bumped: bool,
+    tick_at: Option<Millis>,
+}
+
+impl NodeWork {
+    /// Runs the inputs in order, then any timer due in the same millisecond.
+    fn run(&mut self, now: Millis) {
+        let Some(core) = self.core.as_mut() else {
+            return;
+        };
+        let before = core.beat();
+        let mut ticked = false;
+        for input in std::mem::take(&mut self.inputs) {
+            match input {
+                Input::Tick => {
+                    if self.scheduled_tick != Some(now) {
+                        continue;
+                    }
+                    self.scheduled_tick = None;
+                    core.handle_tick(now);
+                    ticked = true;
+                }
+                Input::Deliver {
+                    from,
+                    envelope,
+                    rtt_us,
+                } => {
+                    if let Some(rtt) = rtt_us {
+                        core.handle_rtt(&SimId(from), rtt);
+                    }
+                    if core.handle_message(now, SimId(from), envelope).is_err() {
+                        self.drained.refused += 1;
+                    }
+                }
+                Input::Unreachable { peer } => core.handle_unreachable(now, &SimId(peer)),
+            }
+            drain(core, now, &mut self.drained);
+        }
+        let mut deadline = core.next_deadline().max(now);
+        if deadline == now && !ticked {
+            // Due now: run it here (messages cannot arrive within the same millisecond).
+            self.scheduled_tick = None;
+            core.handle_tick(now);
+            drain(core, now, &mut self.drained);
+            ticked = true;
+            deadline = core.next_deadline().max(now);
+        }
+        if deadline == now && ticked {
+            // A core must not ask for the same instant again after a tick.
+            deadline = now + 1;
+        }
+        if self.scheduled_tick.is_none_or(|t| deadline < t) {
+            self.scheduled_tick = Some(deadline);
+            self.drained.tick_at = Some(deadline);
+        }
+        self.drained.bumped = core.beat() != before;
+    }
+}
+
+/// Takes a core's pending outputs, measuring each message with the real codec (one group
+/// gossip shared by several targets is measured once).
+fn drain(core: &mut Kelips<SimId>, now: Millis, drained: &mut Drained) {
+    let mut last_group: Option<(*const (), usize)> = None;
+    while let Some(output) = core.poll_output() {
+        match output {
+            Output::Event(event) => drained.events.push((now, event)),
+            Output::Send { to, envelope } => {
+                let size = match &envelope.message {
+                    Message::Group(gossip) => {
+                        let key = Arc::as_ptr(gossip) as *const ();
+                        match last_group {
+                            Some((k, size)) if k == key => size,
+                            _ => {
+                                let size = encoded_len(&envelope);
+                                last_group = Some((key, size));
+                                size
+                            }
+                        }
+                    }
+                    _ => encoded_len(&envelope),
+                };
+                drained.sends.push((to.0, envelope, size));
+            }
         }
     }
 }

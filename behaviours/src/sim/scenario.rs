@@ -46,6 +46,11 @@ pub struct Scenario {
     pub final_sweep: bool,
     /// Kelips parameters (groups included).
     pub kelips: Config,
+    /// Simulator threads ([`SimConfig::threads`]: 0 = one per core) and the smallest
+    /// millisecond run in parallel ([`SimConfig::parallel_min_nodes`]).
+    pub threads: usize,
+    /// See [`SimConfig::parallel_min_nodes`].
+    pub parallel_min_nodes: usize,
 }
 
 impl Default for Scenario {
@@ -62,6 +67,8 @@ impl Default for Scenario {
             partition: None,
             final_sweep: false,
             kelips: Config::default(),
+            threads: 0,
+            parallel_min_nodes: SimConfig::default().parallel_min_nodes,
         }
     }
 }
@@ -141,6 +148,8 @@ impl<'a> Run<'a> {
             seed: scenario.seed,
             loss: scenario.loss,
             kelips: scenario.kelips.clone(),
+            threads: scenario.threads,
+            parallel_min_nodes: scenario.parallel_min_nodes,
             ..SimConfig::default()
         });
         let k = scenario.kelips.groups;
