@@ -45,7 +45,9 @@ pub struct Config {
     pub fresh_rounds: u8,
     /// Full group entries per group message, fresh ones first. Default 4.
     pub entry_ration: usize,
-    /// Of those, how many may be older entries picked at random when fewer are fresh. Default 1.
+    /// Of those, how many may be older entries picked at random when fewer are fresh. Default 0:
+    /// a member missed while fresh is pulled (`Want`) as soon as a digest names it, and one
+    /// random entry per message cost ~9% of all gossip bytes at N = 10,000.
     pub random_entry_ration: usize,
     /// Fingerprints of fresh file tuples announced per group message; receivers pull the
     /// tuples they lack. Default 16.
@@ -99,7 +101,7 @@ impl Default for Config {
             t_contact_ms: 60_000,
             fresh_rounds: 3,
             entry_ration: 4,
-            random_entry_ration: 1,
+            random_entry_ration: 0,
             tuple_ration: 16,
             cross_entry_ration: 1,
             cross_contact_ration: 1,
