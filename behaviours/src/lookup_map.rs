@@ -6,16 +6,13 @@
 //! lookups), the same in every run with the same seed, and, on a real node whose seed is
 //! random, not open to keys ground to collide (names and PeerIds are chosen by others).
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 
-/// The hasher of [`LookupMap`] and [`LookupSet`].
+/// The hasher of [`LookupMap`].
 pub type LookupState = foldhash::fast::FixedState;
 
 /// A map used only for point lookups (and order-independent `retain`).
 pub type LookupMap<K, V> = HashMap<K, V, LookupState>;
-
-/// A set used only for membership tests.
-pub type LookupSet<K> = HashSet<K, LookupState>;
 
 /// An empty [`LookupMap`] hashing with `seed`.
 pub fn lookup_map<K, V>(seed: u64) -> LookupMap<K, V> {

@@ -135,14 +135,19 @@ impl<I: Ord + Clone> FileTuple<I> {
                 if canonical && other.holders.iter().all(|h| self.holders.contains(h)) {
                     return false;
                 }
-                let mut union = self.holders.clone();
-                union.extend(other.holders.iter().cloned());
-                union.sort();
-                union.dedup();
-                union.truncate(MAX_HOLDERS);
-                union != self.holders
+                self.holder_union(other) != self.holders
             }
         }
+    }
+
+    /// Both holder sets, sorted, without repeats, the [`MAX_HOLDERS`] smallest.
+    fn holder_union(&self, other: &Self) -> Vec<I> {
+        let mut union = self.holders.clone();
+        union.extend(other.holders.iter().cloned());
+        union.sort();
+        union.dedup();
+        union.truncate(MAX_HOLDERS);
+        union
     }
 
     /// The order of merging: version, then holder-set epoch, then the tombstone flag.
@@ -167,11 +172,7 @@ impl<I: Ord + Clone> FileTuple<I> {
                     self.size = other.size;
                     changed = true;
                 }
-                let mut union = self.holders.clone();
-                union.extend(other.holders.iter().cloned());
-                union.sort();
-                union.dedup();
-                union.truncate(MAX_HOLDERS);
+                let union = self.holder_union(other);
                 if union != self.holders {
                     self.holders = union;
                     changed = true;

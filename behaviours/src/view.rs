@@ -268,19 +268,20 @@ impl<I: Ord + Clone + std::hash::Hash> GroupView<I> {
             failed: Vec::new(),
             removed: Vec::new(),
         };
-        let mut removed = Vec::new();
-        self.members.retain_mut(|member| {
-            let silent = now.saturating_sub(member.last_increase);
-            if silent > t_cleanup {
-                removed.push(member.clone());
-                return false;
-            }
-            if silent > t_fail && !member.failed {
-                member.failed = true;
-                sweep.failed.push(member.entry.id.clone());
-            }
-            true
-        });
+        let removed: Vec<Member<I>> = self
+            .members
+            .extract_if(.., |member| {
+                let silent = now.saturating_sub(member.last_increase);
+                if silent > t_cleanup {
+                    return true;
+                }
+                if silent > t_fail && !member.failed {
+                    member.failed = true;
+                    sweep.failed.push(member.entry.id.clone());
+                }
+                false
+            })
+            .collect();
         for member in removed {
             self.shorts.remove(&member.entry.id);
             self.add_tombstone(&member, now + tombstone_for, slack);

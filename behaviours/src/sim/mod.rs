@@ -349,8 +349,8 @@ impl Simulator {
     /// trace, scheduling — runs afterwards in a fixed order. The outcome does not depend on
     /// the number of threads.
     pub fn run_until(&mut self, until: Millis) {
-        // On a pool thread, so that this thread works on batches too and the other workers,
-        // spinning between batches, pick up their share without a wake-up each millisecond.
+        // On a pool thread, so that this thread works on batches too instead of handing each
+        // millisecond to the pool and sleeping until it is done.
         match self.pool.clone() {
             Some(pool) => pool.install(|| self.run_batches(until)),
             None => self.run_batches(until),
@@ -503,12 +503,8 @@ impl Simulator {
             return;
         };
         let mut drained = Drained::default();
-        drain(core, now, &mut drained);
-        let deadline = core.next_deadline().max(now);
-        if node.scheduled_tick.is_none_or(|t| deadline < t) {
-            node.scheduled_tick = Some(deadline);
-            drained.tick_at = Some(deadline);
-        }
+        drain(core, &mut drained);
+        drained.tick_at = reschedule(&mut node.scheduled_tick, core.next_deadline().max(now));
         self.apply(i, drained);
     }
 
@@ -516,8 +512,8 @@ impl Simulator {
     /// and its next tick.
     fn apply(&mut self, i: u32, drained: Drained) {
         let now = self.now;
-        for (at, event) in drained.events {
-            self.events.push((at, i, event));
+        for event in drained.events {
+            self.events.push((now, i, event));
         }
         for (to, envelope, size) in drained.sends {
             let kind = self.by_kind.entry(envelope.message.kind()).or_default();
@@ -573,7 +569,7 @@ struct NodeWork {
 #[derive(Default)]
 struct Drained {
     sends: Vec<(u32, Envelope<SimId>, usize)>,
-    events: Vec<(Millis, Event<SimId>)>,
+    events: Vec<Event<SimId>>,
     refused: u64,
     bumped: bool,
     tick_at: Option<Millis>,
@@ -611,36 +607,43 @@ impl NodeWork {
                 }
                 Input::Unreachable { peer } => core.handle_unreachable(now, &SimId(peer)),
             }
-            drain(core, now, &mut self.drained);
+            drain(core, &mut self.drained);
         }
         let mut deadline = core.next_deadline().max(now);
         if deadline == now && !ticked {
             // Due now: run it here (messages cannot arrive within the same millisecond).
             self.scheduled_tick = None;
             core.handle_tick(now);
-            drain(core, now, &mut self.drained);
-            ticked = true;
+            drain(core, &mut self.drained);
             deadline = core.next_deadline().max(now);
         }
-        if deadline == now && ticked {
-            // A core must not ask for the same instant again after a tick.
+        if deadline == now {
+            // A tick ran this millisecond, and a core must not ask for the same instant again.
             deadline = now + 1;
         }
-        if self.scheduled_tick.is_none_or(|t| deadline < t) {
-            self.scheduled_tick = Some(deadline);
-            self.drained.tick_at = Some(deadline);
-        }
+        self.drained.tick_at = reschedule(&mut self.scheduled_tick, deadline);
         self.drained.bumped = core.beat() != before;
+    }
+}
+
+/// Moves a node's timer to `deadline` if that is earlier than the one scheduled; returns the
+/// new time to schedule, if any (a later timer already queued is then ignored when it fires).
+fn reschedule(scheduled: &mut Option<Millis>, deadline: Millis) -> Option<Millis> {
+    if scheduled.is_none_or(|t| deadline < t) {
+        *scheduled = Some(deadline);
+        Some(deadline)
+    } else {
+        None
     }
 }
 
 /// Takes a core's pending outputs, measuring each message with the real codec (one group
 /// gossip shared by several targets is measured once).
-fn drain(core: &mut Kelips<SimId>, now: Millis, drained: &mut Drained) {
+fn drain(core: &mut Kelips<SimId>, drained: &mut Drained) {
     let mut last_group: Option<(*const (), usize)> = None;
     while let Some(output) = core.poll_output() {
         match output {
-            Output::Event(event) => drained.events.push((now, event)),
+            Output::Event(event) => drained.events.push(event),
             Output::Send { to, envelope } => {
                 let size = match &envelope.message {
                     Message::Group(gossip) => {
