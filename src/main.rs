@@ -5,6 +5,11 @@ use std::io::IsTerminal;
 use clap::{Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
 
+// The simulator allocates heavily from several threads: glibc's malloc took a fifth of its
+// time, mimalloc a fraction of that (BENCHMARKS.md).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// A decentralized file store: put a file under a name on any node, get it back from any other
 /// in one hop.
 #[derive(Parser, Debug)]

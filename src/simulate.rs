@@ -84,6 +84,10 @@ pub struct SimulateArgs {
     /// Worker threads (0: one per core). Any number gives the same result and trace.
     #[arg(long, default_value_t = 0)]
     pub threads: usize,
+    /// Smallest one-way delay of a message, ms; RTTs are floored at twice it. The simulator
+    /// synchronizes its threads once per this many virtual ms, so larger runs faster.
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u64).range(1..))]
+    pub min_delay_ms: u64,
     /// Print one JSON object instead of a table.
     #[arg(long)]
     pub json: bool,
@@ -135,6 +139,7 @@ impl SimulateArgs {
             final_sweep: self.final_sweep,
             kelips,
             threads: self.threads,
+            min_delay_ms: self.min_delay_ms,
             ..Scenario::default()
         })
     }

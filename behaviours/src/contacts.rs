@@ -266,17 +266,32 @@ impl<I: Ord + Clone + std::hash::Hash> Contacts<I> {
     /// verified `now`. Cycling through them keeps every contact checked every
     /// `groups / count` rounds.
     pub fn groups_to_verify(&mut self, count: usize, now: Millis) -> Vec<u32> {
-        let mut order: Vec<(Millis, u32)> = self
-            .groups
-            .keys()
-            .map(|g| (self.verified.get(g).copied().unwrap_or(0), *g))
-            .collect();
+        // Both maps are ordered by group: walk them side by side.
+        let mut verified = self.verified.iter().peekable();
+        let mut stale_marks = false;
+        let mut order: Vec<(Millis, u32)> = Vec::with_capacity(self.groups.len());
+        for &group in self.groups.keys() {
+            while let Some((_, _)) = verified.next_if(|(g, _)| **g < group) {
+                stale_marks = true;
+            }
+            let at = verified
+                .next_if(|(g, _)| **g == group)
+                .map_or(0, |(_, at)| *at);
+            order.push((at, group));
+        }
+        stale_marks |= verified.next().is_some();
+        if count < order.len() {
+            order.select_nth_unstable(count);
+            order.truncate(count);
+        }
         order.sort_unstable();
-        let chosen: Vec<u32> = order.into_iter().take(count).map(|(_, g)| g).collect();
+        let chosen: Vec<u32> = order.into_iter().map(|(_, g)| g).collect();
         for g in &chosen {
             self.verified.insert(*g, now);
         }
-        self.verified.retain(|g, _| self.groups.contains_key(g));
+        if stale_marks {
+            self.verified.retain(|g, _| self.groups.contains_key(g));
+        }
         chosen
     }
 

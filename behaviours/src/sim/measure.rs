@@ -2,6 +2,7 @@
 //! the bookkeeping that times failure detection and removal after a kill.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::ops::Range;
 
 use rand_chacha::ChaCha8Rng;
 
@@ -23,37 +24,42 @@ pub fn convergence_gaps(sim: &Simulator, members_of: &[Vec<u32>]) -> (u64, u64) 
         .iter()
         .map(|m| m.iter().filter(|&&i| sim.is_alive(i)).count())
         .collect();
-    let (mut views, mut groups) = (0, 0);
-    for i in 0..sim.len() as u32 {
-        let Some(node) = sim.node(i) else {
-            continue;
-        };
-        if !node.is_joined() {
-            views += 1;
-            continue;
+    let parts = split(sim, |nodes| {
+        let (mut views, mut groups) = (0, 0);
+        for i in nodes {
+            let Some(node) = sim.node(i) else {
+                continue;
+            };
+            if !node.is_joined() {
+                views += 1;
+                continue;
+            }
+            let own = node.group() as usize;
+            let others = live_per_group[own].saturating_sub(1);
+            let known = node
+                .view()
+                .live()
+                .filter(|m| sim.is_alive(m.entry.id.0))
+                .count();
+            if (known as f64) < 0.99 * others as f64 {
+                views += 1;
+            }
+            let uncovered = live_per_group.iter().enumerate().any(|(group, &live)| {
+                group != own
+                    && live > 0
+                    && !node
+                        .contacts()
+                        .of_group(group as u32)
+                        .iter()
+                        .any(|c| sim.is_alive(c.entry.id.0))
+            });
+            groups += u64::from(uncovered);
         }
-        let own = node.group() as usize;
-        let others = live_per_group[own].saturating_sub(1);
-        let known = node
-            .view()
-            .live()
-            .filter(|m| sim.is_alive(m.entry.id.0))
-            .count();
-        if (known as f64) < 0.99 * others as f64 {
-            views += 1;
-        }
-        let uncovered = live_per_group.iter().enumerate().any(|(group, &live)| {
-            group != own
-                && live > 0
-                && !node
-                    .contacts()
-                    .of_group(group as u32)
-                    .iter()
-                    .any(|c| sim.is_alive(c.entry.id.0))
-        });
-        groups += u64::from(uncovered);
-    }
-    (views, groups)
+        (views, groups)
+    });
+    parts
+        .into_iter()
+        .fold((0, 0), |(v, g), (views, groups)| (v + views, g + groups))
 }
 
 /// Adds the ages of the counters members hold for live members of their group (how long ago
@@ -67,30 +73,67 @@ pub(crate) fn sample_staleness(
 ) {
     let now = sim.now();
     let period = sim.config().kelips.heartbeat_period_ms;
-    let mut oldest: Vec<Option<Millis>> = vec![None; sim.len()];
-    for o in 0..sim.len() as u32 {
-        let Some(node) = sim.node(o) else {
-            continue;
-        };
-        for member in node.view().iter() {
-            let SimId(m) = member.entry.id;
-            let Some(subject) = sim.node(m) else {
+    let parts = split(sim, |observers| {
+        let mut ages = Histogram::new();
+        let mut oldest: Vec<Option<Millis>> = vec![None; sim.len()];
+        for o in observers {
+            let Some(node) = sim.node(o) else {
                 continue;
             };
-            let truth = subject.beat();
-            if truth.incarnation != member.entry.incarnation {
-                continue;
+            for member in node.view().iter() {
+                let SimId(m) = member.entry.id;
+                let Some(subject) = sim.node(m) else {
+                    continue;
+                };
+                let truth = subject.beat();
+                if truth.incarnation != member.entry.incarnation {
+                    continue;
+                }
+                let behind = truth.heartbeat.saturating_sub(member.entry.heartbeat);
+                let age = behind * period + now.saturating_sub(sim.last_bump(m));
+                ages.add(age);
+                let slot = &mut oldest[m as usize];
+                *slot = Some(slot.map_or(age, |old| old.max(age)));
             }
-            let behind = truth.heartbeat.saturating_sub(member.entry.heartbeat);
-            let age = behind * period + now.saturating_sub(sim.last_bump(m));
-            staleness.add(age);
-            let slot = &mut oldest[m as usize];
-            *slot = Some(slot.map_or(age, |old| old.max(age)));
+        }
+        (ages, oldest)
+    });
+    let mut oldest: Vec<Option<Millis>> = vec![None; sim.len()];
+    for (ages, part) in parts {
+        staleness.merge(&ages);
+        for (slot, age) in oldest.iter_mut().zip(part) {
+            *slot = (*slot).max(age);
         }
     }
     for age in oldest.into_iter().flatten() {
         dissemination.add(age);
     }
+}
+
+/// Runs `measure` over the node indices in one range per simulator thread, each range on its
+/// own thread, and returns the results in range order.
+fn split<T: Send>(sim: &Simulator, measure: impl Fn(Range<u32>) -> T + Sync) -> Vec<T> {
+    let len = sim.len() as u32;
+    let threads = sim.threads() as u32;
+    if threads <= 1 || len < 1000 {
+        return vec![measure(0..len)];
+    }
+    let per = len.div_ceil(threads);
+    let measure = &measure;
+    std::thread::scope(|scope| {
+        let ranges = (0..threads).map(|t| (t * per)..((t + 1) * per).min(len));
+        let running: Vec<_> = ranges
+            .map(|range| scope.spawn(move || measure(range)))
+            .collect();
+        running
+            .into_iter()
+            .map(|thread| {
+                thread
+                    .join()
+                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+            })
+            .collect()
+    })
 }
 
 /// Soft state per node, and bytes per entry and per tuple, averaged over up to 50 live nodes.

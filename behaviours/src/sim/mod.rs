@@ -1,8 +1,9 @@
 //! A deterministic simulator: N [`Kelips`] cores on a plane, one virtual clock, seeded loss,
 //! partitions, kills and restarts.
 //!
-//! * Nodes sit uniformly on a square; the RTT between two is their distance in milliseconds
-//!   (floored at 1 ms). A message arrives half an RTT after it is sent; with one delivery in
+//! * Nodes sit uniformly on a square; the RTT between two is their distance in milliseconds,
+//!   floored at twice [`SimConfig::min_delay_ms`] (4 ms by default). A message arrives half an
+//!   RTT after it is sent; with one delivery in
 //!   [`RTT_SAMPLE_EVERY`] the receiver also gets an RTT sample of the sender, as libp2p ping on
 //!   the connection would give it now and then.
 //! * Each message is lost with probability `loss`, silently. A message to a dead node, or across
@@ -11,22 +12,24 @@
 //! * Sizes are measured with the real codec ([`crate::codec::encoded_len`]); one gossip message
 //!   shared by several targets is measured once.
 //! * Everything is ordered and seeded: the same seed gives the same trace ([`Simulator::trace`]).
-//! * Time advances one millisecond at a time. Nothing one node does in a millisecond can reach
-//!   another before the next (a message takes at least 1 ms), so the nodes with events in a
-//!   millisecond run them on worker threads; loss, scheduling and the trace are then settled in
-//!   a fixed order, and the outcome does not depend on the number of threads.
+//! * Time advances in windows of [`SimConfig::min_delay_ms`] milliseconds. Nothing one node
+//!   does in a window can reach another before the next (no message is faster), so the nodes
+//!   with events in a window run them, in time order, on worker threads; loss, scheduling and
+//!   the trace are then settled in a fixed order, and the outcome does not depend on the number
+//!   of threads.
 
 pub mod measure;
+mod queue;
 pub mod report;
 pub mod scenario;
+mod workers;
 
-use std::cmp::Reverse;
-use std::collections::{BTreeMap, BinaryHeap};
+use std::collections::BTreeMap;
+use std::num::NonZeroUsize;
 use std::sync::Arc;
 
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use rayon::prelude::*;
 
 use crate::Millis;
 use crate::codec::encoded_len;
@@ -36,6 +39,8 @@ use crate::id::{SimId, id_facts};
 use crate::message::{Envelope, Message};
 use crate::node::{Event, Kelips, Output};
 use crate::tuple::FileTuple;
+use queue::EventQueue;
+use workers::{Item, Workers};
 
 /// One delivery in this many comes with an RTT sample for the receiver.
 pub const RTT_SAMPLE_EVERY: u64 = 4;
@@ -58,9 +63,14 @@ pub struct SimConfig {
     /// Worker threads; 0: one per core. 1 runs everything on the calling thread. The
     /// outcome, trace included, is the same for any number.
     pub threads: usize,
-    /// Milliseconds in which at least this many nodes have events run them in parallel;
-    /// fewer are not worth the hand-off. Default 16.
+    /// Windows in which at least this many nodes have events run them in parallel; fewer
+    /// are not worth the hand-off. Default 16.
     pub parallel_min_nodes: usize,
+    /// Smallest one-way delay of a message, in milliseconds (at least 1); RTTs are floored at
+    /// twice it. It is also the length of the windows the nodes run in between two
+    /// synchronizations, so a larger value runs faster and models near peers less finely.
+    /// Default 2.
+    pub min_delay_ms: Millis,
 }
 
 impl Default for SimConfig {
@@ -74,6 +84,7 @@ impl Default for SimConfig {
             kelips: Config::default(),
             threads: 0,
             parallel_min_nodes: 16,
+            min_delay_ms: 2,
         }
     }
 }
@@ -119,6 +130,8 @@ struct SimNode {
     group: u32,
     address: AddressRecord,
     remembered: Vec<SimId>,
+    /// Index of this node's work in the batch being taken.
+    in_batch: Option<u32>,
 }
 
 /// The simulator.
@@ -126,9 +139,9 @@ pub struct Simulator {
     config: SimConfig,
     now: Millis,
     nodes: Vec<SimNode>,
-    queue: BinaryHeap<Reverse<(Millis, u64, usize)>>,
-    slots: Vec<Option<SimEvent>>,
-    free_slots: Vec<usize>,
+    queue: EventQueue<SimEvent>,
+    /// The events of the window being taken (kept for its capacity).
+    taken: Vec<(Millis, u64, SimEvent)>,
     seq: u64,
     rng: ChaCha8Rng,
     partition: Option<Vec<u8>>,
@@ -136,23 +149,21 @@ pub struct Simulator {
     traffic: Traffic,
     by_kind: BTreeMap<&'static str, (u64, u64)>,
     trace: u64,
-    /// Worker threads (none if the pool could not be built: everything runs here).
-    pool: Option<Arc<rayon::ThreadPool>>,
+    /// Worker threads beside this one (none with `threads` = 1).
+    workers: Option<Workers<NodeWork>>,
+    /// Threads in all, this one included.
+    threads: usize,
 }
 
 impl Simulator {
     /// A simulator with `config.nodes` slots, none running yet.
     pub fn new(config: SimConfig) -> Self {
         let mut rng = ChaCha8Rng::seed_from_u64(config.seed);
-        let pool = (config.threads != 1)
-            .then(|| {
-                rayon::ThreadPoolBuilder::new()
-                    .num_threads(config.threads)
-                    .build()
-                    .ok()
-                    .map(Arc::new)
-            })
-            .flatten();
+        let threads = match config.threads {
+            0 => std::thread::available_parallelism().map_or(1, NonZeroUsize::get),
+            n => n,
+        };
+        let workers = (threads > 1).then(|| Workers::new(threads - 1));
         let groups = config.kelips.groups;
         let nodes = (0..config.nodes as u32)
             .map(|i| {
@@ -172,6 +183,7 @@ impl Simulator {
                     group: id_facts(&SimId(i), groups).group,
                     address: AddressRecord::new(record).unwrap_or_default(),
                     remembered: Vec::new(),
+                    in_batch: None,
                 }
             })
             .collect();
@@ -179,9 +191,8 @@ impl Simulator {
             config,
             now: 0,
             nodes,
-            queue: BinaryHeap::new(),
-            slots: Vec::new(),
-            free_slots: Vec::new(),
+            queue: EventQueue::new(),
+            taken: Vec::new(),
             seq: 0,
             rng,
             partition: None,
@@ -189,7 +200,8 @@ impl Simulator {
             traffic: Traffic::default(),
             by_kind: BTreeMap::new(),
             trace: 0xcbf2_9ce4_8422_2325,
-            pool,
+            workers,
+            threads,
         }
     }
 
@@ -206,6 +218,11 @@ impl Simulator {
     /// Whether there are no slots.
     pub fn is_empty(&self) -> bool {
         self.nodes.is_empty()
+    }
+
+    /// Threads the simulator runs on, the caller's included.
+    pub fn threads(&self) -> usize {
+        self.threads
     }
 
     /// The simulator's parameters.
@@ -239,14 +256,27 @@ impl Simulator {
         self.nodes[i as usize].last_bump
     }
 
-    /// RTT between two nodes, in microseconds (floored at 1 ms).
+    /// RTT between two nodes, in microseconds (floored at twice the smallest one-way delay).
     pub fn rtt_us(&self, a: u32, b: u32) -> u32 {
         let (pa, pb) = (
             self.nodes[a as usize].position,
             self.nodes[b as usize].position,
         );
         let distance = ((pa.0 - pb.0).powi(2) + (pa.1 - pb.1).powi(2)).sqrt();
-        ((distance * 1000.0) as u32).max(1000)
+        ((distance * 1000.0) as u32).max(self.min_rtt_us())
+    }
+
+    fn min_rtt_us(&self) -> u32 {
+        u32::try_from(self.min_delay() * 2000).unwrap_or(u32::MAX)
+    }
+
+    fn min_delay(&self) -> Millis {
+        self.config.min_delay_ms.max(1)
+    }
+
+    /// One-way delay from `a` to `b`, in whole milliseconds (at least the smallest delay).
+    fn delay(&self, a: u32, b: u32) -> Millis {
+        u64::from(self.rtt_us(a, b) / 2000).max(self.min_delay())
     }
 
     /// Traffic so far.
@@ -343,80 +373,71 @@ impl Simulator {
 
     /// Runs every event up to and including `until`.
     ///
-    /// Events are taken one virtual millisecond at a time. Within one millisecond nodes cannot
-    /// affect each other (every message takes at least 1 ms), so each node's events of that
-    /// millisecond run on a worker thread (rayon) while the shared bookkeeping — loss, the
-    /// trace, scheduling — runs afterwards in a fixed order. The outcome does not depend on
-    /// the number of threads.
+    /// Events are taken one window of `min_delay_ms` at a time. Within a window nodes cannot
+    /// affect each other (no message is faster), so each node's events of the window run, in
+    /// time order, on a worker thread while the shared bookkeeping — loss, the trace,
+    /// scheduling — runs afterwards in a fixed order. The outcome does not depend on the
+    /// number of threads.
     pub fn run_until(&mut self, until: Millis) {
-        // On a pool thread, so that this thread works on batches too instead of handing each
-        // millisecond to the pool and sleeping until it is done.
-        match self.pool.clone() {
-            Some(pool) => pool.install(|| self.run_batches(until)),
-            None => self.run_batches(until),
-        }
-    }
-
-    fn run_batches(&mut self, until: Millis) {
-        while let Some(Reverse((time, _, _))) = self.queue.peek().copied() {
-            if time > until {
-                break;
-            }
+        while let Some(time) = self.queue.next_due(until) {
+            let end = (time + self.min_delay() - 1).min(until);
             self.now = time;
-            let batch = self.take_batch(time);
-            self.run_batch(batch);
+            let batch = self.take_batch(time, end);
+            self.run_batch(time, end, batch);
         }
         self.now = self.now.max(until);
     }
 
-    /// Pops every event due at `time`, settles those that reach no core (messages to dead or
+    /// Pops every event due by `end`, settles those that reach no core (messages to dead or
     /// partitioned nodes, stale unreachability notices), and groups the rest by node, in
-    /// the order of each node's first event.
-    fn take_batch(&mut self, time: Millis) -> Vec<NodeWork> {
+    /// the order of each node's first event; each node's inputs stay in time order.
+    fn take_batch(&mut self, start: Millis, end: Millis) -> Vec<NodeWork> {
         let mut batch: Vec<NodeWork> = Vec::new();
-        let mut index_of: BTreeMap<u32, usize> = BTreeMap::new();
-        while let Some(Reverse((at, seq, slot))) = self.queue.peek().copied() {
-            if at != time {
-                break;
-            }
-            self.queue.pop();
-            let Some(event) = self.slots[slot].take() else {
-                continue;
-            };
-            self.free_slots.push(slot);
-            let Some((node, input)) = self.settle(seq, event) else {
-                continue;
-            };
-            let index = *index_of.entry(node).or_insert_with(|| {
-                batch.push(NodeWork {
-                    node,
-                    core: None,
-                    scheduled_tick: None,
-                    inputs: Vec::new(),
-                    drained: Drained::default(),
-                });
-                batch.len() - 1
-            });
-            batch[index].inputs.push(input);
+        let mut events = std::mem::take(&mut self.taken);
+        for at in start..=end {
+            self.queue.take_into(at, &mut events);
         }
+        for (at, seq, event) in events.drain(..) {
+            let Some((node, input)) = self.settle(at, seq, event) else {
+                continue;
+            };
+            let sim_node = &mut self.nodes[node as usize];
+            let index = match sim_node.in_batch {
+                Some(index) => index as usize,
+                None => {
+                    sim_node.in_batch = u32::try_from(batch.len()).ok();
+                    batch.push(NodeWork {
+                        node,
+                        core: None,
+                        scheduled_tick: None,
+                        inputs: Vec::new(),
+                        drained: Drained::default(),
+                    });
+                    batch.len() - 1
+                }
+            };
+            batch[index].inputs.push((at, input));
+        }
+        self.taken = events;
         for work in &mut batch {
             let node = &mut self.nodes[work.node as usize];
+            node.in_batch = None;
             work.core = node.core.take();
             work.scheduled_tick = node.scheduled_tick;
         }
         batch
     }
 
-    /// The sequential part of taking one event: what reaches a core becomes its input.
-    fn settle(&mut self, seq: u64, event: SimEvent) -> Option<(u32, Input)> {
-        let now = self.now;
+    /// The sequential part of taking one event, due at `now`: what reaches a core becomes its
+    /// input.
+    fn settle(&mut self, now: Millis, seq: u64, event: SimEvent) -> Option<(u32, Input)> {
         match event {
             SimEvent::Tick { node } => (self.nodes[node as usize].scheduled_tick == Some(now))
                 .then_some((node, Input::Tick)),
             SimEvent::Deliver { from, to, envelope } => {
                 if self.node(to).is_none() || !self.reachable(from, to) {
                     let back = if self.node(to).is_none() {
-                        u64::from(self.rtt_us(from, to) / 2000).max(1)
+                        self.delay(from, to)
                     } else {
                         self.config.kelips.request_timeout_ms
                     };
@@ -456,24 +477,22 @@ impl Simulator {
         }
     }
 
-    /// Runs each node's inputs (in parallel when there are enough), then applies what they
-    /// produced in batch order.
-    fn run_batch(&mut self, mut batch: Vec<NodeWork>) {
-        let now = self.now;
-        if self.pool.is_some() && batch.len() >= self.config.parallel_min_nodes {
-            batch
-                .par_iter_mut()
-                .with_max_len(1)
-                .for_each(|work| work.run(now));
-        } else {
-            batch.iter_mut().for_each(|work| work.run(now));
+    /// Runs each node's inputs of the window `start..=end` (in parallel when there are
+    /// enough nodes), then applies what they produced in batch order.
+    fn run_batch(&mut self, start: Millis, end: Millis, mut batch: Vec<NodeWork>) {
+        match &self.workers {
+            Some(workers) if batch.len() >= self.config.parallel_min_nodes => {
+                batch = workers.run(batch, (start, end));
+            }
+            _ => batch.iter_mut().for_each(|work| work.run((start, end))),
         }
+        self.now = end;
         for work in batch {
             let node = &mut self.nodes[work.node as usize];
             node.core = work.core;
             node.scheduled_tick = work.scheduled_tick;
-            if work.drained.bumped {
-                node.last_bump = now;
+            if let Some(at) = work.drained.bumped_at {
+                node.last_bump = at;
             }
             self.traffic.refused += work.drained.refused;
             self.apply(work.node, work.drained);
@@ -481,18 +500,8 @@ impl Simulator {
     }
 
     fn schedule(&mut self, at: Millis, event: SimEvent) {
-        let slot = match self.free_slots.pop() {
-            Some(slot) => {
-                self.slots[slot] = Some(event);
-                slot
-            }
-            None => {
-                self.slots.push(Some(event));
-                self.slots.len() - 1
-            }
-        };
         self.seq += 1;
-        self.queue.push(Reverse((at, self.seq, slot)));
+        self.queue.push(at, self.seq, event);
     }
 
     /// Collects a node's outputs after a command and reschedules its timer.
@@ -503,7 +512,7 @@ impl Simulator {
             return;
         };
         let mut drained = Drained::default();
-        drain(core, &mut drained);
+        drain(core, now, &mut drained);
         drained.tick_at = reschedule(&mut node.scheduled_tick, core.next_deadline().max(now));
         self.apply(i, drained);
     }
@@ -511,11 +520,10 @@ impl Simulator {
     /// The shared part of a node's outputs: traffic counters, loss, delivery times, events
     /// and its next tick.
     fn apply(&mut self, i: u32, drained: Drained) {
-        let now = self.now;
-        for event in drained.events {
-            self.events.push((now, i, event));
+        for (at, event) in drained.events {
+            self.events.push((at, i, event));
         }
-        for (to, envelope, size) in drained.sends {
+        for (sent, to, envelope, size) in drained.sends {
             let kind = self.by_kind.entry(envelope.message.kind()).or_default();
             kind.0 += 1;
             kind.1 += size as u64;
@@ -526,9 +534,9 @@ impl Simulator {
                 self.traffic.lost += 1;
                 continue;
             }
-            let delay = u64::from(self.rtt_us(i, to) / 2000).max(1);
+            let delay = self.delay(i, to);
             self.schedule(
-                now + delay,
+                sent + delay,
                 SimEvent::Deliver {
                     from: i,
                     to,
@@ -542,7 +550,7 @@ impl Simulator {
     }
 }
 
-/// What reaches a core within one millisecond.
+/// What reaches a core within a window.
 enum Input {
     Tick,
     Deliver {
@@ -555,74 +563,93 @@ enum Input {
     },
 }
 
-/// One node's share of a millisecond: its core (taken out of the simulator while it runs),
-/// its inputs, and what they produced.
+/// One node's share of a window: its core (taken out of the simulator while it runs), its
+/// inputs with their times, and what they produced.
 struct NodeWork {
     node: u32,
     core: Option<Box<Kelips<SimId>>>,
     scheduled_tick: Option<Millis>,
-    inputs: Vec<Input>,
+    inputs: Vec<(Millis, Input)>,
     drained: Drained,
 }
 
-/// A node's outputs, with encoded sizes measured where they were produced.
+/// A node's outputs with the time each was produced, messages with their encoded sizes
+/// measured where they were produced.
 #[derive(Default)]
 struct Drained {
-    sends: Vec<(u32, Envelope<SimId>, usize)>,
-    events: Vec<Event<SimId>>,
+    sends: Vec<(Millis, u32, Envelope<SimId>, usize)>,
+    events: Vec<(Millis, Event<SimId>)>,
     refused: u64,
-    bumped: bool,
+    /// When the heartbeat last changed.
+    bumped_at: Option<Millis>,
     tick_at: Option<Millis>,
 }
 
-impl NodeWork {
-    /// Runs the inputs in order, then any timer due in the same millisecond.
-    fn run(&mut self, now: Millis) {
+impl workers::Item for NodeWork {
+    /// The window: first and last millisecond.
+    type Round = (Millis, Millis);
+
+    /// Runs the inputs of the window `start..=end` in time order, and the core's timer
+    /// whenever it falls due in the window: at most one tick per millisecond.
+    fn run(&mut self, (start, end): (Millis, Millis)) {
         let Some(core) = self.core.as_mut() else {
             return;
         };
-        let before = core.beat();
-        let mut ticked = false;
-        for input in std::mem::take(&mut self.inputs) {
-            match input {
-                Input::Tick => {
-                    if self.scheduled_tick != Some(now) {
-                        continue;
+        let mut beat = core.beat();
+        let mut inputs = std::mem::take(&mut self.inputs).into_iter().peekable();
+        let mut now = start;
+        loop {
+            let mut ticked = false;
+            while let Some((_, input)) = inputs.next_if(|(at, _)| *at == now) {
+                match input {
+                    Input::Tick => {
+                        if self.scheduled_tick != Some(now) {
+                            continue;
+                        }
+                        self.scheduled_tick = None;
+                        core.handle_tick(now);
+                        ticked = true;
                     }
-                    self.scheduled_tick = None;
-                    core.handle_tick(now);
-                    ticked = true;
+                    Input::Deliver {
+                        from,
+                        envelope,
+                        rtt_us,
+                    } => {
+                        if let Some(rtt) = rtt_us {
+                            core.handle_rtt(&SimId(from), rtt);
+                        }
+                        if core.handle_message(now, SimId(from), envelope).is_err() {
+                            self.drained.refused += 1;
+                        }
+                    }
+                    Input::Unreachable { peer } => core.handle_unreachable(now, &SimId(peer)),
                 }
-                Input::Deliver {
-                    from,
-                    envelope,
-                    rtt_us,
-                } => {
-                    if let Some(rtt) = rtt_us {
-                        core.handle_rtt(&SimId(from), rtt);
-                    }
-                    if core.handle_message(now, SimId(from), envelope).is_err() {
-                        self.drained.refused += 1;
-                    }
-                }
-                Input::Unreachable { peer } => core.handle_unreachable(now, &SimId(peer)),
+                drain(core, now, &mut self.drained);
             }
-            drain(core, &mut self.drained);
+            if !ticked && core.next_deadline() <= now {
+                // Due now: run it here (nothing from another node arrives within the window).
+                self.scheduled_tick = None;
+                core.handle_tick(now);
+                drain(core, now, &mut self.drained);
+                ticked = true;
+            }
+            if core.beat() != beat {
+                beat = core.beat();
+                self.drained.bumped_at = Some(now);
+            }
+            let mut deadline = core.next_deadline().max(now);
+            if ticked && deadline == now {
+                // A core must not be asked for the same instant twice.
+                deadline = now + 1;
+            }
+            let next_input = inputs.peek().map(|(at, _)| *at);
+            let next = next_input.map_or(deadline, |at| at.min(deadline));
+            if next > end {
+                self.drained.tick_at = reschedule(&mut self.scheduled_tick, deadline);
+                return;
+            }
+            now = next;
         }
-        let mut deadline = core.next_deadline().max(now);
-        if deadline == now && !ticked {
-            // Due now: run it here (messages cannot arrive within the same millisecond).
-            self.scheduled_tick = None;
-            core.handle_tick(now);
-            drain(core, &mut self.drained);
-            deadline = core.next_deadline().max(now);
-        }
-        if deadline == now {
-            // A tick ran this millisecond, and a core must not ask for the same instant again.
-            deadline = now + 1;
-        }
-        self.drained.tick_at = reschedule(&mut self.scheduled_tick, deadline);
-        self.drained.bumped = core.beat() != before;
     }
 }
 
@@ -639,11 +666,11 @@ fn reschedule(scheduled: &mut Option<Millis>, deadline: Millis) -> Option<Millis
 
 /// Takes a core's pending outputs, measuring each message with the real codec (one group
 /// gossip shared by several targets is measured once).
-fn drain(core: &mut Kelips<SimId>, drained: &mut Drained) {
+fn drain(core: &mut Kelips<SimId>, now: Millis, drained: &mut Drained) {
     let mut last_group: Option<(*const (), usize)> = None;
     while let Some(output) = core.poll_output() {
         match output {
-            Output::Event(event) => drained.events.push(event),
+            Output::Event(event) => drained.events.push((now, event)),
             Output::Send { to, envelope } => {
                 let size = match &envelope.message {
                     Message::Group(gossip) => {
@@ -659,7 +686,7 @@ fn drain(core: &mut Kelips<SimId>, drained: &mut Drained) {
                     }
                     _ => encoded_len(&envelope),
                 };
-                drained.sends.push((to.0, envelope, size));
+                drained.sends.push((now, to.0, envelope, size));
             }
         }
     }

@@ -149,6 +149,15 @@ impl Histogram {
         self.max_ms = self.max_ms.max(ms);
     }
 
+    /// Adds every sample of `other`.
+    pub(crate) fn merge(&mut self, other: &Histogram) {
+        for (bin, n) in self.bins.iter_mut().zip(&other.bins) {
+            *bin += n;
+        }
+        self.count += other.count;
+        self.max_ms = self.max_ms.max(other.max_ms);
+    }
+
     pub(crate) fn quantile_s(&self, q: f64) -> f64 {
         if self.count == 0 {
             return 0.0;

@@ -46,11 +46,12 @@ pub struct Scenario {
     pub final_sweep: bool,
     /// Kelips parameters (groups included).
     pub kelips: Config,
-    /// Simulator threads ([`SimConfig::threads`]: 0 = one per core) and the smallest
-    /// millisecond run in parallel ([`SimConfig::parallel_min_nodes`]).
+    /// Simulator threads ([`SimConfig::threads`]: 0 = one per core).
     pub threads: usize,
     /// See [`SimConfig::parallel_min_nodes`].
     pub parallel_min_nodes: usize,
+    /// Smallest one-way delay and window length, ms ([`SimConfig::min_delay_ms`]).
+    pub min_delay_ms: Millis,
 }
 
 impl Default for Scenario {
@@ -69,6 +70,7 @@ impl Default for Scenario {
             kelips: Config::default(),
             threads: 0,
             parallel_min_nodes: SimConfig::default().parallel_min_nodes,
+            min_delay_ms: SimConfig::default().min_delay_ms,
         }
     }
 }
@@ -150,6 +152,7 @@ impl<'a> Run<'a> {
             kelips: scenario.kelips.clone(),
             threads: scenario.threads,
             parallel_min_nodes: scenario.parallel_min_nodes,
+            min_delay_ms: scenario.min_delay_ms,
             ..SimConfig::default()
         });
         let k = scenario.kelips.groups;
