@@ -222,3 +222,77 @@ fn timers_are_inputs_and_the_deadline_moves_forward() {
     a.handle_tick(first + 10 * config().heartbeat_period_ms);
     assert!(a.beat().heartbeat > beat.heartbeat);
 }
+
+/// The targets of the group gossip among a node's pending outputs.
+fn group_targets(node: &mut Kelips<SimId>) -> Vec<SimId> {
+    std::iter::from_fn(|| node.poll_output())
+        .filter_map(|output| match output {
+            Output::Send { to, envelope } if matches!(envelope.message, Message::Group(_)) => {
+                Some(to)
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+/// A member whose connection is refused is no gossip target until its stamp rises again, and
+/// the round's gossip sent to it goes to another member instead.
+#[test]
+fn gossip_to_an_unreachable_member_goes_to_another_until_it_beats_again() {
+    let members: Vec<SimId> = (0..)
+        .map(SimId)
+        .filter(|id| id_facts(id, GROUPS).group == 0)
+        .take(8)
+        .collect();
+    let mut a = node(members[0]);
+    let others = members[1..].to_vec();
+    let mut heartbeat = 1;
+    let mut beat_all = |a: &mut Kelips<SimId>, now: u64, skip: Option<SimId>| {
+        heartbeat += 1;
+        let entries = others
+            .iter()
+            .filter(|&&id| Some(id) != skip)
+            .map(|&id| entry(id, 1, heartbeat))
+            .collect();
+        let sender = *others.iter().find(|&&id| Some(id) != skip).unwrap();
+        a.handle_message(now, sender, group_gossip(a, Vec::new(), entries))
+            .unwrap();
+    };
+    beat_all(&mut a, 0, None);
+    group_targets(&mut a);
+    let period = config().gossip_period_ms;
+    let mut now = 0;
+    let targets = loop {
+        now += period;
+        a.handle_tick(now);
+        let targets = group_targets(&mut a);
+        if !targets.is_empty() {
+            break targets;
+        }
+    };
+    let refused = targets[0];
+    a.handle_unreachable(now + 1, &refused);
+    let instead = group_targets(&mut a);
+    assert_eq!(instead.len(), 1, "{instead:?}");
+    assert!(
+        !targets.contains(&instead[0]),
+        "{targets:?} then {instead:?}"
+    );
+
+    // While its stamp stands still it is skipped, though the others keep beating.
+    for _ in 0..20 {
+        now += period;
+        beat_all(&mut a, now, Some(refused));
+        a.handle_tick(now);
+        assert!(!group_targets(&mut a).contains(&refused));
+    }
+    // Once it beats again it is a target like any other.
+    let mut chosen = false;
+    for _ in 0..40 {
+        now += period;
+        beat_all(&mut a, now, None);
+        a.handle_tick(now);
+        chosen |= group_targets(&mut a).contains(&refused);
+    }
+    assert!(chosen);
+}

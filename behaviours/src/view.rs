@@ -25,6 +25,17 @@ pub struct Member<I> {
     pub failed: bool,
     /// Rounds left during which the entry is sent in rations before older ones.
     pub fresh_rounds: u8,
+    /// Local time at which a message to it could not be delivered (the connection was
+    /// refused, say). Until its stamp rises again it is not a gossip target; failure
+    /// detection still waits for `t_fail`.
+    pub unreachable_at: Option<Millis>,
+}
+
+impl<I> Member<I> {
+    /// Whether it is worth gossiping to: not failed, and reachable since its last rise.
+    pub fn is_target(&self) -> bool {
+        !self.failed && self.unreachable_at.is_none_or(|at| self.last_increase > at)
+    }
 }
 
 /// What merging news about a member did.
@@ -130,6 +141,17 @@ impl<I: Ord + Clone + std::hash::Hash> GroupView<I> {
         self.index_of(id).map(|index| &self.members[index])
     }
 
+    /// Notes that a message to member `id` could not be delivered `now`.
+    pub fn mark_unreachable(&mut self, id: &I, now: Millis) -> bool {
+        match self.get_mut(id) {
+            Some(member) => {
+                member.unreachable_at = Some(now);
+                true
+            }
+            None => false,
+        }
+    }
+
     fn get_mut(&mut self, id: &I) -> Option<&mut Member<I>> {
         self.index_of(id).map(|index| &mut self.members[index])
     }
@@ -199,6 +221,7 @@ impl<I: Ord + Clone + std::hash::Hash> GroupView<I> {
                 rtt_us: None,
                 failed: false,
                 fresh_rounds,
+                unreachable_at: None,
             },
         );
         Change::Added

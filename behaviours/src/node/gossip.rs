@@ -12,6 +12,14 @@ use crate::message::{Entries, GroupGossip, Message, TuplePull, Want};
 use crate::targets;
 use crate::tuple::FileTuple;
 
+/// This round's group gossip and where it went, so that a target found unreachable can be
+/// replaced.
+pub(super) struct RoundGossip<I> {
+    gossip: Arc<GroupGossip<I>>,
+    targets: Vec<I>,
+    retargets_left: usize,
+}
+
 impl<I: NodeId> Kelips<I> {
     /// One gossip round: failure detection, group gossip, cross-group gossip, and a slice of
     /// the tuple liveness sweep.
@@ -58,11 +66,12 @@ impl<I: NodeId> Kelips<I> {
     /// while enough others are left: after a mass failure, gossip sent to the dead is gossip
     /// the living miss, and their counters age towards false detection.
     fn gossip_to_group(&mut self, now: Millis) {
+        self.round_gossip = None;
         let quiet = self.config.t_fail_ms / 2;
         let mut live: Vec<(I, Option<u32>)> = self
             .view
             .live()
-            .filter(|m| now.saturating_sub(m.last_increase) <= quiet)
+            .filter(|m| m.is_target() && now.saturating_sub(m.last_increase) <= quiet)
             .map(|m| (m.entry.id.clone(), m.rtt_us))
             .collect();
         if live.len() < self.config.fanout {
@@ -105,9 +114,49 @@ impl<I: NodeId> Kelips<I> {
             entries,
             news,
         });
-        for index in chosen {
-            self.send(live[index].0.clone(), Message::Group(gossip.clone()));
+        let targets: Vec<I> = chosen.into_iter().map(|i| live[i].0.clone()).collect();
+        for target in &targets {
+            self.send(target.clone(), Message::Group(gossip.clone()));
         }
+        self.round_gossip = Some(RoundGossip {
+            gossip,
+            targets,
+            retargets_left: self.config.fanout,
+        });
+    }
+
+    /// A member of the group could not be reached: it is no gossip target until its stamp
+    /// rises again, and if this round's group gossip went to it, the gossip goes to another
+    /// member instead (at most `fanout` times a round). After a mass failure, half the
+    /// gossip would otherwise reach nobody until the dead are detected, and news of the
+    /// dead — their last counters — would spread half as fast.
+    pub(super) fn member_unreachable(&mut self, now: Millis, peer: &I) {
+        if !self.view.mark_unreachable(peer, now) {
+            return;
+        }
+        let Some(round) = self.round_gossip.as_mut() else {
+            return;
+        };
+        if round.retargets_left == 0 || !round.targets.contains(peer) {
+            return;
+        }
+        let quiet = self.config.t_fail_ms / 2;
+        let candidates: Vec<(I, Option<u32>)> = self
+            .view
+            .live()
+            .filter(|m| m.is_target() && now.saturating_sub(m.last_increase) <= quiet)
+            .filter(|m| !round.targets.contains(&m.entry.id))
+            .map(|m| (m.entry.id.clone(), m.rtt_us))
+            .collect();
+        let rtts: Vec<Option<u32>> = candidates.iter().map(|(_, rtt)| *rtt).collect();
+        let Some(&index) = targets::choose(&rtts, 1, 0, &mut self.rng).first() else {
+            return;
+        };
+        round.retargets_left -= 1;
+        let target = candidates[index].0.clone();
+        round.targets.push(target.clone());
+        let gossip = Message::Group(round.gossip.clone());
+        self.send(target, gossip);
     }
 
     pub(super) fn on_group(

@@ -194,6 +194,8 @@ pub struct Kelips<I: NodeId> {
     next_rejoin: Millis,
     outputs: VecDeque<Output<I>>,
     stats: Stats,
+    /// This round's group gossip, for retargeting.
+    round_gossip: Option<gossip::RoundGossip<I>>,
 }
 
 impl<I: NodeId> Kelips<I> {
@@ -248,6 +250,7 @@ impl<I: NodeId> Kelips<I> {
             next_rejoin,
             outputs: VecDeque::new(),
             stats: Stats::default(),
+            round_gossip: None,
             config,
         })
     }
@@ -495,6 +498,7 @@ impl<I: NodeId> Kelips<I> {
             });
             self.verification_failed(now, peer, group);
         }
+        self.member_unreachable(now, peer);
         self.lookup_unreachable(now, peer);
         let stuck = match &self.join {
             JoinState::AwaitingContacts { bootstrap, .. } => bootstrap == peer,
