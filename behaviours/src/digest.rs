@@ -108,6 +108,10 @@ fn take_leb128(bytes: &[u8]) -> Result<(u64, &[u8]), DigestError> {
         }
         value |= bits << shift;
         if byte & 0x80 == 0 {
+            if byte == 0 && index > 0 {
+                // A redundant zero group: not the shortest form, which is the only one.
+                return Err(DigestError::Malformed);
+            }
             return Ok((value, &bytes[index + 1..]));
         }
     }
@@ -171,5 +175,11 @@ mod tests {
             HeartbeatDigest::from_bytes(&overflow),
             Err(DigestError::Malformed)
         );
+        // Incarnation 1 written as `81 00`: the value is fine, the form is not the shortest.
+        assert_eq!(
+            HeartbeatDigest::from_bytes(&[0, 0, 0, 1, 0x81, 0x00, 5]),
+            Err(DigestError::Malformed)
+        );
+        assert!(HeartbeatDigest::from_bytes(&[0, 0, 0, 1, 0x01, 5]).is_ok());
     }
 }

@@ -47,22 +47,34 @@ pub struct KelipsCodec {
     pub counters: Arc<WireCounters>,
 }
 
-/// Reads an unsigned LEB128 varint of at most 10 bytes.
+/// Reads a length prefix: a multiformats `unsigned-varint`, LEB128 in its shortest form and at
+/// most 9 bytes long. A redundant trailing zero group (`81 00` for 1) or a longer prefix is
+/// invalid data, so every length has exactly one encoding on the wire.
 async fn read_varint<T: AsyncRead + Unpin>(io: &mut T) -> io::Result<u64> {
     let mut value: u64 = 0;
-    for shift in (0..70).step_by(7) {
+    for index in 0..MAX_VARINT_BYTES {
         let mut byte = [0u8; 1];
         io.read_exact(&mut byte).await?;
-        value |= u64::from(byte[0] & 0x7f) << shift;
-        if byte[0] & 0x80 == 0 {
+        let [byte] = byte;
+        value |= u64::from(byte & 0x7f) << (7 * index);
+        if byte & 0x80 == 0 {
+            if byte == 0 && index > 0 {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    "length prefix not in its shortest form",
+                ));
+            }
             return Ok(value);
         }
     }
     Err(io::Error::new(
         io::ErrorKind::InvalidData,
-        "length prefix too long",
+        "length prefix longer than 9 bytes",
     ))
 }
+
+/// Bytes of the longest `unsigned-varint` (63 bits).
+const MAX_VARINT_BYTES: u32 = 9;
 
 /// Reads one frame (varint length, then the bytes) of at most `limit` bytes; `Ok(Err(reason))`
 /// when the announced length is refused, before any of the body is read.
@@ -169,5 +181,36 @@ impl request_response::Codec for KelipsCodec {
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?;
         self.count_out(bytes.len());
         write_frame(io, &bytes).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn read(bytes: &[u8]) -> io::Result<u64> {
+        futures::executor::block_on(read_varint(&mut &bytes[..]))
+    }
+
+    #[test]
+    fn length_prefixes_have_one_encoding() {
+        assert_eq!(read(&[0x00]).unwrap(), 0);
+        assert_eq!(read(&[0x01]).unwrap(), 1);
+        assert_eq!(read(&[0x80, 0x01]).unwrap(), 128);
+        assert_eq!(read(&[0xff, 0xff, 0x0f]).unwrap(), 262_143);
+        let longest = [0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x7f];
+        assert_eq!(read(&longest).unwrap(), u64::MAX >> 1);
+        for redundant in [&[0x81, 0x00][..], &[0x80, 0x80, 0x00], &[0xff, 0x80, 0x00]] {
+            let error = read(redundant).unwrap_err();
+            assert_eq!(error.kind(), io::ErrorKind::InvalidData, "{redundant:02x?}");
+            assert!(error.to_string().contains("shortest form"));
+        }
+        let too_long = [0x80; 10];
+        assert!(read(&too_long).unwrap_err().to_string().contains("9 bytes"));
+        // A prefix cut short is an early end of the stream, not a length.
+        assert_eq!(
+            read(&[0x80]).unwrap_err().kind(),
+            io::ErrorKind::UnexpectedEof
+        );
     }
 }
