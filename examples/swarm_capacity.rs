@@ -30,6 +30,13 @@ struct Args {
     /// Once converged, measure CPU over this many seconds.
     #[arg(long, default_value_t = 30)]
     steady_s: u64,
+    /// Run the nodes over libp2p's in-process memory transport (Noise and Yamux still) instead
+    /// of TCP loopback: no sockets, no file descriptors.
+    #[arg(long)]
+    memory: bool,
+    /// Idle connections close after this many seconds.
+    #[arg(long, default_value_t = 10)]
+    idle_s: u64,
 }
 
 fn cpu_seconds() -> f64 {
@@ -73,19 +80,22 @@ async fn main() -> anyhow::Result<()> {
         rejoin_period_ms: 30 * p,
         ..Config::default()
     };
+    let listen: libp2p::Multiaddr = if args.memory {
+        "/memory/0".parse()?
+    } else {
+        "/ip4/127.0.0.1/tcp/0".parse()?
+    };
+    let idle = Duration::from_secs(args.idle_s);
+    let start = |bootstraps| {
+        let keypair = Keypair::generate_ed25519();
+        LocalNode::start_on(keypair, config.clone(), bootstraps, listen.clone(), idle)
+    };
     let started = Instant::now();
-    let first = LocalNode::start(Keypair::generate_ed25519(), config.clone(), Vec::new()).await?;
+    let first = start(Vec::new()).await?;
     let bootstrap = vec![(first.peer_id, first.address.clone())];
     let mut nodes = vec![first];
     for _ in 1..args.nodes {
-        nodes.push(
-            LocalNode::start(
-                Keypair::generate_ed25519(),
-                config.clone(),
-                bootstrap.clone(),
-            )
-            .await?,
-        );
+        nodes.push(start(bootstrap.clone()).await?);
     }
     let started_s = started.elapsed().as_secs_f64();
     let snapshot = |nodes: &[LocalNode]| -> Vec<_> {
@@ -134,6 +144,8 @@ async fn main() -> anyhow::Result<()> {
         "{}",
         serde_json::json!({
             "nodes": args.nodes,
+            "transport": if args.memory { "memory" } else { "tcp" },
+            "idle_s": args.idle_s,
             "groups": args.groups,
             "period_ms": p,
             "all_started_s": started_s,

@@ -27,11 +27,25 @@ pub struct LocalNode {
 }
 
 impl LocalNode {
-    /// Starts a node listening on loopback TCP, joining through `bootstraps`.
+    /// Starts a node listening on loopback TCP, joining through `bootstraps`; idle
+    /// connections close after 10 s.
     pub async fn start(
         keypair: Keypair,
         kelips: KelipsConfig,
         bootstraps: Vec<(PeerId, Multiaddr)>,
+    ) -> anyhow::Result<Self> {
+        let tcp = "/ip4/127.0.0.1/tcp/0".parse()?;
+        Self::start_on(keypair, kelips, bootstraps, tcp, Duration::from_secs(10)).await
+    }
+
+    /// Starts a node listening on `listen` (`/memory/0` runs it without sockets), joining
+    /// through `bootstraps`, closing connections idle for `idle_timeout`.
+    pub async fn start_on(
+        keypair: Keypair,
+        kelips: KelipsConfig,
+        bootstraps: Vec<(PeerId, Multiaddr)>,
+        listen: Multiaddr,
+        idle_timeout: Duration,
     ) -> anyhow::Result<Self> {
         let peer_id = keypair.public().to_peer_id();
         let driver = DriverConfig {
@@ -46,7 +60,7 @@ impl LocalNode {
             max_connections: 1024,
             max_connections_per_peer: 4,
             max_pending_dials: 64,
-            idle_timeout: Duration::from_secs(10),
+            idle_timeout,
             ping_interval: Duration::from_secs(2),
         };
         // In-process clusters find each other through bootstraps only.
@@ -55,7 +69,7 @@ impl LocalNode {
             ..Default::default()
         };
         let mut swarm = swarm::build(keypair, driver, limits, &nat, None)?;
-        swarm.listen_on("/ip4/127.0.0.1/tcp/0".parse()?)?;
+        swarm.listen_on(listen)?;
         let address = loop {
             if let SwarmEvent::NewListenAddr { address, .. } = swarm.select_next_some().await {
                 break address;

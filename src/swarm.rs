@@ -129,6 +129,7 @@ pub fn build(
             yamux::Config::default,
         )?
         .with_quic()
+        .with_other_transport(memory_transport)?
         .with_dns()?
         .with_relay_client(noise::Config::new, yamux::Config::default)?;
     let swarm = match registry {
@@ -143,6 +144,23 @@ pub fn build(
             .build(),
     };
     Ok(swarm)
+}
+
+/// libp2p's in-process transport (`/memory/N` addresses), with Noise and Yamux as on TCP:
+/// in-process clusters (tests, `swarm_capacity`) run without sockets or file descriptors.
+fn memory_transport(
+    key: &Keypair,
+) -> Result<
+    libp2p::core::transport::Boxed<(libp2p::PeerId, libp2p::core::muxing::StreamMuxerBox)>,
+    Box<dyn std::error::Error + Send + Sync>,
+> {
+    use libp2p::Transport;
+    use libp2p::core::upgrade::Version;
+    Ok(libp2p::core::transport::MemoryTransport::default()
+        .upgrade(Version::V1)
+        .authenticate(noise::Config::new(key)?)
+        .multiplex(yamux::Config::default())
+        .boxed())
 }
 
 /// A relay server with `nat`'s limits (libp2p's defaults are too small for gossip).

@@ -1,8 +1,9 @@
-//! Real libp2p swarms in one process, over loopback TCP (Noise, Yamux): they form a Kelips
-//! network through one bootstrap and converge.
+//! Real libp2p swarms in one process, over loopback TCP or libp2p's memory transport (Noise,
+//! Yamux either way): they form a Kelips network through one bootstrap and converge.
 
 use std::time::{Duration, Instant};
 
+use libp2p::Multiaddr;
 use libp2p::identity::Keypair;
 use quickstore::local::{LocalNode, converged};
 use quickstore_behaviours::Config;
@@ -26,21 +27,28 @@ fn fast_config(groups: u32, period_ms: u64) -> Config {
 }
 
 async fn converge(nodes: usize, groups: u32, period_ms: u64, limit: Duration) {
+    converge_on("/ip4/127.0.0.1/tcp/0", nodes, groups, period_ms, limit).await;
+}
+
+async fn converge_on(listen: &str, nodes: usize, groups: u32, period_ms: u64, limit: Duration) {
     let config = fast_config(groups, period_ms);
-    let first = LocalNode::start(Keypair::generate_ed25519(), config.clone(), Vec::new())
-        .await
-        .expect("bootstrap starts");
+    let listen: Multiaddr = listen.parse().expect("listen address");
+    let idle = Duration::from_secs(10);
+    let start = |bootstraps| {
+        let keypair = Keypair::generate_ed25519();
+        LocalNode::start_on(keypair, config.clone(), bootstraps, listen.clone(), idle)
+    };
+    let first = start(Vec::new()).await.expect("bootstrap starts");
+    assert_eq!(
+        first.address.iter().next().map(|p| p.tag()),
+        listen.iter().next().map(|p| p.tag()),
+        "listens on {}",
+        first.address
+    );
     let bootstrap = vec![(first.peer_id, first.address.clone())];
     let mut all = vec![first];
     for _ in 1..nodes {
-        let node = LocalNode::start(
-            Keypair::generate_ed25519(),
-            config.clone(),
-            bootstrap.clone(),
-        )
-        .await
-        .expect("node starts");
-        all.push(node);
+        all.push(start(bootstrap.clone()).await.expect("node starts"));
     }
     let started = Instant::now();
     loop {
@@ -92,6 +100,12 @@ async fn converge(nodes: usize, groups: u32, period_ms: u64, limit: Duration) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn twelve_swarms_converge() {
     converge(12, 4, 100, Duration::from_secs(30)).await;
+}
+
+/// Without sockets: libp2p's in-process memory transport, Noise and Yamux on top.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn twelve_swarms_converge_over_the_memory_transport() {
+    converge_on("/memory/0", 12, 4, 100, Duration::from_secs(30)).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
