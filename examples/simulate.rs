@@ -20,6 +20,6 @@ fn main() -> anyhow::Result<()> {
     Cli::parse().args.run()
 }
 
-// As the `quickstore` binary: glibc's malloc took a fifth of the simulator's time.
+// As the `quickstore` binary: glibc's malloc took about 14% of the simulator's time.
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;

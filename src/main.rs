@@ -5,7 +5,7 @@ use std::io::IsTerminal;
 use clap::{Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
 
-// The simulator allocates heavily from several threads: glibc's malloc took a fifth of its
+// The simulator allocates heavily from several threads: glibc's malloc took about 14% of its
 // time, mimalloc a fraction of that (BENCHMARKS.md).
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
