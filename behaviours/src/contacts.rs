@@ -271,7 +271,7 @@ impl<I: Ord + Clone + std::hash::Hash> Contacts<I> {
         let mut stale_marks = false;
         let mut order: Vec<(Millis, u32)> = Vec::with_capacity(self.groups.len());
         for &group in self.groups.keys() {
-            while let Some((_, _)) = verified.next_if(|(g, _)| **g < group) {
+            while verified.next_if(|(g, _)| **g < group).is_some() {
                 stale_marks = true;
             }
             let at = verified

@@ -67,13 +67,7 @@ impl<I: NodeId> Kelips<I> {
     /// the living miss, and their counters age towards false detection.
     fn gossip_to_group(&mut self, now: Millis) {
         self.round_gossip = None;
-        let quiet = self.config.t_fail_ms / 2;
-        let mut live: Vec<(I, Option<u32>)> = self
-            .view
-            .live()
-            .filter(|m| m.is_target() && now.saturating_sub(m.last_increase) <= quiet)
-            .map(|m| (m.entry.id.clone(), m.rtt_us))
-            .collect();
+        let mut live = self.gossip_candidates(now, &[]);
         if live.len() < self.config.fanout {
             live = self
                 .view
@@ -134,29 +128,32 @@ impl<I: NodeId> Kelips<I> {
         if !self.view.mark_unreachable(peer, now) {
             return;
         }
-        let Some(round) = self.round_gossip.as_mut() else {
+        let Some(mut round) = self.round_gossip.take() else {
             return;
         };
-        if round.retargets_left == 0 || !round.targets.contains(peer) {
-            return;
+        if round.retargets_left > 0 && round.targets.contains(peer) {
+            let candidates = self.gossip_candidates(now, &round.targets);
+            let rtts: Vec<Option<u32>> = candidates.iter().map(|(_, rtt)| *rtt).collect();
+            if let Some(&index) = targets::choose(&rtts, 1, 0, &mut self.rng).first() {
+                round.retargets_left -= 1;
+                let target = candidates[index].0.clone();
+                round.targets.push(target.clone());
+                self.send(target, Message::Group(round.gossip.clone()));
+            }
         }
+        self.round_gossip = Some(round);
+    }
+
+    /// Live members worth gossiping to, with their RTTs: reachable, their stamp risen within
+    /// `t_fail / 2`, and not in `except`.
+    fn gossip_candidates(&self, now: Millis, except: &[I]) -> Vec<(I, Option<u32>)> {
         let quiet = self.config.t_fail_ms / 2;
-        let candidates: Vec<(I, Option<u32>)> = self
-            .view
+        self.view
             .live()
             .filter(|m| m.is_target() && now.saturating_sub(m.last_increase) <= quiet)
-            .filter(|m| !round.targets.contains(&m.entry.id))
+            .filter(|m| !except.contains(&m.entry.id))
             .map(|m| (m.entry.id.clone(), m.rtt_us))
-            .collect();
-        let rtts: Vec<Option<u32>> = candidates.iter().map(|(_, rtt)| *rtt).collect();
-        let Some(&index) = targets::choose(&rtts, 1, 0, &mut self.rng).first() else {
-            return;
-        };
-        round.retargets_left -= 1;
-        let target = candidates[index].0.clone();
-        round.targets.push(target.clone());
-        let gossip = Message::Group(round.gossip.clone());
-        self.send(target, gossip);
+            .collect()
     }
 
     pub(super) fn on_group(

@@ -151,8 +151,6 @@ pub struct Simulator {
     trace: u64,
     /// Worker threads beside this one (none with `threads` = 1).
     workers: Option<Workers<NodeWork>>,
-    /// Threads in all, this one included.
-    threads: usize,
 }
 
 impl Simulator {
@@ -201,7 +199,6 @@ impl Simulator {
             by_kind: BTreeMap::new(),
             trace: 0xcbf2_9ce4_8422_2325,
             workers,
-            threads,
         }
     }
 
@@ -222,7 +219,7 @@ impl Simulator {
 
     /// Threads the simulator runs on, the caller's included.
     pub fn threads(&self) -> usize {
-        self.threads
+        self.workers.as_ref().map_or(1, |workers| workers.len() + 1)
     }
 
     /// The simulator's parameters.
@@ -381,7 +378,6 @@ impl Simulator {
     pub fn run_until(&mut self, until: Millis) {
         while let Some(time) = self.queue.next_due(until) {
             let end = (time + self.min_delay() - 1).min(until);
-            self.now = time;
             let batch = self.take_batch(time, end);
             self.run_batch(time, end, batch);
         }

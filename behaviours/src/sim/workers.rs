@@ -2,11 +2,10 @@
 //!
 //! A window holds ~100 nodes' work of ~1 ms in all, and windows follow each other after
 //! ~0.1 ms of sequential bookkeeping, tens of thousands of times per virtual minute. A pool
-//! whose idle threads sleep in the kernel (rayon's) loses a wake-up per window: on 2 cores
-//! its parallel sections ran ~1.6× as fast as one thread, these ~1.9× (BENCHMARKS.md). These
-//! workers spin briefly between windows, then yield, and only then sleep on a condition
-//! variable, so a window is picked up within a microsecond while the simulator runs, and
-//! nothing burns a core for long while it does not.
+//! whose idle threads sleep in the kernel (rayon's) loses a wake-up per window. These workers
+//! spin briefly between windows, then yield, and only then sleep on a condition variable, so
+//! a window is picked up within a microsecond while the simulator runs, and nothing burns a
+//! core for long while it does not.
 //!
 //! Work items are claimed one at a time from a shared counter, so a few large items (a node
 //! answering a join) do not leave a thread idle. Items come back in their original order.
@@ -79,6 +78,11 @@ impl<T: Item> Workers<T> {
             })
             .collect();
         Self { shared, threads }
+    }
+
+    /// Worker threads running (the caller not counted).
+    pub(super) fn len(&self) -> usize {
+        self.threads.len()
     }
 
     /// Runs every item with `input`, on the workers and the calling thread; returns the
