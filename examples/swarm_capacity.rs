@@ -8,10 +8,12 @@ use std::time::{Duration, Instant};
 
 use clap::Parser;
 use libp2p::identity::Keypair;
-use quickstore::local::{LocalNode, converged};
+use quickstore::local::{LocalNode, converged, snapshot};
 use quickstore_behaviours::Config;
-use quickstore_behaviours::id::id_facts;
-use quickstore_behaviours::net::Peer;
+
+// As in the `quickstore` binary.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[derive(Parser, Debug)]
 struct Args {
@@ -34,6 +36,9 @@ struct Args {
     /// of TCP loopback: no sockets, no file descriptors.
     #[arg(long)]
     memory: bool,
+    /// Start at most this many nodes a second (0: all at once, as fast as they bind).
+    #[arg(long, default_value_t = 0)]
+    join_per_s: u32,
     /// Idle connections close after this many seconds.
     #[arg(long, default_value_t = 10)]
     idle_s: u64,
@@ -94,36 +99,54 @@ async fn main() -> anyhow::Result<()> {
     let first = start(Vec::new()).await?;
     let bootstrap = vec![(first.peer_id, first.address.clone())];
     let mut nodes = vec![first];
-    for _ in 1..args.nodes {
+    for i in 1..args.nodes {
+        if args.join_per_s > 0 {
+            let due = Duration::from_secs_f64(i as f64 / f64::from(args.join_per_s));
+            tokio::time::sleep(due.saturating_sub(started.elapsed())).await;
+        }
         nodes.push(start(bootstrap.clone()).await?);
     }
     let started_s = started.elapsed().as_secs_f64();
-    let snapshot = |nodes: &[LocalNode]| -> Vec<_> {
-        nodes
-            .iter()
-            .map(|n| {
-                (
-                    n.peer_id,
-                    id_facts(&Peer(n.peer_id), args.groups).group,
-                    n.status(),
-                )
-            })
-            .collect()
-    };
     let mut converged_s = None;
+    let mut progress = (Instant::now(), cpu_seconds());
     while started.elapsed() < Duration::from_secs(args.limit_s) {
-        if converged(&snapshot(&nodes), args.groups) {
+        let now = snapshot(&nodes, args.groups).await;
+        if converged(&now, args.groups) {
             converged_s = Some(started.elapsed().as_secs_f64());
             break;
         }
+        if progress.0.elapsed() >= Duration::from_secs(5) {
+            let cpu = cpu_seconds();
+            let complete = now
+                .iter()
+                .filter(|one| {
+                    converged(std::slice::from_ref(one), args.groups) || {
+                        let (me, group, status) = one;
+                        let expected = now.iter().filter(|(p, g, _)| g == group && p != me).count();
+                        status.as_ref().is_some_and(|s| {
+                            s.view.iter().filter(|m| !m.failed).count() == expected
+                        })
+                    }
+                })
+                .count();
+            eprintln!(
+                "{:.0} s: {complete}/{} views complete, {:.2} cores, {:.0} MB",
+                started.elapsed().as_secs_f64(),
+                nodes.len(),
+                (cpu - progress.1) / progress.0.elapsed().as_secs_f64(),
+                rss_mb()
+            );
+            progress = (Instant::now(), cpu);
+        }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
-    let views: Vec<usize> = snapshot(&nodes)
+    let views: Vec<usize> = snapshot(&nodes, args.groups)
+        .await
         .iter()
         .map(|(_, _, s)| s.as_ref().map_or(0, |s| s.view.len()))
         .collect();
     if converged_s.is_none() {
-        for (peer, group, status) in snapshot(&nodes) {
+        for (peer, group, status) in snapshot(&nodes, args.groups).await {
             if let Some(s) = status {
                 eprintln!(
                     "{peer} g{group}: joined {} view {} contacts {} counters {:?}",
@@ -139,7 +162,7 @@ async fn main() -> anyhow::Result<()> {
     let steady = Instant::now();
     tokio::time::sleep(Duration::from_secs(args.steady_s)).await;
     let cpu_share = (cpu_seconds() - cpu_before) / steady.elapsed().as_secs_f64();
-    let still = converged(&snapshot(&nodes), args.groups);
+    let still = converged(&snapshot(&nodes, args.groups).await, args.groups);
     println!(
         "{}",
         serde_json::json!({

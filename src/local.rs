@@ -1,7 +1,6 @@
-//! In-process nodes for tests and examples: real swarms over loopback TCP, each driven by its
-//! own task, publishing a [`Status`] snapshot every second.
+//! In-process nodes for tests and examples: real swarms over loopback TCP or libp2p's memory
+//! transport, each driven by its own task, answering [`Status`] requests.
 
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::StreamExt;
@@ -9,8 +8,9 @@ use libp2p::identity::Keypair;
 use libp2p::swarm::SwarmEvent;
 use libp2p::{Multiaddr, PeerId, ping};
 use quickstore_behaviours::Config as KelipsConfig;
-use quickstore_behaviours::net::DriverConfig;
-use tokio::sync::oneshot;
+use quickstore_behaviours::id::id_facts;
+use quickstore_behaviours::net::{DriverConfig, Peer};
+use tokio::sync::{mpsc, oneshot};
 
 use crate::status::Status;
 use crate::swarm::{self, NodeBehaviourEvent, SwarmLimits};
@@ -21,7 +21,7 @@ pub struct LocalNode {
     pub peer_id: PeerId,
     /// Its first listen address.
     pub address: Multiaddr,
-    status: Arc<Mutex<Option<Status>>>,
+    status: mpsc::Sender<oneshot::Sender<Status>>,
     stop: Option<oneshot::Sender<()>>,
     task: tokio::task::JoinHandle<()>,
 }
@@ -48,6 +48,7 @@ impl LocalNode {
         idle_timeout: Duration,
     ) -> anyhow::Result<Self> {
         let peer_id = keypair.public().to_peer_id();
+        let ping_interval = swarm::ping_interval(&kelips);
         let driver = DriverConfig {
             kelips,
             incarnation: 1,
@@ -61,7 +62,8 @@ impl LocalNode {
             max_connections_per_peer: 4,
             max_pending_dials: 64,
             idle_timeout,
-            ping_interval: Duration::from_secs(2),
+            // As `quickstore node` sets it.
+            ping_interval,
         };
         // In-process clusters find each other through bootstraps only.
         let nat = crate::config::NatConfig {
@@ -75,19 +77,14 @@ impl LocalNode {
                 break address;
             }
         };
-        let status = Arc::new(Mutex::new(None));
-        let published = status.clone();
+        let (status, mut status_requests) = mpsc::channel::<oneshot::Sender<Status>>(8);
         let (stop, mut stopped) = oneshot::channel();
         let task = tokio::spawn(async move {
-            let mut publish = tokio::time::interval(Duration::from_millis(1000));
             loop {
                 tokio::select! {
                     _ = &mut stopped => break,
-                    _ = publish.tick() => {
-                        let now = Status::of(&swarm.behaviour().kelips);
-                        if let Ok(mut slot) = published.lock() {
-                            *slot = Some(now);
-                        }
+                    Some(reply) = status_requests.recv() => {
+                        let _ = reply.send(Status::of(&swarm.behaviour().kelips));
                     }
                     event = swarm.select_next_some() => {
                         if let SwarmEvent::Behaviour(NodeBehaviourEvent::Ping(ping::Event {
@@ -108,9 +105,11 @@ impl LocalNode {
         })
     }
 
-    /// The latest status snapshot (at most 1 s old).
-    pub fn status(&self) -> Option<Status> {
-        self.status.lock().ok().and_then(|s| s.clone())
+    /// The node's status now; `None` once its task has ended.
+    pub async fn status(&self) -> Option<Status> {
+        let (reply, answer) = oneshot::channel();
+        self.status.send(reply).await.ok()?;
+        answer.await.ok()
     }
 
     /// Stops the node and waits for its task.
@@ -126,6 +125,16 @@ impl Drop for LocalNode {
     fn drop(&mut self) {
         self.task.abort();
     }
+}
+
+/// Every node's (PeerId, group among `groups`, status now), in order.
+pub async fn snapshot(nodes: &[LocalNode], groups: u32) -> Vec<(PeerId, u32, Option<Status>)> {
+    let mut out = Vec::with_capacity(nodes.len());
+    for node in nodes {
+        let group = id_facts(&Peer(node.peer_id), groups).group;
+        out.push((node.peer_id, group, node.status().await));
+    }
+    out
 }
 
 /// Whether every node's live view is exactly its group's other nodes and it has a contact in

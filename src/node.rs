@@ -181,9 +181,7 @@ impl NodeArgs {
             max_connections_per_peer: config.node.max_connections_per_peer,
             max_pending_dials: config.node.max_pending_dials,
             idle_timeout: Duration::from_millis(config.node.idle_connection_timeout_ms),
-            ping_interval: Duration::from_millis(
-                (config.kelips.gossip_period_ms * 5).clamp(200, 15_000),
-            ),
+            ping_interval: swarm::ping_interval(&config.kelips),
         };
         let mut registry = Registry::with_prefix("quickstore");
         let metrics_addr = config.metrics_addr()?;

@@ -68,6 +68,12 @@ pub struct SwarmLimits {
     pub ping_interval: Duration,
 }
 
+/// How often a node pings each connected peer for an RTT sample: five gossip periods, within
+/// 200 ms and 15 s.
+pub fn ping_interval(kelips: &quickstore_behaviours::Config) -> Duration {
+    Duration::from_millis((kelips.gossip_period_ms * 5).clamp(200, 15_000))
+}
+
 /// Builds a node's swarm; `registry` receives libp2p's metrics when given.
 pub fn build(
     keypair: Keypair,

@@ -261,14 +261,14 @@ async fn bad_input_is_refused_and_the_node_keeps_serving() {
     .await;
     assert_eq!(reply, Reply::Ack, "the hello itself is fine");
 
-    // Status snapshots are published every second: wait for one taken after the requests.
-    let mut status = node.status().expect("still serving");
+    // The requests may still be in flight: wait until the node has counted them.
+    let mut status = node.status().await.expect("still serving");
     for _ in 0..50 {
         if status.counters["messages_in"] >= 2 {
             break;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
-        status = node.status().expect("still serving");
+        status = node.status().await.expect("still serving");
     }
     let victim = victim.to_string();
     assert!(
@@ -311,7 +311,7 @@ async fn another_network_is_refused_on_both_sides() {
     .await
     .expect("b starts");
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let (sa, sb) = (a.status().expect("a"), b.status().expect("b"));
+    let (sa, sb) = (a.status().await.expect("a"), b.status().await.expect("b"));
     assert!(
         sa.counters["refused_messages"] >= 1,
         "a refused nothing: {:?}",

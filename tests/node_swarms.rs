@@ -5,10 +5,8 @@ use std::time::{Duration, Instant};
 
 use libp2p::Multiaddr;
 use libp2p::identity::Keypair;
-use quickstore::local::{LocalNode, converged};
+use quickstore::local::{LocalNode, converged, snapshot};
 use quickstore_behaviours::Config;
-use quickstore_behaviours::id::id_facts;
-use quickstore_behaviours::net::Peer;
 
 fn fast_config(groups: u32, period_ms: u64) -> Config {
     Config {
@@ -52,13 +50,7 @@ async fn converge_on(listen: &str, nodes: usize, groups: u32, period_ms: u64, li
     }
     let started = Instant::now();
     loop {
-        let snapshot: Vec<_> = all
-            .iter()
-            .map(|n| {
-                let group = id_facts(&Peer(n.peer_id), groups).group;
-                (n.peer_id, group, n.status())
-            })
-            .collect();
+        let snapshot = snapshot(&all, groups).await;
         if converged(&snapshot, groups) {
             break;
         }
