@@ -15,6 +15,8 @@
 
 #[path = "support/args.rs"]
 mod args;
+#[path = "support/process.rs"]
+mod process;
 
 use args::arg;
 use std::path::{Path, PathBuf};
@@ -26,18 +28,6 @@ use quickstore::client::Target;
 use quickstore::node::{NodeArgs, NodeFile};
 
 const BENCH_PROTOCOL: StreamProtocol = StreamProtocol::new("/quickstore/bench/1.0.0");
-
-fn peak_rss_mib() -> f64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmHWM:"))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|kb| kb.parse::<f64>().ok())
-        })
-        .map_or(0.0, |kb| kb / 1024.0)
-}
 
 fn write_file(path: &Path, bytes: u64) -> std::io::Result<()> {
     use std::io::Write;
@@ -177,7 +167,9 @@ async fn main() -> anyhow::Result<()> {
     let source = root.join("source");
     write_file(&source, bytes)?;
 
+    let cpu = process::cpu_seconds();
     let bare_s = bare_stream(bytes).await?;
+    let bare_cpu = process::cpu_seconds() - cpu;
 
     let first = start_node(root.join("n0"), None).await?;
     let boot: Multiaddr = format!("{}/p2p/{}", first.listen_addrs[0], first.peer_id).parse()?;
@@ -191,6 +183,7 @@ async fn main() -> anyhow::Result<()> {
     };
     let timeout = Duration::from_secs(60);
     let started = Instant::now();
+    let cpu = process::cpu_seconds();
     let put = quickstore::files::cli::put(
         &entry,
         &source,
@@ -200,6 +193,7 @@ async fn main() -> anyhow::Result<()> {
     )
     .await?;
     let put_s = started.elapsed().as_secs_f64();
+    let put_cpu = process::cpu_seconds() - cpu;
     let other = Target {
         peer: None,
         data_dir: Some(root.join("n1")),
@@ -207,29 +201,37 @@ async fn main() -> anyhow::Result<()> {
     tokio::time::sleep(Duration::from_secs(arg("--pause-s", 0))).await;
     let target = root.join("got");
     let started = Instant::now();
+    let cpu = process::cpu_seconds();
     let got = quickstore::files::cli::get(&other, "bench/file", Some(&target), timeout).await?;
     let get_s = started.elapsed().as_secs_f64();
+    let get_cpu = process::cpu_seconds() - cpu;
     anyhow::ensure!(got.blake3 == put.blake3, "got other bytes");
 
     let rate = |s: f64| bytes as f64 / s / (1 << 20) as f64;
     println!("bytes moved         {bytes} ({mib} MiB)");
+    // CPU: seconds of CPU the whole process used in the phase, and what share of the two
+    // cores that is over the phase's wall time.
+    let cpu = |c: f64, s: f64| format!("cpu {c:.2} s ({:.2} cores)", c / s);
     println!(
-        "bare libp2p stream  {bare_s:.2} s  {:.0} MiB/s",
-        rate(bare_s)
+        "bare libp2p stream  {bare_s:.2} s  {:.0} MiB/s  {}",
+        rate(bare_s),
+        cpu(bare_cpu, bare_s)
     );
     println!(
-        "put (3 copies)      {put_s:.2} s  {:.0} MiB/s  ratio {:.2}",
+        "put (3 copies)      {put_s:.2} s  {:.0} MiB/s  ratio {:.2}  {}",
         rate(put_s),
-        bare_s / put_s
+        bare_s / put_s,
+        cpu(put_cpu, put_s)
     );
     println!(
-        "get                 {get_s:.2} s  {:.0} MiB/s  ratio {:.2}",
+        "get                 {get_s:.2} s  {:.0} MiB/s  ratio {:.2}  {}",
         rate(get_s),
-        bare_s / get_s
+        bare_s / get_s,
+        cpu(get_cpu, get_s)
     );
     println!(
         "peak RSS (all peers in this process) {:.0} MiB",
-        peak_rss_mib()
+        process::peak_rss_mib()
     );
     let _ = std::fs::remove_dir_all(&root);
     std::process::exit(0);

@@ -4,6 +4,9 @@
 //!
 //! `cargo run --release --example swarm_capacity -- --nodes 200 --groups 8 --period-ms 1000`
 
+#[path = "support/process.rs"]
+mod process;
+
 use std::time::{Duration, Instant};
 
 use clap::Parser;
@@ -42,29 +45,6 @@ struct Args {
     /// Idle connections close after this many seconds.
     #[arg(long, default_value_t = 10)]
     idle_s: u64,
-}
-
-fn cpu_seconds() -> f64 {
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
-    let fields: Vec<&str> = stat
-        .rsplit(')')
-        .next()
-        .unwrap_or("")
-        .split_whitespace()
-        .collect();
-    let ticks: f64 = fields.get(11).and_then(|v| v.parse().ok()).unwrap_or(0.0)
-        + fields.get(12).and_then(|v| v.parse().ok()).unwrap_or(0.0);
-    ticks / 100.0
-}
-
-fn rss_mb() -> f64 {
-    std::fs::read_to_string("/proc/self/status")
-        .unwrap_or_default()
-        .lines()
-        .find(|l| l.starts_with("VmRSS:"))
-        .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
-        .unwrap_or(0.0)
-        / 1024.0
 }
 
 #[tokio::main]
@@ -108,7 +88,7 @@ async fn main() -> anyhow::Result<()> {
     }
     let started_s = started.elapsed().as_secs_f64();
     let mut converged_s = None;
-    let mut progress = (Instant::now(), cpu_seconds());
+    let mut progress = (Instant::now(), process::cpu_seconds());
     while started.elapsed() < Duration::from_secs(args.limit_s) {
         let now = snapshot(&nodes, args.groups).await;
         if converged(&now, args.groups) {
@@ -116,7 +96,7 @@ async fn main() -> anyhow::Result<()> {
             break;
         }
         if progress.0.elapsed() >= Duration::from_secs(5) {
-            let cpu = cpu_seconds();
+            let cpu = process::cpu_seconds();
             let complete = now
                 .iter()
                 .filter(|one| {
@@ -134,7 +114,7 @@ async fn main() -> anyhow::Result<()> {
                 started.elapsed().as_secs_f64(),
                 nodes.len(),
                 (cpu - progress.1) / progress.0.elapsed().as_secs_f64(),
-                rss_mb()
+                process::rss_mib()
             );
             progress = (Instant::now(), cpu);
         }
@@ -158,10 +138,10 @@ async fn main() -> anyhow::Result<()> {
             }
         }
     }
-    let cpu_before = cpu_seconds();
+    let cpu_before = process::cpu_seconds();
     let steady = Instant::now();
     tokio::time::sleep(Duration::from_secs(args.steady_s)).await;
-    let cpu_share = (cpu_seconds() - cpu_before) / steady.elapsed().as_secs_f64();
+    let cpu_share = (process::cpu_seconds() - cpu_before) / steady.elapsed().as_secs_f64();
     let still = converged(&snapshot(&nodes, args.groups).await, args.groups);
     println!(
         "{}",
@@ -177,9 +157,9 @@ async fn main() -> anyhow::Result<()> {
             "min_view": views.iter().min(),
             "max_view": views.iter().max(),
             "steady_cpu_cores": cpu_share,
-            "rss_mb": rss_mb(),
+            "rss_mb": process::rss_mib(),
             "open_fds": std::fs::read_dir("/proc/self/fd").map(|d| d.count()).unwrap_or(0),
-            "rss_kb_per_node": rss_mb() * 1024.0 / args.nodes as f64,
+            "rss_kb_per_node": process::rss_mib() * 1024.0 / args.nodes as f64,
         })
     );
     for node in nodes {

@@ -25,6 +25,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use tokio::task::JoinHandle;
 
+use crate::writeback;
+
 /// A BLAKE3 hash: the address of a blob.
 pub type Hash = [u8; 32];
 
@@ -216,6 +218,7 @@ impl BlobStore {
             hasher: blake3::Hasher::new(),
             buffer: Vec::new(),
             buffer_len: buffer_len.max(1),
+            handed: 0,
         })
     }
 
@@ -424,6 +427,8 @@ pub struct BlobWriter {
     hasher: blake3::Hasher,
     /// Bytes accepted but not yet handed to the disk.
     buffer: Vec<u8>,
+    /// Bytes handed to the disk so far.
+    handed: u64,
     /// Bytes gathered before a write to disk.
     buffer_len: usize,
 }
@@ -551,8 +556,12 @@ impl BlobWriter {
         let (mut file, mut spare) = self.settle().await?;
         spare.clear();
         let full = mem::replace(&mut self.buffer, spare);
+        let before = self.handed;
+        self.handed += full.len() as u64;
+        let after = self.handed;
         self.disk = Disk::Busy(tokio::task::spawn_blocking(move || {
             file.write_all(&full)?;
+            writeback::wrote(&file, before, after);
             Ok((file, full))
         }));
         Ok(())

@@ -19,3 +19,4 @@ pub mod simulate;
 pub mod status;
 pub mod store;
 pub mod swarm;
+pub mod writeback;

@@ -619,7 +619,6 @@ async fn fetch_to(
     let result = async {
         let mut file = FileSink::create(temp.clone());
         let bar = progress(size);
-        let mut hasher = blake3::Hasher::new();
         let mut chunks = ChunkReader::new(size);
         loop {
             let chunk = match chunks.next(&mut stream, io).await {
@@ -627,15 +626,13 @@ async fn fetch_to(
                 Ok(None) => break,
                 Err(e) => bail!("unreachable: holder {}: {e}", holder.peer),
             };
-            hasher.update(chunk);
             if file.write(chunk).await.is_err() {
                 break;
             }
             bar.inc(chunk.len() as u64);
         }
         bar.finish_and_clear();
-        file.finish().await?;
-        if hasher.finalize().as_bytes() != &tuple.version.blake3 {
+        if file.finish().await? != tuple.version.blake3 {
             bail!(
                 "corrupt: the bytes from holder {} fail their hash",
                 holder.peer

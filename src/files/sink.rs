@@ -1,6 +1,7 @@
 //! [`FileSink`]: a file written by a blocking thread that is fed chunks through a small bounded
-//! channel, so disk writes overlap the network instead of taking turns with it, and never run
-//! on an async thread.
+//! channel, so disk writes (and hashing) overlap the network instead of taking turns with it,
+//! and never run on an async thread. Writeback starts as the file grows ([`writeback::wrote`]), so
+//! the final fsync has little left to wait for.
 
 use std::io::{self, Write};
 use std::path::PathBuf;
@@ -8,13 +9,15 @@ use std::path::PathBuf;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
+use crate::writeback;
+
 /// Chunks queued for the writer at most.
 const QUEUED_CHUNKS: usize = 4;
 
-/// A new file being written; [`FileSink::finish`] fsyncs it.
+/// A new file being written; [`FileSink::finish`] fsyncs it and returns its BLAKE3 hash.
 pub struct FileSink {
     chunks: Option<mpsc::Sender<Vec<u8>>>,
-    writer: JoinHandle<io::Result<()>>,
+    writer: JoinHandle<io::Result<[u8; 32]>>,
 }
 
 impl FileSink {
@@ -30,10 +33,17 @@ impl FileSink {
                     io::Error::new(e.kind(), format!("cannot create {}: {e}", path.display()))
                 })?;
             let mut file = file;
+            let mut hasher = blake3::Hasher::new();
+            let mut written = 0u64;
             while let Some(chunk) = receiver.blocking_recv() {
+                hasher.update(&chunk);
                 file.write_all(&chunk)?;
+                let before = written;
+                written += chunk.len() as u64;
+                writeback::wrote(&file, before, written);
             }
-            file.sync_all()
+            file.sync_all()?;
+            Ok(*hasher.finalize().as_bytes())
         });
         Self {
             chunks: Some(chunks),
@@ -56,8 +66,9 @@ impl FileSink {
         }
     }
 
-    /// Writes what is queued, fsyncs and closes the file.
-    pub async fn finish(mut self) -> io::Result<()> {
+    /// Writes what is queued, fsyncs and closes the file; returns the BLAKE3 hash of all it
+    /// wrote.
+    pub async fn finish(mut self) -> io::Result<[u8; 32]> {
         self.chunks = None;
         match (&mut self.writer).await {
             Ok(result) => result,
@@ -78,8 +89,9 @@ mod tests {
         for i in 0..100u8 {
             sink.write(&[i; 1000]).await.unwrap();
         }
-        sink.finish().await.unwrap();
+        let hash = sink.finish().await.unwrap();
         let bytes = std::fs::read(&path).unwrap();
+        assert_eq!(&hash, blake3::hash(&bytes).as_bytes());
         assert_eq!(bytes.len(), 100_000);
         assert!(
             bytes
