@@ -65,9 +65,13 @@ impl LocalNode {
             // As `quickstore node` sets it.
             ping_interval,
         };
-        // In-process clusters find each other through bootstraps only.
+        // In-process clusters find each other through bootstraps only, and have no NAT to
+        // probe: AutoNAT probes (a dial-back connection each, every 5 s by default) wait an
+        // hour. With 500 nodes joining at 20 a second they kept the process from converging
+        // (BENCHMARKS.md).
         let nat = crate::config::NatConfig {
             mdns: false,
+            autonat_probe_interval_ms: 3_600_000,
             ..Default::default()
         };
         let mut swarm = swarm::build(keypair, driver, limits, &nat, None)?;
