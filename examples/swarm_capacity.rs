@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use clap::Parser;
 use libp2p::identity::Keypair;
-use quickstore::local::{LocalNode, converged, snapshot};
+use quickstore::local::{LocalNode, converged, node_converged, snapshot};
 use quickstore_behaviours::Config;
 
 // As in the `quickstore` binary.
@@ -99,18 +99,10 @@ async fn main() -> anyhow::Result<()> {
             let cpu = process::cpu_seconds();
             let complete = now
                 .iter()
-                .filter(|one| {
-                    converged(std::slice::from_ref(one), args.groups) || {
-                        let (me, group, status) = one;
-                        let expected = now.iter().filter(|(p, g, _)| g == group && p != me).count();
-                        status.as_ref().is_some_and(|s| {
-                            s.view.iter().filter(|m| !m.failed).count() == expected
-                        })
-                    }
-                })
+                .filter(|node| node_converged(&now, node, args.groups))
                 .count();
             eprintln!(
-                "{:.0} s: {complete}/{} views complete, {:.2} cores, {:.0} MB",
+                "{:.0} s: {complete}/{} nodes converged, {:.2} cores, {:.0} MB",
                 started.elapsed().as_secs_f64(),
                 nodes.len(),
                 (cpu - progress.1) / progress.0.elapsed().as_secs_f64(),

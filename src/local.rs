@@ -144,28 +144,37 @@ pub async fn snapshot(nodes: &[LocalNode], groups: u32) -> Vec<(PeerId, u32, Opt
 /// Whether every node's live view is exactly its group's other nodes and it has a contact in
 /// every other group that has nodes. `nodes` are (PeerId, group, status).
 pub fn converged(nodes: &[(PeerId, u32, Option<Status>)], groups: u32) -> bool {
-    nodes.iter().all(|(me, group, status)| {
-        let Some(status) = status else {
-            return false;
-        };
-        let mut expected: Vec<String> = nodes
-            .iter()
-            .filter(|(p, g, _)| g == group && p != me)
-            .map(|(p, _, _)| p.to_string())
-            .collect();
-        expected.sort();
-        let mut live: Vec<String> = status
-            .view
-            .iter()
-            .filter(|m| !m.failed)
-            .map(|m| m.peer_id.clone())
-            .collect();
-        live.sort();
-        let covered = (0..groups).all(|g| {
-            g == *group
-                || !nodes.iter().any(|(_, ng, _)| *ng == g)
-                || status.contacts.get(&g).is_some_and(|c| !c.is_empty())
-        });
-        live == expected && covered
-    })
+    nodes.iter().all(|node| node_converged(nodes, node, groups))
+}
+
+/// Whether `node`, one of `nodes`, has converged: its live view is exactly its group's other
+/// nodes and it has a contact in every other group that has nodes.
+pub fn node_converged(
+    nodes: &[(PeerId, u32, Option<Status>)],
+    node: &(PeerId, u32, Option<Status>),
+    groups: u32,
+) -> bool {
+    let (me, group, status) = node;
+    let Some(status) = status else {
+        return false;
+    };
+    let mut expected: Vec<String> = nodes
+        .iter()
+        .filter(|(p, g, _)| g == group && p != me)
+        .map(|(p, _, _)| p.to_string())
+        .collect();
+    expected.sort();
+    let mut live: Vec<String> = status
+        .view
+        .iter()
+        .filter(|m| !m.failed)
+        .map(|m| m.peer_id.clone())
+        .collect();
+    live.sort();
+    let covered = (0..groups).all(|g| {
+        g == *group
+            || !nodes.iter().any(|(_, ng, _)| *ng == g)
+            || status.contacts.get(&g).is_some_and(|c| !c.is_empty())
+    });
+    live == expected && covered
 }

@@ -18,11 +18,17 @@ pub const WRITEBACK_BYTES: u64 = 8 << 20;
 /// the writes happen, off the async threads); failures are ignored, the final fsync reports
 /// them.
 pub fn wrote(file: &File, before: u64, after: u64) {
+    if let Some((offset, len)) = completed_range(before, after) {
+        start_writeback(file, offset, len);
+    }
+}
+
+/// The (offset, length) of the whole [`WRITEBACK_BYTES`] ranges that writing bytes
+/// `before..after` completed, if any.
+fn completed_range(before: u64, after: u64) -> Option<(u64, u64)> {
     let from = before - before % WRITEBACK_BYTES;
     let to = after - after % WRITEBACK_BYTES;
-    if to > from {
-        start_writeback(file, from, to - from);
-    }
+    (to > from).then_some((from, to - from))
 }
 
 #[cfg(target_os = "linux")]
@@ -45,6 +51,16 @@ fn start_writeback(_file: &File, _offset: u64, _len: u64) {}
 mod tests {
     use super::*;
     use std::io::Write;
+
+    #[test]
+    fn each_whole_range_is_started_once_when_it_completes() {
+        const W: u64 = WRITEBACK_BYTES;
+        assert_eq!(completed_range(0, W - 1), None);
+        assert_eq!(completed_range(0, W), Some((0, W)));
+        assert_eq!(completed_range(W - 1, W + 1), Some((0, W)));
+        assert_eq!(completed_range(W, 2 * W - 1), None);
+        assert_eq!(completed_range(W + 5, 4 * W + 5), Some((W, 3 * W)));
+    }
 
     #[test]
     fn leaves_the_file_intact() {

@@ -9,6 +9,7 @@ use std::path::PathBuf;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
+use crate::blobs::Hash;
 use crate::writeback;
 
 /// Chunks queued for the writer at most.
@@ -17,7 +18,7 @@ const QUEUED_CHUNKS: usize = 4;
 /// A new file being written; [`FileSink::finish`] fsyncs it and returns its BLAKE3 hash.
 pub struct FileSink {
     chunks: Option<mpsc::Sender<Vec<u8>>>,
-    writer: JoinHandle<io::Result<[u8; 32]>>,
+    writer: JoinHandle<io::Result<Hash>>,
 }
 
 impl FileSink {
@@ -68,7 +69,7 @@ impl FileSink {
 
     /// Writes what is queued, fsyncs and closes the file; returns the BLAKE3 hash of all it
     /// wrote.
-    pub async fn finish(mut self) -> io::Result<[u8; 32]> {
+    pub async fn finish(mut self) -> io::Result<Hash> {
         self.chunks = None;
         match (&mut self.writer).await {
             Ok(result) => result,
