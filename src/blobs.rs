@@ -16,7 +16,7 @@ use std::collections::hash_map::RandomState;
 use std::fmt;
 use std::fs;
 use std::hash::{BuildHasher, Hasher as _};
-use std::io::{self, Read, Write};
+use std::io;
 use std::mem;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -25,14 +25,16 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use tokio::task::JoinHandle;
 
-use crate::writeback;
+use crate::bulk_io::{AlignedBuf, BulkReader, BulkWriter};
 
 /// A BLAKE3 hash: the address of a blob.
 pub type Hash = [u8; 32];
 
 /// Bytes gathered by a [`BlobWriter`] before one write to disk: 1 MiB. Writes are
 /// double-buffered (one buffer fills while the other is written), so a writer holds at most
-/// 2 MiB. Blobs smaller than this get a buffer of their own size.
+/// 2 MiB. Blobs smaller than this get a buffer of their own size (in whole 4 KiB blocks).
+/// Blobs of 1 MiB or more are written around the page cache where the filesystem allows
+/// ([`crate::bulk_io`]).
 const WRITE_BUFFER: usize = 1024 * 1024;
 
 /// Bytes read at a time by [`BlobStore::verify`]: 256 KiB.
@@ -204,21 +206,20 @@ impl BlobStore {
             }
         };
         let dir = shared.tmp.clone();
-        let (file, path) = blocking(move || create_temp_file(&dir)).await?;
+        let (file, path) = blocking(move || {
+            let (file, path) = create_temp_file(&dir)?;
+            Ok((BulkWriter::new(file, size), path))
+        })
+        .await?;
         let buffer_len = usize::try_from(size).map_or(WRITE_BUFFER, |s| s.min(WRITE_BUFFER));
         Ok(BlobWriter {
-            disk: Disk::Idle {
-                file,
-                spare: Vec::new(),
-            },
+            disk: Disk::Idle { file, spare: None },
             temp: TempFile { path, armed: true },
             reservation,
             size,
             written: 0,
             hasher: blake3::Hasher::new(),
-            buffer: Vec::new(),
-            buffer_len: buffer_len.max(1),
-            handed: 0,
+            buffer: AlignedBuf::with_capacity(buffer_len),
         })
     }
 
@@ -250,28 +251,24 @@ impl BlobStore {
         }
     }
 
-    /// Re-hashes a stored blob, streaming it in 256 KiB chunks on a blocking thread.
+    /// Re-hashes a stored blob, streaming it in 256 KiB chunks on a blocking thread (around
+    /// the page cache for blobs of 1 MiB or more, where the filesystem allows).
     /// `Ok(true)` when its content matches its name; a missing blob gives `Ok(false)`.
     pub async fn verify(&self, hash: &Hash) -> Result<bool, BlobError> {
         let path = self.path_of(hash);
         let expected = *hash;
         blocking(move || {
-            let mut file = match fs::File::open(&path) {
+            let file = match fs::File::open(&path) {
                 Ok(file) => file,
                 Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
                 Err(e) => return Err(e),
             };
+            let len = file.metadata()?.len();
+            let mut reader = BulkReader::new(file, len);
+            let mut buffer = AlignedBuf::with_capacity(VERIFY_CHUNK);
             let mut hasher = blake3::Hasher::new();
-            let mut chunk = vec![0u8; VERIFY_CHUNK];
-            loop {
-                match file.read(&mut chunk) {
-                    Ok(0) => break,
-                    Ok(n) => {
-                        hasher.update(&chunk[..n]);
-                    }
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                    Err(e) => return Err(e),
-                }
+            while reader.read_into(&mut buffer)? > 0 {
+                hasher.update(buffer.as_slice());
             }
             Ok(*hasher.finalize().as_bytes() == expected)
         })
@@ -407,9 +404,12 @@ impl Drop for TempFile {
 #[derive(Debug)]
 enum Disk {
     /// No write in flight. `spare`: the buffer of the last write, for reuse.
-    Idle { file: fs::File, spare: Vec<u8> },
+    Idle {
+        file: BulkWriter,
+        spare: Option<AlignedBuf>,
+    },
     /// A buffer is being written on the blocking pool.
-    Busy(JoinHandle<io::Result<(fs::File, Vec<u8>)>>),
+    Busy(JoinHandle<io::Result<(BulkWriter, AlignedBuf)>>),
     /// A write failed or was cancelled: the writer is unusable.
     Broken,
 }
@@ -426,11 +426,7 @@ pub struct BlobWriter {
     written: u64,
     hasher: blake3::Hasher,
     /// Bytes accepted but not yet handed to the disk.
-    buffer: Vec<u8>,
-    /// Bytes handed to the disk so far.
-    handed: u64,
-    /// Bytes gathered before a write to disk.
-    buffer_len: usize,
+    buffer: AlignedBuf,
 }
 
 impl fmt::Debug for BlobWriter {
@@ -465,14 +461,8 @@ impl BlobWriter {
         self.written = got;
         let mut rest = chunk;
         while !rest.is_empty() {
-            if self.buffer.capacity() < self.buffer_len {
-                self.buffer
-                    .reserve_exact(self.buffer_len - self.buffer.len());
-            }
-            let n = rest.len().min(self.buffer_len - self.buffer.len());
-            self.buffer.extend_from_slice(&rest[..n]);
-            rest = &rest[n..];
-            if self.buffer.len() >= self.buffer_len {
+            rest = &rest[self.buffer.extend(rest)..];
+            if self.buffer.is_full() {
                 self.flush_buffer().await?;
             }
         }
@@ -527,7 +517,7 @@ impl BlobWriter {
         };
         blocking(move || {
             let mut file = file;
-            file.write_all(&buffer)?;
+            file.write_all(buffer.as_slice())?;
             file.sync_all()?;
             drop(file);
             install(temp, reservation, &hash)
@@ -538,11 +528,11 @@ impl BlobWriter {
 
     /// Waits for the write in flight, if any; returns the file and the spare buffer. The writer
     /// is left [`Disk::Broken`] until the caller puts a new state back.
-    async fn settle(&mut self) -> Result<(fs::File, Vec<u8>), BlobError> {
+    async fn settle(&mut self) -> Result<(BulkWriter, Option<AlignedBuf>), BlobError> {
         match mem::replace(&mut self.disk, Disk::Broken) {
             Disk::Idle { file, spare } => Ok((file, spare)),
             Disk::Busy(write) => match write.await {
-                Ok(Ok(done)) => Ok(done),
+                Ok(Ok((file, spare))) => Ok((file, Some(spare))),
                 Ok(Err(e)) => Err(e.into()),
                 Err(e) => Err(io::Error::other(e).into()),
             },
@@ -553,15 +543,12 @@ impl BlobWriter {
     /// Hands the full buffer to the blocking pool (after the previous write completed) and
     /// continues with the spare one.
     async fn flush_buffer(&mut self) -> Result<(), BlobError> {
-        let (mut file, mut spare) = self.settle().await?;
+        let (mut file, spare) = self.settle().await?;
+        let mut spare = spare.unwrap_or_else(|| AlignedBuf::with_capacity(self.buffer.capacity()));
         spare.clear();
         let full = mem::replace(&mut self.buffer, spare);
-        let before = self.handed;
-        self.handed += full.len() as u64;
-        let after = self.handed;
         self.disk = Disk::Busy(tokio::task::spawn_blocking(move || {
-            file.write_all(&full)?;
-            writeback::wrote(&file, before, after);
+            file.write_all(full.as_slice())?;
             Ok((file, full))
         }));
         Ok(())

@@ -5,6 +5,7 @@
 //! configuration, metrics) and holds the command line.
 
 pub mod blobs;
+pub mod bulk_io;
 pub mod candidates;
 pub mod client;
 pub mod config;

@@ -17,13 +17,13 @@ use quickstore_behaviours::FileTuple;
 use quickstore_behaviours::net::Peer;
 use quickstore_behaviours::tuple::check_name;
 use serde::Serialize;
-use tokio::io::AsyncReadExt;
 
 use super::client::{ClientPeer, ReachError, RelayPolicy};
 use super::service::{files_request, open_stream};
 use super::sink::FileSink;
+use super::source::FileSource;
 use super::wire::{
-    BLOB_PROTOCOL, BlobRequest, BlobResponse, BlobTrailer, CHUNK_BYTES, ChunkReader, FilesRequest,
+    BLOB_PROTOCOL, BlobRequest, BlobResponse, BlobTrailer, ChunkReader, FilesRequest,
     FilesResponse, MAX_REQUEST_BYTES, MAX_RESPONSE_BYTES, PeerInfo, read_message, write_chunk,
     write_message,
 };
@@ -467,27 +467,21 @@ async fn put_to(
         }
     }
     let sent = async {
-        let mut file = tokio::fs::File::open(path)
+        let file = tokio::fs::File::open(path)
             .await
             .with_context(|| format!("cannot open {}", path.display()))?;
         let bar = progress(size);
-        let mut hasher = blake3::Hasher::new();
-        let mut buf = vec![0u8; CHUNK_BYTES];
-        let mut left = size;
-        while left > 0 {
-            let want = left.min(CHUNK_BYTES as u64) as usize;
-            file.read_exact(&mut buf[..want])
-                .await
-                .with_context(|| format!("{} changed while being read", path.display()))?;
-            hasher.update(&buf[..want]);
-            write_chunk(&mut stream, &buf[..want], io).await?;
-            bar.inc(want as u64);
-            left -= want as u64;
+        let mut source = FileSource::start(file.into_std().await, size);
+        while let Some(chunk) = source.next().await {
+            write_chunk(&mut stream, chunk, io).await?;
+            bar.inc(chunk.len() as u64);
         }
+        let blake3 = source
+            .finish()
+            .await
+            .with_context(|| format!("{} changed while being read", path.display()))?;
         bar.finish_and_clear();
-        let trailer = BlobTrailer {
-            blake3: *hasher.finalize().as_bytes(),
-        };
+        let trailer = BlobTrailer { blake3 };
         write_message(&mut stream, &trailer, MAX_REQUEST_BYTES, io).await?;
         match read_message::<BlobResponse>(&mut stream, MAX_RESPONSE_BYTES, deadline).await? {
             BlobResponse::Stored { tuple } => {
@@ -617,7 +611,7 @@ async fn fetch_to(
     }
     let temp = temp_beside(target);
     let result = async {
-        let mut file = FileSink::create(temp.clone());
+        let mut file = FileSink::create(temp.clone(), size);
         let bar = progress(size);
         let mut chunks = ChunkReader::new(size);
         loop {

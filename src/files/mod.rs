@@ -8,6 +8,7 @@
 //!   a clean stop.
 //! * [`client`]: the ephemeral peer the CLI runs; [`cli`]: `put`, `get`, `rm`, `ls`.
 
+mod block_pipe;
 pub mod cli;
 pub mod client;
 pub mod handle;
@@ -15,5 +16,6 @@ mod put;
 pub mod repair;
 pub mod service;
 pub mod sink;
+pub mod source;
 pub mod versions;
 pub mod wire;

@@ -14,16 +14,16 @@ use quickstore_behaviours::id::name_facts;
 use quickstore_behaviours::net::Peer;
 use quickstore_behaviours::tuple::check_name;
 use quickstore_behaviours::{FileTuple, LookupResult, Version};
-use tokio::io::AsyncReadExt;
 use tokio::sync::{Semaphore, watch};
 use tokio::time::Instant;
 
 use super::handle::{NodeGone, NodeHandle};
+use super::source::FileSource;
 use super::versions::{KeptVersion, KeptVersions};
 use super::wire::{
-    BLOB_PROTOCOL, BlobRequest, BlobResponse, CHUNK_BYTES, ChunkReader, FILES_PROTOCOL,
-    FilesRequest, FilesResponse, MAX_REQUEST_BYTES, MAX_RESPONSE_BYTES, PeerInfo, WireError,
-    read_message, write_chunk, write_message,
+    BLOB_PROTOCOL, BlobRequest, BlobResponse, ChunkReader, FILES_PROTOCOL, FilesRequest,
+    FilesResponse, MAX_REQUEST_BYTES, MAX_RESPONSE_BYTES, PeerInfo, WireError, read_message,
+    write_chunk, write_message,
 };
 use crate::blobs::{BlobStore, Hash, to_hex};
 use crate::store::NodeStore;
@@ -836,7 +836,7 @@ impl FilesService {
         header: bool,
     ) -> Result<Option<u64>, WireError> {
         let io = self.timeouts.io;
-        let Some((mut file, size)) = self
+        let Some((file, size)) = self
             .blobs
             .open_blob(hash)
             .await
@@ -853,18 +853,13 @@ impl FilesService {
             )
             .await?;
         }
-        let mut hasher = blake3::Hasher::new();
-        let mut buf = vec![0u8; CHUNK_BYTES];
-        let mut left = size;
-        while left > 0 {
-            let want = left.min(CHUNK_BYTES as u64) as usize;
-            file.read_exact(&mut buf[..want]).await?;
-            hasher.update(&buf[..want]);
-            write_chunk(stream, &buf[..want], io).await?;
-            left -= want as u64;
+        let mut source = FileSource::start(file.into_std().await, size);
+        while let Some(chunk) = source.next().await {
+            write_chunk(stream, chunk, io).await?;
         }
+        let sent = source.finish().await?;
         crate::files::wire::timed(io, stream.flush()).await?;
-        if hasher.finalize().as_bytes() != hash {
+        if sent != *hash {
             tracing::warn!("blob {} is corrupt on disk: deleted", to_hex(hash));
             FilesCounters::add(&self.counters.corrupt_found, 1);
             let _ = self.blobs.remove(hash).await;

@@ -1,30 +1,39 @@
-//! [`FileSink`]: a file written by a blocking thread that is fed chunks through a small bounded
-//! channel, so disk writes (and hashing) overlap the network instead of taking turns with it,
-//! and never run on an async thread. Writeback starts as the file grows ([`writeback::wrote`]), so
-//! the final fsync has little left to wait for.
+//! [`FileSink`]: a file written by a blocking thread, fed through a [`block_pipe`] of aligned
+//! 1 MiB buffers, so disk writes and hashing overlap the network instead of taking turns with
+//! it, and never run on an async thread. The writer is a [`BulkWriter`]: a large file goes
+//! around the page cache where the filesystem allows (else its writeback starts as it grows),
+//! so the final fsync has little left to wait for.
 
-use std::io::{self, Write};
+use std::io;
 use std::path::PathBuf;
 
-use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
+use super::block_pipe::{Producer, block_pipe};
 use crate::blobs::Hash;
-use crate::writeback;
+use crate::bulk_io::{AlignedBuf, BulkWriter};
 
-/// Chunks queued for the writer at most.
-const QUEUED_CHUNKS: usize = 4;
+/// Buffers per sink: one filling, one being written, one queued between them.
+const BUFFERS: usize = 3;
+
+/// Bytes per buffer, and per write: 1 MiB (files smaller than this get buffers of their
+/// own size).
+const BUFFER_BYTES: usize = 1 << 20;
 
 /// A new file being written; [`FileSink::finish`] fsyncs it and returns its BLAKE3 hash.
 pub struct FileSink {
-    chunks: Option<mpsc::Sender<Vec<u8>>>,
+    /// `None` once the writer stopped.
+    blocks: Option<Producer>,
+    /// The buffer being filled.
+    filling: Option<AlignedBuf>,
     writer: JoinHandle<io::Result<Hash>>,
 }
 
 impl FileSink {
-    /// Creates `path`, which must not exist yet.
-    pub fn create(path: PathBuf) -> Self {
-        let (chunks, mut receiver) = mpsc::channel::<Vec<u8>>(QUEUED_CHUNKS);
+    /// Creates `path`, which must not exist yet, for a file of `len` bytes.
+    pub fn create(path: PathBuf, len: u64) -> Self {
+        let capacity = usize::try_from(len).map_or(BUFFER_BYTES, |l| l.min(BUFFER_BYTES));
+        let (blocks, mut full) = block_pipe(BUFFERS, capacity);
         let writer = tokio::task::spawn_blocking(move || {
             let file = std::fs::OpenOptions::new()
                 .write(true)
@@ -33,49 +42,74 @@ impl FileSink {
                 .map_err(|e| {
                     io::Error::new(e.kind(), format!("cannot create {}: {e}", path.display()))
                 })?;
-            let mut file = file;
+            let mut file = BulkWriter::new(file, len);
             let mut hasher = blake3::Hasher::new();
-            let mut written = 0u64;
-            while let Some(chunk) = receiver.blocking_recv() {
-                hasher.update(&chunk);
-                file.write_all(&chunk)?;
-                let before = written;
-                written += chunk.len() as u64;
-                writeback::wrote(&file, before, written);
+            while let Some(buf) = full.blocking_recv() {
+                hasher.update(buf.as_slice());
+                file.write_all(buf.as_slice())?;
+                full.give_back(buf);
             }
             file.sync_all()?;
             Ok(*hasher.finalize().as_bytes())
         });
         Self {
-            chunks: Some(chunks),
+            blocks: Some(blocks),
+            filling: None,
             writer,
         }
     }
 
-    /// Queues `chunk`; waits while the writer is behind.
+    /// Appends `chunk`; waits while the writer is behind.
     pub async fn write(&mut self, chunk: &[u8]) -> io::Result<()> {
-        let sent = match &self.chunks {
-            Some(chunks) => chunks.send(chunk.to_vec()).await.is_ok(),
-            None => false,
-        };
-        if sent {
-            Ok(())
-        } else {
-            // The writer stopped: its error says why.
-            self.chunks = None;
-            Err(io::Error::other("the file writer stopped"))
+        let mut rest = chunk;
+        while !rest.is_empty() {
+            let Some(blocks) = &mut self.blocks else {
+                return Err(stopped());
+            };
+            let filling = match &mut self.filling {
+                Some(buf) => buf,
+                None => match blocks.empty().await {
+                    Some(buf) => self.filling.insert(buf),
+                    None => return Err(self.stop()),
+                },
+            };
+            rest = &rest[filling.extend(rest)..];
+            if filling.is_full()
+                && let Some(full) = self.filling.take()
+                && !blocks.send(full).await
+            {
+                return Err(self.stop());
+            }
         }
+        Ok(())
     }
 
-    /// Writes what is queued, fsyncs and closes the file; returns the BLAKE3 hash of all it
+    /// Writes what is left, fsyncs and closes the file; returns the BLAKE3 hash of all it
     /// wrote.
     pub async fn finish(mut self) -> io::Result<Hash> {
-        self.chunks = None;
+        if let (Some(blocks), Some(tail)) = (&self.blocks, self.filling.take())
+            && !tail.is_empty()
+        {
+            // If the writer stopped, its own error is the one to report.
+            let _ = blocks.send(tail).await;
+        }
+        self.blocks = None;
         match (&mut self.writer).await {
             Ok(result) => result,
             Err(e) => Err(io::Error::other(e)),
         }
     }
+
+    /// Marks the writer as stopped; returns the error to report (the writer's own error
+    /// comes from [`FileSink::finish`]).
+    fn stop(&mut self) -> io::Error {
+        self.blocks = None;
+        stopped()
+    }
+}
+
+fn stopped() -> io::Error {
+    io::Error::other("the file writer stopped")
 }
 
 #[cfg(test)]
@@ -86,21 +120,22 @@ mod tests {
     async fn writes_every_chunk_in_order_and_refuses_an_existing_file() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("out");
-        let mut sink = FileSink::create(path.clone());
-        for i in 0..100u8 {
-            sink.write(&[i; 1000]).await.unwrap();
+        // 3.1 MB: whole 1 MiB buffers (around the page cache where possible) and a tail.
+        let mut sink = FileSink::create(path.clone(), 3_100_000);
+        for i in 0..3100u32 {
+            sink.write(&[i as u8; 1000]).await.unwrap();
         }
         let hash = sink.finish().await.unwrap();
         let bytes = std::fs::read(&path).unwrap();
         assert_eq!(&hash, blake3::hash(&bytes).as_bytes());
-        assert_eq!(bytes.len(), 100_000);
+        assert_eq!(bytes.len(), 3_100_000);
         assert!(
             bytes
                 .chunks(1000)
                 .enumerate()
                 .all(|(i, c)| c.iter().all(|b| *b == i as u8))
         );
-        let mut again = FileSink::create(path);
+        let mut again = FileSink::create(path, 1);
         let _ = again.write(b"x").await;
         assert!(again.finish().await.is_err());
     }
