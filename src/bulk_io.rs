@@ -3,7 +3,7 @@
 //!
 //! **Why.** A blob is written once, fsynced, and then read rarely (a get, a repair, a scrub);
 //! keeping its pages cached buys little, and filling the cache costs CPU. On this project's test
-//! VM, `dd` moving 1 GiB measured (BENCHMARKS.md, "Direct I/O"):
+//! VM, `dd` moving 1 GiB measured (BENCHMARKS.md, "1 GiB put and get: direct I/O"):
 //!
 //! | | through the page cache | direct I/O |
 //! |---|---|---|
