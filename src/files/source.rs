@@ -19,10 +19,10 @@ const BUFFERS: usize = 3;
 
 /// Bytes per buffer, and per read: 1 MiB (files smaller than this get buffers of their own
 /// size).
-pub const BLOCK_BYTES: usize = 1 << 20;
+const READ_BYTES: usize = 1 << 20;
 
-/// The first `len` bytes of a file, in blocks of at most [`BLOCK_BYTES`], with their BLAKE3
-/// hash at the end. Dropping it stops the reader.
+/// The first `len` bytes of a file, in blocks of at most 1 MiB ([`READ_BYTES`]), with their
+/// BLAKE3 hash at the end. Dropping it stops the reader.
 pub struct FileSource {
     blocks: Consumer,
     /// The block last returned by [`FileSource::next`].
@@ -33,7 +33,7 @@ pub struct FileSource {
 impl FileSource {
     /// Starts reading `file` from its start; `len` is the number of bytes to deliver.
     pub fn start(file: File, len: u64) -> Self {
-        let capacity = usize::try_from(len).map_or(BLOCK_BYTES, |l| l.min(BLOCK_BYTES));
+        let capacity = usize::try_from(len).map_or(READ_BYTES, |l| l.min(READ_BYTES));
         let (mut empty, blocks) = block_pipe(BUFFERS, capacity);
         let reader = tokio::task::spawn_blocking(move || {
             let abandoned = || io::Error::other("the file's reader was abandoned");
@@ -103,7 +103,7 @@ mod tests {
     async fn drain(mut source: FileSource) -> (Vec<u8>, io::Result<Hash>) {
         let mut got = Vec::new();
         while let Some(block) = source.next().await {
-            assert!(!block.is_empty() && block.len() <= BLOCK_BYTES);
+            assert!(!block.is_empty() && block.len() <= READ_BYTES);
             got.extend_from_slice(block);
         }
         (got, source.finish().await)
