@@ -79,36 +79,37 @@ async fn main() -> anyhow::Result<()> {
     let first = start(Vec::new()).await?;
     let bootstrap = vec![(first.peer_id, first.address.clone())];
     let mut nodes = vec![first];
+    let mut progress = Progress::new();
     for i in 1..args.nodes {
         if args.join_per_s > 0 {
             let due = Duration::from_secs_f64(i as f64 / f64::from(args.join_per_s));
             tokio::time::sleep(due.saturating_sub(started.elapsed())).await;
         }
         nodes.push(start(bootstrap.clone()).await?);
+        if progress.due() {
+            progress.print(
+                started,
+                &format!("{}/{} nodes started", nodes.len(), args.nodes),
+            );
+        }
     }
     let started_s = started.elapsed().as_secs_f64();
     let mut converged_s = None;
-    let mut progress = (Instant::now(), process::cpu_seconds());
     while started.elapsed() < Duration::from_secs(args.limit_s) {
         let now = snapshot(&nodes, args.groups).await;
         if converged(&now, args.groups) {
             converged_s = Some(started.elapsed().as_secs_f64());
             break;
         }
-        if progress.0.elapsed() >= Duration::from_secs(5) {
-            let cpu = process::cpu_seconds();
+        if progress.due() {
             let complete = now
                 .iter()
                 .filter(|node| node_converged(&now, node, args.groups))
                 .count();
-            eprintln!(
-                "{:.0} s: {complete}/{} nodes converged, {:.2} cores, {:.0} MB",
-                started.elapsed().as_secs_f64(),
-                nodes.len(),
-                (cpu - progress.1) / progress.0.elapsed().as_secs_f64(),
-                process::rss_mib()
+            progress.print(
+                started,
+                &format!("{complete}/{} nodes converged", nodes.len()),
             );
-            progress = (Instant::now(), cpu);
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
@@ -158,4 +159,37 @@ async fn main() -> anyhow::Result<()> {
         node.stop().await;
     }
     Ok(())
+}
+
+/// A progress line on stderr at most every 5 s: what is going on, the cores the process used
+/// since the last line, and its RSS.
+struct Progress {
+    since: Instant,
+    cpu_seconds: f64,
+}
+
+impl Progress {
+    fn new() -> Self {
+        Self {
+            since: Instant::now(),
+            cpu_seconds: process::cpu_seconds(),
+        }
+    }
+
+    /// Whether a line is due.
+    fn due(&self) -> bool {
+        self.since.elapsed() >= Duration::from_secs(5)
+    }
+
+    /// Prints `what`, timed from `start`.
+    fn print(&mut self, start: Instant, what: &str) {
+        let cpu_seconds = process::cpu_seconds();
+        eprintln!(
+            "{:.0} s: {what}, {:.2} cores, {:.0} MB",
+            start.elapsed().as_secs_f64(),
+            (cpu_seconds - self.cpu_seconds) / self.since.elapsed().as_secs_f64(),
+            process::rss_mib()
+        );
+        *self = Self::new();
+    }
 }
