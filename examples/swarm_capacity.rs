@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use clap::Parser;
 use libp2p::identity::Keypair;
-use quickstore::local::{LocalNode, converged, node_converged, snapshot};
+use quickstore::local::{GroupMembers, LocalNode, converged, snapshot};
 use quickstore_behaviours::Config;
 
 // As in the `quickstore` binary.
@@ -102,9 +102,10 @@ async fn main() -> anyhow::Result<()> {
             break;
         }
         if progress.due() {
+            let members = GroupMembers::of(&now);
             let complete = now
                 .iter()
-                .filter(|node| node_converged(&now, node, args.groups))
+                .filter(|node| members.node_converged(node, args.groups))
                 .count();
             progress.print(
                 started,

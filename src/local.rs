@@ -1,6 +1,7 @@
 //! In-process nodes for tests and examples: real swarms over loopback TCP or libp2p's memory
 //! transport, each driven by its own task, answering [`Status`] requests.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use futures::StreamExt;
@@ -132,7 +133,7 @@ impl Drop for LocalNode {
 }
 
 /// Every node's (PeerId, group among `groups`, status now), in order.
-pub async fn snapshot(nodes: &[LocalNode], groups: u32) -> Vec<(PeerId, u32, Option<Status>)> {
+pub async fn snapshot(nodes: &[LocalNode], groups: u32) -> Vec<SnapshotNode> {
     let mut out = Vec::with_capacity(nodes.len());
     for node in nodes {
         let group = id_facts(&Peer(node.peer_id), groups).group;
@@ -141,40 +142,117 @@ pub async fn snapshot(nodes: &[LocalNode], groups: u32) -> Vec<(PeerId, u32, Opt
     out
 }
 
+/// One node of a snapshot: (PeerId, group, status).
+pub type SnapshotNode = (PeerId, u32, Option<Status>);
+
 /// Whether every node's live view is exactly its group's other nodes and it has a contact in
-/// every other group that has nodes. `nodes` are (PeerId, group, status).
-pub fn converged(nodes: &[(PeerId, u32, Option<Status>)], groups: u32) -> bool {
-    nodes.iter().all(|node| node_converged(nodes, node, groups))
+/// every other group that has nodes.
+pub fn converged(nodes: &[SnapshotNode], groups: u32) -> bool {
+    let members = GroupMembers::of(nodes);
+    nodes
+        .iter()
+        .all(|node| members.node_converged(node, groups))
 }
 
-/// Whether `node`, one of `nodes`, has converged: its live view is exactly its group's other
-/// nodes and it has a contact in every other group that has nodes.
-pub fn node_converged(
-    nodes: &[(PeerId, u32, Option<Status>)],
-    node: &(PeerId, u32, Option<Status>),
-    groups: u32,
-) -> bool {
-    let (me, group, status) = node;
-    let Some(status) = status else {
-        return false;
-    };
-    let mut expected: Vec<String> = nodes
-        .iter()
-        .filter(|(p, g, _)| g == group && p != me)
-        .map(|(p, _, _)| p.to_string())
-        .collect();
-    expected.sort();
-    let mut live: Vec<String> = status
-        .view
-        .iter()
-        .filter(|m| !m.failed)
-        .map(|m| m.peer_id.clone())
-        .collect();
-    live.sort();
-    let covered = (0..groups).all(|g| {
-        g == *group
-            || !nodes.iter().any(|(_, ng, _)| *ng == g)
-            || status.contacts.get(&g).is_some_and(|c| !c.is_empty())
-    });
-    live == expected && covered
+/// Each group's nodes in a snapshot, as status views name them (sorted PeerId strings),
+/// computed once so that checking every node costs one pass over its own view.
+pub struct GroupMembers {
+    by_group: BTreeMap<u32, Vec<String>>,
+}
+
+impl GroupMembers {
+    /// The groups of `nodes`.
+    pub fn of(nodes: &[SnapshotNode]) -> Self {
+        let mut by_group: BTreeMap<u32, Vec<String>> = BTreeMap::new();
+        for (peer, group, _) in nodes {
+            by_group.entry(*group).or_default().push(peer.to_string());
+        }
+        for members in by_group.values_mut() {
+            members.sort();
+        }
+        Self { by_group }
+    }
+
+    /// Whether `node` has converged: its live view is exactly its group's other nodes and it
+    /// has a contact in every other group that has nodes.
+    pub fn node_converged(&self, node: &SnapshotNode, groups: u32) -> bool {
+        let (me, group, status) = node;
+        let Some(status) = status else {
+            return false;
+        };
+        let me = me.to_string();
+        let mut live: Vec<&str> = status
+            .view
+            .iter()
+            .filter(|m| !m.failed)
+            .map(|m| m.peer_id.as_str())
+            .collect();
+        live.sort_unstable();
+        let expected = self
+            .by_group
+            .get(group)
+            .into_iter()
+            .flatten()
+            .map(String::as_str)
+            .filter(|p| *p != me);
+        let covered = (0..groups).all(|g| {
+            g == *group
+                || !self.by_group.contains_key(&g)
+                || status.contacts.get(&g).is_some_and(|c| !c.is_empty())
+        });
+        live.into_iter().eq(expected) && covered
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A status in `group` whose live view is `live`, with `failed` members marked failed,
+    /// and contacts in `contact_groups`.
+    fn status(group: u32, live: &[&PeerId], failed: &[&PeerId], contact_groups: &[u32]) -> Status {
+        let member = |p: &&PeerId, failed: bool| {
+            serde_json::json!({"peer_id": p.to_string(), "incarnation": 1, "heartbeat": 1,
+                "age_ms": 0, "rtt_ms": null, "failed": failed})
+        };
+        let view: Vec<_> = live
+            .iter()
+            .map(|p| member(p, false))
+            .chain(failed.iter().map(|p| member(p, true)))
+            .collect();
+        let contacts: BTreeMap<String, Vec<String>> = contact_groups
+            .iter()
+            .map(|g| (g.to_string(), vec!["someone".to_string()]))
+            .collect();
+        serde_json::from_value(serde_json::json!({
+            "peer_id": "me", "network": "test", "network_id": "00", "group": group,
+            "groups": 2, "incarnation": 1, "heartbeat": 1, "joined": true, "addresses": [],
+            "view": view, "contacts": contacts, "counters": {}
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn converged_needs_exact_live_views_and_a_contact_per_other_group() {
+        let (a, b, c) = (PeerId::random(), PeerId::random(), PeerId::random());
+        let good = |a_status: Option<Status>| {
+            vec![
+                (a, 0, a_status),
+                (b, 0, Some(status(0, &[&a], &[], &[1]))),
+                (c, 1, Some(status(1, &[], &[], &[0]))),
+            ]
+        };
+        assert!(converged(&good(Some(status(0, &[&b], &[], &[1]))), 2));
+        // A failed member does not count as live; a stranger in the view is one too many.
+        assert!(!converged(&good(Some(status(0, &[], &[&b], &[1]))), 2));
+        assert!(!converged(&good(Some(status(0, &[&b, &c], &[], &[1]))), 2));
+        // No contact in the other group, or no status at all.
+        assert!(!converged(&good(Some(status(0, &[&b], &[], &[]))), 2));
+        assert!(!converged(&good(None), 2));
+        // The per-node check singles out the node that is behind.
+        let nodes = good(Some(status(0, &[], &[], &[1])));
+        let members = GroupMembers::of(&nodes);
+        let behind: Vec<bool> = nodes.iter().map(|n| members.node_converged(n, 2)).collect();
+        assert_eq!(behind, [false, true, true]);
+    }
 }
