@@ -25,7 +25,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use tokio::task::JoinHandle;
 
-use crate::bulk_io::{AlignedBuf, BulkReader, BulkWriter};
+use crate::bulk_io::{AlignedBuf, BulkReader, BulkWriter, buffer_len};
 
 /// A BLAKE3 hash: the address of a blob.
 pub type Hash = [u8; 32];
@@ -211,7 +211,6 @@ impl BlobStore {
             Ok((BulkWriter::new(file, size), path))
         })
         .await?;
-        let buffer_len = usize::try_from(size).map_or(WRITE_BUFFER, |s| s.min(WRITE_BUFFER));
         Ok(BlobWriter {
             disk: Disk::Idle { file, spare: None },
             temp: TempFile { path, armed: true },
@@ -219,7 +218,7 @@ impl BlobStore {
             size,
             written: 0,
             hasher: blake3::Hasher::new(),
-            buffer: AlignedBuf::with_capacity(buffer_len),
+            buffer: AlignedBuf::with_capacity(buffer_len(size, WRITE_BUFFER)),
         })
     }
 

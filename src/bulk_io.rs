@@ -124,6 +124,12 @@ impl AlignedBuf {
     }
 }
 
+/// The buffer size for a file of `file_len` bytes: `max`, or the file's own length when it is
+/// smaller (a small file gets no larger buffer than it needs).
+pub fn buffer_len(file_len: u64, max: usize) -> usize {
+    usize::try_from(file_len).map_or(max, |len| len.min(max))
+}
+
 /// Whether `data` can be a direct transfer: aligned memory, whole blocks.
 fn is_aligned(data: &[u8]) -> bool {
     data.as_ptr().align_offset(BLOCK_BYTES) == 0 && data.len().is_multiple_of(BLOCK_BYTES)

@@ -11,7 +11,7 @@ use tokio::task::JoinHandle;
 
 use super::block_pipe::{Producer, block_pipe};
 use crate::blobs::Hash;
-use crate::bulk_io::{AlignedBuf, BulkWriter};
+use crate::bulk_io::{AlignedBuf, BulkWriter, buffer_len};
 
 /// Buffers per sink: one filling, one being written, one queued between them.
 const BUFFERS: usize = 3;
@@ -32,7 +32,7 @@ pub struct FileSink {
 impl FileSink {
     /// Creates `path`, which must not exist yet, for a file of `len` bytes.
     pub fn create(path: PathBuf, len: u64) -> Self {
-        let capacity = usize::try_from(len).map_or(BUFFER_BYTES, |l| l.min(BUFFER_BYTES));
+        let capacity = buffer_len(len, BUFFER_BYTES);
         let (blocks, mut full) = block_pipe(BUFFERS, capacity);
         let writer = tokio::task::spawn_blocking(move || {
             let file = std::fs::OpenOptions::new()

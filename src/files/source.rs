@@ -12,7 +12,7 @@ use tokio::task::JoinHandle;
 
 use super::block_pipe::{Consumer, block_pipe};
 use crate::blobs::Hash;
-use crate::bulk_io::{AlignedBuf, BulkReader};
+use crate::bulk_io::{AlignedBuf, BulkReader, buffer_len};
 
 /// Buffers per source: one being read, one queued, one being sent.
 const BUFFERS: usize = 3;
@@ -33,7 +33,7 @@ pub struct FileSource {
 impl FileSource {
     /// Starts reading `file` from its start; `len` is the number of bytes to deliver.
     pub fn start(file: File, len: u64) -> Self {
-        let capacity = usize::try_from(len).map_or(READ_BYTES, |l| l.min(READ_BYTES));
+        let capacity = buffer_len(len, READ_BYTES);
         let (mut empty, blocks) = block_pipe(BUFFERS, capacity);
         let reader = tokio::task::spawn_blocking(move || {
             let abandoned = || io::Error::other("the file's reader was abandoned");
