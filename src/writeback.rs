@@ -7,6 +7,9 @@
 //! transfer goes on (`sync_file_range(SYNC_FILE_RANGE_WRITE)`, which does not wait for the
 //! disk), so the final fsync finds little left to do. Durability still comes from that fsync
 //! alone; this only moves the disk's work earlier. On systems other than Linux it does nothing.
+//!
+//! Its one caller is [`crate::bulk_io::BulkWriter`], for the bytes it writes through the page
+//! cache: small files, a large file's tail, and filesystems without direct I/O.
 
 use std::fs::File;
 
