@@ -1,4 +1,4 @@
-//! [`FileSink`]: a file written by a blocking thread, fed through a [`block_pipe`] of aligned
+//! [`FileSink`]: a file written by a blocking thread, fed through a `block_pipe` of aligned
 //! 1 MiB buffers, so disk writes and hashing overlap the network instead of taking turns with
 //! it, and never run on an async thread. The writer is a [`BulkWriter`]: a large file goes
 //! around the page cache where the filesystem allows (else its writeback starts as it grows),

@@ -1,5 +1,5 @@
 //! [`FileSource`]: a file read by a blocking thread that hashes it and hands its bytes over
-//! through a [`block_pipe`] of aligned 1 MiB buffers, so disk reads and hashing overlap the
+//! through a `block_pipe` of aligned 1 MiB buffers, so disk reads and hashing overlap the
 //! network and never run on an async thread. The reader is a [`BulkReader`]: a large file is
 //! read around the page cache where the filesystem allows.
 //!
@@ -21,7 +21,7 @@ const BUFFERS: usize = 3;
 /// size).
 const READ_BYTES: usize = 1 << 20;
 
-/// The first `len` bytes of a file, in blocks of at most 1 MiB ([`READ_BYTES`]), with their
+/// The first `len` bytes of a file, in blocks of at most 1 MiB (`READ_BYTES`), with their
 /// BLAKE3 hash at the end. Dropping it stops the reader.
 pub struct FileSource {
     blocks: Consumer,
