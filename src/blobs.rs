@@ -60,12 +60,12 @@ pub enum BlobError {
         /// Maximum file size, in bytes.
         max: u64,
     },
-    /// Storing the blob would exceed the store's capacity.
+    /// Storing the blob would exceed the store's capacity or the disk's available bytes.
     #[error("not enough storage: {size} bytes wanted, {free} bytes free")]
     NoSpace {
         /// Announced size, in bytes.
         size: u64,
-        /// Free bytes (capacity minus stored minus reserved) when refused.
+        /// Free bytes when refused (see [`BlobStore::free`]).
         free: u64,
     },
     /// The bytes received do not add up to the announced size.
@@ -109,6 +109,9 @@ struct Shared {
     capacity: u64,
     /// Largest blob accepted, in bytes.
     max_file_size: u64,
+    /// Bytes the filesystem of `root` had available at the last look ([`disk_available`]);
+    /// `u64::MAX` when it could not be read.
+    disk_available: AtomicU64,
     accounting: Mutex<Accounting>,
     /// Serializes the install (exists? rename) and removal of blobs, so a blob is counted in
     /// `used` exactly once. Taken only on blocking threads.
@@ -119,6 +122,45 @@ impl Shared {
     fn accounting(&self) -> MutexGuard<'_, Accounting> {
         lock(&self.accounting)
     }
+
+    /// Free bytes given `acc`: the smaller of the configured room (capacity minus stored minus
+    /// reserved) and the disk's available bytes minus those reserved (bytes promised to live
+    /// writers may not be on the disk yet; counting them again is on the safe side).
+    fn free(&self, acc: &Accounting) -> u64 {
+        let room = self
+            .capacity
+            .saturating_sub(acc.used)
+            .saturating_sub(acc.reserved);
+        let disk = self
+            .disk_available
+            .load(Ordering::Relaxed)
+            .saturating_sub(acc.reserved);
+        room.min(disk)
+    }
+}
+
+/// Bytes the filesystem holding `path` has available to unprivileged writers (`statvfs`:
+/// `f_bavail × f_frsize`); `None` when it cannot be read. Blocks (a metadata call): run it off
+/// the async threads.
+pub fn disk_available(path: &Path) -> Option<u64> {
+    use std::os::unix::ffi::OsStrExt;
+    let path = std::ffi::CString::new(path.as_os_str().as_bytes()).ok()?;
+    // SAFETY: `statvfs` is plain old data; zeroed is a valid value, filled in by the call.
+    let mut stats: libc::statvfs = unsafe { mem::zeroed() };
+    // SAFETY: a NUL-terminated path and a pointer to a live `statvfs`.
+    if unsafe { libc::statvfs(path.as_ptr(), &mut stats) } != 0 {
+        return None;
+    }
+    #[allow(clippy::unnecessary_cast)] // the field types differ between targets
+    Some((stats.f_bavail as u64).saturating_mul(stats.f_frsize as u64))
+}
+
+/// Whether `error` says the disk (or the user's quota) is full.
+pub fn is_disk_full(error: &io::Error) -> bool {
+    matches!(
+        error.raw_os_error(),
+        Some(libc::ENOSPC) | Some(libc::EDQUOT)
+    )
 }
 
 /// Locks a mutex; a panic while holding it leaves plain numbers behind, so poisoning is ignored.
@@ -150,7 +192,7 @@ impl BlobStore {
         let root = data_dir.join(BLOBS_DIR);
         let tmp = root.join(TMP_DIR);
         let (scan_root, scan_tmp) = (root.clone(), tmp.clone());
-        let used = blocking(move || {
+        let (used, disk) = blocking(move || {
             fs::create_dir_all(&scan_tmp)?;
             let removed = clear_dir(&scan_tmp)?;
             if removed > 0 {
@@ -160,9 +202,10 @@ impl BlobStore {
                 );
             }
             let blobs = scan(&scan_root, true)?;
-            Ok(blobs
+            let used = blobs
                 .iter()
-                .fold(0u64, |sum, (_, len)| sum.saturating_add(*len)))
+                .fold(0u64, |sum, (_, len)| sum.saturating_add(*len));
+            Ok((used, disk_available(&scan_root).unwrap_or(u64::MAX)))
         })
         .await?;
         Ok(BlobStore {
@@ -171,6 +214,7 @@ impl BlobStore {
                 tmp,
                 capacity,
                 max_file_size,
+                disk_available: AtomicU64::new(disk),
                 accounting: Mutex::new(Accounting { used, reserved: 0 }),
                 commit: Mutex::new(()),
             }),
@@ -178,9 +222,10 @@ impl BlobStore {
     }
 
     /// Starts receiving a blob of `size` bytes. Refuses before any byte moves: `size` above the
-    /// maximum file size → [`BlobError::TooLarge`]; stored plus reserved plus `size` above the
-    /// capacity → [`BlobError::NoSpace`]. Otherwise reserves `size` bytes (until the writer is
-    /// finished or dropped) and returns a writer to a fresh temp file.
+    /// maximum file size → [`BlobError::TooLarge`]; `size` above what is free (the configured
+    /// room or the disk's available bytes, read again now, whichever is smaller) →
+    /// [`BlobError::NoSpace`]. Otherwise reserves `size` bytes (until the writer is finished or
+    /// dropped) and returns a writer to a fresh temp file.
     pub async fn create(&self, size: u64) -> Result<BlobWriter, BlobError> {
         let shared = &self.shared;
         if size > shared.max_file_size {
@@ -189,14 +234,11 @@ impl BlobStore {
                 max: shared.max_file_size,
             });
         }
+        self.refresh_disk().await;
         let reservation = {
             let mut acc = shared.accounting();
-            let wanted = acc.used.saturating_add(acc.reserved).saturating_add(size);
-            if wanted > shared.capacity {
-                let free = shared
-                    .capacity
-                    .saturating_sub(acc.used)
-                    .saturating_sub(acc.reserved);
+            let free = shared.free(&acc);
+            if size > free {
                 return Err(BlobError::NoSpace { size, free });
             }
             acc.reserved += size;
@@ -310,14 +352,25 @@ impl BlobStore {
         self.shared.accounting().used
     }
 
-    /// Bytes still available: capacity minus stored minus reserved by live writers (0 when
-    /// the store is over capacity, e.g. after the capacity was lowered).
+    /// Bytes still available: the smaller of the configured room (capacity minus stored
+    /// minus reserved by live writers; 0 when the store is over capacity, e.g. after the
+    /// capacity was lowered) and the disk's available bytes at the last look (less those
+    /// reserved). This is the free space a node gossips, places by, and shows.
     pub fn free(&self) -> u64 {
         let acc = self.shared.accounting();
-        self.shared
-            .capacity
-            .saturating_sub(acc.used)
-            .saturating_sub(acc.reserved)
+        self.shared.free(&acc)
+    }
+
+    /// Reads the disk's available bytes again (on the blocking pool); [`BlobStore::free`]
+    /// uses the last value read. [`BlobStore::create`] refreshes it itself; the node calls this
+    /// once a second.
+    pub async fn refresh_disk(&self) {
+        let shared = Arc::clone(&self.shared);
+        let read = tokio::task::spawn_blocking(move || {
+            let disk = disk_available(&shared.root).unwrap_or(u64::MAX);
+            shared.disk_available.store(disk, Ordering::Relaxed);
+        });
+        let _ = read.await;
     }
 
     /// Bytes the store may hold (stored plus reserved), as given to [`BlobStore::open`].

@@ -4,8 +4,6 @@
 //! the own durable blob ([`FilesService::copy_to`]), before the put deadline. Only when every
 //! copy is durable is the tuple published and the put acknowledged.
 
-use std::io;
-
 use futures::AsyncWriteExt;
 use futures::future::join_all;
 use libp2p::{PeerId, Stream};
@@ -15,7 +13,7 @@ use quickstore_behaviours::tuple::check_name;
 use quickstore_behaviours::{FileTuple, Version};
 use tokio::time::Instant;
 
-use super::service::{FilesCounters, FilesService, blob_refused, gone, open_stream};
+use super::service::{FilesCounters, FilesService, Received, blob_refused, gone, open_stream};
 use super::wire::{
     BLOB_PROTOCOL, BlobRequest, BlobResponse, BlobTrailer, ChunkReader, MAX_REQUEST_BYTES,
     MAX_RESPONSE_BYTES, PeerInfo, WireError, read_message, timed, write_message,
@@ -60,30 +58,52 @@ impl FilesService {
             .filter(|p| *p != self.handle.me)
             .take(want)
             .collect();
-        let mut writer = match self.blobs.create(size).await {
+        let writer = match self.blobs.create(size).await {
             Ok(writer) => writer,
-            Err(e) => return write_message(stream, &blob_refused(e), MAX_RESPONSE_BYTES, io).await,
+            Err(e) => {
+                FilesCounters::add(&self.counters.puts_failed, 1);
+                let refusal = self.storage_refusal(&e);
+                return write_message(stream, &refusal, MAX_RESPONSE_BYTES, io).await;
+            }
         };
         let mut downstream = self.open_downstream(&name, size, others).await;
         let after = downstream.iter().map(|d| d.newest).fold(after, u64::max);
         write_message(stream, &BlobResponse::Ready, MAX_RESPONSE_BYTES, io).await?;
 
+        // A write that fails (the disk filled up) drops the own partial blob and the
+        // downstream homes (their streams end without a trailer: they drop their partial
+        // copies), and the rest of the bytes is read so that the client, still sending,
+        // hears why instead of seeing its stream reset.
+        let mut writer = Ok(writer);
         let mut chunks = ChunkReader::new(size);
         while let Some(chunk) = chunks.next(stream, io).await? {
-            writer
-                .write(chunk)
-                .await
-                .map_err(|e| WireError::Io(io::Error::other(e)))?;
-            forward(&mut downstream, chunk, io).await;
+            if let Ok(w) = &mut writer {
+                match w.write(chunk).await {
+                    Ok(()) => forward(&mut downstream, chunk, io).await,
+                    Err(e) => {
+                        tracing::warn!("cannot store {name:?} ({size} bytes): {e}");
+                        writer = Err(self.storage_refusal(&e));
+                        downstream.clear();
+                    }
+                }
+            }
             FilesCounters::add(&self.counters.bytes_received, chunk.len() as u64);
         }
         let trailer: BlobTrailer = read_message(stream, MAX_REQUEST_BYTES, io).await?;
-        let hash = match writer.finish(Some(trailer.blake3)).await {
+        let finished = match writer {
+            Ok(writer) => writer
+                .finish(Some(trailer.blake3))
+                .await
+                .map_err(|e| self.storage_refusal(&e)),
+            Err(refusal) => Err(refusal),
+        };
+        let hash = match finished {
             Ok(hash) => hash,
-            Err(e) => {
+            Err(refusal) => {
                 // The downstream homes see their streams end without a trailer and drop
                 // their partial copies.
-                return write_message(stream, &blob_refused(e), MAX_RESPONSE_BYTES, io).await;
+                FilesCounters::add(&self.counters.puts_failed, 1);
+                return write_message(stream, &refusal, MAX_RESPONSE_BYTES, io).await;
             }
         };
         let stored = finish_downstream(downstream, &trailer, io).await;
@@ -181,8 +201,13 @@ impl FilesService {
         let ready = BlobResponse::ReadyAfter {
             newest: known.map_or(0, |t| t.version.lamport),
         };
-        let Some(writer) = self.receive(stream, size, ready).await? else {
-            return Ok(());
+        let writer = match self.receive(stream, size, ready).await? {
+            Received::Done(writer) => *writer,
+            Received::Refused => return Ok(()),
+            Received::Failed(refusal) => {
+                let _: BlobTrailer = read_message(stream, MAX_REQUEST_BYTES, io).await?;
+                return write_message(stream, &refusal, MAX_RESPONSE_BYTES, io).await;
+            }
         };
         let trailer: BlobTrailer = read_message(stream, MAX_REQUEST_BYTES, io).await?;
         let response = match writer.finish(Some(trailer.blake3)).await {
@@ -202,7 +227,7 @@ impl FilesService {
                     },
                 }
             }
-            Err(e) => blob_refused(e),
+            Err(e) => self.storage_refusal(&e),
         };
         write_message(stream, &response, MAX_RESPONSE_BYTES, io).await
     }

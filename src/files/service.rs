@@ -25,7 +25,7 @@ use super::wire::{
     FilesResponse, MAX_REQUEST_BYTES, MAX_RESPONSE_BYTES, PeerInfo, WireError, read_message,
     write_chunk, write_message,
 };
-use crate::blobs::{BlobStore, Hash, to_hex};
+use crate::blobs::{BlobError, BlobStore, BlobWriter, Hash, is_disk_full, to_hex};
 use crate::store::NodeStore;
 
 /// Contacts of a foreign group a forwarded request tries at most.
@@ -151,6 +151,16 @@ impl RelayGate {
         }
         Ok(())
     }
+}
+
+/// What [`FilesService::receive`] got.
+pub(super) enum Received {
+    /// All the bytes, in a blob not finished yet (boxed: a writer holds its buffers' state).
+    Done(Box<BlobWriter>),
+    /// Refused before any byte moved; the refusal has been sent.
+    Refused,
+    /// Storing failed on the way; every byte was read, this refusal is still to be sent.
+    Failed(BlobResponse),
 }
 
 /// Kept versions encoded for the node store: (name, CBOR list).
@@ -661,31 +671,53 @@ impl FilesService {
     }
 
     /// Receives `size` bytes into a new blob, refusing before any byte moves when they do
-    /// not fit. `None` when refused (the refusal has been sent).
+    /// not fit ([`Received::Refused`], the refusal has been sent). A write that fails on the
+    /// way (the disk filled up) drops the partial blob and reads the rest of the bytes, so
+    /// that the sender, still sending, hears why ([`Received::Failed`]) instead of seeing its
+    /// stream reset.
     pub(super) async fn receive(
         &self,
         stream: &mut Stream,
         size: u64,
         ready: BlobResponse,
-    ) -> Result<Option<crate::blobs::BlobWriter>, WireError> {
+    ) -> Result<Received, WireError> {
         let io = self.timeouts.io;
-        let mut writer = match self.blobs.create(size).await {
+        let writer = match self.blobs.create(size).await {
             Ok(writer) => writer,
             Err(e) => {
-                write_message(stream, &blob_refused(&e), MAX_RESPONSE_BYTES, io).await?;
-                return Ok(None);
+                write_message(stream, &self.storage_refusal(&e), MAX_RESPONSE_BYTES, io).await?;
+                return Ok(Received::Refused);
             }
         };
         write_message(stream, &ready, MAX_RESPONSE_BYTES, io).await?;
+        let mut writer = Ok(writer);
         let mut chunks = ChunkReader::new(size);
         while let Some(chunk) = chunks.next(stream, io).await? {
-            writer
-                .write(chunk)
-                .await
-                .map_err(|e| WireError::Io(io::Error::other(e)))?;
+            if let Ok(w) = &mut writer
+                && let Err(e) = w.write(chunk).await
+            {
+                tracing::warn!("cannot store a blob of {size} bytes: {e}");
+                writer = Err(self.storage_refusal(&e));
+            }
             FilesCounters::add(&self.counters.bytes_received, chunk.len() as u64);
         }
-        Ok(Some(writer))
+        Ok(match writer {
+            Ok(writer) => Received::Done(Box::new(writer)),
+            Err(refusal) => Received::Failed(refusal),
+        })
+    }
+
+    /// How a failure to store is told to the peer: a full disk (or quota) and a lack of room
+    /// name this node, so the user sees which node ran out.
+    pub(super) fn storage_refusal(&self, error: &BlobError) -> BlobResponse {
+        let me = self.handle.me;
+        blob_refused(match error {
+            BlobError::Io(e) if is_disk_full(e) => {
+                format!("no space left on device at node {me}")
+            }
+            BlobError::NoSpace { .. } => format!("{error} at node {me}"),
+            other => other.to_string(),
+        })
     }
 
     /// Copies `tuple`'s blob to `want` members: `first` ones, then replacements from the group
@@ -798,14 +830,19 @@ impl FilesService {
         }
         let hash = tuple.version.blake3;
         if !self.blobs.contains(&hash).await {
-            let Some(writer) = self
+            let writer = match self
                 .receive(stream, tuple.size, BlobResponse::Ready)
                 .await?
-            else {
-                return Ok(());
+            {
+                Received::Done(writer) => *writer,
+                Received::Refused => return Ok(()),
+                Received::Failed(refusal) => {
+                    return write_message(stream, &refusal, MAX_RESPONSE_BYTES, io).await;
+                }
             };
             if let Err(e) = writer.finish(Some(hash)).await {
-                return write_message(stream, &blob_refused(e), MAX_RESPONSE_BYTES, io).await;
+                let refusal = self.storage_refusal(&e);
+                return write_message(stream, &refusal, MAX_RESPONSE_BYTES, io).await;
             }
             FilesCounters::add(&self.counters.copies_stored, 1);
         }
