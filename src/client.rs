@@ -125,18 +125,22 @@ fn path_name(path: Path) -> &'static str {
     }
 }
 
+/// The `reach` line of `status`: says what `--json` says (`reachability`, `site`, `relay`)
+/// and nothing more: a relay is named only when one is set.
 fn reach_line(s: &Status) -> String {
     let mut line = match s.reachability {
         Reachability::Public => "public (reached directly)".to_string(),
-        Reachability::Private => "behind a NAT (reached through a relay)".to_string(),
+        Reachability::Private => "behind a NAT".to_string(),
         Reachability::Unknown => "not known yet".to_string(),
     };
     if let Some(site) = &s.site {
         line.push_str(&format!("; seen from {site}"));
     }
-    if let Some((relay, accepted)) = &s.relay {
-        let state = if *accepted { "reserved" } else { "reserving" };
-        line.push_str(&format!("; relay {relay} ({state})"));
+    match &s.relay {
+        Some((relay, true)) => line.push_str(&format!("; reached through relay {relay}")),
+        Some((relay, false)) => line.push_str(&format!("; reserving a slot on relay {relay}")),
+        None if s.reachability == Reachability::Private => line.push_str("; no relay yet"),
+        None => {}
     }
     line
 }
@@ -150,6 +154,7 @@ fn print_status(s: &Status) {
         s.incarnation, s.heartbeat
     );
     println!("joined    {}", s.joined);
+    println!("ready     {} ({})", s.ready.name(), s.ready.meaning());
     for a in &s.addresses {
         println!("address   {a}");
     }
@@ -189,5 +194,40 @@ fn print_status(s: &Status) {
     println!("counters");
     for (k, v) in &s.counters {
         println!("  {k:<20} {v}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn status(reachability: Reachability, relay: Option<(&str, bool)>) -> Status {
+        let mut s: Status = serde_json::from_value(serde_json::json!({
+            "peer_id": "me", "network": "test", "network_id": "00", "group": 0,
+            "groups": 1, "incarnation": 1, "heartbeat": 1, "joined": true, "addresses": [],
+            "view": [], "contacts": {}, "counters": {}
+        }))
+        .expect("a status");
+        s.reachability = reachability;
+        s.relay = relay.map(|(a, ok)| (a.to_string(), ok));
+        s
+    }
+
+    #[test]
+    fn the_reach_line_says_what_the_json_says() {
+        let relay = "/ip4/198.51.100.1/tcp/4001/p2p/R/p2p-circuit";
+        let line = reach_line(&status(Reachability::Private, None));
+        assert_eq!(line, "behind a NAT; no relay yet");
+        let line = reach_line(&status(Reachability::Private, Some((relay, true))));
+        assert_eq!(line, format!("behind a NAT; reached through relay {relay}"));
+        let line = reach_line(&status(Reachability::Private, Some((relay, false))));
+        assert_eq!(
+            line,
+            format!("behind a NAT; reserving a slot on relay {relay}")
+        );
+        let line = reach_line(&status(Reachability::Public, None));
+        assert_eq!(line, "public (reached directly)");
+        let line = reach_line(&status(Reachability::Unknown, None));
+        assert_eq!(line, "not known yet");
     }
 }

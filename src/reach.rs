@@ -369,8 +369,12 @@ impl Reach {
         {
             if self.reachability != Reachability::Private {
                 tracing::info!(
-                    "no public address confirmed after {} failed probes: unreachable, using a relay",
-                    self.failed_probes
+                    "{}",
+                    unreachable_line(
+                        self.failed_probes,
+                        self.config.autonat_max_failed_probes,
+                        patience
+                    )
                 );
             }
             self.reachability = Reachability::Private;
@@ -402,9 +406,40 @@ impl Reach {
     }
 }
 
+/// The log line of the verdict "unreachable": after `failed` failed probes (of `max` allowed),
+/// or, when fewer failed, after `waited` without any probe confirming an address (nobody
+/// answered the probes).
+fn unreachable_line(failed: u32, max: u32, waited: Duration) -> String {
+    if failed >= max {
+        format!(
+            "no public address confirmed after {failed} failed probes: unreachable, using a relay"
+        )
+    } else {
+        format!(
+            "no public address confirmed within {} s ({failed} of {max} probes failed, none \
+             succeeded): unreachable, using a relay",
+            waited.as_secs()
+        )
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_unreachable_line_counts_what_happened() {
+        assert_eq!(
+            unreachable_line(3, 3, Duration::from_secs(45)),
+            "no public address confirmed after 3 failed probes: unreachable, using a relay"
+        );
+        let line = unreachable_line(0, 3, Duration::from_secs(45));
+        assert!(
+            line.contains("within 45 s") && line.contains("0 of 3 probes failed"),
+            "{line}"
+        );
+        assert!(!line.contains("after 0 failed probes"), "{line}");
+    }
 
     fn nat() -> NatConfig {
         NatConfig {

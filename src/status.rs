@@ -88,6 +88,64 @@ pub struct Status {
     /// How each connected peer (members, contacts and others) is reached.
     #[serde(default)]
     pub paths: BTreeMap<String, Path>,
+    /// Whether the node is ready, and how others reach it (see [`Ready`]).
+    #[serde(default)]
+    pub ready: Ready,
+}
+
+/// Whether a node is ready to serve, and how others reach it: `status` shows it (text and
+/// `--json` field `ready`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Ready {
+    /// The join has not finished: no bootstrap or LAN peer has answered yet, so the node
+    /// knows no group view and no contacts.
+    #[default]
+    Joining,
+    /// Joined, and reachable directly: a public address was confirmed (AutoNAT v2) or
+    /// configured (`--external-addr`).
+    Direct,
+    /// Joined, behind a NAT, and reachable through a relay that accepted its reservation.
+    Relayed,
+    /// Joined, but no public address is confirmed and no relay holds a reservation (yet):
+    /// peers on its LAN (or host) reach it, others may not. A node of a LAN-only network
+    /// stays here.
+    Local,
+}
+
+impl Ready {
+    /// The readiness of a node that has `joined` (or not), with `reachability`, and a relay
+    /// reservation that was accepted (`relay_reserved`).
+    pub fn of(joined: bool, reachability: Reachability, relay_reserved: bool) -> Ready {
+        if !joined {
+            return Ready::Joining;
+        }
+        match reachability {
+            Reachability::Public => Ready::Direct,
+            Reachability::Private if relay_reserved => Ready::Relayed,
+            Reachability::Private | Reachability::Unknown => Ready::Local,
+        }
+    }
+
+    /// Its name, as in `--json`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Ready::Joining => "joining",
+            Ready::Direct => "direct",
+            Ready::Relayed => "relayed",
+            Ready::Local => "local",
+        }
+    }
+
+    /// What it means, for `status`'s text.
+    pub fn meaning(self) -> &'static str {
+        match self {
+            Ready::Joining => "not joined yet: no peer has answered",
+            Ready::Direct => "joined, reachable directly",
+            Ready::Relayed => "joined, reachable through a relay",
+            Ready::Local => "joined, reachable on its LAN; no public address or relay yet",
+        }
+    }
 }
 
 fn unknown() -> Reachability {
@@ -158,6 +216,7 @@ impl Status {
             site: kelips.site().map(|ip| ip.to_string()),
             relay: None,
             paths: BTreeMap::new(),
+            ready: Ready::of(core.is_joined(), Reachability::Unknown, false),
         }
     }
 
@@ -165,6 +224,11 @@ impl Status {
     pub fn with_reach(mut self, reach: &Reach) -> Self {
         self.reachability = reach.reachability();
         self.relay = reach.relay().map(|a| (a.to_string(), reach.reserved()));
+        self.ready = Ready::of(
+            self.joined,
+            self.reachability,
+            self.relay.is_some() && reach.reserved(),
+        );
         self.paths = reach
             .paths()
             .map(|(p, path)| (p.to_string(), path))
@@ -261,5 +325,29 @@ where
         T: AsyncWrite + Unpin + Send,
     {
         write_json(io, &r, MAX_STATUS_BYTES).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn readiness_follows_the_join_and_the_reachability() {
+        use Reachability::{Private, Public, Unknown};
+        for reachability in [Unknown, Public, Private] {
+            for reserved in [false, true] {
+                assert_eq!(Ready::of(false, reachability, reserved), Ready::Joining);
+            }
+        }
+        assert_eq!(Ready::of(true, Public, false), Ready::Direct);
+        assert_eq!(Ready::of(true, Public, true), Ready::Direct);
+        assert_eq!(Ready::of(true, Private, true), Ready::Relayed);
+        assert_eq!(Ready::of(true, Private, false), Ready::Local);
+        assert_eq!(Ready::of(true, Unknown, false), Ready::Local);
+        for ready in [Ready::Joining, Ready::Direct, Ready::Relayed, Ready::Local] {
+            let json = serde_json::to_string(&ready).unwrap();
+            assert_eq!(json, format!("\"{}\"", ready.name()));
+        }
     }
 }
