@@ -175,16 +175,25 @@ pub struct Bootstrap {
 }
 
 impl NodeConfig {
-    /// Parses a TOML document over the defaults.
+    /// Parses a TOML document over the defaults. The error is one line: `line L, column C:
+    /// what is wrong` (toml's own message spans several lines with a drawing of the spot).
     pub fn from_toml(text: &str) -> anyhow::Result<Self> {
-        toml::from_str(text).map_err(|e| anyhow::anyhow!("invalid configuration: {e}"))
+        toml::from_str(text)
+            .map_err(|e| anyhow::anyhow!("invalid configuration: {}", toml_error(text, &e)))
     }
 
-    /// Loads `path`.
+    /// Loads `path`. Every error is one line naming the file (and, for a syntax error or a
+    /// bad key, the line and column).
     pub fn load(path: &Path) -> anyhow::Result<Self> {
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("cannot read config file {}", path.display()))?;
-        Self::from_toml(&text).with_context(|| format!("in {}", path.display()))
+        toml::from_str(&text).map_err(|e| {
+            anyhow::anyhow!(
+                "invalid config file {}: {}",
+                path.display(),
+                toml_error(&text, &e)
+            )
+        })
     }
 
     /// Refuses values that cannot work, naming the key.
@@ -292,15 +301,19 @@ impl NodeConfig {
         parse_addrs("node.external_addr", &self.node.external_addr)
     }
 
-    /// The bootstrap peers; each address must end in `/p2p/<PeerId>`.
+    /// The bootstrap peers; each address must end in `/p2p/<PeerId>`. A refusal names the
+    /// whole address as given.
     pub fn bootstraps(&self) -> anyhow::Result<Vec<Bootstrap>> {
         parse_addrs("node.bootstrap", &self.node.bootstrap)?
             .into_iter()
-            .map(|mut address| match address.pop() {
-                Some(Protocol::P2p(peer)) => Ok(Bootstrap { peer, address }),
-                _ => bail!(
-                    "invalid configuration `node.bootstrap`: {address} does not end in /p2p/<PeerId>"
-                ),
+            .map(|given| {
+                let mut address = given.clone();
+                match address.pop() {
+                    Some(Protocol::P2p(peer)) => Ok(Bootstrap { peer, address }),
+                    _ => bail!(
+                        "invalid configuration `node.bootstrap`: {given} does not end in /p2p/<PeerId>"
+                    ),
+                }
             })
             .collect()
     }
@@ -317,6 +330,24 @@ impl NodeConfig {
             )
         })
     }
+}
+
+/// One line for a TOML error: `line L, column C: message` (1-based, from the error's span in
+/// `text`), with any line breaks of the message folded.
+fn toml_error(text: &str, error: &toml::de::Error) -> String {
+    let message = one_line(error.message());
+    let Some(span) = error.span() else {
+        return message;
+    };
+    let before = text.get(..span.start.min(text.len())).unwrap_or(text);
+    let line = before.matches('\n').count() + 1;
+    let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+    format!("line {line}, column {column}: {message}")
+}
+
+/// `text` with its lines joined by spaces (an error is printed on one line).
+pub fn one_line(text: &str) -> String {
+    text.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
 fn parse_addrs(key: &str, values: &[String]) -> anyhow::Result<Vec<Multiaddr>> {
@@ -350,6 +381,33 @@ mod tests {
             }
         }
         shipped.validate().unwrap();
+    }
+
+    #[test]
+    fn a_bootstrap_without_p2p_is_named_whole() {
+        let mut config = NodeConfig::default();
+        config.node.bootstrap = vec!["/ip4/127.0.0.1/tcp/35581".into()];
+        let e = config.bootstraps().unwrap_err().to_string();
+        assert!(
+            e.contains("`/ip4/127.0.0.1/tcp/35581` does not end")
+                || e.contains("/ip4/127.0.0.1/tcp/35581 does not end"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn syntax_errors_are_one_line_with_line_and_column() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("bad.toml");
+        std::fs::write(&path, "[node]\nlisten = [\n\n[kelips\n").unwrap();
+        let e = format!("{:#}", NodeConfig::load(&path).unwrap_err());
+        assert!(!e.contains('\n'), "{e}");
+        assert!(e.contains(&path.display().to_string()), "{e}");
+        assert!(e.contains("line 4, column"), "{e}");
+        std::fs::write(&path, "[kelips]\ngroups = 3\ngrups = 3\n").unwrap();
+        let e = format!("{:#}", NodeConfig::load(&path).unwrap_err());
+        assert!(!e.contains('\n'), "{e}");
+        assert!(e.contains("line 3, column 1") && e.contains("grups"), "{e}");
     }
 
     #[test]

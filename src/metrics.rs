@@ -4,6 +4,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use anyhow::Context;
 use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
@@ -150,9 +151,17 @@ fn catch_up(counter: &Counter, total: u64) {
     }
 }
 
-/// Serves `registry` as Prometheus text on `addr` (`GET /metrics`); returns the bound address.
-pub async fn serve(addr: SocketAddr, registry: Arc<Registry>) -> anyhow::Result<SocketAddr> {
-    let listener = TcpListener::bind(addr).await?;
+/// Binds the metrics address; an address in use is refused naming it. The node binds it
+/// before anything else starts (and logs), so that this failure is the only line it prints.
+pub async fn bind(addr: SocketAddr) -> anyhow::Result<TcpListener> {
+    TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot serve metrics on {addr}"))
+}
+
+/// Serves `registry` as Prometheus text on `listener` (`GET /metrics`, see [`bind`]);
+/// returns the bound address.
+pub fn serve(listener: TcpListener, registry: Arc<Registry>) -> anyhow::Result<SocketAddr> {
     let bound = listener.local_addr()?;
     let slots = Arc::new(Semaphore::new(MAX_SCRAPES));
     tokio::spawn(async move {

@@ -17,6 +17,7 @@ use quickstore_behaviours::net::peer::verified_addresses;
 use quickstore_behaviours::net::{BehaviourEvent, DriverConfig, Peer};
 use quickstore_behaviours::{AddressRecord, Event, FileTuple};
 use serde::{Deserialize, Serialize};
+use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::{Semaphore, mpsc, watch};
 
 use crate::blobs::BlobStore;
@@ -141,6 +142,18 @@ impl NodeArgs {
         let dir = self.data_dir.clone().unwrap_or_else(default_data_dir);
         std::fs::create_dir_all(&dir)
             .with_context(|| format!("cannot create data directory {}", dir.display()))?;
+        // Held until the node stops: a second node on this directory is refused here, before
+        // it touches the store or the blobs.
+        let _lock = lock_data_dir(&dir)?;
+        for address in config.listen_addrs()? {
+            swarm::probe_listen_address(&address)?;
+        }
+        // Bound before the swarm is built (libp2p logs as it starts): a busy metrics port is
+        // the only line printed.
+        let metrics_listener = match config.metrics_addr()? {
+            Some(addr) => Some(crate::metrics::bind(addr).await?),
+            None => None,
+        };
         raise_open_files_limit();
         let keypair = crate::identity::load_or_create(&dir)?;
         let peer_id = keypair.public().to_peer_id();
@@ -184,13 +197,12 @@ impl NodeArgs {
             ping_interval: swarm::ping_interval(&config.kelips),
         };
         let mut registry = Registry::with_prefix("quickstore");
-        let metrics_addr = config.metrics_addr()?;
         let mut swarm = swarm::build(
             keypair,
             driver,
             limits,
             &config.nat,
-            metrics_addr.is_some().then_some(&mut registry),
+            metrics_listener.is_some().then_some(&mut registry),
         )?;
         for (name, bytes) in held {
             let restored = cbor4ii::serde::from_slice::<FileTuple<Peer>>(&bytes)
@@ -208,8 +220,8 @@ impl NodeArgs {
         }
         let metrics = NodeMetrics::register(&mut registry);
         let libp2p_metrics = libp2p::metrics::Metrics::new(&mut registry);
-        if let Some(addr) = metrics_addr {
-            let bound = crate::metrics::serve(addr, Arc::new(registry)).await?;
+        if let Some(listener) = metrics_listener {
+            let bound = crate::metrics::serve(listener, Arc::new(registry))?;
             tracing::info!("metrics on http://{bound}/metrics");
         }
         for address in config.external_addrs()? {
@@ -237,6 +249,19 @@ impl NodeArgs {
             .await
             .with_context(|| format!("cannot open the blob store in {}", dir.display()))?,
         );
+        // The disk's available bytes, read once a second off the swarm task: free space is the
+        // smaller of the configured room and the disk's (gossiped, placed by, shown).
+        let refreshed = Arc::downgrade(&blobs);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(1));
+            loop {
+                tick.tick().await;
+                let Some(blobs) = refreshed.upgrade() else {
+                    return;
+                };
+                blobs.refresh_disk().await;
+            }
+        });
         let core = swarm.behaviour().kelips.core();
         let (handle, commands) = NodeHandle::new(
             peer_id,
@@ -298,6 +323,47 @@ impl NodeArgs {
         };
         runner.run().await
     }
+}
+
+/// The lock file in the data directory: it holds the pid of the node that holds it.
+const LOCK_FILE: &str = "node.lock";
+
+/// Takes an exclusive `flock` on `DATA_DIR/node.lock` and writes this process's pid in it; the
+/// lock goes with the returned file (or the process). A directory locked by another process is
+/// refused in one line naming it and that process's pid.
+fn lock_data_dir(dir: &Path) -> anyhow::Result<std::fs::File> {
+    use std::io::{Read, Seek};
+    use std::os::fd::AsRawFd;
+    let path = dir.join(LOCK_FILE);
+    let mut file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+        .with_context(|| format!("cannot open {}", path.display()))?;
+    // SAFETY: flock on a descriptor this function owns; no memory is passed.
+    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        let error = std::io::Error::last_os_error();
+        if error.raw_os_error() != Some(libc::EWOULDBLOCK) {
+            return Err(error).with_context(|| format!("cannot lock {}", path.display()));
+        }
+        let mut holder = String::new();
+        let _ = file.read_to_string(&mut holder);
+        let holder = match holder.trim().parse::<u32>() {
+            Ok(pid) => format!(" (pid {pid})"),
+            Err(_) => String::new(),
+        };
+        anyhow::bail!(
+            "data directory {} is in use by another node{holder}",
+            dir.display()
+        );
+    }
+    file.set_len(0)
+        .and_then(|()| file.rewind())
+        .and_then(|()| writeln!(file, "{}", std::process::id()))
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    Ok(file)
 }
 
 /// Remembered peers (from the last run) with verified records become extra bootstraps.
@@ -362,15 +428,17 @@ impl Runner {
         let mut second = tokio::time::interval(Duration::from_secs(1));
         let mut snapshot = tokio::time::interval(Duration::from_secs(30));
         snapshot.tick().await;
-        let mut terminate =
-            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        // Both streams are created once, before the loop: `ctrl_c()` made anew on each turn
+        // could miss a SIGINT that arrived between two turns (one Ctrl-C was ignored once).
+        let mut interrupt = signal(SignalKind::interrupt())?;
+        let mut terminate = signal(SignalKind::terminate())?;
         loop {
             tokio::select! {
                 event = self.swarm.select_next_some() => self.on_event(event),
                 Some(command) = self.commands.recv() => self.on_command(command),
                 _ = second.tick() => self.every_second(),
                 _ = snapshot.tick() => self.save_peers(),
-                _ = tokio::signal::ctrl_c() => break,
+                _ = interrupt.recv() => break,
                 _ = terminate.recv() => break,
             }
         }
@@ -591,6 +659,20 @@ impl Runner {
                 if self.relay_listener == Some(listener_id) =>
             {
                 tracing::info!("relay listener failed: {error}");
+            }
+            SwarmEvent::ListenerClosed {
+                addresses, reason, ..
+            } => {
+                // A listener of our own addresses ended (the relay's is handled above).
+                self.listen.retain(|a| !addresses.contains(a));
+                self.write_node_file();
+                match reason {
+                    Ok(()) => tracing::warn!("stopped listening on {addresses:?}"),
+                    Err(e) => tracing::warn!("stopped listening on {addresses:?}: {e}"),
+                }
+            }
+            SwarmEvent::ListenerError { error, .. } => {
+                tracing::warn!("listener error: {error}");
             }
             SwarmEvent::Behaviour(NodeBehaviourEvent::Status(
                 request_response::Event::Message {

@@ -206,3 +206,74 @@ pub fn client(
         .with_swarm_config(|c| c.with_idle_connection_timeout(timeout))
         .build())
 }
+
+/// Refuses, before the swarm listens on it, an address whose port another socket already
+/// holds. libp2p's TCP listeners set `SO_REUSEPORT` (and QUIC's sockets may), so a second node
+/// given a running node's port would bind it too and share its connections: half the dials
+/// to either would then fail with `Unexpected peer ID`. The probe binds the port with the
+/// standard library's sockets, which do not set `SO_REUSEPORT` and therefore fail with
+/// `EADDRINUSE` while any socket listens there, then lets go of it at once. Port 0, DNS names
+/// and relayed addresses are not probed.
+pub fn probe_listen_address(address: &libp2p::Multiaddr) -> anyhow::Result<()> {
+    use libp2p::multiaddr::Protocol;
+    use std::net::{IpAddr, TcpListener, UdpSocket};
+    let mut ip: Option<IpAddr> = None;
+    let (mut tcp, mut udp) = (None, None);
+    for protocol in address.iter() {
+        match protocol {
+            Protocol::Ip4(a) => ip = Some(a.into()),
+            Protocol::Ip6(a) => ip = Some(a.into()),
+            Protocol::Tcp(port) => tcp = Some(port),
+            Protocol::Udp(port) => udp = Some(port),
+            Protocol::P2pCircuit => return Ok(()),
+            _ => {}
+        }
+    }
+    let Some(ip) = ip else { return Ok(()) };
+    let probed = match (tcp, udp) {
+        (Some(port), _) if port != 0 => TcpListener::bind((ip, port)).map(drop),
+        (None, Some(port)) if port != 0 => UdpSocket::bind((ip, port)).map(drop),
+        _ => Ok(()),
+    };
+    probed.map_err(|e| match e.kind() {
+        std::io::ErrorKind::AddrInUse => anyhow::anyhow!(
+            "cannot listen on {address}: the address is already in use (another node or program listens there)"
+        ),
+        _ => anyhow::anyhow!("cannot listen on {address}: {e}"),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_port_in_use_is_refused_naming_the_address() {
+        let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("a port");
+        let port = taken.local_addr().expect("bound").port();
+        let address: libp2p::Multiaddr = format!("/ip4/127.0.0.1/tcp/{port}").parse().unwrap();
+        let e = probe_listen_address(&address).unwrap_err().to_string();
+        assert!(
+            e.contains(&address.to_string()) && e.contains("in use"),
+            "{e}"
+        );
+        let udp = std::net::UdpSocket::bind("127.0.0.1:0").expect("a port");
+        let port = udp.local_addr().expect("bound").port();
+        let address: libp2p::Multiaddr = format!("/ip4/127.0.0.1/udp/{port}/quic-v1")
+            .parse()
+            .unwrap();
+        let e = probe_listen_address(&address).unwrap_err().to_string();
+        assert!(
+            e.contains(&address.to_string()) && e.contains("in use"),
+            "{e}"
+        );
+        drop((taken, udp));
+        for free in [
+            "/ip4/127.0.0.1/tcp/0",
+            "/ip4/0.0.0.0/udp/0/quic-v1",
+            "/dns4/localhost/tcp/1",
+        ] {
+            probe_listen_address(&free.parse().unwrap()).unwrap();
+        }
+    }
+}
