@@ -40,10 +40,25 @@ impl Target {
         }
         let dir = self.data_dir.clone().unwrap_or_else(default_data_dir);
         let path = dir.join("node.json");
-        let text = std::fs::read_to_string(&path)
-            .with_context(|| format!("no running node found: cannot read {}", path.display()))?;
+        let text = match std::fs::read_to_string(&path) {
+            Ok(text) => text,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => bail!(
+                "no node running in {} (no node.json): start one with `quickstore node \
+                 --data-dir {}`, or pass --peer MULTIADDR",
+                dir.display(),
+                dir.display()
+            ),
+            Err(e) => bail!("cannot read {}: {e}", path.display()),
+        };
         let file: NodeFile = serde_json::from_str(&text)
             .with_context(|| format!("{} is not a node file", path.display()))?;
+        if !process_runs(file.pid) {
+            bail!(
+                "no node running in {} (pid {} has exited; its node.json is stale)",
+                dir.display(),
+                file.pid
+            );
+        }
         let peer: PeerId = file.peer_id.parse().context("bad peer_id in node.json")?;
         let addresses: Vec<Multiaddr> = file
             .listen_addrs
@@ -59,6 +74,12 @@ impl Target {
             .with_context(|| format!("{} lists no address", path.display()))?;
         Ok((peer, pick))
     }
+}
+
+/// Whether process `pid` runs (Linux: `/proc/PID` exists; elsewhere assumed).
+fn process_runs(pid: u32) -> bool {
+    let proc = std::path::Path::new("/proc");
+    !proc.join("self").exists() || proc.join(pid.to_string()).exists()
 }
 
 /// Show a node's view of the network.

@@ -2,7 +2,7 @@
 
 use std::io::IsTerminal;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
 
 // The simulator allocates heavily from several threads: glibc's malloc took about 14% of its
@@ -13,8 +13,24 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 /// A decentralized file store: put a file under a name on any node, get it back from any other
 /// in one hop.
 #[derive(Parser, Debug)]
-#[command(version, about)]
+#[command(
+    version,
+    about,
+    after_help = "Examples:
+  quickstore node                                  run a node (founds a network)
+  quickstore put ./report.pdf docs/report.pdf     store a file through the local node
+  quickstore get docs/report.pdf -o -             fetch it to standard output
+  quickstore ls                                    list every name
+
+Exit status: 0 on success, 1 with one line on standard error otherwise."
+)]
 struct Cli {
+    /// Print only errors: no results, progress bars or warnings.
+    #[arg(short, long, global = true, conflicts_with = "verbose")]
+    quiet: bool,
+    /// Log more to standard error: -v info, -vv debug, -vvv trace (RUST_LOG overrides).
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    verbose: u8,
     #[command(subcommand)]
     command: Command,
 }
@@ -25,21 +41,35 @@ enum Command {
     Node(quickstore::node::NodeArgs),
     /// Show a node's view: group, members, contacts.
     Status(quickstore::client::StatusArgs),
-    /// Store a file under a name (three copies in the name's group).
+    /// Store a file, a stream or a directory under a name (R copies in the name's group).
     Put(quickstore::files::cli::PutArgs),
-    /// Fetch a file by name, verified by its BLAKE3 hash.
+    /// Fetch a file by name (or a tree by prefix), verified by its BLAKE3 hash.
     Get(quickstore::files::cli::GetArgs),
     /// Delete a name.
     Rm(quickstore::files::cli::RmArgs),
-    /// List every name with its newest version, size and holders.
+    /// List names with their newest version, size and copies.
     Ls(quickstore::files::cli::LsArgs),
     /// Run the seeded Kelips simulator and print what it measured.
     Simulate(quickstore::simulate::SimulateArgs),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    #[command(after_help = "Example:
+  quickstore completions bash > ~/.local/share/bash-completion/completions/quickstore")]
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+    /// Print the manual page (roff) of quickstore.
+    #[command(after_help = "Example:
+  quickstore man > quickstore.1 && man ./quickstore.1")]
+    Man,
 }
 
 fn main() {
     if let Err(e) = run() {
-        eprintln!("error: {e:#}");
+        // One line, whatever the error's chain held.
+        let text = format!("{e:#}");
+        let line = text.split_whitespace().collect::<Vec<_>>().join(" ");
+        eprintln!("error: {line}");
         std::process::exit(1);
     }
 }
@@ -47,8 +77,12 @@ fn main() {
 fn run() -> anyhow::Result<()> {
     let cli = Cli::parse();
     // A node logs what it does; a client command prints its result and only warns.
-    let default_level = match cli.command {
-        Command::Node(_) | Command::Simulate(_) => "info",
+    let default_level = match (&cli.command, cli.quiet, cli.verbose) {
+        (_, true, _) => "error",
+        (_, _, 1) => "info",
+        (_, _, 2) => "debug",
+        (_, _, 3..) => "trace",
+        (Command::Node(_) | Command::Simulate(_), ..) => "info",
         _ => "warn",
     };
     tracing_subscriber::fmt()
@@ -58,6 +92,7 @@ fn run() -> anyhow::Result<()> {
         .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr)
         .init();
+    quickstore::files::cli::set_quiet(cli.quiet);
     match cli.command {
         Command::Simulate(args) => args.run(),
         Command::Node(args) => runtime()?.block_on(args.run()),
@@ -66,6 +101,19 @@ fn run() -> anyhow::Result<()> {
         Command::Get(args) => runtime()?.block_on(args.run()),
         Command::Rm(args) => runtime()?.block_on(args.run()),
         Command::Ls(args) => runtime()?.block_on(args.run()),
+        Command::Completions { shell } => {
+            clap_complete::generate(
+                shell,
+                &mut Cli::command(),
+                "quickstore",
+                &mut std::io::stdout(),
+            );
+            Ok(())
+        }
+        Command::Man => {
+            clap_mangen::Man::new(Cli::command()).render(&mut std::io::stdout())?;
+            Ok(())
+        }
     }
 }
 

@@ -129,10 +129,12 @@ fn ends_with_separator(path: &Path) -> bool {
 /// stays within [`MAX_FILE_NAME_BYTES`]. Fresh names are very likely but not guaranteed: create
 /// the file with `create_new` and take another name if it exists.
 pub fn temp_beside(target: &Path) -> PathBuf {
-    let suffix = format!(".quickstore-{:016x}.part", random_u64());
-    let file = target
-        .file_name()
-        .map_or_else(|| "download".into(), |f| f.to_string_lossy());
+    let suffix = format!(
+        ".{TEMP_MARK}{}-{:08x}.part",
+        std::process::id(),
+        random_u64() as u32
+    );
+    let file = temp_stem(target);
     let room = MAX_FILE_NAME_BYTES - 1 - suffix.len();
     let mut end = file.len().min(room);
     while !file.is_char_boundary(end) {
@@ -143,6 +145,55 @@ pub fn temp_beside(target: &Path) -> PathBuf {
         Some(dir) if target.file_name().is_some() => dir.join(temp),
         _ => target.join(temp),
     }
+}
+
+/// What every temporary file name holds after the target's name: `.quickstore-PID-`.
+const TEMP_MARK: &str = "quickstore-";
+
+/// The target's file name as its temporary files start with it (cut to leave room).
+fn temp_stem(target: &Path) -> std::borrow::Cow<'_, str> {
+    target
+        .file_name()
+        .map_or_else(|| "download".into(), |f| f.to_string_lossy())
+}
+
+/// Temporary files beside `target` left by `get`s whose process is gone (killed, or its
+/// machine stopped): `.NAME.quickstore-PID-RANDOM.part` where no process PID runs. They are
+/// never resumed, only removed. A process is taken to run when `/proc/PID` exists; where
+/// there is no `/proc`, nothing is taken as stale.
+pub fn stale_temps(target: &Path) -> Vec<PathBuf> {
+    let probe = temp_beside(target);
+    let (Some(dir), Some(probe_name)) = (probe.parent(), probe.file_name()) else {
+        return Vec::new();
+    };
+    let probe_name = probe_name.to_string_lossy();
+    let Some(cut) = probe_name.find(&format!(".{TEMP_MARK}{}-", std::process::id())) else {
+        return Vec::new();
+    };
+    let start = format!("{}.{TEMP_MARK}", &probe_name[..cut]);
+    if !Path::new("/proc/self").exists() {
+        return Vec::new();
+    }
+    let listed = if dir.as_os_str().is_empty() {
+        std::fs::read_dir(".")
+    } else {
+        std::fs::read_dir(dir)
+    };
+    let Ok(entries) = listed else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(Result::ok)
+        .filter_map(|entry| {
+            let name = entry.file_name().to_str()?.to_string();
+            let rest = name.strip_prefix(&start)?.strip_suffix(".part")?;
+            let (pid, random) = rest.split_once('-')?;
+            let pid: u32 = pid.parse().ok()?;
+            let ours = random.len() == 8 && random.bytes().all(|b| b.is_ascii_hexdigit());
+            let gone = !Path::new("/proc").join(pid.to_string()).exists();
+            (ours && gone && entry.file_type().ok()?.is_file()).then(|| dir.join(name))
+        })
+        .collect()
 }
 
 /// A random number from the standard library's randomly keyed hasher, mixed with a counter, the
@@ -369,6 +420,26 @@ mod tests {
             }
         }
         assert!(accepted >= 20, "only {accepted} accepted");
+    }
+
+    #[test]
+    fn only_temps_of_dead_processes_are_stale() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("movie.mkv");
+        // Ours (this process runs): not stale.
+        let live = temp_beside(&target);
+        std::fs::write(&live, b"x").unwrap();
+        // A pid no process has (above the kernel's pid_max of 2^22).
+        let dead = dir
+            .path()
+            .join(".movie.mkv.quickstore-99999999-0badf00d.part");
+        std::fs::write(&dead, b"x").unwrap();
+        // Another file's temp, and a file that only looks alike.
+        let other = dir.path().join(".other.quickstore-99999999-0badf00d.part");
+        std::fs::write(&other, b"x").unwrap();
+        let user = dir.path().join(".movie.mkv.quickstore-99999999-mine.part");
+        std::fs::write(&user, b"x").unwrap();
+        assert_eq!(stale_temps(&target), vec![dead]);
     }
 
     #[test]

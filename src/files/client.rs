@@ -203,6 +203,52 @@ impl Default for RelayPolicy {
 struct Connections {
     relayed: Arc<Mutex<BTreeMap<PeerId, BTreeMap<ConnectionId, bool>>>>,
     punch_failed: Arc<Mutex<std::collections::BTreeSet<PeerId>>>,
+    /// Why the last dial of a peer failed (one line), until it is dialed again.
+    dial_failed: Arc<Mutex<BTreeMap<PeerId, String>>>,
+}
+
+/// Peers whose dial failures are remembered at most (the oldest go first).
+const MAX_DIAL_FAILURES: usize = 1024;
+
+impl Connections {
+    fn dial_failure(&self, peer: &PeerId) -> Option<String> {
+        self.dial_failed.lock().ok()?.get(peer).cloned()
+    }
+
+    fn set_dial_failure(&self, peer: PeerId, why: Option<String>) {
+        if let Ok(mut failed) = self.dial_failed.lock() {
+            match why {
+                Some(why) => {
+                    if failed.len() >= MAX_DIAL_FAILURES
+                        && let Some(first) = failed.keys().next().copied()
+                    {
+                        failed.remove(&first);
+                    }
+                    failed.insert(peer, why);
+                }
+                None => {
+                    failed.remove(&peer);
+                }
+            }
+        }
+    }
+}
+
+/// A dial error as one line: libp2p's `Display` of a failed dial lists one address a line.
+pub fn one_line_dial_error(error: &libp2p::swarm::DialError) -> String {
+    match error {
+        libp2p::swarm::DialError::Transport(attempts) if !attempts.is_empty() => attempts
+            .iter()
+            .map(|(address, e)| format!("{address}: {}", one_line(&e.to_string())))
+            .collect::<Vec<_>>()
+            .join("; "),
+        other => one_line(&other.to_string()),
+    }
+}
+
+/// `text` with its line breaks and runs of white space made single spaces.
+pub fn one_line(text: &str) -> String {
+    text.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
 /// A running client peer; dropping it stops its swarm.
@@ -225,6 +271,9 @@ impl Drop for ClientPeer {
 /// Why bytes cannot move between the client and a node.
 #[derive(Debug, thiserror::Error)]
 pub enum ReachError {
+    /// Every address of the peer failed to connect.
+    #[error("cannot connect: {0}")]
+    DialFailed(String),
     /// No connection at all within the timeout.
     #[error("no connection within {0:?}")]
     Unreachable(Duration),
@@ -293,8 +342,15 @@ impl ClientPeer {
                 tokio::select! {
                     event = swarm.select_next_some() => on_client_event(&mut swarm, &tracked, event),
                     Some(peer) = dial_requests.recv() => {
-                        if let Err(e) = swarm.dial(peer) {
-                            tracing::debug!("cannot dial {peer}: {e}");
+                        tracked.set_dial_failure(peer, None);
+                        match swarm.dial(peer) {
+                            Ok(()) => {}
+                            // Connected already, or a dial is under way: its outcome counts.
+                            Err(libp2p::swarm::DialError::DialPeerConditionFalse(_)) => {}
+                            Err(e) => {
+                                tracing::debug!("cannot dial {peer}: {e}");
+                                tracked.set_dial_failure(peer, Some(one_line_dial_error(&e)));
+                            }
                         }
                     }
                 }
@@ -330,7 +386,11 @@ impl ClientPeer {
                 }
                 None => {
                     if !dialed {
+                        self.connections.set_dial_failure(peer, None);
                         dialed = self.dials.send(peer).await.is_ok();
+                    } else if let Some(why) = self.connections.dial_failure(&peer) {
+                        // Every address failed (refused, unroutable): no point waiting.
+                        return Err(ReachError::DialFailed(why));
                     }
                     tokio::time::sleep(Duration::from_millis(20)).await;
                 }
@@ -428,6 +488,21 @@ fn on_client_event(
             );
             for id in relayed {
                 swarm.close_connection(id);
+            }
+        }
+        SwarmEvent::OutgoingConnectionError {
+            peer_id: Some(peer),
+            error,
+            ..
+        } => {
+            // A failed dial while another connection is up changes nothing.
+            let connected = connections
+                .relayed
+                .lock()
+                .map(|c| c.contains_key(&peer))
+                .unwrap_or(false);
+            if !connected {
+                connections.set_dial_failure(peer, Some(one_line_dial_error(&error)));
             }
         }
         SwarmEvent::Behaviour(ClientEvent::PunchFailed(peer)) => {

@@ -391,6 +391,7 @@ impl FilesService {
                         .await
                         .map_err(gone)?
                         .map_or(0, |t| t.version.lamport),
+                    replication: self.handle.replication as u32,
                 }
             });
         }

@@ -4,7 +4,8 @@
 //! around the page cache where the filesystem allows (else its writeback starts as it grows),
 //! so the final fsync has little left to wait for.
 
-use std::io;
+use std::fs::File;
+use std::io::{self, Write};
 use std::path::PathBuf;
 
 use tokio::task::JoinHandle;
@@ -20,48 +21,94 @@ const BUFFERS: usize = 3;
 /// own size).
 const BUFFER_BYTES: usize = 1 << 20;
 
-/// A new file being written; [`FileSink::finish`] fsyncs it and returns its BLAKE3 hash.
+/// Where a [`FileSink`] writes.
+#[derive(Debug)]
+pub enum SinkTarget {
+    /// A new file, created here (it must not exist), written around the page cache where
+    /// possible and fsynced at the end.
+    New(PathBuf),
+    /// An existing file that is not a regular one (a character device, a FIFO), opened for
+    /// writing and written in place from its start; nothing is created or renamed.
+    InPlace(PathBuf),
+    /// An open file (standard output), written in place.
+    Handle(File),
+}
+
+/// A file being written; [`FileSink::finish`] flushes it (fsyncs a new one) and returns its
+/// BLAKE3 hash.
 pub struct FileSink {
     /// `None` once the writer stopped.
     blocks: Option<Producer>,
     /// The buffer being filled.
     filling: Option<AlignedBuf>,
     writer: JoinHandle<io::Result<Hash>>,
+    /// Bytes handed to the writer so far.
+    accepted: u64,
 }
 
 impl FileSink {
     /// Creates `path`, which must not exist yet, for a file of `len` bytes.
     pub fn create(path: PathBuf, len: u64) -> Self {
+        Self::start(SinkTarget::New(path), len)
+    }
+
+    /// Starts writing `len` bytes to `target`.
+    pub fn start(target: SinkTarget, len: u64) -> Self {
         let capacity = buffer_len(len, BUFFER_BYTES);
         let (blocks, mut full) = block_pipe(BUFFERS, capacity);
         let writer = tokio::task::spawn_blocking(move || {
-            let file = std::fs::OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .open(&path)
-                .map_err(|e| {
-                    io::Error::new(e.kind(), format!("cannot create {}: {e}", path.display()))
-                })?;
-            let mut file = BulkWriter::new(file, len);
             let mut hasher = blake3::Hasher::new();
-            while let Some(buf) = full.blocking_recv() {
-                hasher.update(buf.as_slice());
-                file.write_all(buf.as_slice())?;
-                full.give_back(buf);
+            match target {
+                SinkTarget::New(path) => {
+                    let file = std::fs::OpenOptions::new()
+                        .write(true)
+                        .create_new(true)
+                        .open(&path)
+                        .map_err(|e| {
+                            io::Error::new(
+                                e.kind(),
+                                format!("cannot create {}: {e}", path.display()),
+                            )
+                        })?;
+                    let mut file = BulkWriter::new(file, len);
+                    while let Some(buf) = full.blocking_recv() {
+                        hasher.update(buf.as_slice());
+                        file.write_all(buf.as_slice())?;
+                        full.give_back(buf);
+                    }
+                    file.sync_all()?;
+                }
+                SinkTarget::InPlace(path) => {
+                    // Opening a FIFO waits for its reader: this is a blocking thread.
+                    let file = std::fs::OpenOptions::new()
+                        .write(true)
+                        .open(&path)
+                        .map_err(|e| {
+                            io::Error::new(e.kind(), format!("cannot open {}: {e}", path.display()))
+                        })?;
+                    write_plain(&mut full, &mut hasher, file)?;
+                }
+                SinkTarget::Handle(file) => write_plain(&mut full, &mut hasher, file)?,
             }
-            file.sync_all()?;
             Ok(*hasher.finalize().as_bytes())
         });
         Self {
             blocks: Some(blocks),
             filling: None,
             writer,
+            accepted: 0,
         }
+    }
+
+    /// Bytes handed to the writer so far (some may still be on their way to the file).
+    pub fn accepted(&self) -> u64 {
+        self.accepted
     }
 
     /// Appends `chunk`; waits while the writer is behind.
     pub async fn write(&mut self, chunk: &[u8]) -> io::Result<()> {
         let mut rest = chunk;
+        self.accepted += chunk.len() as u64;
         while !rest.is_empty() {
             let Some(blocks) = &mut self.blocks else {
                 return Err(stopped());
@@ -106,6 +153,21 @@ impl FileSink {
         self.blocks = None;
         stopped()
     }
+}
+
+/// Writes every block to `out` as it comes (no direct I/O, no fsync: a pipe or a device),
+/// hashing it.
+fn write_plain(
+    full: &mut super::block_pipe::Consumer,
+    hasher: &mut blake3::Hasher,
+    mut out: File,
+) -> io::Result<()> {
+    while let Some(buf) = full.blocking_recv() {
+        hasher.update(buf.as_slice());
+        out.write_all(buf.as_slice())?;
+        full.give_back(buf);
+    }
+    out.flush()
 }
 
 fn stopped() -> io::Error {

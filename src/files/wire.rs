@@ -130,6 +130,9 @@ pub enum FilesResponse {
         /// The newest Lamport counter the placing member knows for the name (0: none).
         #[serde(default)]
         newest: u64,
+        /// R, the copies the network keeps of a file (0: not said, from an older node).
+        #[serde(default)]
+        replication: u32,
     },
     /// A page of tuples.
     #[serde(rename = "listing")]

@@ -1,0 +1,295 @@
+//! `quickstore ls [PREFIX]` and `quickstore rm NAME`.
+//!
+//! `ls` walks every group through the entry node, page by page. A group that cannot be
+//! listed (no node of it is known or reachable, common in a small network) does not stop the
+//! walk: the names of every other group are listed, the groups missed are named, and the
+//! command exits non-zero because the listing is incomplete.
+
+use std::time::Instant;
+
+use anyhow::{anyhow, bail};
+use clap::Args;
+use quickstore_behaviours::FileTuple;
+use quickstore_behaviours::net::Peer;
+use quickstore_behaviours::tuple::check_name;
+use serde::Serialize;
+
+use super::report::{count, human_size, shown};
+use super::session::{Session, unexpected};
+use super::{Common, quiet};
+use crate::blobs::to_hex;
+use crate::files::wire::{FilesRequest, FilesResponse};
+
+/// List names with their newest version, size and copies.
+#[derive(Args, Debug, Clone)]
+#[command(after_help = "Examples:
+  quickstore ls                     every name
+  quickstore ls albums/2026/        the names under a prefix
+  quickstore ls --json | jq '.names[].name'")]
+pub struct LsArgs {
+    /// Only names that start with this.
+    pub prefix: Option<String>,
+    /// Sizes in bytes instead of KiB, MiB, GiB.
+    #[arg(long)]
+    bytes: bool,
+    #[command(flatten)]
+    common: Common,
+}
+
+/// Delete a name (publishes a tombstone; holders drop the bytes).
+#[derive(Args, Debug, Clone)]
+#[command(after_help = "Example:
+  quickstore rm docs/report.pdf")]
+pub struct RmArgs {
+    /// The name.
+    pub name: String,
+    #[command(flatten)]
+    common: Common,
+}
+
+/// One name of `quickstore ls --json`.
+#[derive(Debug, Serialize)]
+struct Listed {
+    name: String,
+    version: u64,
+    size: u64,
+    blake3: String,
+    copies: u32,
+    holders: Vec<String>,
+}
+
+/// A group `ls` could not list.
+#[derive(Debug, Serialize)]
+struct Unlisted {
+    group: u32,
+    reason: String,
+}
+
+/// What `quickstore ls --json` prints.
+#[derive(Debug, Serialize)]
+struct LsReport {
+    /// Every name found, sorted.
+    names: Vec<Listed>,
+    /// Groups that could not be listed: their names are missing.
+    unreachable_groups: Vec<Unlisted>,
+}
+
+/// Names asked for per page.
+const PAGE: u32 = 256;
+
+/// The live names under a prefix, and the groups that could not be listed.
+pub(super) struct Listing {
+    /// Tuples that are not tombstones, sorted by name.
+    pub tuples: Vec<FileTuple<Peer>>,
+    /// Groups not listed, with the reason.
+    pub unreachable: Vec<(u32, String)>,
+}
+
+impl Listing {
+    /// `groups 0-2, 5 (first reason)`: the groups as ranges and the first group's reason.
+    pub(super) fn describe_unreachable(&self) -> String {
+        let groups: Vec<u32> = self.unreachable.iter().map(|(g, _)| *g).collect();
+        let first = self
+            .unreachable
+            .first()
+            .map(|(_, why)| format!(" ({why})"))
+            .unwrap_or_default();
+        let noun = if groups.len() == 1 { "group" } else { "groups" };
+        format!("{noun} {}{first}", ranges(&groups))
+    }
+}
+
+/// Sorted numbers as ranges: `0-2, 5, 7-8`.
+fn ranges(numbers: &[u32]) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    let mut i = 0;
+    while i < numbers.len() {
+        let mut j = i;
+        while j + 1 < numbers.len() && numbers[j + 1] == numbers[j] + 1 {
+            j += 1;
+        }
+        parts.push(if i == j {
+            numbers[i].to_string()
+        } else {
+            format!("{}-{}", numbers[i], numbers[j])
+        });
+        i = j + 1;
+    }
+    parts.join(", ")
+}
+
+/// Lists every group through the entry node, keeping the names that start with `prefix`.
+pub(super) async fn list_names(session: &Session, prefix: &str) -> anyhow::Result<Listing> {
+    let mut listing = Listing {
+        tuples: Vec::new(),
+        unreachable: Vec::new(),
+    };
+    let mut groups: Option<u32> = None;
+    let mut group = 0;
+    let mut after = None;
+    while groups.is_none_or(|k| group < k) {
+        let request = FilesRequest::List {
+            group,
+            after: after.clone(),
+            limit: PAGE,
+            forwarded: false,
+        };
+        match session.ask(&request).await? {
+            FilesResponse::Listing {
+                tuples,
+                next,
+                groups: k,
+            } => {
+                groups = Some(k);
+                listing.tuples.extend(
+                    tuples
+                        .into_iter()
+                        .filter(|t| !t.deleted && t.name.starts_with(prefix)),
+                );
+                after = next;
+                if after.is_none() {
+                    group += 1;
+                }
+            }
+            other => {
+                let why = format!("{:#}", unexpected(&other, ""));
+                tracing::info!("group {group} not listed: {why}");
+                listing.unreachable.push((group, why));
+                if groups.is_none() {
+                    groups = Some(session.groups().await?);
+                }
+                group += 1;
+                after = None;
+            }
+        }
+    }
+    listing.tuples.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(listing)
+}
+
+impl LsArgs {
+    /// Runs `quickstore ls`.
+    pub async fn run(self) -> anyhow::Result<()> {
+        let session = Session::start(&self.common)?;
+        let prefix = self.prefix.clone().unwrap_or_default();
+        let listing = list_names(&session, &prefix).await?;
+        if self.common.json {
+            let report = LsReport {
+                names: listing
+                    .tuples
+                    .iter()
+                    .map(|t| Listed {
+                        name: t.name.to_string(),
+                        version: t.version.lamport,
+                        size: t.size,
+                        blake3: to_hex(&t.version.blake3),
+                        copies: t.holders.len() as u32,
+                        holders: t.holders.iter().map(|p| p.to_string()).collect(),
+                    })
+                    .collect(),
+                unreachable_groups: listing
+                    .unreachable
+                    .iter()
+                    .map(|(group, reason)| Unlisted {
+                        group: *group,
+                        reason: reason.clone(),
+                    })
+                    .collect(),
+            };
+            println!("{}", serde_json::to_string(&report)?);
+        } else if !quiet() {
+            if !listing.tuples.is_empty() {
+                println!("{:>10}  {:>7}  {:>6}  NAME", "SIZE", "VERSION", "COPIES");
+            }
+            for t in &listing.tuples {
+                let size = if self.bytes {
+                    t.size.to_string()
+                } else {
+                    human_size(t.size)
+                };
+                println!(
+                    "{size:>10}  {:>7}  {:>6}  {}",
+                    t.version.lamport,
+                    t.holders.len(),
+                    shown(&t.name)
+                );
+            }
+            let bytes: u64 = listing.tuples.iter().map(|t| t.size).sum();
+            println!(
+                "{}, {}",
+                count(listing.tuples.len() as u64, "name", "names"),
+                if self.bytes {
+                    format!("{bytes} bytes")
+                } else {
+                    human_size(bytes)
+                }
+            );
+        }
+        if !listing.unreachable.is_empty() {
+            bail!(
+                "incomplete: the names of {} are missing: {} could not be listed",
+                count(listing.unreachable.len() as u64, "group", "groups"),
+                listing.describe_unreachable()
+            );
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn missing_groups_read_as_ranges_with_the_first_reason() {
+        assert_eq!(ranges(&[0, 1, 2, 5, 7, 8]), "0-2, 5, 7-8");
+        assert_eq!(ranges(&[]), "");
+        let listing = Listing {
+            tuples: Vec::new(),
+            unreachable: vec![(3, "no node".into()), (4, "no node".into())],
+        };
+        assert_eq!(listing.describe_unreachable(), "groups 3-4 (no node)");
+    }
+}
+
+/// What `quickstore rm --json` prints.
+#[derive(Debug, Serialize)]
+struct Deleted {
+    name: String,
+    /// The tombstone's Lamport counter.
+    version: u64,
+    elapsed_ms: u64,
+}
+
+impl RmArgs {
+    /// Runs `quickstore rm`.
+    pub async fn run(self) -> anyhow::Result<()> {
+        let started = Instant::now();
+        check_name(&self.name).map_err(|e| anyhow!("refused: {e}"))?;
+        let session = Session::start(&self.common)?;
+        let request = FilesRequest::Delete {
+            name: self.name.clone(),
+            forwarded: false,
+        };
+        let tuple = match session.ask(&request).await? {
+            FilesResponse::Deleted { tuple } => tuple,
+            other => return Err(unexpected(&other, &self.name)),
+        };
+        let report = Deleted {
+            name: tuple.name.to_string(),
+            version: tuple.version.lamport,
+            elapsed_ms: started.elapsed().as_millis() as u64,
+        };
+        if self.common.json {
+            println!("{}", serde_json::to_string(&report)?);
+        } else if !quiet() {
+            println!(
+                "deleted {} (tombstone version {}), {} ms",
+                shown(&report.name),
+                report.version,
+                report.elapsed_ms
+            );
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,60 @@
+//! `quickstore put`, `get`, `rm` and `ls`: the client commands that move files.
+//!
+//! Each runs an ephemeral peer ([`ClientPeer`]), asks the entry node (the local node, or
+//! `--peer`) over `/quickstore/files/1.0.0`, and moves bytes directly with the holders over
+//! `/quickstore/blob/1.0.0`. Exit code 0 on success; otherwise one line naming the reason.
+//!
+//! * [`session`]: the client peer, the entry node and how a blob stream is opened.
+//! * [`report`]: what a command prints (text or `--json`), sizes and names made readable.
+//! * [`put`] (files, streams, directories), [`get`] (files, streams, trees), [`list`]
+//!   (`ls`, `rm`).
+
+mod get;
+mod list;
+mod put;
+mod report;
+mod session;
+mod spool;
+mod tree;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use clap::Args;
+
+pub use get::{GetArgs, get};
+pub use list::{LsArgs, RmArgs};
+pub use put::{PutArgs, put};
+pub use report::FileReport;
+pub use session::EntryClient;
+
+use crate::client::Target;
+
+/// Set by `--quiet`: print nothing on success, no progress bars.
+static QUIET: AtomicBool = AtomicBool::new(false);
+
+/// Makes every command print nothing but errors (`--quiet`).
+pub fn set_quiet(quiet: bool) {
+    QUIET.store(quiet, Ordering::Relaxed);
+}
+
+/// Whether `--quiet` was given.
+pub fn quiet() -> bool {
+    QUIET.load(Ordering::Relaxed)
+}
+
+/// Options every file command shares.
+#[derive(Args, Debug, Clone)]
+pub struct Common {
+    #[command(flatten)]
+    target: Target,
+    /// Print one JSON object instead of text.
+    #[arg(long)]
+    json: bool,
+    /// Timeout of every open, read and write, in seconds.
+    #[arg(long, default_value_t = 30)]
+    timeout_s: u64,
+    /// Never move file bytes through a relay: a node reachable only through one (hole
+    /// punching failed) is an error.
+    #[arg(long)]
+    no_relay_transfers: bool,
+}
