@@ -87,7 +87,8 @@ async fn put(p: &Proc, cwd: &Path, file: &Path, name: &str) -> Run {
 }
 
 async fn get(p: &Proc, cwd: &Path, name: &str, output: Option<&Path>) -> Run {
-    let mut args = vec!["get", name, "--peer"];
+    // Tests fetch into the same path again and again: replacing it is what they mean.
+    let mut args = vec!["get", name, "--force", "--peer"];
     let peer = peer_arg(p);
     args.push(&peer);
     args.push("--json");
@@ -399,6 +400,7 @@ async fn files_move_survive_failures_and_stay_at_three_copies() {
             &[
                 "get",
                 "versioned",
+                "--force",
                 "--version",
                 v,
                 "-o",

@@ -258,6 +258,12 @@ pub(super) fn progress(size: u64) -> ProgressBar {
 pub(super) fn unexpected(what: &FilesResponse, name: &str) -> anyhow::Error {
     match what {
         FilesResponse::NotFound => anyhow!("not found: {}", super::report::shown(name)),
+        FilesResponse::Unreachable { reason } if !name.is_empty() => {
+            anyhow!(
+                "unreachable: {reason} (asked for {})",
+                super::report::shown(name)
+            )
+        }
         FilesResponse::Unreachable { reason } => anyhow!("unreachable: {reason}"),
         FilesResponse::Refused { reason } => anyhow!("refused: {reason}"),
         other => anyhow!("unexpected answer from the entry node: {other:?}"),

@@ -1,0 +1,401 @@
+//! The CLI as a newcomer meets it, against real `quickstore node` processes on loopback: one
+//! regression test per defect seen when trying it (issue 13), through the real binary.
+//!
+//! * `one_node`: a node of a 2-group network (so one group has no node): `ls` lists what
+//!   exists and names the group it missed; streams (`put -`, a FIFO) are stored whole;
+//!   `get -o -` and `-o /dev/stdout` write in place; copies are reported honestly and
+//!   `--min-copies` fails; stale `.part` files go; errors are one line naming the thing;
+//!   `--force`; a tree of 1,000 small and a few large files round-trips.
+//! * `dead_holders`: 5 nodes, k = 1: a get right after `kill -9` of a holder is served by a
+//!   live one at once; with every holder dead it says `unreachable`, not `not found`.
+
+mod common;
+
+use std::io::Write;
+use std::path::Path;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use common::{Proc, identities, prepare, wait_converged};
+use quickstore_behaviours::id::name_facts;
+use serde_json::Value;
+
+fn config(groups: u32) -> String {
+    format!(
+        r#"
+[node]
+listen = ["/ip4/127.0.0.1/tcp/0"]
+backoff_ms = 300
+
+[kelips]
+network_name = "cli-test"
+groups = {groups}
+heartbeat_period_ms = 100
+gossip_period_ms = 100
+t_fail_ms = 1500
+t_contact_ms = 6000
+sync_period_ms = 1000
+rejoin_period_ms = 2000
+request_timeout_ms = 1000
+
+[files]
+io_timeout_ms = 10000
+put_deadline_ms = 20000
+repair_period_ms = 300
+orphan_grace_ms = 2000
+"#
+    )
+}
+
+/// What a CLI run gave.
+struct Run {
+    ok: bool,
+    stdout: Vec<u8>,
+    stderr: String,
+}
+
+impl Run {
+    fn json(&self) -> Value {
+        serde_json::from_slice(&self.stdout).unwrap_or(Value::Null)
+    }
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.stdout).into_owned()
+    }
+}
+
+/// Runs the CLI in `cwd` with `stdin` as its standard input.
+fn cli_with(cwd: &Path, args: &[&str], stdin: Option<&[u8]>) -> Run {
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_quickstore"))
+        .args(args)
+        .current_dir(cwd)
+        .env("RUST_LOG", "warn")
+        .stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("the CLI runs");
+    if let Some(bytes) = stdin {
+        let mut pipe = child.stdin.take().expect("stdin");
+        pipe.write_all(bytes).expect("write stdin");
+    }
+    let out = child.wait_with_output().expect("the CLI ends");
+    Run {
+        ok: out.status.success(),
+        stdout: out.stdout,
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+fn cli(cwd: &Path, args: &[&str]) -> Run {
+    cli_with(cwd, args, None)
+}
+
+/// Asserts `run` failed with exactly one line on stderr containing each of `words`.
+fn one_line_error(run: &Run, words: &[&str]) {
+    assert!(!run.ok, "expected a failure, got {}", run.text());
+    let lines: Vec<&str> = run.stderr.lines().collect();
+    assert_eq!(lines.len(), 1, "not one line: {:?}", run.stderr);
+    for word in words {
+        assert!(
+            lines[0].contains(word),
+            "{word:?} missing in {:?}",
+            lines[0]
+        );
+    }
+}
+
+/// A name of `group` among `groups`, made from `stem`.
+fn name_in(group: u32, groups: u32, stem: &str) -> String {
+    (0..)
+        .map(|i| format!("{stem}-{i}"))
+        .find(|n| name_facts(n, groups).0 == group)
+        .expect("some name lands there")
+}
+
+fn bytes(len: usize, seed: u32) -> Vec<u8> {
+    (0..len as u32)
+        .map(|i| (i.wrapping_mul(2654435761).wrapping_add(seed) >> 13) as u8)
+        .collect()
+}
+
+#[test]
+fn one_node() {
+    let root = std::env::temp_dir().join(format!("qs-cli-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&root);
+    let work = root.join("work");
+    std::fs::create_dir_all(&work).expect("work dir");
+    std::fs::write(root.join("config.toml"), config(2)).expect("config");
+    let mut procs = prepare(&root, identities(2, 1));
+    procs.retain(|p| p.group == 0);
+    let node = &mut procs[0];
+    node.start(&root, &[]);
+    let dir = node.dir.to_str().expect("utf-8").to_string();
+    let at = ["--data-dir", dir.as_str()];
+    let with = |args: &[&str]| -> Vec<String> {
+        args.iter()
+            .chain(at.iter())
+            .map(|s| s.to_string())
+            .collect()
+    };
+    let run = |args: &[&str]| {
+        let args = with(args);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        cli(&work, &args)
+    };
+
+    // Defect 2: a stream is stored whole, from standard input and from a FIFO.
+    let piped = name_in(0, 2, "piped");
+    let args = with(&["put", "-", &piped, "--json"]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let put = cli_with(&work, &args, Some(b"x\n"));
+    assert!(put.ok, "{}", put.stderr);
+    assert_eq!(put.json()["size"], 2, "{}", put.text());
+    let fifo = work.join("fifo");
+    assert!(
+        std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .expect("mkfifo")
+            .success()
+    );
+    let content = bytes(100_000, 1);
+    let writer = {
+        let (fifo, content) = (fifo.clone(), content.clone());
+        std::thread::spawn(move || std::fs::write(fifo, content).expect("fifo write"))
+    };
+    let from_fifo = name_in(0, 2, "fifo");
+    let put = run(&["put", fifo.to_str().expect("utf-8"), &from_fifo, "--json"]);
+    writer.join().expect("writer");
+    assert!(put.ok, "{}", put.stderr);
+    assert_eq!(put.json()["size"], 100_000);
+
+    // Defect 6: one copy of three is said, with the reason; --min-copies fails.
+    assert_eq!(put.json()["copies"], 1);
+    assert_eq!(put.json()["wanted"], 3);
+    assert!(
+        put.json()["fewer_because"]
+            .as_str()
+            .is_some_and(|s| s.contains("1 live node")),
+        "{}",
+        put.text()
+    );
+    let strict = run(&["put", "-", &piped, "--min-copies", "2"]);
+    one_line_error(&strict, &["--min-copies"]);
+
+    // Defect 3: -o - and -o /dev/stdout write the bytes in place.
+    let got = run(&["get", &from_fifo, "-o", "-"]);
+    assert!(got.ok, "{}", got.stderr);
+    assert!(got.stdout == content, "stdout differs");
+    let got = run(&["get", &from_fifo, "-o", "/dev/stdout"]);
+    assert!(got.ok && got.stdout == content, "{}", got.stderr);
+    assert!(
+        std::fs::symlink_metadata("/dev/stdout").is_ok_and(|m| m.file_type().is_symlink()),
+        "/dev/stdout is no longer a symbolic link"
+    );
+
+    // Defect 8: a temp file of a get whose process is gone is removed by the next get.
+    let stale = work.join(format!(".{from_fifo}.quickstore-99999999-0badf00d.part"));
+    std::fs::write(&stale, b"left by a kill -9").expect("stale");
+    let got = run(&["get", &from_fifo]);
+    assert!(got.ok, "{}", got.stderr);
+    assert!(!stale.exists(), "the stale temp file is still there");
+    assert!(std::fs::read(work.join(&from_fifo)).expect("got") == content);
+
+    // --force: another file is not replaced silently; the same bytes are a no-op.
+    std::fs::write(work.join(&from_fifo), b"mine").expect("write");
+    let got = run(&["get", &from_fifo]);
+    one_line_error(&got, &["--force", &from_fifo]);
+    assert_eq!(std::fs::read(work.join(&from_fifo)).expect("kept"), b"mine");
+    let got = run(&["get", &from_fifo, "--force"]);
+    assert!(got.ok, "{}", got.stderr);
+    let got = run(&["get", &from_fifo, "--json"]);
+    assert!(got.ok && got.json()["unchanged"] == true, "{}", got.text());
+
+    // Defect 12: a name with a newline prints escaped; ls has a header and human sizes.
+    let odd = name_in(0, 2, "odd\nname");
+    let put = run(&["put", fifo_free_file(&work, 3000).as_str(), &odd]);
+    assert!(put.ok, "{}", put.stderr);
+    assert_eq!(put.text().lines().count(), 1, "{}", put.text());
+
+    // Defect 1: ls lists every name of the group that has a node, names the group it
+    // could not list, and exits non-zero.
+    let ls = run(&["ls", "--json"]);
+    assert!(!ls.ok, "an incomplete listing exited 0");
+    let names: Vec<String> = ls.json()["names"]
+        .as_array()
+        .expect("names")
+        .iter()
+        .filter_map(|n| n["name"].as_str().map(str::to_string))
+        .collect();
+    for expected in [&piped, &from_fifo, &odd] {
+        assert!(names.contains(expected), "{expected:?} not in {names:?}");
+    }
+    assert_eq!(
+        ls.json()["unreachable_groups"][0]["group"],
+        1,
+        "{}",
+        ls.text()
+    );
+    let ls = run(&["ls"]);
+    one_line_error(&ls, &["incomplete", "group 1"]);
+    let text = ls.text();
+    assert!(text.starts_with("      SIZE"), "{text}");
+    assert!(text.contains("97.7 KiB"), "{text}");
+    assert!(text.contains("\"odd\\nname"), "{text}");
+    assert_eq!(text.lines().count(), 5, "{text}");
+
+    // Defect 12: rm says what it deleted, without a hash of nothing or "1 holders".
+    let rm = run(&["rm", &odd]);
+    assert!(rm.ok, "{}", rm.stderr);
+    assert!(rm.text().starts_with("deleted "), "{}", rm.text());
+    assert!(!rm.text().contains("holders") && !rm.text().contains("0000000000"));
+
+    // Defect 11: one line naming the thing that failed.
+    let missing = name_in(0, 2, "missing");
+    // (A lone node answers "unreachable" for a name it lacks: its lookup finds no other
+    // member to ask. The line names the name either way.)
+    one_line_error(&run(&["get", &missing]), &[&missing]);
+    let stale_dir = root.join("stale");
+    std::fs::create_dir_all(&stale_dir).expect("dir");
+    let node_file = std::fs::read_to_string(node.dir.join("node.json")).expect("node.json");
+    let mut node_json: Value = serde_json::from_str(&node_file).expect("json");
+    node_json["pid"] = Value::from(99_999_999u32);
+    std::fs::write(stale_dir.join("node.json"), node_json.to_string()).expect("write");
+    let stale_run = cli(
+        &work,
+        &["ls", "--data-dir", stale_dir.to_str().expect("utf-8")],
+    );
+    one_line_error(&stale_run, &["no node running", "99999999 has exited"]);
+    let dead = format!("/ip4/127.0.0.1/tcp/1/p2p/{}", node.peer);
+    let started = Instant::now();
+    let dead_run = cli(&work, &["get", &piped, "--peer", &dead]);
+    one_line_error(&dead_run, &["unreachable", "127.0.0.1/tcp/1"]);
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "a refused dial waited"
+    );
+
+    // A tree of 1,000 small files and a few large ones round-trips identical.
+    let tree = work.join("tree");
+    for i in 0..1000u32 {
+        let sub = tree.join(format!("d{}", i % 10));
+        std::fs::create_dir_all(&sub).expect("dir");
+        std::fs::write(
+            sub.join(format!("f{i}")),
+            bytes((i as usize * 37) % 5000, i),
+        )
+        .expect("small");
+    }
+    for i in 0..3u32 {
+        std::fs::write(tree.join(format!("large{i}")), bytes(3 << 20, 100 + i)).expect("large");
+    }
+    std::os::unix::fs::symlink("/", tree.join("to-root")).expect("symlink");
+    // Names under a prefix spread over both groups; only one group has a node, so the
+    // tree's prefix is chosen among those the node holds: every name gets its own check.
+    let prefix = "t";
+    let put = run(&["put", "tree", prefix, "--json", "--jobs", "8"]);
+    let stored = put.json()["stored"].as_array().map_or(0, Vec::len);
+    let failed = put.json()["failed"].as_array().map_or(0, Vec::len);
+    assert_eq!(stored + failed, 1003, "{}", put.stderr);
+    assert_eq!(put.json()["skipped"].as_array().map_or(0, Vec::len), 1);
+    for item in put.json()["failed"].as_array().expect("failed") {
+        assert!(
+            item[1].as_str().is_some_and(|s| s.contains("group 1")),
+            "a put failed for another reason than the empty group: {item}"
+        );
+    }
+    let back = work.join("back");
+    let get = run(&["get", "t/", "-o", "back", "--json", "--jobs", "8"]);
+    assert_eq!(
+        get.json()["got"].as_array().map_or(0, Vec::len),
+        stored,
+        "{}",
+        get.stderr
+    );
+    for item in put.json()["stored"].as_array().expect("stored") {
+        let name = item["name"].as_str().expect("name");
+        let relative = &name[2..];
+        let original = std::fs::read(tree.join(relative)).expect("original");
+        let fetched = std::fs::read(back.join(relative)).expect("fetched");
+        assert!(original == fetched, "{name} differs");
+    }
+}
+
+/// A regular file of `len` bytes in `dir`; its path.
+fn fifo_free_file(dir: &Path, len: usize) -> String {
+    let path = dir.join(format!("plain-{len}"));
+    std::fs::write(&path, bytes(len, 7)).expect("file");
+    path.to_str().expect("utf-8").to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dead_holders() {
+    let root = std::env::temp_dir().join(format!("qs-cli-dead-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&root);
+    let work = root.join("work");
+    std::fs::create_dir_all(&work).expect("work dir");
+    std::fs::write(root.join("config.toml"), config(1)).expect("config");
+    let mut procs: Vec<Proc> = prepare(&root, identities(1, 5));
+    procs[0].start(&root, &[]);
+    let first = procs[0].address.clone().expect("address");
+    for p in procs.iter_mut().skip(1) {
+        p.start(&root, std::slice::from_ref(&first));
+    }
+    wait_converged(&procs, 1, "convergence", Duration::from_secs(60)).await;
+    let source = work.join("source");
+    std::fs::write(&source, bytes(2 << 20, 9)).expect("source");
+    let peer = |p: &Proc| p.address.as_ref().expect("running").to_string();
+    let put = cli(
+        &work,
+        &["put", "source", "f", "--peer", &peer(&procs[0]), "--json"],
+    );
+    assert!(put.ok, "{}", put.stderr);
+    let holders: Vec<String> = put.json()["holders"]
+        .as_array()
+        .expect("holders")
+        .iter()
+        .filter_map(|h| h.as_str().map(str::to_string))
+        .collect();
+    assert_eq!(holders.len(), 3);
+    let is_holder = |p: &Proc| holders.contains(&p.peer.to_string());
+    let entry = procs
+        .iter()
+        .position(|p| !is_holder(p))
+        .expect("a node that holds nothing");
+    // kill -9 one holder, then get at once through a node that is not one.
+    let victim = procs.iter().position(is_holder).expect("a holder");
+    procs[victim].kill();
+    let started = Instant::now();
+    let got = cli(
+        &work,
+        &["get", "f", "-o", "got", "--peer", &peer(&procs[entry])],
+    );
+    assert!(got.ok, "{}", got.stderr);
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "a get with one dead holder took {:?}",
+        started.elapsed()
+    );
+    // Every holder dead: unreachable, naming how many, not "not found".
+    for p in procs
+        .iter_mut()
+        .filter(|p| p.child.is_some() && is_holder(p))
+    {
+        p.kill();
+    }
+    let got = cli(
+        &work,
+        &["get", "f", "-o", "again", "--peer", &peer(&procs[entry])],
+    );
+    assert!(!got.ok);
+    assert!(
+        got.stderr.contains("unreachable") && !got.stderr.contains("not found"),
+        "{}",
+        got.stderr
+    );
+    assert!(!work.join("again").exists());
+}
