@@ -53,6 +53,10 @@ pub struct Common {
     /// Timeout of every open, read and write, in seconds.
     #[arg(long, default_value_t = 30)]
     timeout_s: u64,
+    /// How long to wait for the entry node to finish joining its network (a node started a
+    /// moment ago), in seconds; 0 does not wait.
+    #[arg(long, default_value_t = 20)]
+    wait_s: u64,
     /// Never move file bytes through a relay: a node reachable only through one (hole
     /// punching failed) is an error.
     #[arg(long)]

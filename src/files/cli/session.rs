@@ -40,6 +40,10 @@ pub(super) struct Session {
     pub(super) last_connection: std::sync::Mutex<Option<(bool, u64)>>,
     /// The site (public IP) of the entry node when the client is on its LAN, asked once.
     site: tokio::sync::OnceCell<Option<std::net::IpAddr>>,
+    /// How long the first request waits for the entry node to finish joining.
+    wait_ready: Duration,
+    /// Set once the entry node was seen ready (or the wait ended).
+    ready: tokio::sync::OnceCell<()>,
 }
 
 impl Session {
@@ -47,6 +51,7 @@ impl Session {
     pub(super) fn start(common: &Common) -> anyhow::Result<Self> {
         let mut session = Self::open(&common.target, Duration::from_secs(common.timeout_s.max(1)))?;
         session.relay.allowed &= !common.no_relay_transfers;
+        session.wait_ready = Duration::from_secs(common.wait_s);
         Ok(session)
     }
 
@@ -64,6 +69,8 @@ impl Session {
             entry_address: address,
             last_connection: std::sync::Mutex::new(None),
             site: tokio::sync::OnceCell::new(),
+            wait_ready: Duration::ZERO,
+            ready: tokio::sync::OnceCell::new(),
         })
     }
 
@@ -91,8 +98,40 @@ impl Session {
             .await
     }
 
+    /// Waits, at most `wait_ready`, until the entry node's status says it has joined: a node
+    /// started a moment ago knows no group yet and would refuse. A node that cannot tell (an
+    /// older one, or no answer) is asked anyway.
+    async fn entry_ready(&self) {
+        let started = Instant::now();
+        while started.elapsed() < self.wait_ready {
+            let asked = crate::client::fetch_status(
+                self.entry,
+                self.entry_address.clone(),
+                self.timeout.min(Duration::from_secs(5)),
+            )
+            .await;
+            match asked {
+                Ok(status) if status.ready != crate::status::Ready::Joining => return,
+                Ok(_) => {
+                    tracing::info!("entry node {} is still joining; waiting", self.entry);
+                    tokio::time::sleep(Duration::from_millis(250)).await;
+                }
+                Err(e) => {
+                    tracing::debug!("entry node's status not known: {e:#}");
+                    return;
+                }
+            }
+        }
+        tracing::warn!(
+            "entry node {} has not finished joining after {:?}; asking anyway",
+            self.entry,
+            self.wait_ready
+        );
+    }
+
     /// Asks the entry node; a failure to reach it is `unreachable: entry node …`.
     pub(super) async fn ask(&self, request: &FilesRequest) -> anyhow::Result<FilesResponse> {
+        self.ready.get_or_init(|| self.entry_ready()).await;
         // Control messages may go over a relay whatever the policy for file bytes.
         let control = RelayPolicy {
             allowed: true,
