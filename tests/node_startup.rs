@@ -319,11 +319,19 @@ impl Drop for Tmpfs {
 
 /// A node's status through the real `quickstore status --json`.
 fn status_json(dir: &Path) -> serde_json::Value {
-    let out = Command::new(BIN)
-        .args(["status", "--json", "--data-dir"])
-        .arg(dir)
-        .output()
-        .expect("status runs");
+    // node.json is written by a task of its own just after the node listens: give it time.
+    let started = std::time::Instant::now();
+    let out = loop {
+        let out = Command::new(BIN)
+            .args(["status", "--json", "--data-dir"])
+            .arg(dir)
+            .output()
+            .expect("status runs");
+        if out.status.success() || started.elapsed() > std::time::Duration::from_secs(10) {
+            break out;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
     assert!(
         out.status.success(),
         "status failed: {}",
