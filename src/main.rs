@@ -67,9 +67,10 @@ enum Command {
 fn main() {
     if let Err(e) = run() {
         // One line, whatever the error's chain held.
-        let text = format!("{e:#}");
-        let line = text.split_whitespace().collect::<Vec<_>>().join(" ");
-        eprintln!("error: {line}");
+        eprintln!(
+            "error: {}",
+            quickstore::files::client::one_line(&format!("{e:#}"))
+        );
         std::process::exit(1);
     }
 }

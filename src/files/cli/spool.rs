@@ -3,8 +3,8 @@
 //! file, since a put announces its size before its first byte.
 //!
 //! The spool lives in the temporary directory (`TMPDIR`, default `/tmp`) and is removed when
-//! the put ends, however it ends. Bytes are copied in blocks by a blocking thread, never held
-//! whole in memory.
+//! the put ends, however it ends. Bytes are copied by `std::io::copy` on a blocking thread,
+//! never held whole in memory.
 
 use std::fs::File;
 use std::io::{self, Write};
@@ -45,9 +45,6 @@ impl Source {
     }
 }
 
-/// Bytes copied per read and write: 1 MiB.
-const BLOCK_BYTES: usize = 1 << 20;
-
 /// Reads `source` (`path`, or standard input) to its end into a new temporary file, which is
 /// deleted when the returned path is dropped.
 pub(super) async fn spool(source: Source, path: &Path) -> anyhow::Result<tempfile::TempPath> {
@@ -64,10 +61,10 @@ pub(super) async fn spool(source: Source, path: &Path) -> anyhow::Result<tempfil
             .context("cannot create a temporary file to spool the stream to (TMPDIR)")?;
         let (mut file, spool_path) = spool.into_parts();
         let copied = match source {
-            Source::Stdin => copy(&mut io::stdin().lock(), &mut file),
+            Source::Stdin => io::copy(&mut io::stdin().lock(), &mut file).map_err(Into::into),
             Source::Stream => File::open(&path)
                 .with_context(|| format!("cannot open {what}"))
-                .and_then(|mut input| copy(&mut input, &mut file)),
+                .and_then(|mut input| io::copy(&mut input, &mut file).map_err(Into::into)),
             Source::Regular | Source::Directory => bail!("{what} is not a stream"),
         };
         copied
@@ -86,23 +83,6 @@ pub(super) async fn spool(source: Source, path: &Path) -> anyhow::Result<tempfil
     })
     .await
     .context("the spooling thread failed")?
-}
-
-/// Copies `input` to `output` to the end, in blocks of `BLOCK_BYTES`; returns the bytes
-/// copied. Interrupted reads are retried.
-fn copy(input: &mut impl io::Read, output: &mut impl Write) -> anyhow::Result<u64> {
-    let mut buf = vec![0u8; BLOCK_BYTES];
-    let mut total = 0u64;
-    loop {
-        let n = match input.read(&mut buf) {
-            Ok(0) => return Ok(total),
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(e.into()),
-        };
-        output.write_all(&buf[..n])?;
-        total += n as u64;
-    }
 }
 
 #[cfg(test)]
