@@ -8,6 +8,8 @@
 //!   `--force`; a tree of 1,000 small and a few large files round-trips.
 //! * `dead_holders`: 5 nodes, k = 1: a get right after `kill -9` of a holder is served by a
 //!   live one at once; with every holder dead it says `unreachable`, not `not found`.
+//! * `first_home_fills_up`: 5 nodes, k = 1, each on a tmpfs: the first home's disk fills up
+//!   while the bytes flow; the next home takes them and the put ends with 3 copies.
 
 mod common;
 
@@ -416,4 +418,121 @@ async fn dead_holders() {
         got.stderr
     );
     assert!(!work.join("again").exists());
+}
+
+/// Whether `proc`'s log has a line containing `needle`.
+fn logged(proc: &Proc, needle: &str) -> bool {
+    std::fs::read_to_string(proc.log()).is_ok_and(|log| log.contains(needle))
+}
+
+/// Bytes of the partial blobs `proc` is writing now.
+fn partial_bytes(proc: &Proc) -> u64 {
+    std::fs::read_dir(proc.dir.join("blobs").join("tmp"))
+        .map(|dir| {
+            dir.filter_map(Result::ok)
+                .filter_map(|e| e.metadata().ok())
+                .map(|m| m.len())
+                .sum()
+        })
+        .unwrap_or(0)
+}
+
+/// Sends a signal to a running node.
+fn signal(proc: &Proc, signal: libc::c_int) {
+    let pid = proc.child.as_ref().expect("running").id();
+    // SAFETY: kill(2) on a child this test started and has not reaped.
+    let sent = unsafe { libc::kill(pid as libc::pid_t, signal) };
+    assert_eq!(sent, 0, "kill({pid}, {signal})");
+}
+
+/// Defect 7: the first home's disk fills up while the bytes flow (5 nodes, k = 1, each on a
+/// tmpfs of its own). The put does not give up: the next home takes the bytes, the full node
+/// is replaced by another member, and the file is stored with R = 3 copies, none on the full
+/// node.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn first_home_fills_up() {
+    const SIZE: usize = 160 << 20;
+    let root = std::env::temp_dir().join(format!("qs-cli-full-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&root);
+    let work = root.join("work");
+    std::fs::create_dir_all(&work).expect("work dir");
+    std::fs::write(root.join("config.toml"), config(1)).expect("config");
+    let mut procs: Vec<Proc> = prepare(&root, identities(1, 5));
+    let mut disks = Vec::new();
+    for p in &procs {
+        match common::tmpfs::Tmpfs::mount_at(&p.dir.join("blobs"), 256 << 20) {
+            Some(disk) => disks.push(disk),
+            None => return,
+        }
+    }
+    procs[0].start(&root, &[]);
+    let first = procs[0].address.clone().expect("address");
+    for p in procs.iter_mut().skip(1) {
+        p.start(&root, std::slice::from_ref(&first));
+    }
+    wait_converged(&procs, 1, "convergence", Duration::from_secs(60)).await;
+    let source = work.join("source");
+    let content = bytes(SIZE, 11);
+    std::fs::write(&source, &content).expect("source");
+    let entry = procs[0].address.as_ref().expect("running").to_string();
+    let put = std::thread::spawn({
+        let work = work.clone();
+        move || cli(&work, &["put", "source", "big", "--peer", &entry, "--json"])
+    });
+
+    // The first home logs that it is one; once its copy is growing, stop it, fill its disk
+    // and let it go on: its next write fails with ENOSPC.
+    let started = Instant::now();
+    let full = loop {
+        let first_home = procs
+            .iter()
+            .position(|p| logged(p, "as its first home") && partial_bytes(p) >= 1 << 20);
+        if let Some(i) = first_home {
+            break i;
+        }
+        assert!(
+            !put.is_finished() && started.elapsed() < Duration::from_secs(30),
+            "the put ended before its first home could be caught writing"
+        );
+        std::thread::sleep(Duration::from_millis(2));
+    };
+    signal(&procs[full], libc::SIGSTOP);
+    let filled = disks[full].fill();
+    signal(&procs[full], libc::SIGCONT);
+    assert!(filled > 0, "nothing was left to fill");
+
+    let put = put.join().expect("the put thread");
+    assert!(put.ok, "the put gave up: {}", put.stderr);
+    let report = put.json();
+    let holders: Vec<String> = report["holders"]
+        .as_array()
+        .expect("holders")
+        .iter()
+        .filter_map(|h| h.as_str().map(str::to_string))
+        .collect();
+    let full_peer = procs[full].peer.to_string();
+    assert!(
+        !holders.contains(&full_peer),
+        "the full node is listed as a holder: {report}"
+    );
+    assert_eq!(report["copies"], 3, "{report}");
+    assert!(
+        logged(&procs[full], "no space left on device") || logged(&procs[full], "cannot store"),
+        "the full node never hit its full disk"
+    );
+    let got = cli(
+        &work,
+        &["get", "big", "-o", "got", "--peer", &{
+            let other = (full + 1) % procs.len();
+            procs[other].address.as_ref().expect("running").to_string()
+        }],
+    );
+    assert!(got.ok, "{}", got.stderr);
+    assert!(
+        std::fs::read(work.join("got")).expect("got") == content,
+        "the bytes differ"
+    );
+    drop(procs);
+    drop(disks);
+    let _ = std::fs::remove_dir_all(&root);
 }

@@ -6,11 +6,12 @@
 mod common;
 
 use std::io::{BufRead, BufReader, Read, Write};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use common::ns_node::BIN;
+use common::tmpfs::Tmpfs;
 
 const CONFIG: &str = r#"
 [node]
@@ -267,53 +268,6 @@ fn one_sigint_stops_a_node() {
             !dir.join("node.json").exists(),
             "node {i} did not stop cleanly"
         );
-    }
-}
-
-/// A tmpfs of `bytes` on a fresh directory, unmounted when dropped.
-struct Tmpfs {
-    dir: tempfile::TempDir,
-}
-
-impl Tmpfs {
-    /// Mounts one; `None` (the test is skipped) when not root, unless `CI` is set.
-    fn mount(bytes: u64) -> Option<Tmpfs> {
-        // SAFETY: geteuid has no preconditions.
-        if unsafe { libc::geteuid() } != 0 {
-            assert!(
-                std::env::var_os("CI").is_none(),
-                "CI runs as root: mounting a tmpfs must work"
-            );
-            eprintln!("skipped: mounting a tmpfs needs root");
-            return None;
-        }
-        let dir = tempfile::Builder::new()
-            .prefix("qs-tmpfs-")
-            .tempdir()
-            .expect("temp dir");
-        let status = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={bytes}"), "tmpfs"])
-            .arg(dir.path())
-            .status()
-            .expect("mount runs");
-        assert!(status.success(), "mount -t tmpfs failed");
-        Some(Tmpfs { dir })
-    }
-
-    fn path(&self) -> PathBuf {
-        self.dir.path().to_path_buf()
-    }
-}
-
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        let unmounted = Command::new("umount").arg(self.dir.path()).status();
-        if !unmounted.is_ok_and(|s| s.success()) {
-            let _ = Command::new("umount")
-                .arg("-l")
-                .arg(self.dir.path())
-                .status();
-        }
     }
 }
 

@@ -58,6 +58,10 @@ impl FilesService {
             .filter(|p| *p != self.handle.me)
             .take(want)
             .collect();
+        tracing::info!(
+            "storing {name:?} ({size} bytes) as its first home, forwarding to {} of {want} other homes",
+            others.len()
+        );
         let writer = match self.blobs.create(size).await {
             Ok(writer) => writer,
             Err(e) => {

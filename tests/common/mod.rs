@@ -5,6 +5,7 @@
 
 pub mod netns;
 pub mod ns_node;
+pub mod tmpfs;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command};

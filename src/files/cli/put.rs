@@ -300,11 +300,14 @@ async fn put_file(
         );
     }
     let mut last = anyhow!("refused: no home node offered");
+    // Homes that refused or failed are left out of the next try's pipeline: the next first
+    // home replaces them from the rest of the group.
+    let mut failed: Vec<usize> = Vec::new();
     for (i, first) in homes.iter().enumerate() {
         let others: Vec<PeerInfo> = homes
             .iter()
             .enumerate()
-            .filter(|(j, _)| *j != i)
+            .filter(|(j, _)| *j != i && !failed.contains(j))
             .map(|(_, h)| h.clone())
             .collect();
         let sending = Sending {
@@ -346,6 +349,7 @@ async fn put_file(
             Err(PutError::Final(e)) => return Err(e),
             Err(PutError::TryNext(e)) => {
                 tracing::info!("home {} failed: {e:#}", first.peer);
+                failed.push(i);
                 last = e;
             }
         }
@@ -354,7 +358,9 @@ async fn put_file(
 }
 
 enum PutError {
-    /// Another home may work (it could not be reached before any byte moved).
+    /// Another home may work: this one could not be reached, or refused to store the bytes
+    /// (before they moved, or after them: its disk filled up). The bytes are sent again to
+    /// the next home, which replaces this one.
     TryNext(anyhow::Error),
     /// Stop here.
     Final(anyhow::Error),
@@ -399,10 +405,11 @@ async fn put_to(
     match answer {
         BlobResponse::Ready => {}
         BlobResponse::Refused { reason } => {
-            return Err(PutError::Final(anyhow!("refused: {reason}")));
+            return Err(PutError::TryNext(anyhow!("refused: {reason}")));
         }
         other => return Err(PutError::Final(anyhow!("unexpected answer {other:?}"))),
     }
+    let mut moved = 0u64;
     let sent = async {
         let file = tokio::fs::File::open(path)
             .await
@@ -411,6 +418,7 @@ async fn put_to(
         while let Some(chunk) = source.next().await {
             write_chunk(&mut stream, chunk, io).await?;
             bar.inc(chunk.len() as u64);
+            moved += chunk.len() as u64;
         }
         let blake3 = source
             .finish()
@@ -421,16 +429,26 @@ async fn put_to(
         match read_message::<BlobResponse>(&mut stream, MAX_RESPONSE_BYTES, deadline).await? {
             BlobResponse::Stored { tuple } => {
                 let _ = stream.close().await;
-                Ok(tuple)
+                Ok(Ok(tuple))
             }
-            BlobResponse::Refused { reason } => Err(anyhow!("refused: {reason}")),
+            BlobResponse::Refused { reason } => Ok(Err(anyhow!("refused: {reason}"))),
             other => Err(anyhow!("unexpected answer {other:?}")),
         }
     };
-    sent.await.map_err(|e: anyhow::Error| {
-        PutError::Final(anyhow!(
+    let failed = |e: anyhow::Error| {
+        anyhow!(
             "put failed at home node {}: {e:#}; nothing was published",
             first.peer
-        ))
-    })
+        )
+    };
+    match sent.await {
+        Ok(Ok(tuple)) => Ok(tuple),
+        // The home took the bytes and could not keep them (its disk filled up while they
+        // flowed): the next home gets them from the start.
+        Ok(Err(refusal)) => {
+            bar.set_position(bar.position().saturating_sub(moved));
+            Err(PutError::TryNext(failed(refusal)))
+        }
+        Err(e) => Err(PutError::Final(failed(e))),
+    }
 }
