@@ -10,9 +10,10 @@ use libp2p::multiaddr::Protocol;
 use libp2p::swarm::SwarmEvent;
 use libp2p::{Multiaddr, PeerId, request_response};
 
+use crate::files::cli::{count, ranges, shown};
 use crate::node::{NodeFile, default_data_dir};
 use crate::reach::{Path, Reachability};
-use crate::status::{Status, StatusRequest};
+use crate::status::{NetworkView, Status, StatusRequest};
 
 /// Which node a client command talks to.
 #[derive(Args, Debug, Clone)]
@@ -166,6 +167,53 @@ fn reach_line(s: &Status) -> String {
     line
 }
 
+/// The network part of `status`: its size, groups without a node, names below R.
+fn network_lines(groups: u32, n: &NetworkView) -> Vec<String> {
+    let with_node = groups as usize - n.groups_without_node.len();
+    let mut network = format!(
+        "network   about {} in {} of {groups} groups",
+        count(n.network_size_estimate, "node", "nodes"),
+        with_node
+    );
+    if !n.groups_without_node.is_empty() {
+        network.push_str(&format!(
+            "; no node known in {} {}",
+            if n.groups_without_node.len() == 1 {
+                "group"
+            } else {
+                "groups"
+            },
+            ranges(&n.groups_without_node)
+        ));
+    }
+    let copies = if n.names_below_replication_total == 0 {
+        format!(
+            "copies    every name of this group has {} live",
+            count(u64::from(n.replication), "copy", "copies")
+        )
+    } else {
+        let listed: Vec<String> = n
+            .names_below_replication
+            .iter()
+            .take(10)
+            .map(|b| format!("{} ({})", shown(&b.name), b.copies))
+            .collect();
+        let more = n.names_below_replication_total - listed.len() as u64;
+        format!(
+            "copies    {} with fewer than {} live: {}{}",
+            count(n.names_below_replication_total, "name", "names"),
+            count(u64::from(n.replication), "copy", "copies"),
+            listed.join(", "),
+            if more > 0 {
+                format!(" and {more} more")
+            } else {
+                String::new()
+            }
+        )
+    };
+    vec![network, copies]
+}
+
 fn print_status(s: &Status) {
     println!("peer      {}", s.peer_id);
     println!("network   {} ({})", s.network, s.network_id);
@@ -180,6 +228,11 @@ fn print_status(s: &Status) {
         println!("address   {a}");
     }
     println!("reach     {}", reach_line(s));
+    if let Some(network) = &s.network_view {
+        for line in network_lines(s.groups, network) {
+            println!("{line}");
+        }
+    }
     println!();
     println!("view ({} members)", s.view.len());
     println!(
@@ -221,6 +274,7 @@ fn print_status(s: &Status) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::status::NameCopies;
 
     fn status(reachability: Reachability, relay: Option<(&str, bool)>) -> Status {
         let mut s: Status = serde_json::from_value(serde_json::json!({
@@ -232,6 +286,50 @@ mod tests {
         s.reachability = reachability;
         s.relay = relay.map(|(a, ok)| (a.to_string(), ok));
         s
+    }
+
+    #[test]
+    fn an_older_status_without_the_network_fields_still_reads() {
+        let s = status(Reachability::Unknown, None);
+        assert_eq!(s.network_view, None);
+    }
+
+    #[test]
+    fn the_network_lines_say_size_empty_groups_and_names_below_r() {
+        let mut n = NetworkView {
+            network_size_estimate: 5,
+            groups_without_node: vec![1, 2, 3, 7],
+            replication: 3,
+            names_below_replication: vec![NameCopies {
+                name: "a b".to_string(),
+                copies: 1,
+            }],
+            names_below_replication_total: 1,
+        };
+        assert_eq!(
+            network_lines(8, &n),
+            [
+                "network   about 5 nodes in 4 of 8 groups; no node known in groups 1-3, 7",
+                "copies    1 name with fewer than 3 copies live: a b (1)",
+            ]
+        );
+        n.groups_without_node.clear();
+        n.names_below_replication.clear();
+        n.names_below_replication_total = 0;
+        assert_eq!(
+            network_lines(8, &n),
+            [
+                "network   about 5 nodes in 8 of 8 groups",
+                "copies    every name of this group has 3 copies live",
+            ]
+        );
+        // A status with the network fields round-trips through its JSON, flat.
+        let mut s = status(Reachability::Unknown, None);
+        s.network_view = Some(n.clone());
+        let json = serde_json::to_value(&s).expect("json");
+        assert_eq!(json["network_size_estimate"], 5);
+        let back: Status = serde_json::from_value(json).expect("reads back");
+        assert_eq!(back.network_view, Some(n));
     }
 
     #[test]

@@ -91,6 +91,88 @@ pub struct Status {
     /// Whether the node is ready, and how others reach it (see [`Ready`]).
     #[serde(default)]
     pub ready: Ready,
+    /// The network as this node sees it (its fields sit at the top level of the JSON; none
+    /// from nodes older than them).
+    #[serde(flatten)]
+    pub network_view: Option<NetworkView>,
+}
+
+/// The network as one node sees it: its size, the groups it knows no node of, and the names
+/// of its own group that have fewer than R live copies.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NetworkView {
+    /// Nodes in the network, estimated as the live members of the own group (itself
+    /// included) times the groups that have a node (the own group and every group with a
+    /// contact): exact when groups are even, and it counts only what this node knows of.
+    pub network_size_estimate: u64,
+    /// Groups of which this node knows no live node (no contact): names of these groups
+    /// can be neither stored nor found through it.
+    pub groups_without_node: Vec<u32>,
+    /// R: the copies the network keeps of each file.
+    pub replication: u32,
+    /// Names of the own group (not deleted) whose live holders are fewer than R, fewest
+    /// first, at most [`MAX_NAMES_BELOW`]; repair adds copies while the group has room.
+    pub names_below_replication: Vec<NameCopies>,
+    /// How many names are below R in all (the list above may be cut).
+    pub names_below_replication_total: u64,
+}
+
+/// A name and its live copies.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NameCopies {
+    /// The name.
+    pub name: String,
+    /// Its holders that this node believes alive (itself or live members of its view).
+    pub copies: u32,
+}
+
+/// Names listed in [`NetworkView::names_below_replication`] at most.
+pub const MAX_NAMES_BELOW: usize = 100;
+
+impl NetworkView {
+    /// What `kelips`'s core knows of the network.
+    pub fn of(kelips: &KelipsBehaviour) -> Self {
+        let core = kelips.core();
+        let groups = core.config().groups;
+        let own_group = core.group();
+        let me = core.own_entry().id;
+        let contacts = core.contacts();
+        let with_contact: Vec<u32> = contacts
+            .iter()
+            .filter(|(g, cs)| *g != own_group && !cs.is_empty())
+            .map(|(g, _)| g)
+            .collect();
+        let groups_without_node: Vec<u32> = (0..groups)
+            .filter(|g| *g != own_group && !with_contact.contains(g))
+            .collect();
+        let members = core.view().live().count() as u64 + 1;
+        let groups_with_node = with_contact.len() as u64 + 1;
+        let replication = core.config().replication;
+        let mut below: Vec<NameCopies> = core
+            .tuples()
+            .iter()
+            .filter(|t| !t.deleted)
+            .map(|t| NameCopies {
+                name: t.name.to_string(),
+                copies: t
+                    .holders
+                    .iter()
+                    .filter(|h| **h == me || core.view().is_live(h))
+                    .count() as u32,
+            })
+            .filter(|n| (n.copies as usize) < replication)
+            .collect();
+        below.sort_by(|a, b| a.copies.cmp(&b.copies).then_with(|| a.name.cmp(&b.name)));
+        let total = below.len() as u64;
+        below.truncate(MAX_NAMES_BELOW);
+        NetworkView {
+            network_size_estimate: members.saturating_mul(groups_with_node),
+            groups_without_node,
+            replication: replication as u32,
+            names_below_replication: below,
+            names_below_replication_total: total,
+        }
+    }
 }
 
 /// Whether a node is ready to serve, and how others reach it: `status` shows it (text and
@@ -217,6 +299,7 @@ impl Status {
             relay: None,
             paths: BTreeMap::new(),
             ready: Ready::of(core.is_joined(), Reachability::Unknown, false),
+            network_view: Some(NetworkView::of(kelips)),
         }
     }
 

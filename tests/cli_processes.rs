@@ -5,7 +5,8 @@
 //!   exists and names the group it missed; streams (`put -`, a FIFO) are stored whole;
 //!   `get -o -` and `-o /dev/stdout` write in place; copies are reported honestly and
 //!   `--min-copies` fails; stale `.part` files go; errors are one line naming the thing;
-//!   `--force`; a tree of 1,000 small and a few large files round-trips.
+//!   `--force`; a tree of 1,000 small and a few large files round-trips; `status` shows the
+//!   network's size, the group without a node and the names below R.
 //! * `dead_holders`: 5 nodes, k = 1: a get right after `kill -9` of a holder is served by a
 //!   live one at once; with every holder dead it says `unreachable`, not `not found`.
 //! * `first_home_fills_up`: 5 nodes, k = 1, each on a tmpfs: the first home's disk fills up
@@ -187,6 +188,30 @@ fn one_node() {
     );
     let strict = run(&["put", "-", &piped, "--min-copies", "2"]);
     one_line_error(&strict, &["--min-copies"]);
+
+    // Status of the network: one node, group 1 has none, both names are below R.
+    let status = run(&["status", "--json"]);
+    assert!(status.ok, "{}", status.stderr);
+    let status = status.json();
+    assert_eq!(status["network_size_estimate"], 1, "{status}");
+    assert_eq!(status["groups_without_node"], serde_json::json!([1]));
+    assert_eq!(status["names_below_replication_total"], 2, "{status}");
+    let below: Vec<(&str, u64)> = status["names_below_replication"]
+        .as_array()
+        .expect("names below R")
+        .iter()
+        .filter_map(|n| Some((n["name"].as_str()?, n["copies"].as_u64()?)))
+        .collect();
+    assert!(
+        below.contains(&(piped.as_str(), 1)) && below.contains(&(from_fifo.as_str(), 1)),
+        "{below:?}"
+    );
+    let text = run(&["status"]).text();
+    assert!(
+        text.contains("about 1 node in 1 of 2 groups; no node known in group 1")
+            && text.contains("2 names with fewer than 3 copies live"),
+        "{text}"
+    );
 
     // Defect 3: -o - and -o /dev/stdout write the bytes in place.
     let got = run(&["get", &from_fifo, "-o", "-"]);

@@ -14,7 +14,7 @@ use quickstore_behaviours::net::Peer;
 use quickstore_behaviours::tuple::check_name;
 use serde::Serialize;
 
-use super::report::{count, human_size, shown};
+use super::report::{count, human_size, ranges, shown};
 use super::session::{Session, unexpected};
 use super::{Common, quiet};
 use crate::blobs::to_hex;
@@ -97,25 +97,6 @@ impl Listing {
         let noun = if groups.len() == 1 { "group" } else { "groups" };
         format!("{noun} {}{first}", ranges(&groups))
     }
-}
-
-/// Sorted numbers as ranges: `0-2, 5, 7-8`.
-fn ranges(numbers: &[u32]) -> String {
-    let mut parts: Vec<String> = Vec::new();
-    let mut i = 0;
-    while i < numbers.len() {
-        let mut j = i;
-        while j + 1 < numbers.len() && numbers[j + 1] == numbers[j] + 1 {
-            j += 1;
-        }
-        parts.push(if i == j {
-            numbers[i].to_string()
-        } else {
-            format!("{}-{}", numbers[i], numbers[j])
-        });
-        i = j + 1;
-    }
-    parts.join(", ")
 }
 
 /// Lists every group through the entry node, keeping the names that start with `prefix`.

@@ -24,7 +24,7 @@ use clap::Args;
 pub use get::{GetArgs, get};
 pub use list::{LsArgs, RmArgs};
 pub use put::{PutArgs, put};
-pub use report::FileReport;
+pub use report::{FileReport, count, ranges, shown};
 pub use session::EntryClient;
 
 use crate::client::Target;
