@@ -19,6 +19,7 @@ pub mod config;
 pub mod contacts;
 pub mod digest;
 pub mod entry;
+pub mod files_core;
 pub mod id;
 pub mod limits;
 pub mod lookup_map;

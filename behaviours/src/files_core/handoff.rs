@@ -1,0 +1,111 @@
+//! Hand-off at a clean stop: before exiting, a node copies each name it holds to another
+//! member (placed like a repair copy, excluding every known holder) and, once that copy is
+//! durable, publishes the set without itself and with the new holder under the next epoch.
+//! The count of copies never drops: the set loses this node only after gaining the new one,
+//! and every other holder stays listed. The driver keeps gossiping a few periods after the
+//! last `HandedOff` so the sets spread. A stopping node starts no more repairs.
+
+use std::sync::Arc;
+
+use crate::Millis;
+use crate::id::NodeId;
+use crate::limits::MAX_HOLDERS;
+use crate::tuple::FileTuple;
+
+use super::FilesCore;
+use super::output::{Command, CopyPurpose, Event};
+use super::placement::place;
+
+impl<I: NodeId> FilesCore<I> {
+    /// Starts handing off every held name at `now`; returns how many copies were asked for.
+    /// Each ends with `Event::HandedOff` when its copy is durable.
+    pub fn hand_off(&mut self, now: Millis) -> usize {
+        self.input(now);
+        self.stopping = true;
+        let held: Vec<Arc<FileTuple<I>>> = self
+            .names
+            .values()
+            .filter(|t| {
+                !t.tuple.deleted
+                    && t.tuple.holders.contains(&self.me)
+                    && self.blobs.contains_key(&t.tuple.version.blake3)
+                    && t.copying.is_empty()
+            })
+            .map(|t| t.tuple.clone())
+            .collect();
+        let mut asked = 0;
+        for tuple in held {
+            let mut exclude: Vec<I> = tuple.holders.clone();
+            if let Some(t) = self.names.get(&tuple.name) {
+                exclude.extend(t.knowledge.known.iter().cloned());
+            }
+            let picked = place(
+                &mut self.rng,
+                &self.me,
+                0,
+                &self.view,
+                tuple.size,
+                &exclude,
+                1,
+            );
+            let Some(to) = picked.into_iter().next() else {
+                continue;
+            };
+            if self.command(Command::CopyTo {
+                tuple: tuple.clone(),
+                to: to.clone(),
+                purpose: CopyPurpose::HandOff,
+            }) {
+                self.in_flight += 1;
+                self.stats.copies_started += 1;
+                if let Some(t) = self.names.get_mut(&tuple.name) {
+                    t.copying.insert(to);
+                }
+                asked += 1;
+            }
+        }
+        asked
+    }
+
+    /// The hand-off copy of `name` to `to` is durable: publish the set without this node.
+    pub(crate) fn finish_hand_off(&mut self, _now: Millis, name: &Arc<str>, to: I) {
+        let Some(tracked) = self.names.get(name) else {
+            return;
+        };
+        let tuple = tracked.tuple.clone();
+        let mut holders: Vec<I> = tracked
+            .knowledge
+            .copies()
+            .filter(|h| **h != self.me)
+            .cloned()
+            .collect();
+        holders.extend(tuple.holders.iter().filter(|h| **h != self.me).cloned());
+        holders.push(to.clone());
+        holders.sort();
+        holders.dedup();
+        // Live holders first if the cap bites.
+        if holders.len() > MAX_HOLDERS {
+            holders.sort_by_key(|h| !self.view.is_live(h));
+            holders.truncate(MAX_HOLDERS);
+            holders.sort();
+        }
+        let before = tuple.holders.len();
+        let after = holders.len();
+        let next = FileTuple {
+            holders,
+            epoch: tuple.epoch + 1,
+            ..FileTuple::clone(&tuple)
+        };
+        self.stats.holder_sets_published += 1;
+        self.emit(Event::HolderSetPublished {
+            name: name.clone(),
+            before,
+            after,
+        });
+        self.emit(Event::HandedOff {
+            name: name.clone(),
+            to,
+        });
+        self.publish(next);
+    }
+}
