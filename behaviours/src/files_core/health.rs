@@ -62,6 +62,11 @@ impl Health {
         }
     }
 
+    /// The time of the latest input (0 before any).
+    pub fn last_input(&self) -> Millis {
+        self.last_input.unwrap_or(0)
+    }
+
     /// The Kelips join finished at `now`.
     pub fn joined(&mut self, now: Millis) {
         if !self.joined {

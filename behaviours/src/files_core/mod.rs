@@ -327,7 +327,9 @@ impl<I: NodeId> FilesCore<I> {
             .iter()
             .filter(|h| **h == self.me || self.view.is_live(h))
             .count();
-        let replaces = live_listed >= target;
+        // A set replaces the known holders only when it lists enough live ones *by a
+        // settled view*: a stale view's target (its members all failed) proves nothing.
+        let replaces = live_listed >= target && self.is_settled(self.health.last_input());
         match self.names.get_mut(&tuple.name) {
             Some(tracked) => {
                 let before = tracked.tuple.clone();

@@ -724,3 +724,23 @@ fn an_unlisted_copy_of_the_current_version_is_not_deleted_while_the_set_lists_to
     assert!(node.deletes().is_empty());
     assert!(node.publishes().iter().any(|p| p.holders.contains(&id(1))));
 }
+
+#[test]
+fn an_unsettled_node_does_not_let_a_small_set_replace_what_it_knows() {
+    let r = ranked();
+    let good = tuple(1, &[r[0], r[1], r[2]], 0);
+    let mut node = Node::settled(r[1], &[r[0], r[2]]);
+    node.holds(&good);
+    // Paused: on waking its view says everyone failed, so the target looks like 1 and a
+    // set listing only this node would look "enough".
+    node.now += 20_000;
+    node.fail(r[0]);
+    node.fail(r[2]);
+    node.run(1_000);
+    assert!(!node.core.is_settled(node.now));
+    node.core.handle_tuple(node.now, tuple(1, &[r[1]], 1));
+    assert_eq!(
+        node.core.knowledge(NAME).unwrap().known,
+        set(&[r[0], r[1], r[2]])
+    );
+}
