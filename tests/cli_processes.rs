@@ -213,6 +213,37 @@ fn one_node() {
         "{text}"
     );
 
+    // ls --versions: a second put of a name keeps the first as an older version.
+    let args = with(&["put", "-", &piped]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let put = cli_with(&work, &args, Some(b"second\n"));
+    assert!(put.ok, "{}", put.stderr);
+    let started = Instant::now();
+    let listed = loop {
+        // The other group has no node: the listing is incomplete (exit 1) but says what it has.
+        let ls = run(&["ls", &piped, "--versions", "--json"]);
+        let listed = ls.json()["names"][0].clone();
+        let older = listed["older"].as_array().map_or(0, Vec::len);
+        if older == 1 || started.elapsed() > Duration::from_secs(10) {
+            break listed;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert_eq!(listed["version"], 2, "{listed}");
+    assert_eq!(listed["size"], 7, "{listed}");
+    assert_eq!(listed["older"][0]["version"], 1, "{listed}");
+    assert_eq!(listed["older"][0]["size"], 2, "{listed}");
+    assert_eq!(listed["older"][0]["copies"], 1, "{listed}");
+    let text = run(&["ls", &piped, "--versions", "--bytes"]).text();
+    assert!(
+        text.lines()
+            .any(|l| l.split_whitespace().collect::<Vec<_>>()
+                == ["2", "1", "1", piped.as_str(), "(older", "version)"]),
+        "{text}"
+    );
+    let plain = run(&["ls", &piped, "--json"]);
+    assert!(plain.json()["names"][0].get("older").is_none());
+
     // Defect 3: -o - and -o /dev/stdout write the bytes in place.
     let got = run(&["get", &from_fifo, "-o", "-"]);
     assert!(got.ok, "{}", got.stderr);

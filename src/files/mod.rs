@@ -4,6 +4,7 @@
 //!   `/quickstore/blob/1.0.0` (bytes).
 //! * [`handle`]: how file tasks ask the swarm task (lookups, placement, tuples).
 //! * [`service`]: the node's side of both protocols, one task per stream behind a limit.
+//!   Older versions (`version`, `versions`) are answered in `version_lookup`.
 //! * [`repair`]: keeping R copies, fetching lost bytes, collecting unnamed blobs, hand-off at
 //!   a clean stop.
 //! * [`client`]: the ephemeral peer the CLI runs; [`cli`]: `put`, `get`, `rm`, `ls`.
@@ -17,5 +18,6 @@ pub mod repair;
 pub mod service;
 pub mod sink;
 pub mod source;
+mod version_lookup;
 pub mod versions;
 pub mod wire;

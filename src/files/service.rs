@@ -31,7 +31,7 @@ use crate::store::NodeStore;
 /// Contacts of a foreign group a forwarded request tries at most.
 const FORWARD_TRIES: usize = 3;
 /// Members asked at most when looking for an older version.
-const MAX_GROUP_ASKED: usize = 64;
+pub(super) const MAX_GROUP_ASKED: usize = 64;
 
 /// Timeouts of the file protocols.
 #[derive(Debug, Clone, Copy)]
@@ -215,7 +215,7 @@ pub async fn files_request(
     read_message(&mut stream, MAX_RESPONSE_BYTES, timeout).await
 }
 
-fn refused(reason: impl ToString) -> FilesResponse {
+pub(super) fn refused(reason: impl ToString) -> FilesResponse {
     FilesResponse::Refused {
         reason: reason.to_string(),
     }
@@ -318,6 +318,8 @@ impl FilesService {
                 forwarded,
             } => self.find_version(name, lamport, forwarded).await,
             FilesRequest::HasVersion { name, lamport } => Ok(self.has_version(&name, lamport)),
+            FilesRequest::Versions { name, forwarded } => self.versions(name, forwarded).await,
+            FilesRequest::Kept { name } => Ok(self.kept_of(&name)),
             FilesRequest::Site {} => Ok(FilesResponse::Site {
                 ip: self.handle.site().map(|ip| ip.to_string()),
             }),
@@ -526,95 +528,8 @@ impl FilesService {
         }
     }
 
-    /// This node's answer to `has_version`: the version with itself as holder, or not found.
-    fn has_version(&self, name: &str, lamport: u64) -> FilesResponse {
-        let kept = self.kept.lock().ok().and_then(|k| k.find(name, lamport));
-        match kept {
-            Some(version) => FilesResponse::Located {
-                tuple: FileTuple {
-                    name: name.into(),
-                    version: Version {
-                        lamport,
-                        blake3: version.blake3,
-                    },
-                    size: version.size,
-                    holders: vec![Peer(self.handle.me)],
-                    epoch: 0,
-                    deleted: false,
-                },
-                holders: Vec::new(),
-                hops: 0,
-            },
-            None => FilesResponse::NotFound,
-        }
-    }
-
-    /// Finds the members of the name's group that keep version `lamport`.
-    async fn find_version(
-        &self,
-        name: String,
-        lamport: u64,
-        forwarded: bool,
-    ) -> Result<FilesResponse, WireError> {
-        if let Err(e) = check_name(&name) {
-            return Ok(refused(e));
-        }
-        let group = name_facts(&name, self.handle.groups).0;
-        if group != self.handle.group {
-            let request = FilesRequest::Version {
-                name,
-                lamport,
-                forwarded: true,
-            };
-            return self.forward(group, forwarded, request).await;
-        }
-        let (members, _) = self
-            .handle
-            .place(0, Vec::new(), MAX_GROUP_ASKED)
-            .await
-            .map_err(gone)?;
-        let asked = members.into_iter().map(|member| {
-            let name = name.clone();
-            async move {
-                let answer = if member.peer.0 == self.handle.me {
-                    self.has_version(&name, lamport)
-                } else {
-                    let request = FilesRequest::HasVersion { name, lamport };
-                    files_request(&self.control, member.peer.0, &request, self.timeouts.io)
-                        .await
-                        .unwrap_or(FilesResponse::NotFound)
-                };
-                match answer {
-                    FilesResponse::Located { tuple, .. } => Some((tuple, member)),
-                    _ => None,
-                }
-            }
-        });
-        let found: Vec<(FileTuple<Peer>, PeerInfo)> = futures::future::join_all(asked)
-            .await
-            .into_iter()
-            .flatten()
-            .collect();
-        let Some((first, _)) = found.first() else {
-            return Ok(FilesResponse::NotFound);
-        };
-        let mut tuple = first.clone();
-        let holders: Vec<PeerInfo> = found
-            .iter()
-            .filter(|(t, _)| t.version == first.version)
-            .map(|(_, info)| info.clone())
-            .collect();
-        tuple.holders = holders.iter().map(|h| h.peer).collect();
-        tuple.holders.sort();
-        Ok(FilesResponse::Located {
-            tuple,
-            holders,
-            hops: 1,
-        })
-    }
-
     /// Sends a request for `group` to its contacts, best first, until one answers.
-    async fn forward(
+    pub(super) async fn forward(
         &self,
         group: u32,
         forwarded: bool,

@@ -90,6 +90,11 @@ impl KeptVersions {
         self.by_name.remove(name).is_some()
     }
 
+    /// The kept versions of `name`, newest first.
+    pub fn of(&self, name: &str) -> &[KeptVersion] {
+        self.by_name.get(name).map_or(&[], Vec::as_slice)
+    }
+
     /// The kept version of `name` with Lamport counter `lamport`.
     pub fn find(&self, name: &str, lamport: u64) -> Option<KeptVersion> {
         self.by_name

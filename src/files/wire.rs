@@ -26,6 +26,9 @@ pub const BLOB_PROTOCOL: StreamProtocol = StreamProtocol::new("/quickstore/blob/
 pub const MAX_REQUEST_BYTES: usize = 32 * 1024;
 /// Largest response frame, in bytes (a page of listed tuples).
 pub const MAX_RESPONSE_BYTES: usize = 1 << 20;
+/// Versions of one name in a [`FilesResponse::KeptVersions`] at most (each holder keeps the
+/// newest and `files.keep_versions` older ones, 1 by default).
+pub const MAX_VERSIONS_LISTED: usize = 32;
 /// File bytes move in chunks of this size.
 pub const CHUNK_BYTES: usize = 256 * 1024;
 
@@ -93,6 +96,23 @@ pub enum FilesRequest {
         /// The version's Lamport counter.
         lamport: u64,
     },
+    /// The versions of `name` that the members of its group keep (for `ls --versions`). A
+    /// member asks the others with [`FilesRequest::Kept`]; an entry node of another group
+    /// forwards it.
+    #[serde(rename = "versions")]
+    Versions {
+        /// The name.
+        name: String,
+        /// Set when forwarded.
+        forwarded: bool,
+    },
+    /// The versions of `name` this node keeps (answered from its own store, never
+    /// forwarded).
+    #[serde(rename = "kept")]
+    Kept {
+        /// The name.
+        name: String,
+    },
     /// The public IP the answering node is seen from (the site of its LAN), so a client on
     /// its LAN dials other nodes' LAN addresses only when they are of the same site.
     #[serde(rename = "site")]
@@ -149,6 +169,13 @@ pub enum FilesResponse {
     Deleted {
         /// It.
         tuple: FileTuple<Peer>,
+    },
+    /// The kept versions of a name, newest first; each tuple names the members that keep
+    /// that version (its `holders`). Empty when no member keeps one.
+    #[serde(rename = "kept_versions")]
+    KeptVersions {
+        /// The versions, at most [`MAX_VERSIONS_LISTED`].
+        versions: Vec<FileTuple<Peer>>,
     },
     /// The answer to `site`.
     #[serde(rename = "site")]

@@ -9,6 +9,7 @@ use std::time::Instant;
 
 use anyhow::{anyhow, bail};
 use clap::Args;
+use futures::StreamExt;
 use quickstore_behaviours::FileTuple;
 use quickstore_behaviours::net::Peer;
 use quickstore_behaviours::tuple::check_name;
@@ -32,6 +33,10 @@ pub struct LsArgs {
     /// Sizes in bytes instead of KiB, MiB, GiB.
     #[arg(long)]
     bytes: bool,
+    /// Also the older versions the holders keep (`files.keep_versions`, 1 by default; fetch
+    /// one with `get NAME --version V`). One more request per name.
+    #[arg(long)]
+    versions: bool,
     #[command(flatten)]
     common: Common,
 }
@@ -56,6 +61,53 @@ struct Listed {
     blake3: String,
     copies: u32,
     holders: Vec<String>,
+    /// With `--versions`: the older versions kept, newest first (none when they could not
+    /// be asked for).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    older: Option<Vec<Listed>>,
+}
+
+impl Listed {
+    fn of(t: &FileTuple<Peer>) -> Listed {
+        Listed {
+            name: t.name.to_string(),
+            version: t.version.lamport,
+            size: t.size,
+            blake3: to_hex(&t.version.blake3),
+            copies: t.holders.len() as u32,
+            holders: t.holders.iter().map(|p| p.to_string()).collect(),
+            older: None,
+        }
+    }
+}
+
+/// Requests for older versions in flight at once (`ls --versions`).
+const VERSION_QUERIES: usize = 8;
+
+/// The older versions of each of `tuples`, in order: those kept below the listed version, or
+/// the reason they could not be asked for.
+async fn older_versions(
+    session: &Session,
+    tuples: &[FileTuple<Peer>],
+) -> Vec<Result<Vec<FileTuple<Peer>>, String>> {
+    futures::stream::iter(tuples)
+        .map(|t| async move {
+            let request = FilesRequest::Versions {
+                name: t.name.to_string(),
+                forwarded: false,
+            };
+            match session.ask(&request).await {
+                Ok(FilesResponse::KeptVersions { versions }) => Ok(versions
+                    .into_iter()
+                    .filter(|v| v.version.lamport < t.version.lamport)
+                    .collect()),
+                Ok(other) => Err(format!("{:#}", unexpected(&other, &t.name))),
+                Err(e) => Err(format!("{e:#}")),
+            }
+        })
+        .buffered(VERSION_QUERIES)
+        .collect()
+        .await
 }
 
 /// A group `ls` could not list.
@@ -154,18 +206,29 @@ impl LsArgs {
         let session = Session::start(&self.common)?;
         let prefix = self.prefix.clone().unwrap_or_default();
         let listing = list_names(&session, &prefix).await?;
+        let older = if self.versions {
+            older_versions(&session, &listing.tuples).await
+        } else {
+            Vec::new()
+        };
+        let unasked: Vec<(&str, &String)> = listing
+            .tuples
+            .iter()
+            .zip(&older)
+            .filter_map(|(t, o)| Some((t.name.as_ref(), o.as_ref().err()?)))
+            .collect();
         if self.common.json {
             let report = LsReport {
                 names: listing
                     .tuples
                     .iter()
-                    .map(|t| Listed {
-                        name: t.name.to_string(),
-                        version: t.version.lamport,
-                        size: t.size,
-                        blake3: to_hex(&t.version.blake3),
-                        copies: t.holders.len() as u32,
-                        holders: t.holders.iter().map(|p| p.to_string()).collect(),
+                    .enumerate()
+                    .map(|(i, t)| Listed {
+                        older: older
+                            .get(i)
+                            .and_then(|o| o.as_ref().ok())
+                            .map(|vs| vs.iter().map(Listed::of).collect()),
+                        ..Listed::of(t)
                     })
                     .collect(),
                 unreachable_groups: listing
@@ -182,18 +245,23 @@ impl LsArgs {
             if !listing.tuples.is_empty() {
                 println!("{:>10}  {:>7}  {:>6}  NAME", "SIZE", "VERSION", "COPIES");
             }
-            for t in &listing.tuples {
-                let size = if self.bytes {
-                    t.size.to_string()
-                } else {
-                    human_size(t.size)
-                };
-                println!(
-                    "{size:>10}  {:>7}  {:>6}  {}",
-                    t.version.lamport,
-                    t.holders.len(),
-                    shown(&t.name)
-                );
+            for (i, t) in listing.tuples.iter().enumerate() {
+                let kept = older.get(i).and_then(|o| o.as_ref().ok());
+                for (v, what) in std::iter::once((t, ""))
+                    .chain(kept.into_iter().flatten().map(|v| (v, " (older version)")))
+                {
+                    let size = if self.bytes {
+                        v.size.to_string()
+                    } else {
+                        human_size(v.size)
+                    };
+                    println!(
+                        "{size:>10}  {:>7}  {:>6}  {}{what}",
+                        v.version.lamport,
+                        v.holders.len(),
+                        shown(&t.name)
+                    );
+                }
             }
             let bytes: u64 = listing.tuples.iter().map(|t| t.size).sum();
             println!(
@@ -204,6 +272,13 @@ impl LsArgs {
                 } else {
                     human_size(bytes)
                 }
+            );
+        }
+        if let Some((name, why)) = unasked.first() {
+            bail!(
+                "incomplete: the older versions of {} could not be listed: {} ({why})",
+                count(unasked.len() as u64, "name", "names"),
+                shown(name)
             );
         }
         if !listing.unreachable.is_empty() {
