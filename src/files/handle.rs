@@ -9,6 +9,7 @@ use quickstore_behaviours::net::{Behaviour as KelipsBehaviour, Peer};
 use quickstore_behaviours::{Entry, FileTuple, LookupOutcome, LookupResult};
 use tokio::sync::{mpsc, oneshot};
 
+use super::health::NodeHealth;
 use super::wire::PeerInfo;
 
 /// Commands queued for the swarm task at most.
@@ -99,6 +100,11 @@ pub enum NodeCommand {
     Held {
         /// Them.
         reply: oneshot::Sender<Vec<HeldTuple>>,
+    },
+    /// Whether the node is joined and hears its network (for [`super::health`]).
+    Health {
+        /// It.
+        reply: oneshot::Sender<NodeHealth>,
     },
     /// The newest known version of each name, if known.
     Newest {
@@ -238,6 +244,11 @@ impl NodeHandle {
         self.ask(|reply| NodeCommand::Held { reply }).await
     }
 
+    /// Whether the node is joined and hears its network.
+    pub async fn health(&self) -> Result<NodeHealth, NodeGone> {
+        self.ask(|reply| NodeCommand::Health { reply }).await
+    }
+
     /// The newest known version of each name.
     pub async fn newest(&self, names: Vec<String>) -> Result<Vec<Option<Newest>>, NodeGone> {
         self.ask(|reply| NodeCommand::Newest { names, reply }).await
@@ -330,6 +341,14 @@ pub fn answer(kelips: &mut KelipsBehaviour, lookups: &mut PendingLookups, comman
                 }
             }
             let _ = reply.send(held);
+        }
+        NodeCommand::Health { reply } => {
+            let core = kelips.core();
+            let _ = reply.send(NodeHealth {
+                joined: core.is_joined(),
+                messages_in: core.stats().messages_in,
+                t_fail: std::time::Duration::from_millis(core.config().t_fail_ms),
+            });
         }
         NodeCommand::Newest { names, reply } => {
             let core = kelips.core();

@@ -13,6 +13,7 @@ mod block_pipe;
 pub mod cli;
 pub mod client;
 pub mod handle;
+pub mod health;
 mod put;
 pub mod repair;
 pub mod service;

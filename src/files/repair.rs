@@ -10,6 +10,10 @@
 //! * Held blobs are re-hashed round-robin, at most `scrub_bytes_per_s` (a scrub); a corrupt
 //!   copy is deleted and fetched again from another holder.
 //!
+//! Holder sets change and unnamed blobs are deleted only while the node is settled: joined,
+//! awake and hearing its network for a while ([`super::health`]). A node that just restarted
+//! or was paused would otherwise act on a view in which every other holder looks dead.
+//!
 //! At a clean stop, [`hand_off`] copies every held name to another member first.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -23,6 +27,7 @@ use tokio::sync::Semaphore;
 use tokio::time::Instant;
 
 use super::handle::HeldTuple;
+use super::health::LocalHealth;
 use super::service::{FilesCounters, FilesService, open_stream};
 use super::wire::{
     BLOB_PROTOCOL, BlobRequest, BlobResponse, ChunkReader, MAX_REQUEST_BYTES, MAX_RESPONSE_BYTES,
@@ -69,19 +74,41 @@ pub async fn run(service: Arc<FilesService>, config: RepairConfig) {
     let busy: Arc<std::sync::Mutex<BTreeSet<Arc<str>>>> = Default::default();
     let mut tick = tokio::time::interval(period);
     let mut last_started: Option<Arc<str>> = None;
+    let mut health = LocalHealth::new(period);
+    let mut was_settled = false;
     loop {
         tick.tick().await;
+        let Ok(node) = service.handle.health().await else {
+            return;
+        };
         let Ok(held) = service.handle.held().await else {
             return;
         };
+        // Only a settled node acts on its view (see `health`): before that, holder sets are
+        // left alone and no unnamed blob is deleted.
+        let settled = health.observe(Instant::now(), node);
+        match (&settled, was_settled) {
+            (Ok(()), false) => tracing::info!("repair settled: acting on the group view"),
+            (Err(why), true) => {
+                tracing::info!("repair holds back until the view is fresh again: {why}");
+                FilesCounters::add(&service.counters.repair_holds, 1);
+            }
+            _ => {}
+        }
+        was_settled = settled.is_ok();
         remember_versions(&service, &held).await;
-        collect_orphans(&service, &held, &mut orphans, orphan_grace).await;
+        if was_settled {
+            collect_orphans(&service, &held, &mut orphans, orphan_grace).await;
+        } else {
+            // Unnamed blobs wait a whole grace period after the node settles.
+            orphans.clear();
+        }
         scrub.round(&service, &held).await;
         // Only names that need work take a repair slot, starting after the last one served
         // so that no name waits behind others forever.
         let mut work = Vec::new();
         for item in held {
-            if needs_work(&service, &item).await {
+            if needs_work(&service, &item, was_settled).await {
                 work.push(item);
             }
         }
@@ -105,10 +132,12 @@ pub async fn run(service: Arc<FilesService>, config: RepairConfig) {
             let service = service.clone();
             let busy = busy.clone();
             let limit = service.timeouts.put_deadline + service.timeouts.io;
+            let settled = was_settled;
             tokio::spawn(async move {
                 let _permit = permit;
                 let started = Instant::now();
-                match tokio::time::timeout(limit, repair_one(&service, &item)).await {
+                let repair = repair_one(&service, &item, settled);
+                match tokio::time::timeout(limit, repair).await {
                     Ok(Ok(())) => {}
                     Ok(Err(e)) => tracing::info!("repair of {:?}: {e}", item.tuple.name),
                     Err(_) => tracing::warn!("repair of {:?} timed out", item.tuple.name),
@@ -125,24 +154,31 @@ pub async fn run(service: Arc<FilesService>, config: RepairConfig) {
     }
 }
 
-/// Whether this node has something to do for `item`: fetch missing bytes, or, as its leader,
-/// change the holder set (too few or too many live holders, or failed ones still listed).
-async fn needs_work(service: &FilesService, item: &HeldTuple) -> bool {
+/// Whether this node has something to do for `item`: fetch missing bytes, or, as its leader
+/// and only when `settled`, change the holder set (too few or too many live holders, or
+/// failed ones still listed).
+async fn needs_work(service: &FilesService, item: &HeldTuple, settled: bool) -> bool {
     let tuple = &item.tuple;
     if !service.blobs.contains(&tuple.version.blake3).await {
         return true;
+    }
+    if !settled {
+        return false;
     }
     let leader = item.live.iter().max_by_key(|p| rank(&tuple.name, p));
     leader == Some(&service.handle.me)
         && (item.live.len() != service.handle.replication || tuple.holders.len() != item.live.len())
 }
 
-async fn repair_one(service: &FilesService, item: &HeldTuple) -> Result<(), String> {
+async fn repair_one(service: &FilesService, item: &HeldTuple, settled: bool) -> Result<(), String> {
     let tuple = &item.tuple;
     let me = service.handle.me;
     let hash = tuple.version.blake3;
     if !service.blobs.contains(&hash).await {
         return fetch(service, tuple, &item.live).await;
+    }
+    if !settled {
+        return Ok(());
     }
     let leader = item.live.iter().max_by_key(|p| rank(&tuple.name, p));
     if leader != Some(&me) {

@@ -61,6 +61,9 @@ pub struct FilesCounters {
     pub repairs_fetched: AtomicU64,
     /// Holder sets published by repair leaders.
     pub holder_sets_published: AtomicU64,
+    /// Times the repair loop stopped acting on the group view because the node was not
+    /// settled (paused, starved, deaf; see `files::health`).
+    pub repair_holds: AtomicU64,
     /// Stored blobs found corrupt.
     pub corrupt_found: AtomicU64,
     /// Control requests refused.
@@ -85,6 +88,7 @@ impl FilesCounters {
             ("file_bytes_received", get(&self.bytes_received)),
             ("repairs_fetched", get(&self.repairs_fetched)),
             ("holder_sets_published", get(&self.holder_sets_published)),
+            ("repair_holds", get(&self.repair_holds)),
             ("corrupt_blobs_found", get(&self.corrupt_found)),
             ("file_requests_refused", get(&self.control_refused)),
         ]

@@ -1,0 +1,283 @@
+//! A holder that restarts or is paused must not act on a stale view (issue 14's hazards, on
+//! real processes over loopback; 5 nodes, k = 1, R = 3, t_fail 1.5 s, orphan grace 2 s so
+//! that a wrong deletion would show):
+//!
+//! * `restarted_holder_keeps_the_holder_set`: the leader of a name's repair is killed with
+//!   `kill -9` and restarted at once with its data directory. Before, it repaired before it
+//!   had rejoined, saw itself as the only live holder and published a holder set of itself
+//!   alone (`3 holders listed, 1 after repair`), whose copies were then deleted as unnamed.
+//! * `paused_holder_does_not_shrink_or_delete`: the leader is stopped (`SIGSTOP`) for
+//!   3 × t_fail and continued. On waking it must not publish a smaller holder set or delete a
+//!   copy that a holder set lists.
+
+mod common;
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use common::{Proc, identities, log_lines, prepare, wait_converged};
+
+const CONFIG: &str = r#"
+[node]
+listen = ["/ip4/127.0.0.1/tcp/0"]
+backoff_ms = 300
+
+[kelips]
+network_name = "repair-health"
+groups = 1
+heartbeat_period_ms = 100
+gossip_period_ms = 100
+t_fail_ms = 1500
+t_contact_ms = 6000
+sync_period_ms = 1000
+rejoin_period_ms = 2000
+request_timeout_ms = 1000
+
+[files]
+io_timeout_ms = 10000
+put_deadline_ms = 20000
+repair_period_ms = 300
+orphan_grace_ms = 2000
+"#;
+
+const T_FAIL: Duration = Duration::from_millis(1500);
+
+/// A network of five nodes with three files stored; the files' names and BLAKE3 hashes.
+struct Stored {
+    root: std::path::PathBuf,
+    procs: Vec<Proc>,
+    files: Vec<(String, String)>,
+}
+
+impl Drop for Stored {
+    fn drop(&mut self) {
+        self.procs.clear();
+        if std::thread::panicking() {
+            eprintln!("logs kept in {}", self.root.display());
+        } else {
+            let _ = std::fs::remove_dir_all(&self.root);
+        }
+    }
+}
+
+fn quickstore(cwd: &Path, args: &[&str]) -> std::process::Output {
+    std::process::Command::new(common::ns_node::BIN)
+        .args(args)
+        .current_dir(cwd)
+        .env("RUST_LOG", "warn")
+        .output()
+        .expect("the CLI runs")
+}
+
+fn address(p: &Proc) -> String {
+    p.address.as_ref().expect("running").to_string()
+}
+
+async fn stored(tag: &str) -> Stored {
+    let root = std::env::temp_dir().join(format!("qs-health-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&root);
+    std::fs::create_dir_all(&root).expect("root");
+    std::fs::write(root.join("config.toml"), CONFIG).expect("config");
+    let mut procs = prepare(&root, identities(1, 5));
+    procs[0].start(&root, &[]);
+    let first = procs[0].address.clone().expect("address");
+    for p in procs.iter_mut().skip(1) {
+        p.start(&root, std::slice::from_ref(&first));
+    }
+    wait_converged(&procs, 1, "convergence", Duration::from_secs(60)).await;
+    let mut files = Vec::new();
+    for i in 0..3 {
+        let name = format!("file-{i}");
+        let path = root.join(&name);
+        let bytes: Vec<u8> = (0..200_000u32).map(|b| (b * 7 + i) as u8).collect();
+        std::fs::write(&path, bytes).expect("file");
+        let out = quickstore(
+            &root,
+            &[
+                "put",
+                path.to_str().expect("utf-8"),
+                &name,
+                "--json",
+                "--peer",
+                &address(&procs[0]),
+            ],
+        );
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+        assert_eq!(report["copies"], 3, "{report}");
+        files.push((name, report["blake3"].as_str().expect("blake3").to_string()));
+    }
+    // Every node acts on its view by now (settled: 2 t_fail after joining), so that a fault
+    // comes to a node that would act.
+    let started = Instant::now();
+    while !procs
+        .iter()
+        .all(|p| !log_lines(&p.log(), "repair settled").is_empty())
+    {
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "the nodes never settled"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    Stored { root, procs, files }
+}
+
+impl Stored {
+    /// The listed holders of every file, as every node must come to see them (waits until
+    /// the listing names three holders for each file, up to `limit`).
+    fn holders(&self, through: usize) -> Vec<Vec<String>> {
+        let out = quickstore(
+            &self.root,
+            &["ls", "--json", "--peer", &address(&self.procs[through])],
+        );
+        let listing: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+        self.files
+            .iter()
+            .map(|(name, _)| {
+                listing["names"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .find(|n| n["name"] == name.as_str())
+                    .and_then(|n| n["holders"].as_array())
+                    .map(|hs| {
+                        hs.iter()
+                            .filter_map(|h| h.as_str().map(str::to_string))
+                            .collect()
+                    })
+                    .unwrap_or_default()
+            })
+            .collect()
+    }
+
+    /// The process that leads the repair of file 0: its top-ranked holder.
+    fn leader_of_first(&self) -> usize {
+        let (name, _) = &self.files[0];
+        let holders = &self.holders(0)[0];
+        self.procs
+            .iter()
+            .enumerate()
+            .filter(|(_, p)| holders.contains(&p.peer.to_string()))
+            .max_by_key(|(_, p)| quickstore::files::repair::rank(name, &p.peer))
+            .map(|(i, _)| i)
+            .expect("a holder")
+    }
+
+    /// Whether `proc` has the blob `hex` on disk.
+    fn has_blob(&self, proc: usize, hex: &str) -> bool {
+        self.procs[proc]
+            .dir
+            .join("blobs")
+            .join(&hex[..2])
+            .join(hex)
+            .is_file()
+    }
+
+    /// Holder sets that shrank below R, as logged by `proc` (a trim of an extra copy down to R
+    /// is not a shrink).
+    fn shrinks(&self, proc: usize) -> Vec<String> {
+        log_lines(&self.procs[proc].log(), "after repair")
+            .into_iter()
+            .filter(|(_, line)| {
+                let numbers: Vec<u64> = line
+                    .split(|c: char| !c.is_ascii_digit())
+                    .filter_map(|w| w.parse().ok())
+                    .collect();
+                // The line ends "N holders listed, M after repair".
+                matches!(numbers.as_slice(), [.., listed, after] if after < listed && *after < 3)
+            })
+            .map(|(_, line)| line)
+            .collect()
+    }
+
+    /// After the fault: for a while, every file stays listed with three holders that have
+    /// the bytes, no node logs a shrinking holder set, and the files can be fetched.
+    fn assert_intact(&self, what: &str) {
+        let watched = Instant::now();
+        while watched.elapsed() < 2 * T_FAIL * 2 + Duration::from_secs(3) {
+            std::thread::sleep(Duration::from_millis(300));
+        }
+        for i in 0..self.procs.len() {
+            let shrinks = self.shrinks(i);
+            assert!(
+                shrinks.is_empty(),
+                "{what}: node {i} published smaller holder sets: {shrinks:?}"
+            );
+        }
+        let holders = self.holders(0);
+        for ((name, hex), listed) in self.files.iter().zip(&holders) {
+            assert_eq!(listed.len(), 3, "{what}: {name} is listed with {listed:?}");
+            for peer in listed {
+                let i = self
+                    .procs
+                    .iter()
+                    .position(|p| p.peer.to_string() == *peer)
+                    .expect("a node of the network");
+                assert!(
+                    self.has_blob(i, hex),
+                    "{what}: listed holder {i} of {name} has no copy"
+                );
+            }
+            let out = quickstore(
+                &self.root,
+                &[
+                    "get",
+                    name,
+                    "-o",
+                    "-",
+                    "--peer",
+                    &address(&self.procs[(self.procs.len() - 1) % 5]),
+                ],
+            );
+            assert!(
+                out.status.success(),
+                "{what}: get {name}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restarted_holder_keeps_the_holder_set() {
+    let mut net = stored("restart").await;
+    let leader = net.leader_of_first();
+    let bootstrap = net.procs[(leader + 1) % 5]
+        .address
+        .clone()
+        .expect("running");
+    net.procs[leader].kill();
+    let root = net.root.clone();
+    net.procs[leader].start(&root, &[bootstrap]);
+    net.assert_intact("after a restart");
+    // The restarted node waited for its view before acting.
+    let held = log_lines(&net.procs[leader].log(), "repair settled");
+    assert!(!held.is_empty(), "the restarted node never settled");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn paused_holder_does_not_shrink_or_delete() {
+    let net = stored("pause").await;
+    let leader = net.leader_of_first();
+    let pid = net.procs[leader].child.as_ref().expect("running").id() as libc::pid_t;
+    // SAFETY: kill(2) on a child this test started and has not reaped.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGSTOP) }, 0);
+    std::thread::sleep(3 * T_FAIL);
+    // SAFETY: as above.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGCONT) }, 0);
+    // While it slept the others replaced its copies (they cannot tell a pause from a
+    // death); what it does on waking must not shrink a set or delete a listed copy.
+    let shrinks = net.shrinks(leader);
+    assert!(shrinks.is_empty(), "{shrinks:?}");
+    net.assert_intact("after a pause");
+    let holds = log_lines(&net.procs[leader].log(), "repair holds back");
+    assert!(
+        !holds.is_empty(),
+        "the paused node did not notice that it had been paused"
+    );
+}
