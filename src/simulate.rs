@@ -3,7 +3,8 @@
 
 use clap::Args;
 use quickstore_behaviours::Config;
-use quickstore_behaviours::sim::scenario::Scenario;
+use quickstore_behaviours::sim::scenario::{Scenario, StoreScenario};
+use quickstore_behaviours::sim::store::StoreConfig;
 
 /// Simulate a Kelips network deterministically from a seed: join N nodes, insert names, kill a
 /// fraction at half time, look names up throughout, print what was measured.
@@ -91,6 +92,63 @@ pub struct SimulateArgs {
     /// Print one JSON object instead of a table.
     #[arg(long)]
     pub json: bool,
+    /// The file layer's flags.
+    #[command(flatten)]
+    pub store: Box<StoreArgs>,
+}
+
+/// The file layer of `simulate`: files cores, churn, pauses, gets.
+#[derive(Args, Debug, Clone)]
+pub struct StoreArgs {
+    /// Run the files core beside every Kelips core: names with sizes put through it,
+    /// transfers over links with bandwidths, disks, repair; gets; durability measured
+    /// (names_lost, restore_p99_s, …). Implied by any of the churn and pause flags below.
+    #[arg(long)]
+    pub store: bool,
+    /// Churn: median session length in virtual seconds (exponentially distributed);
+    /// departures are crashes.
+    #[arg(long)]
+    pub session_median_s: Option<f64>,
+    /// Share of departed nodes that come back with their disk; the others never do and a
+    /// new node joins in their place.
+    #[arg(long, default_value_t = 0.9)]
+    pub return_fraction: f64,
+    /// Median time a departed node stays away (exponential), virtual seconds.
+    #[arg(long, default_value_t = 600.0)]
+    pub downtime_median_s: f64,
+    /// Share of the nodes paused once (they execute nothing, then resume with a stale view).
+    #[arg(long, default_value_t = 0.0)]
+    pub pause_fraction: f64,
+    /// Length of a pause, virtual seconds.
+    #[arg(long, default_value_t = 30.0)]
+    pub pause_s: f64,
+    /// At this virtual second one group loses all but one running member at once.
+    #[arg(long)]
+    pub group_failure_at_s: Option<u64>,
+    /// Gets per virtual second (lookups of acknowledged names, served by a listed holder).
+    #[arg(long, default_value_t = 20.0)]
+    pub gets_per_s: f64,
+    /// Smallest name size, bytes (sizes are log-uniform).
+    #[arg(long, default_value_t = 1 << 10)]
+    pub size_min_bytes: u64,
+    /// Largest name size, bytes.
+    #[arg(long, default_value_t = 1 << 30)]
+    pub size_max_bytes: u64,
+    /// Download bandwidth of a node, Mbit/s: log-uniform from this…
+    #[arg(long, default_value_t = 50.0)]
+    pub down_mbps_min: f64,
+    /// …to this.
+    #[arg(long, default_value_t = 1000.0)]
+    pub down_mbps_max: f64,
+    /// Upload bandwidth of a node, Mbit/s: log-uniform from this…
+    #[arg(long, default_value_t = 10.0)]
+    pub up_mbps_min: f64,
+    /// …to this.
+    #[arg(long, default_value_t = 500.0)]
+    pub up_mbps_max: f64,
+    /// Disk capacity of every node, GiB.
+    #[arg(long, default_value_t = 256)]
+    pub disk_gib: u64,
 }
 
 impl SimulateArgs {
@@ -124,6 +182,40 @@ impl SimulateArgs {
             ..defaults
         };
         kelips.validate()?;
+        let flags = &*self.store;
+        let store = flags.store
+            || flags.session_median_s.is_some()
+            || flags.pause_fraction > 0.0
+            || flags.group_failure_at_s.is_some();
+        anyhow::ensure!(
+            flags.size_min_bytes > 0
+                && [
+                    flags.down_mbps_min,
+                    flags.down_mbps_max,
+                    flags.up_mbps_min,
+                    flags.up_mbps_max
+                ]
+                .iter()
+                .all(|mbps| mbps.is_finite() && *mbps > 0.0),
+            "sizes and bandwidths must be positive"
+        );
+        let store = store.then(|| StoreScenario {
+            config: StoreConfig {
+                size_min: flags.size_min_bytes,
+                size_max: flags.size_max_bytes.max(flags.size_min_bytes),
+                down_mbps: (flags.down_mbps_min, flags.down_mbps_max),
+                up_mbps: (flags.up_mbps_min, flags.up_mbps_max),
+                disk_bytes: flags.disk_gib << 30,
+                ..StoreConfig::default()
+            },
+            session_median_s: flags.session_median_s,
+            return_fraction: flags.return_fraction.clamp(0.0, 1.0),
+            downtime_median_s: flags.downtime_median_s,
+            pause_fraction: flags.pause_fraction.clamp(0.0, 1.0),
+            pause_s: flags.pause_s,
+            group_failure_at_s: flags.group_failure_at_s,
+            gets_per_s: flags.gets_per_s,
+        });
         Ok(Scenario {
             nodes: self.nodes,
             files: self.files,
@@ -140,6 +232,7 @@ impl SimulateArgs {
             kelips,
             threads: self.threads,
             min_delay_ms: self.min_delay_ms,
+            store,
             ..Scenario::default()
         })
     }

@@ -22,6 +22,7 @@ pub mod measure;
 mod queue;
 pub mod report;
 pub mod scenario;
+pub mod store;
 mod workers;
 
 use std::collections::BTreeMap;
@@ -35,6 +36,7 @@ use crate::Millis;
 use crate::codec::encoded_len;
 use crate::config::Config;
 use crate::entry::AddressRecord;
+use crate::files_core::{self, Command as FilesCommand, FilesCore, MemberState};
 use crate::id::{SimId, id_facts};
 use crate::message::{Envelope, Message};
 use crate::node::{Event, Kelips, Output};
@@ -132,7 +134,17 @@ struct SimNode {
     remembered: Vec<SimId>,
     /// Index of this node's work in the batch being taken.
     in_batch: Option<u32>,
+    /// The files core running beside the Kelips core, if any.
+    files: Option<Box<FilesCore<SimId>>>,
+    /// When the files core's timer is next due.
+    files_due: Millis,
+    /// Paused (it executes nothing) until then.
+    paused_until: Option<Millis>,
 }
+
+/// One output of a node's files core that the simulator does not handle itself (everything
+/// but `Publish`, which goes straight into the node's Kelips core).
+pub type FilesOutput = files_core::Output<SimId>;
 
 /// The simulator.
 pub struct Simulator {
@@ -149,6 +161,7 @@ pub struct Simulator {
     traffic: Traffic,
     by_kind: BTreeMap<&'static str, (u64, u64)>,
     trace: u64,
+    files_out: Vec<(Millis, u32, FilesOutput)>,
     /// Worker threads beside this one (none with `threads` = 1).
     workers: Option<Workers<NodeWork>>,
 }
@@ -182,6 +195,9 @@ impl Simulator {
                     address: AddressRecord::new(record).unwrap_or_default(),
                     remembered: Vec::new(),
                     in_batch: None,
+                    files: None,
+                    files_due: 0,
+                    paused_until: None,
                 }
             })
             .collect();
@@ -198,6 +214,7 @@ impl Simulator {
             traffic: Traffic::default(),
             by_kind: BTreeMap::new(),
             trace: 0xcbf2_9ce4_8422_2325,
+            files_out: Vec::new(),
             workers,
         }
     }
@@ -331,6 +348,100 @@ impl Simulator {
             node.remembered = core.remembered().map(|(id, _)| *id).collect();
         }
         node.scheduled_tick = None;
+        node.files = None;
+        node.paused_until = None;
+    }
+
+    /// Gives node `i` a files core (before [`start`](Self::start), so it hears the join).
+    /// It runs beside the Kelips core until the node is killed: it gets the view, the
+    /// messages heard, the own group's tuples it receives and its timer; its `Publish`
+    /// commands go into the Kelips core, its other outputs to
+    /// [`take_files_outputs`](Self::take_files_outputs).
+    pub fn set_files(&mut self, i: u32, files: FilesCore<SimId>) {
+        let node = &mut self.nodes[i as usize];
+        node.files = Some(Box::new(files));
+        node.files_due = self.now;
+    }
+
+    /// The files core of node `i`, if it runs.
+    pub fn files(&self, i: u32) -> Option<&FilesCore<SimId>> {
+        self.nodes.get(i as usize)?.files.as_deref()
+    }
+
+    /// Runs `input` on node `i`'s files core now (a transfer's outcome, a commit), then
+    /// collects what it produced. None when the node has no files core or is paused.
+    pub fn files_input<T>(
+        &mut self,
+        i: u32,
+        input: impl FnOnce(&mut FilesCore<SimId>, Millis) -> T,
+    ) -> Option<T> {
+        let now = self.now;
+        let node = self.nodes.get_mut(i as usize)?;
+        if node.paused_until.is_some() {
+            return None;
+        }
+        let files = node.files.as_deref_mut()?;
+        let out = input(files, now);
+        self.after_input(i);
+        Some(out)
+    }
+
+    /// Sets the free space node `i` advertises (Kelips entry and files core).
+    pub fn set_free_space(&mut self, i: u32, bytes: u64) {
+        let node = &mut self.nodes[i as usize];
+        if let Some(core) = node.core.as_deref_mut() {
+            core.set_free_space(bytes);
+        }
+        if let Some(files) = node.files.as_deref_mut() {
+            files.set_free_space(bytes);
+        }
+    }
+
+    /// Takes the files cores' outputs since the last call: (time, node, output).
+    pub fn take_files_outputs(&mut self) -> Vec<(Millis, u32, FilesOutput)> {
+        std::mem::take(&mut self.files_out)
+    }
+
+    /// Pauses node `i` until `until`: it executes nothing (messages to it are lost, its
+    /// timers wait), then resumes with the view it had.
+    pub fn pause(&mut self, i: u32, until: Millis) {
+        let node = &mut self.nodes[i as usize];
+        if node.core.is_none() || until <= self.now {
+            return;
+        }
+        node.paused_until = Some(until);
+        node.scheduled_tick = Some(until);
+        self.schedule(until, SimEvent::Tick { node: i });
+    }
+
+    /// Whether node `i` is paused.
+    pub fn is_paused(&self, i: u32) -> bool {
+        self.nodes[i as usize].paused_until.is_some()
+    }
+
+    /// When node `i`'s pause ends, if paused.
+    pub fn paused_until(&self, i: u32) -> Option<Millis> {
+        self.nodes[i as usize].paused_until
+    }
+
+    /// Whether node `i` runs and is not paused.
+    pub fn is_running(&self, i: u32) -> bool {
+        self.is_alive(i) && !self.is_paused(i)
+    }
+
+    /// How many times node `i` was started (a restart is a new generation).
+    pub fn generation(&self, i: u32) -> u32 {
+        self.nodes[i as usize].generation
+    }
+
+    /// Whether `a` and `b` can reach each other (no partition between them).
+    pub fn can_reach(&self, a: u32, b: u32) -> bool {
+        self.reachable(a, b)
+    }
+
+    /// One-way delay between two nodes, ms.
+    pub fn one_way_ms(&self, a: u32, b: u32) -> Millis {
+        self.delay(a, b)
     }
 
     /// Splits the network: nodes with different labels cannot reach each other.
@@ -405,6 +516,8 @@ impl Simulator {
                     batch.push(NodeWork {
                         node,
                         core: None,
+                        files: None,
+                        files_due: 0,
                         scheduled_tick: None,
                         inputs: Vec::new(),
                         drained: Drained::default(),
@@ -419,6 +532,8 @@ impl Simulator {
             let node = &mut self.nodes[work.node as usize];
             node.in_batch = None;
             work.core = node.core.take();
+            work.files = node.files.take();
+            work.files_due = node.files_due;
             work.scheduled_tick = node.scheduled_tick;
         }
         batch
@@ -428,8 +543,23 @@ impl Simulator {
     /// input.
     fn settle(&mut self, now: Millis, seq: u64, event: SimEvent) -> Option<(u32, Input)> {
         match event {
-            SimEvent::Tick { node } => (self.nodes[node as usize].scheduled_tick == Some(now))
-                .then_some((node, Input::Tick)),
+            SimEvent::Tick { node } => {
+                let sim_node = &mut self.nodes[node as usize];
+                if sim_node.scheduled_tick != Some(now) {
+                    return None;
+                }
+                match sim_node.paused_until {
+                    Some(until) if until > now => return None,
+                    Some(_) => sim_node.paused_until = None,
+                    None => {}
+                }
+                Some((node, Input::Tick))
+            }
+            SimEvent::Deliver { from, to, .. } if self.is_paused(to) && self.node(to).is_some() => {
+                // A paused process reads nothing: the message is lost.
+                let _ = from;
+                None
+            }
             SimEvent::Deliver { from, to, envelope } => {
                 if self.node(to).is_none() || !self.reachable(from, to) {
                     let back = if self.node(to).is_none() {
@@ -467,8 +597,10 @@ impl Simulator {
                 generation,
             } => {
                 let current = &self.nodes[node as usize];
-                (current.generation == generation && current.core.is_some())
-                    .then_some((node, Input::Unreachable { peer }))
+                (current.generation == generation
+                    && current.core.is_some()
+                    && current.paused_until.is_none())
+                .then_some((node, Input::Unreachable { peer }))
             }
         }
     }
@@ -486,6 +618,8 @@ impl Simulator {
         for work in batch {
             let node = &mut self.nodes[work.node as usize];
             node.core = work.core;
+            node.files = work.files;
+            node.files_due = work.files_due;
             node.scheduled_tick = work.scheduled_tick;
             if let Some(at) = work.drained.bumped_at {
                 node.last_bump = at;
@@ -504,12 +638,16 @@ impl Simulator {
     fn after_input(&mut self, i: u32) {
         let now = self.now;
         let node = &mut self.nodes[i as usize];
+        if node.paused_until.is_some() {
+            return;
+        }
         let Some(core) = node.core.as_mut() else {
             return;
         };
         let mut drained = Drained::default();
-        drain(core, now, &mut drained);
-        drained.tick_at = reschedule(&mut node.scheduled_tick, core.next_deadline().max(now));
+        pump(core, node.files.as_deref_mut(), now, &mut drained);
+        let deadline = node_deadline(core, node.files.as_deref(), node.files_due);
+        drained.tick_at = reschedule(&mut node.scheduled_tick, deadline.max(now));
         self.apply(i, drained);
     }
 
@@ -518,6 +656,9 @@ impl Simulator {
     fn apply(&mut self, i: u32, drained: Drained) {
         for (at, event) in drained.events {
             self.events.push((at, i, event));
+        }
+        for (at, output) in drained.files {
+            self.files_out.push((at, i, output));
         }
         for (sent, to, envelope, size) in drained.sends {
             let kind = self.by_kind.entry(envelope.message.kind()).or_default();
@@ -564,6 +705,8 @@ enum Input {
 struct NodeWork {
     node: u32,
     core: Option<Box<Kelips<SimId>>>,
+    files: Option<Box<FilesCore<SimId>>>,
+    files_due: Millis,
     scheduled_tick: Option<Millis>,
     inputs: Vec<(Millis, Input)>,
     drained: Drained,
@@ -575,6 +718,7 @@ struct NodeWork {
 struct Drained {
     sends: Vec<(Millis, u32, Envelope<SimId>, usize)>,
     events: Vec<(Millis, Event<SimId>)>,
+    files: Vec<(Millis, FilesOutput)>,
     refused: u64,
     /// When the heartbeat last changed.
     bumped_at: Option<Millis>,
@@ -591,6 +735,7 @@ impl workers::Item for NodeWork {
         let Some(core) = self.core.as_mut() else {
             return;
         };
+        let mut files = self.files.as_deref_mut();
         let mut beat = core.beat();
         let mut inputs = std::mem::take(&mut self.inputs).into_iter().peekable();
         let mut now = start;
@@ -614,26 +759,44 @@ impl workers::Item for NodeWork {
                         if let Some(rtt) = rtt_us {
                             core.handle_rtt(&SimId(from), rtt);
                         }
+                        let tuples = match (&files, &envelope.message) {
+                            (Some(_), Message::SyncPush(push)) => push.tuples.clone(),
+                            (Some(_), Message::SyncReply(reply)) => reply.tuples.clone(),
+                            _ => Vec::new(),
+                        };
                         if core.handle_message(now, SimId(from), envelope).is_err() {
                             self.drained.refused += 1;
+                        } else if let Some(files) = files.as_deref_mut() {
+                            files.handle_heard(now);
+                            for tuple in tuples {
+                                files.handle_tuple(now, tuple);
+                            }
                         }
                     }
                     Input::Unreachable { peer } => core.handle_unreachable(now, &SimId(peer)),
                 }
-                drain(core, now, &mut self.drained);
+                pump(core, files.as_deref_mut(), now, &mut self.drained);
             }
             if !ticked && core.next_deadline() <= now {
                 // Due now: run it here (nothing from another node arrives within the window).
                 self.scheduled_tick = None;
                 core.handle_tick(now);
-                drain(core, now, &mut self.drained);
+                pump(core, files.as_deref_mut(), now, &mut self.drained);
                 ticked = true;
+            }
+            if let Some(files) = files.as_deref_mut()
+                && self.files_due <= now
+            {
+                files.handle_view(now, view_of(core));
+                files.handle_tick(now);
+                self.files_due = files.next_deadline(now).max(now + 1);
+                pump(core, Some(files), now, &mut self.drained);
             }
             if core.beat() != beat {
                 beat = core.beat();
                 self.drained.bumped_at = Some(now);
             }
-            let mut deadline = core.next_deadline().max(now);
+            let mut deadline = node_deadline(core, files.as_deref(), self.files_due).max(now);
             if ticked && deadline == now {
                 // A core must not be asked for the same instant twice.
                 deadline = now + 1;
@@ -645,6 +808,67 @@ impl workers::Item for NodeWork {
                 return;
             }
             now = next;
+        }
+    }
+}
+
+/// The own group as a files core takes it: every member but the node, live or failed.
+fn view_of(core: &Kelips<SimId>) -> Vec<MemberState<SimId>> {
+    core.view()
+        .iter()
+        .map(|m| MemberState {
+            id: m.entry.id,
+            live: !m.failed,
+            last_heard: m.last_increase,
+            free_space: m.entry.free_space,
+        })
+        .collect()
+}
+
+/// The earlier of the Kelips core's deadline and the files core's.
+fn node_deadline(
+    core: &Kelips<SimId>,
+    files: Option<&FilesCore<SimId>>,
+    files_due: Millis,
+) -> Millis {
+    let kelips = core.next_deadline();
+    match files {
+        Some(_) => kelips.min(files_due),
+        None => kelips,
+    }
+}
+
+/// Takes both cores' pending outputs: the join goes to the files core, the files core's
+/// tuples into the Kelips core, and the rest to `drained`.
+fn pump(
+    core: &mut Kelips<SimId>,
+    mut files: Option<&mut FilesCore<SimId>>,
+    now: Millis,
+    drained: &mut Drained,
+) {
+    loop {
+        let events_before = drained.events.len();
+        drain(core, now, drained);
+        let Some(files) = files.as_deref_mut() else {
+            return;
+        };
+        for (_, event) in &drained.events[events_before..] {
+            if matches!(event, Event::Joined { .. }) {
+                files.handle_joined(now);
+            }
+        }
+        let mut published = false;
+        while let Some(output) = files.poll_output() {
+            match output {
+                files_core::Output::Command(FilesCommand::Publish { tuple }) => {
+                    let _ = core.publish(tuple);
+                    published = true;
+                }
+                other => drained.files.push((now, other)),
+            }
+        }
+        if !published {
+            return;
         }
     }
 }

@@ -107,6 +107,56 @@ pub struct Report {
     pub tuple_bytes: f64,
     /// Live nodes with neither group members nor contacts at the end.
     pub isolated_nodes: u64,
+    /// File layer (`store` scenarios): puts started at a first home.
+    pub puts_started: u64,
+    /// Puts that failed (no ack).
+    pub puts_failed: u64,
+    /// Names whose put was acknowledged.
+    pub names_acknowledged: u64,
+    /// Acknowledged names with no live, intact copy at the end, not counting those below.
+    pub names_lost: u64,
+    /// Acknowledged names with no live copy at the end whose live copies went from below R
+    /// to none within one repair window (2·t_fail + repair period + the file's transfer
+    /// time at the median upload bandwidth): no repair could have saved them.
+    pub names_lost_all_holders_died: u64,
+    /// Acknowledged names with a live copy but fewer than R at the end.
+    pub names_degraded_at_end: u64,
+    /// Restores (a name's live copies fell below R and came back to R).
+    pub restores: u64,
+    /// From the loss of a copy to R live copies again: median, seconds.
+    pub restore_p50_s: f64,
+    /// … 99th percentile.
+    pub restore_p99_s: f64,
+    /// … largest.
+    pub restore_max_s: f64,
+    /// 2·t_fail + the transfer time of the largest file at the median upload bandwidth +
+    /// one repair period, seconds.
+    pub restore_bound_s: f64,
+    /// Bytes moved by repair copies and fetches per live node per second.
+    pub repair_bytes_per_node_per_s: f64,
+    /// Repair copies started while R listed holders were alive with intact copies.
+    pub needless_repairs: u64,
+    /// Holder sets published smaller than before and than min(R, live copies).
+    pub holder_set_shrinks: u64,
+    /// Gets (lookups of acknowledged names ≥ 30 s old, served by a listed holder).
+    pub gets: u64,
+    /// Share of gets that found a running, reachable listed holder with the bytes.
+    pub get_success_ratio: f64,
+    /// `CopiesLost` events reported by files cores.
+    pub copies_lost_events: u64,
+    /// Shrinks, trims or deletions held back by unsettled nodes (`ShrinkDeferred`).
+    pub shrinks_deferred: u64,
+    /// Files cores that lost local health (a stall or a silent group).
+    pub health_lost: u64,
+    /// Churn: departures (crashes), returns with the disk, newcomers replacing nodes gone
+    /// for good, pauses.
+    pub departures: u64,
+    /// …
+    pub returns: u64,
+    /// …
+    pub newcomers: u64,
+    /// …
+    pub pauses: u64,
     /// Wall-clock seconds of the run.
     pub wall_s: f64,
     /// Messages and bytes sent per message kind.

@@ -10,6 +10,7 @@ use rand_chacha::ChaCha8Rng;
 
 use super::measure::{KillWatch, converged, convergence_gaps, sample_staleness, sample_state};
 use super::report::{Histogram, KindTraffic, Report, quantile};
+use super::store::{Store, StoreConfig, name_of};
 use super::{SimConfig, Simulator};
 use crate::Millis;
 use crate::config::Config;
@@ -52,6 +53,55 @@ pub struct Scenario {
     pub parallel_min_nodes: usize,
     /// Smallest one-way delay and window length, ms ([`SimConfig::min_delay_ms`]).
     pub min_delay_ms: Millis,
+    /// The file layer: a files core beside every Kelips core, names put through it, churn,
+    /// pauses and gets. None: tuples are published directly at R random members (the
+    /// membership scenarios).
+    pub store: Option<StoreScenario>,
+}
+
+/// What the file layer runs.
+#[derive(Debug, Clone)]
+pub struct StoreScenario {
+    /// Sizes, links, disks, files cores.
+    pub config: StoreConfig,
+    /// Churn: median session length (exponentially distributed), seconds. None: no churn.
+    pub session_median_s: Option<f64>,
+    /// Share of departures that come back (with their disk); the others never do, and a
+    /// new node takes their place.
+    pub return_fraction: f64,
+    /// Median time a departed node stays away before returning (exponential), seconds.
+    pub downtime_median_s: f64,
+    /// Share of the nodes paused once, at a random time, for `pause_s`.
+    pub pause_fraction: f64,
+    /// Length of a pause, seconds.
+    pub pause_s: f64,
+    /// At this virtual second one group loses all but one running member at once (for good).
+    pub group_failure_at_s: Option<u64>,
+    /// Gets per virtual second.
+    pub gets_per_s: f64,
+}
+
+impl Default for StoreScenario {
+    fn default() -> Self {
+        Self {
+            config: StoreConfig::default(),
+            session_median_s: None,
+            return_fraction: 0.9,
+            downtime_median_s: 600.0,
+            pause_fraction: 0.0,
+            pause_s: 30.0,
+            group_failure_at_s: None,
+            gets_per_s: 20.0,
+        }
+    }
+}
+
+/// A node's change of state, due at a time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Churn {
+    Depart,
+    Return,
+    Pause,
 }
 
 impl Default for Scenario {
@@ -71,6 +121,7 @@ impl Default for Scenario {
             threads: 0,
             parallel_min_nodes: SimConfig::default().parallel_min_nodes,
             min_delay_ms: SimConfig::default().min_delay_ms,
+            store: None,
         }
     }
 }
@@ -97,6 +148,19 @@ impl Scenario {
         report
     }
 
+    /// Spare node slots for newcomers replacing nodes that leave for good under churn.
+    fn spares(&self) -> usize {
+        let Some(store) = &self.store else {
+            return 0;
+        };
+        let Some(median) = store.session_median_s else {
+            return 0;
+        };
+        let mean = median / std::f64::consts::LN_2;
+        let departures = self.nodes as f64 * self.seconds as f64 / mean.max(1.0);
+        (departures * (1.0 - store.return_fraction) * 1.5).ceil() as usize + 8
+    }
+
     fn kill_at(&self) -> Millis {
         self.seconds * 1000 / 2
     }
@@ -104,6 +168,13 @@ impl Scenario {
     fn join_end(&self) -> Millis {
         (self.join_window_s * 1000.0) as Millis
     }
+}
+
+/// An exponentially distributed duration with median `median_s` seconds, in ms.
+fn exponential_ms(rng: &mut ChaCha8Rng, median_s: f64) -> Millis {
+    let mean_ms = median_s * 1000.0 / std::f64::consts::LN_2;
+    let u: f64 = rng.random_range(0.0..1.0);
+    (-mean_ms * (1.0 - u).ln()) as Millis
 }
 
 /// Granularity of the scenario's own actions (the simulator itself runs to the millisecond).
@@ -140,13 +211,20 @@ struct Run<'a> {
     lookup_credit: f64,
     traffic: Option<(super::Traffic, TrafficByKind)>,
     report: Report,
+    store: Option<Store>,
+    churn: BTreeMap<(Millis, u32), Churn>,
+    spares: std::ops::Range<u32>,
+    get_credit: f64,
+    group_failed: bool,
 }
 
 impl<'a> Run<'a> {
     fn new(scenario: &'a Scenario) -> Self {
         let mut rng = ChaCha8Rng::seed_from_u64(scenario.seed ^ 0x5eed);
+        let spares = scenario.spares();
+        let slots = scenario.nodes + spares;
         let mut sim = Simulator::new(SimConfig {
-            nodes: scenario.nodes,
+            nodes: slots,
             seed: scenario.seed,
             loss: scenario.loss,
             kelips: scenario.kelips.clone(),
@@ -162,7 +240,20 @@ impl<'a> Run<'a> {
             .map(|i| (rng.random_range(0..join_end), i))
             .collect();
         joins.sort_unstable();
+        let mut store = scenario.store.as_ref().map(|store| {
+            let mut config = store.config.clone();
+            config.files.t_fail_ms = scenario.kelips.t_fail_ms;
+            config.files.settle_ms = config.files.settle_ms.max(config.files.t_fail_ms);
+            config.files.replication = scenario.kelips.replication;
+            Store::new(config, slots, scenario.seed)
+        });
+        if let Some(store) = &mut store {
+            sim.set_files(0, store.files_core(0, 0));
+        }
         sim.start(0, &[]);
+        if let Some(store) = &mut store {
+            store.node_started(&mut sim, 0, 0);
+        }
         // Names go in between the end of joins and 30 s before the kill.
         let insert_end = scenario
             .kill_at()
@@ -173,7 +264,7 @@ impl<'a> Run<'a> {
             .collect();
         inserts.sort_unstable();
         let mut members_of = vec![Vec::new(); k as usize];
-        for i in 0..scenario.nodes as u32 {
+        for i in 0..slots as u32 {
             members_of[sim.group_of(i) as usize].push(i);
         }
         let report = Report {
@@ -188,7 +279,18 @@ impl<'a> Run<'a> {
             gossip_period_s: scenario.kelips.gossip_period_ms as f64 / 1000.0,
             ..Report::default()
         };
-        Self {
+        let mut churn = BTreeMap::new();
+        if let Some(store) = &scenario.store {
+            let end = scenario.seconds * 1000;
+            let pause_ms = (store.pause_s * 1000.0) as Millis;
+            let last = end.saturating_sub(pause_ms).max(join_end + 1);
+            let count = (scenario.nodes as f64 * store.pause_fraction).round() as usize;
+            for j in rand::seq::index::sample(&mut rng, scenario.nodes, count.min(scenario.nodes)) {
+                let at = rng.random_range(join_end..last);
+                churn.insert((at, j as u32), Churn::Pause);
+            }
+        }
+        let mut run = Self {
             scenario,
             sim,
             rng,
@@ -209,11 +311,178 @@ impl<'a> Run<'a> {
             lookup_credit: 0.0,
             traffic: None,
             report,
+            store,
+            churn,
+            spares: scenario.nodes as u32..slots as u32,
+            get_credit: 0.0,
+            group_failed: false,
+        };
+        run.schedule_departure(0, 0);
+        run
+    }
+
+    /// Starts (or restarts) node `i` now, through `bootstraps`, with a files core in store
+    /// scenarios; schedules its departure under churn.
+    fn start_node(&mut self, i: u32, bootstraps: &[u32]) {
+        let now = self.sim.now();
+        if let Some(store) = &mut self.store {
+            let files = store.files_core(i, now);
+            self.sim.set_files(i, files);
+        }
+        self.sim.start(i, bootstraps);
+        if let Some(store) = &mut self.store {
+            store.node_started(&mut self.sim, i, now);
+        }
+        self.schedule_departure(i, now);
+    }
+
+    fn schedule_departure(&mut self, i: u32, now: Millis) {
+        let Some(median) = self
+            .scenario
+            .store
+            .as_ref()
+            .and_then(|s| s.session_median_s)
+        else {
+            return;
+        };
+        let at = now + exponential_ms(&mut self.rng, median);
+        self.churn.insert((at, i), Churn::Depart);
+    }
+
+    /// Three random nodes started before.
+    fn bootstraps(&mut self) -> Vec<u32> {
+        (0..3)
+            .map(|_| self.started[self.rng.random_range(0..self.started.len())])
+            .collect()
+    }
+
+    /// Departures, returns and pauses due by `t`, and the group failure.
+    fn run_churn(&mut self, t: Millis) {
+        while let Some(entry) = self.churn.first_entry() {
+            let (at, i) = *entry.key();
+            if at > t {
+                break;
+            }
+            let what = entry.remove();
+            self.sim.run_until(at);
+            let Some(store_scenario) = self.scenario.store.as_ref() else {
+                continue;
+            };
+            match what {
+                Churn::Depart => {
+                    if !self.sim.is_alive(i) {
+                        continue;
+                    }
+                    let permanent = !self.rng.random_bool(store_scenario.return_fraction);
+                    self.sim.kill(i);
+                    self.report.departures += 1;
+                    if let Some(store) = &mut self.store {
+                        store.node_died(&self.sim, i, at, permanent);
+                    }
+                    if permanent {
+                        if let Some(spare) = self.spares.next() {
+                            let bootstraps = self.bootstraps();
+                            self.start_node(spare, &bootstraps);
+                            self.started.push(spare);
+                            self.report.newcomers += 1;
+                        }
+                    } else {
+                        let back =
+                            at + exponential_ms(&mut self.rng, store_scenario.downtime_median_s);
+                        self.churn.insert((back, i), Churn::Return);
+                    }
+                }
+                Churn::Return => {
+                    if self.sim.is_alive(i) {
+                        continue;
+                    }
+                    let bootstraps = self.bootstraps();
+                    self.start_node(i, &bootstraps);
+                    self.report.returns += 1;
+                }
+                Churn::Pause => {
+                    if self.sim.is_running(i) {
+                        let pause_ms = (store_scenario.pause_s * 1000.0) as Millis;
+                        self.sim.pause(i, at + pause_ms);
+                        self.report.pauses += 1;
+                    }
+                }
+            }
+        }
+        if let Some(at) = self
+            .scenario
+            .store
+            .as_ref()
+            .and_then(|s| s.group_failure_at_s)
+            && !self.group_failed
+            && t >= at * 1000
+        {
+            self.group_failed = true;
+            self.fail_group(t);
+        }
+    }
+
+    /// One group loses all but one running member at once, for good.
+    fn fail_group(&mut self, t: Millis) {
+        let candidates: Vec<usize> = (0..self.members_of.len())
+            .filter(|&g| {
+                self.members_of[g]
+                    .iter()
+                    .filter(|&&i| self.sim.is_running(i))
+                    .count()
+                    >= 2
+            })
+            .collect();
+        if candidates.is_empty() {
+            return;
+        }
+        let g = candidates[self.rng.random_range(0..candidates.len())];
+        let running: Vec<u32> = self.members_of[g]
+            .iter()
+            .copied()
+            .filter(|&i| self.sim.is_running(i))
+            .collect();
+        let keep = running[self.rng.random_range(0..running.len())];
+        for i in running {
+            if i == keep {
+                continue;
+            }
+            self.sim.kill(i);
+            self.report.departures += 1;
+            if let Some(store) = &mut self.store {
+                store.node_died(&self.sim, i, t, true);
+            }
+        }
+    }
+
+    /// Gets due by `t`: acknowledged names at least 30 s old, from random running nodes.
+    fn start_gets(&mut self, t: Millis) {
+        let Some(rate) = self.scenario.store.as_ref().map(|s| s.gets_per_s) else {
+            return;
+        };
+        self.get_credit += rate * STEP_MS as f64 / 1000.0;
+        while self.get_credit >= 1.0 {
+            self.get_credit -= 1.0;
+            let old_enough = t.saturating_sub(LOOKUP_AFTER_MS);
+            let count = self.inserted.partition_point(|n| n.at <= old_enough);
+            if count == 0 {
+                continue;
+            }
+            let name = self.inserted[self.rng.random_range(0..count)].name.clone();
+            let origin = self.rng.random_range(0..self.sim.len() as u32);
+            if !self.sim.is_running(origin) || !self.sim.node(origin).is_some_and(|n| n.is_joined())
+            {
+                continue;
+            }
+            if let Some(store) = &mut self.store {
+                store.get(&mut self.sim, origin, &name);
+            }
         }
     }
 
     fn step(&mut self, t: Millis) {
         self.start_joiners(t);
+        self.run_churn(t);
         self.insert_names(t);
         self.update_partition(t);
         if self.kill.is_none() && self.scenario.kill_fraction > 0.0 && t >= self.scenario.kill_at()
@@ -221,8 +490,15 @@ impl<'a> Run<'a> {
             self.kill(t);
         }
         self.start_lookups(t);
+        self.start_gets(t);
         self.sim.run_until(t);
-        let live = (0..self.scenario.nodes as u32)
+        if let Some(store) = &mut self.store {
+            store.process(&mut self.sim);
+            for (name, at, holders) in store.take_acknowledged() {
+                self.inserted.push(Inserted { name, at, holders });
+            }
+        }
+        let live = (0..self.sim.len() as u32)
             .filter(|&i| self.sim.is_alive(i))
             .count();
         self.node_ms += live as u128 * u128::from(STEP_MS);
@@ -238,10 +514,8 @@ impl<'a> Run<'a> {
     fn start_joiners(&mut self, t: Millis) {
         while let Some((at, i)) = self.joins.next_if(|(at, _)| *at <= t) {
             self.sim.run_until(at);
-            let bootstraps: Vec<u32> = (0..3)
-                .map(|_| self.started[self.rng.random_range(0..self.started.len())])
-                .collect();
-            self.sim.start(i, &bootstraps);
+            let bootstraps = self.bootstraps();
+            self.start_node(i, &bootstraps);
             self.started.push(i);
         }
     }
@@ -250,6 +524,17 @@ impl<'a> Run<'a> {
     /// every holder publishes the tuple, as the home nodes of a put do.
     fn insert_names(&mut self, t: Millis) {
         let k = self.scenario.kelips.groups;
+        if self.store.is_some() {
+            while self.inserts.next_if(|at| *at <= t).is_some() {
+                let Some(store) = &mut self.store else {
+                    return;
+                };
+                let name = name_of(store.names_len());
+                let group = name_group(&name, k) as usize;
+                store.put(&mut self.sim, &self.members_of[group], t);
+            }
+            return;
+        }
         while let Some(at) = self.inserts.next_if(|at| *at <= t) {
             let name = format!("file-{}", self.inserted.len());
             let sim = &self.sim;
@@ -311,6 +596,9 @@ impl<'a> Run<'a> {
         let watch = KillWatch::new(&self.sim, t, dead);
         for &d in &watch.dead {
             self.sim.kill(d);
+            if let Some(store) = &mut self.store {
+                store.node_died(&self.sim, d, t, true);
+            }
         }
         self.kill = Some(watch);
     }
@@ -331,7 +619,7 @@ impl<'a> Run<'a> {
                 continue;
             }
             let origin = self.rng.random_range(0..self.scenario.nodes as u32);
-            if !self.sim.node(origin).is_some_and(|n| n.is_joined()) {
+            if !self.sim.node(origin).is_some_and(|n| n.is_joined()) || self.sim.is_paused(origin) {
                 continue;
             }
             let name = name.name.clone();
@@ -344,7 +632,7 @@ impl<'a> Run<'a> {
     fn observe(&mut self, at: Millis, node: u32, event: Event<SimId>) {
         match event {
             Event::MemberFailed(SimId(d)) => {
-                if !self.partitioned && self.sim.is_alive(d) {
+                if !self.partitioned && self.sim.is_alive(d) && !self.sim.is_paused(d) {
                     self.report.false_positives += 1;
                 }
                 if let Some(kill) = &mut self.kill {
@@ -376,6 +664,15 @@ impl<'a> Run<'a> {
     }
 
     fn lookup_done(&mut self, at: Millis, node: u32, outcome: LookupOutcome<SimId>) {
+        if let Some(store) = &mut self.store {
+            let tuple = match &outcome.result {
+                LookupResult::Found { tuple, .. } => Some(&**tuple),
+                _ => None,
+            };
+            if store.lookup_done(&self.sim, node, outcome.query, tuple) {
+                return;
+            }
+        }
         let Some(started) = self.asked.remove(&(node, outcome.query)) else {
             return;
         };
@@ -536,6 +833,38 @@ impl<'a> Run<'a> {
             .filter(|n| self.scenario.nodes > 1 && n.view().is_empty() && n.contacts().is_empty())
             .count() as u64;
         report.trace = format!("{:016x}", self.sim.trace());
+        if let Some(store) = &self.store {
+            let end = self.scenario.seconds * 1000;
+            let metrics = &store.metrics;
+            report.puts_started = metrics.puts_started;
+            report.puts_failed = metrics.puts_failed;
+            report.names_acknowledged = metrics.names_acknowledged;
+            let (lost, unavoidable, degraded) = store.losses(&self.sim, end);
+            report.names_lost = lost;
+            report.names_lost_all_holders_died = unavoidable;
+            report.names_degraded_at_end = degraded;
+            let mut restores = metrics.restore_ms.clone();
+            restores.sort_by(f64::total_cmp);
+            report.restores = restores.len() as u64;
+            report.restore_p50_s = quantile(&restores, 0.5) / 1000.0;
+            report.restore_p99_s = quantile(&restores, 0.99) / 1000.0;
+            report.restore_max_s = restores.last().copied().unwrap_or(0.0) / 1000.0;
+            let files = &store.config().files;
+            let (up_low, up_high) = store.config().up_mbps;
+            let median_up = (up_low * up_high).sqrt() * 125.0;
+            report.restore_bound_s = (2 * files.t_fail_ms + files.repair_period_ms) as f64 / 1000.0
+                + store.config().size_max as f64 / median_up / 1000.0;
+            report.repair_bytes_per_node_per_s = metrics.repair_bytes as f64 / node_s;
+            report.needless_repairs = metrics.needless_repairs;
+            report.holder_set_shrinks = metrics.holder_set_shrinks;
+            report.gets = metrics.gets;
+            if metrics.gets > 0 {
+                report.get_success_ratio = metrics.gets_ok as f64 / metrics.gets as f64;
+            }
+            report.copies_lost_events = metrics.copies_lost_events;
+            report.shrinks_deferred = metrics.shrinks_deferred;
+            report.health_lost = metrics.health_lost;
+        }
         report
     }
 }
