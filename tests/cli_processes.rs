@@ -424,9 +424,8 @@ async fn dead_holders() {
         .iter()
         .position(|p| !is_holder(p))
         .expect("a node that holds nothing");
-    // The tuple must have reached the entry node first: right after the ack only the first
-    // home may have it, and killing that home then loses the name (issue 14's ack rule; see
-    // the closing note of issue 13). What is tested here is the dial of a dead holder.
+    // The tuple must have reached the entry node first (it is not a holder: it learns the
+    // tuple by gossip), so that what is tested here is the dial of a dead holder.
     let spread = Instant::now();
     loop {
         let ls = cli(&work, &["ls", "--json", "--peer", &peer(&procs[entry])]);

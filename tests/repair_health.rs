@@ -9,6 +9,9 @@
 //! * `paused_holder_does_not_shrink_or_delete`: the leader is stopped (`SIGSTOP`) for
 //!   3 × t_fail and continued. On waking it must not publish a smaller holder set or delete a
 //!   copy that a holder set lists.
+//! * `acknowledged_name_survives_its_first_home`: the first home of a put is killed right
+//!   after the ack; the name is still found and fetched through the other holders. Before,
+//!   only the first home knew the tuple until its next gossip, and the name was lost.
 
 mod common;
 
@@ -280,4 +283,74 @@ async fn paused_holder_does_not_shrink_or_delete() {
         !holds.is_empty(),
         "the paused node did not notice that it had been paused"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acknowledged_name_survives_its_first_home() {
+    let mut net = stored("ack").await;
+    let path = net.root.join("fresh");
+    let content: Vec<u8> = (0..300_000u32).map(|b| (b * 13) as u8).collect();
+    std::fs::write(&path, &content).expect("file");
+    for attempt in 0..3 {
+        let name = format!("fresh-{attempt}");
+        let entry = address(&net.procs[attempt]);
+        let out = quickstore(
+            &net.root,
+            &[
+                "put",
+                path.to_str().expect("utf-8"),
+                &name,
+                "--json",
+                "--peer",
+                &entry,
+            ],
+        );
+        // kill -9 the first home the moment the put is acknowledged.
+        let needle = format!("storing {name:?}");
+        let first = net
+            .procs
+            .iter()
+            .position(|p| p.child.is_some() && !log_lines(&p.log(), &needle).is_empty())
+            .expect("a first home logged the put");
+        net.procs[first].kill();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+        assert_eq!(report["copies"], 3, "{report}");
+        // Any live node finds it once the surviving holders' gossip reaches it.
+        let through = (0..net.procs.len())
+            .find(|i| net.procs[*i].child.is_some())
+            .expect("a live node");
+        let started = Instant::now();
+        let got = loop {
+            let got = quickstore(
+                &net.root,
+                &[
+                    "get",
+                    &name,
+                    "-o",
+                    "-",
+                    "--peer",
+                    &address(&net.procs[through]),
+                ],
+            );
+            if got.status.success() || started.elapsed() > Duration::from_secs(10) {
+                break got;
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        };
+        assert!(
+            got.status.success(),
+            "{name}, acknowledged, is lost with its first home: {}",
+            String::from_utf8_lossy(&got.stderr)
+        );
+        assert!(got.stdout == content, "{name}: the bytes differ");
+        // Back to five nodes for the next attempt.
+        let root = net.root.clone();
+        let bootstrap = net.procs[through].address.clone().expect("running");
+        net.procs[first].start(&root, &[bootstrap]);
+    }
 }

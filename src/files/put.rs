@@ -2,7 +2,8 @@
 //! own blob and forwarded, chunk by chunk, to the other homes at once. A home that fails
 //! while the bytes flow is dropped from the pipeline and replaced afterwards by a copy from
 //! the own durable blob ([`FilesService::copy_to`]), before the put deadline. Only when every
-//! copy is durable is the tuple published and the put acknowledged.
+//! copy is durable is the tuple published, sent to every other holder (`commit`, so the
+//! name survives this node's death right after the ack) and the put acknowledged.
 
 use futures::AsyncWriteExt;
 use futures::future::join_all;
@@ -13,10 +14,13 @@ use quickstore_behaviours::tuple::check_name;
 use quickstore_behaviours::{FileTuple, Version};
 use tokio::time::Instant;
 
-use super::service::{FilesCounters, FilesService, Received, blob_refused, gone, open_stream};
+use super::service::{
+    FilesCounters, FilesService, Received, blob_refused, files_request, gone, open_stream, refused,
+};
 use super::wire::{
-    BLOB_PROTOCOL, BlobRequest, BlobResponse, BlobTrailer, ChunkReader, MAX_REQUEST_BYTES,
-    MAX_RESPONSE_BYTES, PeerInfo, WireError, read_message, timed, write_message,
+    BLOB_PROTOCOL, BlobRequest, BlobResponse, BlobTrailer, ChunkReader, FilesRequest,
+    FilesResponse, MAX_REQUEST_BYTES, MAX_RESPONSE_BYTES, PeerInfo, WireError, read_message, timed,
+    write_message,
 };
 
 /// A home the bytes are being forwarded to.
@@ -139,6 +143,7 @@ impl FilesService {
                 tuple.holders.sort();
                 match self.handle.publish(tuple.clone()).await.map_err(gone)? {
                     Ok(()) => {
+                        self.commit_to_holders(&tuple).await;
                         FilesCounters::add(&self.counters.puts_stored, 1);
                         BlobResponse::Stored { tuple }
                     }
@@ -155,6 +160,61 @@ impl FilesService {
             }
         };
         write_message(stream, &response, MAX_RESPONSE_BYTES, io).await
+    }
+
+    /// Before the ack: tells every other holder the tuple (`commit`), so that the name
+    /// survives this node's death right after the ack, before gossip has spread it. A holder
+    /// that cannot be told now learns the tuple by gossip like any member.
+    async fn commit_to_holders(&self, tuple: &FileTuple<Peer>) {
+        let io = self.timeouts.io;
+        let others = tuple.holders.iter().filter(|p| p.0 != self.handle.me);
+        let told = join_all(others.map(|holder| async move {
+            let request = FilesRequest::Commit {
+                tuple: tuple.clone(),
+            };
+            let answer = files_request(&self.control, holder.0, &request, io).await;
+            match answer {
+                Ok(FilesResponse::Committed {}) => true,
+                other => {
+                    tracing::info!(
+                        "holder {holder} did not take the tuple of {:?}: {other:?}",
+                        tuple.name
+                    );
+                    false
+                }
+            }
+        }))
+        .await;
+        let missed = told.iter().filter(|ok| !**ok).count();
+        if missed > 0 {
+            FilesCounters::add(&self.counters.commits_missed, missed as u64);
+        }
+    }
+
+    /// Serves `commit {tuple}`: publishes a new version this node holds a copy of.
+    pub(super) async fn take_commit(
+        &self,
+        tuple: FileTuple<Peer>,
+    ) -> Result<FilesResponse, WireError> {
+        if let Err(e) = check_name(&tuple.name) {
+            return Ok(refused(e));
+        }
+        if name_facts(&tuple.name, self.handle.groups).0 != self.handle.group {
+            return Ok(refused(format!(
+                "not a name of group {}",
+                self.handle.group
+            )));
+        }
+        if tuple.deleted || !tuple.holders.contains(&Peer(self.handle.me)) {
+            return Ok(refused("this node is not listed as a holder"));
+        }
+        if !self.blobs.contains(&tuple.version.blake3).await {
+            return Ok(refused("this node holds no copy of that version"));
+        }
+        Ok(match self.handle.publish(tuple).await.map_err(gone)? {
+            Ok(()) => FilesResponse::Committed {},
+            Err(reason) => refused(reason),
+        })
     }
 
     /// Opens `forward` streams to the other homes at once; those that cannot be reached or

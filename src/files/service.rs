@@ -64,6 +64,9 @@ pub struct FilesCounters {
     /// Times the repair loop stopped acting on the group view because the node was not
     /// settled (paused, starved, deaf; see `files::health`).
     pub repair_holds: AtomicU64,
+    /// Holders a first home could not tell a new tuple before the ack (they learn it by
+    /// gossip).
+    pub commits_missed: AtomicU64,
     /// Stored blobs found corrupt.
     pub corrupt_found: AtomicU64,
     /// Control requests refused.
@@ -89,6 +92,7 @@ impl FilesCounters {
             ("repairs_fetched", get(&self.repairs_fetched)),
             ("holder_sets_published", get(&self.holder_sets_published)),
             ("repair_holds", get(&self.repair_holds)),
+            ("commits_missed", get(&self.commits_missed)),
             ("corrupt_blobs_found", get(&self.corrupt_found)),
             ("file_requests_refused", get(&self.control_refused)),
         ]
@@ -323,6 +327,7 @@ impl FilesService {
             } => self.find_version(name, lamport, forwarded).await,
             FilesRequest::HasVersion { name, lamport } => Ok(self.has_version(&name, lamport)),
             FilesRequest::Versions { name, forwarded } => self.versions(name, forwarded).await,
+            FilesRequest::Commit { tuple } => self.take_commit(tuple).await,
             FilesRequest::Kept { name } => Ok(self.kept_of(&name)),
             FilesRequest::Site {} => Ok(FilesResponse::Site {
                 ip: self.handle.site().map(|ip| ip.to_string()),

@@ -96,6 +96,14 @@ pub enum FilesRequest {
         /// The version's Lamport counter.
         lamport: u64,
     },
+    /// The first home of a put tells each other home the tuple it is about to acknowledge,
+    /// so that every holder knows the name before the client is told it is stored: the
+    /// home checks that it holds the bytes and is listed, and publishes the tuple too.
+    #[serde(rename = "commit")]
+    Commit {
+        /// The new version with its holders.
+        tuple: FileTuple<Peer>,
+    },
     /// The versions of `name` that the members of its group keep (for `ls --versions`). A
     /// member asks the others with [`FilesRequest::Kept`]; an entry node of another group
     /// forwards it.
@@ -170,6 +178,9 @@ pub enum FilesResponse {
         /// It.
         tuple: FileTuple<Peer>,
     },
+    /// The answer to `commit`: the home published the tuple.
+    #[serde(rename = "committed")]
+    Committed {},
     /// The kept versions of a name, newest first; each tuple names the members that keep
     /// that version (its `holders`). Empty when no member keeps one.
     #[serde(rename = "kept_versions")]
