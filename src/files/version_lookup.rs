@@ -57,32 +57,19 @@ impl FilesService {
             };
             return self.forward(group, forwarded, request).await;
         }
-        let (members, _) = self
-            .handle
-            .place(0, Vec::new(), MAX_GROUP_ASKED)
-            .await
-            .map_err(gone)?;
-        let asked = members.into_iter().map(|member| {
-            let name = name.clone();
-            async move {
-                let answer = if member.peer.0 == self.handle.me {
-                    self.has_version(&name, lamport)
-                } else {
-                    let request = FilesRequest::HasVersion { name, lamport };
-                    files_request(&self.control, member.peer.0, &request, self.timeouts.io)
-                        .await
-                        .unwrap_or(FilesResponse::NotFound)
-                };
-                match answer {
-                    FilesResponse::Located { tuple, .. } => Some((tuple, member)),
-                    _ => None,
-                }
-            }
-        });
-        let found: Vec<(FileTuple<Peer>, PeerInfo)> = futures::future::join_all(asked)
-            .await
+        let request = FilesRequest::HasVersion {
+            name: name.clone(),
+            lamport,
+        };
+        let own = self.has_version(&name, lamport);
+        let found: Vec<(FileTuple<Peer>, PeerInfo)> = self
+            .ask_members(request, own)
+            .await?
             .into_iter()
-            .flatten()
+            .filter_map(|(member, answer)| match answer {
+                FilesResponse::Located { tuple, .. } => Some((tuple, member)),
+                _ => None,
+            })
             .collect();
         let Some((first, _)) = found.first() else {
             return Ok(FilesResponse::NotFound);
@@ -146,26 +133,11 @@ impl FilesService {
             };
             return self.forward(group, forwarded, request).await;
         }
-        let (members, _) = self
-            .handle
-            .place(0, Vec::new(), MAX_GROUP_ASKED)
-            .await
-            .map_err(gone)?;
-        let asked = members.into_iter().map(|member| {
-            let name = name.clone();
-            async move {
-                if member.peer.0 == self.handle.me {
-                    return self.kept_of(&name);
-                }
-                let request = FilesRequest::Kept { name };
-                files_request(&self.control, member.peer.0, &request, self.timeouts.io)
-                    .await
-                    .unwrap_or(FilesResponse::NotFound)
-            }
-        });
+        let request = FilesRequest::Kept { name: name.clone() };
+        let answers = self.ask_members(request, self.kept_of(&name)).await?;
         // (Lamport, BLAKE3) → the version, its holders merged.
         let mut merged: BTreeMap<(u64, [u8; 32]), FileTuple<Peer>> = BTreeMap::new();
-        for answer in futures::future::join_all(asked).await {
+        for (_, answer) in answers {
             let FilesResponse::KeptVersions { versions } = answer else {
                 continue;
             };
@@ -191,5 +163,31 @@ impl FilesService {
             version.holders.sort();
         }
         Ok(FilesResponse::KeptVersions { versions })
+    }
+
+    /// Asks the live members of the own group (at most [`MAX_GROUP_ASKED`]) `request` at
+    /// once, answering for this node with `own`; a member that fails counts as `not_found`.
+    async fn ask_members(
+        &self,
+        request: FilesRequest,
+        own: FilesResponse,
+    ) -> Result<Vec<(PeerInfo, FilesResponse)>, WireError> {
+        let (members, _) = self
+            .handle
+            .place(0, Vec::new(), MAX_GROUP_ASKED)
+            .await
+            .map_err(gone)?;
+        let (request, own) = (&request, &own);
+        let asked = members.into_iter().map(|member| async move {
+            let answer = if member.peer.0 == self.handle.me {
+                own.clone()
+            } else {
+                files_request(&self.control, member.peer.0, request, self.timeouts.io)
+                    .await
+                    .unwrap_or(FilesResponse::NotFound)
+            };
+            (member, answer)
+        });
+        Ok(futures::future::join_all(asked).await)
     }
 }
