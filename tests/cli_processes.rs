@@ -24,30 +24,7 @@ use quickstore_behaviours::id::name_facts;
 use serde_json::Value;
 
 fn config(groups: u32) -> String {
-    format!(
-        r#"
-[node]
-listen = ["/ip4/127.0.0.1/tcp/0"]
-backoff_ms = 300
-
-[kelips]
-network_name = "cli-test"
-groups = {groups}
-heartbeat_period_ms = 100
-gossip_period_ms = 100
-t_fail_ms = 1500
-t_contact_ms = 6000
-sync_period_ms = 1000
-rejoin_period_ms = 2000
-request_timeout_ms = 1000
-
-[files]
-io_timeout_ms = 10000
-put_deadline_ms = 20000
-repair_period_ms = 300
-orphan_grace_ms = 2000
-"#
-    )
+    common::fast_config("cli-test", groups)
 }
 
 /// What a CLI run gave.

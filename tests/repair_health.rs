@@ -20,29 +20,7 @@ use std::time::{Duration, Instant};
 
 use common::{Proc, identities, log_lines, prepare, wait_converged};
 
-const CONFIG: &str = r#"
-[node]
-listen = ["/ip4/127.0.0.1/tcp/0"]
-backoff_ms = 300
-
-[kelips]
-network_name = "repair-health"
-groups = 1
-heartbeat_period_ms = 100
-gossip_period_ms = 100
-t_fail_ms = 1500
-t_contact_ms = 6000
-sync_period_ms = 1000
-rejoin_period_ms = 2000
-request_timeout_ms = 1000
-
-[files]
-io_timeout_ms = 10000
-put_deadline_ms = 20000
-repair_period_ms = 300
-orphan_grace_ms = 2000
-"#;
-
+/// t_fail of `common::fast_config`.
 const T_FAIL: Duration = Duration::from_millis(1500);
 
 /// A network of five nodes with three files stored; the files' names and BLAKE3 hashes.
@@ -80,7 +58,11 @@ async fn stored(tag: &str) -> Stored {
     let root = std::env::temp_dir().join(format!("qs-health-{tag}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&root);
     std::fs::create_dir_all(&root).expect("root");
-    std::fs::write(root.join("config.toml"), CONFIG).expect("config");
+    std::fs::write(
+        root.join("config.toml"),
+        common::fast_config("repair-health", 1),
+    )
+    .expect("config");
     let mut procs = prepare(&root, identities(1, 5));
     procs[0].start(&root, &[]);
     let first = procs[0].address.clone().expect("address");

@@ -18,6 +18,35 @@ use quickstore::status::Status;
 use quickstore_behaviours::id::id_facts;
 use quickstore_behaviours::net::Peer;
 
+/// A configuration for fast multi-process tests on loopback: heartbeats and gossip every
+/// 100 ms, t_fail 1.5 s, repair every 300 ms, unnamed blobs deleted after 2 s.
+pub fn fast_config(network: &str, groups: u32) -> String {
+    format!(
+        r#"
+[node]
+listen = ["/ip4/127.0.0.1/tcp/0"]
+backoff_ms = 300
+
+[kelips]
+network_name = "{network}"
+groups = {groups}
+heartbeat_period_ms = 100
+gossip_period_ms = 100
+t_fail_ms = 1500
+t_contact_ms = 6000
+sync_period_ms = 1000
+rejoin_period_ms = 2000
+request_timeout_ms = 1000
+
+[files]
+io_timeout_ms = 10000
+put_deadline_ms = 20000
+repair_period_ms = 300
+orphan_grace_ms = 2000
+"#
+    )
+}
+
 /// One `quickstore node` process.
 pub struct Proc {
     pub peer: PeerId,
