@@ -111,7 +111,8 @@ impl Session {
             )
             .await;
             match asked {
-                Ok(status) if status.ready != crate::status::Ready::Joining => return,
+                // `joined` (not `ready`, which older nodes do not send) says it.
+                Ok(status) if status.joined => return,
                 Ok(_) => {
                     tracing::info!("entry node {} is still joining; waiting", self.entry);
                     tokio::time::sleep(Duration::from_millis(250)).await;
