@@ -42,6 +42,7 @@ fn churn(nodes: usize, groups: u32, seconds: u64, session_s: f64) -> Scenario {
 fn a_thousand_nodes_keep_every_acknowledged_name_under_churn_loss_and_pauses() {
     let report = churn(1000, 32, 600, 1800.0).run();
     let why = summary(&report);
+    eprintln!("{why}");
     assert!(report.departures >= 100, "too little churn: {why}");
     assert!(report.pauses >= 10, "{why}");
     assert!(report.names_acknowledged >= 1000, "{why}");
@@ -98,4 +99,12 @@ fn store_runs_are_deterministic_per_seed() {
     assert_eq!(strip(&first), strip(&second));
     let other = Scenario { seed: 2, ..run }.run();
     assert_ne!(first.trace, other.trace);
+}
+
+/// Not a check: a short, hard churn run whose report is printed (`--ignored --nocapture`).
+#[test]
+#[ignore]
+fn print_hard_churn() {
+    let report = churn(300, 10, 600, 300.0).run();
+    eprintln!("{}", summary(&report));
 }

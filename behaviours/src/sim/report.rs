@@ -148,6 +148,8 @@ pub struct Report {
     pub shrinks_deferred: u64,
     /// Files cores that lost local health (a stall or a silent group).
     pub health_lost: u64,
+    /// Up to 20 lost names (either kind), described.
+    pub lost_names: Vec<String>,
     /// Churn: departures (crashes), returns with the disk, newcomers replacing nodes gone
     /// for good, pauses.
     pub departures: u64,

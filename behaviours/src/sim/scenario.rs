@@ -843,6 +843,7 @@ impl<'a> Run<'a> {
             report.names_lost = lost;
             report.names_lost_all_holders_died = unavoidable;
             report.names_degraded_at_end = degraded;
+            report.lost_names = store.lost_detail(&self.sim, end, 20);
             let mut restores = metrics.restore_ms.clone();
             restores.sort_by(f64::total_cmp);
             report.restores = restores.len() as u64;

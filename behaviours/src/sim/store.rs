@@ -4,9 +4,9 @@
 //! * **Names** have sizes drawn log-uniformly between `size_min` and `size_max`; every name
 //!   is put once (one version), its bytes named by a hash that encodes its index.
 //! * **Links.** Every node has an upload and a download bandwidth (log-uniform in their
-//!   ranges). A transfer from `a` to `b` takes one RTT plus size ÷ min(upload of `a`,
-//!   download of `b`), and transfers queue on each link in the order they were asked for
-//!   (a link serves one transfer at a time, at full speed).
+//!   ranges). A transfer from `a` to `b` takes one RTT plus size ÷ its rate, the smaller
+//!   of its shares of `a`'s upload and `b`'s download: a link is shared equally by the
+//!   transfers running on it when a transfer starts (the rate is then kept).
 //! * **Disks** have a capacity; a copy that does not fit fails. A disk outlives a crash: a
 //!   node that returns finds its blobs again; a node that leaves for good loses them.
 //! * **Puts** enter at a first home (a live member of the name's group), which forwards the
@@ -172,8 +172,9 @@ pub struct Store {
     /// Bytes per ms.
     up: Vec<f64>,
     down: Vec<f64>,
-    up_free: Vec<Millis>,
-    down_free: Vec<Millis>,
+    /// When each transfer on a node's upload (download) link ends.
+    up_ends: Vec<Vec<Millis>>,
+    down_ends: Vec<Vec<Millis>>,
     median_up: f64,
     names: Vec<Truth>,
     jobs: BTreeMap<(Millis, u64), Job>,
@@ -236,8 +237,8 @@ impl Store {
             disks: (0..slots).map(|_| Disk::default()).collect(),
             up,
             down,
-            up_free: vec![0; slots],
-            down_free: vec![0; slots],
+            up_ends: vec![Vec::new(); slots],
+            down_ends: vec![Vec::new(); slots],
             median_up,
             names: Vec::new(),
             jobs: BTreeMap::new(),
@@ -274,8 +275,8 @@ impl Store {
             let size = self.names[index_of_hash(hash)].size;
             core.handle_blob_stored(now, *hash, size);
         }
-        self.up_free[i as usize] = now;
-        self.down_free[i as usize] = now;
+        self.up_ends[i as usize].clear();
+        self.down_ends[i as usize].clear();
         core
     }
 
@@ -390,17 +391,24 @@ impl Store {
         self.jobs.insert((at, self.seq), job);
     }
 
-    /// Reserves the links for `size` bytes from `from` to `to`; returns when the transfer
-    /// ends.
+    /// The share of `rate` a new transfer gets on a link whose transfers end at `ends`
+    /// (those still running at `now` share it equally with the new one).
+    fn share(ends: &mut Vec<Millis>, rate: f64, now: Millis) -> f64 {
+        ends.retain(|&end| end > now);
+        rate / (ends.len() + 1) as f64
+    }
+
+    /// Starts a transfer of `size` bytes from `from` to `to` at `now`; returns when it ends.
+    /// It gets an equal share of each link with the transfers running on it when it starts
+    /// (and keeps that rate).
     fn transfer(&mut self, sim: &Simulator, from: u32, to: u32, size: u64, now: Millis) -> Millis {
         let (f, t) = (from as usize, to as usize);
-        let start = now.max(self.up_free[f]).max(self.down_free[t]);
-        let rate = self.up[f].min(self.down[t]).max(1.0);
-        let end = start + (size as f64 / rate).ceil() as Millis + 2 * sim.one_way_ms(from, to);
-        if from != to {
-            self.up_free[f] = end;
-        }
-        self.down_free[t] = end;
+        let up = Self::share(&mut self.up_ends[f], self.up[f], now);
+        let down = Self::share(&mut self.down_ends[t], self.down[t], now);
+        let rate = up.min(down).max(1.0);
+        let end = now + (size as f64 / rate).ceil() as Millis + 2 * sim.one_way_ms(from, to);
+        self.up_ends[f].push(end);
+        self.down_ends[t].push(end);
         end
     }
 
@@ -456,9 +464,13 @@ impl Store {
         self.metrics.puts_started += 1;
         let first_gen = sim.generation(first);
         // The client streams to the first home; it forwards to the others as bytes arrive.
-        let rate = self.down[first as usize].max(1.0);
-        let own_end = now.max(self.down_free[first as usize]) + (size as f64 / rate) as Millis;
-        self.down_free[first as usize] = own_end;
+        let rate = Self::share(
+            &mut self.down_ends[first as usize],
+            self.down[first as usize],
+            now,
+        );
+        let own_end = now + (size as f64 / rate.max(1.0)) as Millis;
+        self.down_ends[first as usize].push(own_end);
         self.schedule(
             own_end,
             Job::PutStored {
@@ -976,6 +988,33 @@ impl Store {
                 });
             }
         }
+    }
+
+    /// Up to `limit` lost names (either kind), described: size, when the name fell below R
+    /// live copies, when it had none, copies on disks of nodes that are down.
+    pub fn lost_detail(&self, sim: &Simulator, now: Millis, limit: usize) -> Vec<String> {
+        let files = &self.config.files;
+        let base = 2 * files.t_fail_ms + files.repair_period_ms;
+        self.names
+            .iter()
+            .enumerate()
+            .filter(|(n, truth)| truth.acked_at.is_some() && self.live_copies(sim, *n) == 0)
+            .take(limit)
+            .map(|(n, truth)| {
+                let window = base + (truth.size as f64 / self.median_up) as Millis;
+                format!(
+                    "{}: {} bytes, acknowledged at {:.1} s, below R from {:.1} s, none live from \
+                     {:.1} s (window {:.1} s), {} copies on down disks",
+                    name_of(n),
+                    truth.size,
+                    truth.acked_at.unwrap_or(0) as f64 / 1000.0,
+                    truth.degraded_since.unwrap_or(now) as f64 / 1000.0,
+                    truth.lost_at.unwrap_or(now) as f64 / 1000.0,
+                    window as f64 / 1000.0,
+                    truth.copies.len(),
+                )
+            })
+            .collect()
     }
 
     /// The end of the run at `now`: (names lost, names lost with all holders dead within
