@@ -502,12 +502,7 @@ impl Runner {
         self.metrics.update(kelips);
         self.metrics.update_files(&self.files, &self.blobs);
         let actions = self.reach.tick();
-        // A reservation given up (no answer in time) leaves no listener behind.
-        if self.reach.relay().is_none()
-            && let Some(listener) = self.relay_listener.take()
-        {
-            self.swarm.remove_listener(listener);
-        }
+        self.drop_unreserved_listener();
         self.apply(actions);
         if let Ok(mut paths) = self.files.relay.paths.lock() {
             *paths = self.reach.paths().collect();
@@ -517,6 +512,16 @@ impl Runner {
             .set_site(self.swarm.behaviour().kelips.site());
         if std::mem::take(&mut self.tuples_dirty) {
             self.save_peers();
+        }
+    }
+
+    /// A reservation given up (no answer in time) or released (the node became reachable)
+    /// leaves no relay listener behind.
+    fn drop_unreserved_listener(&mut self) {
+        if self.reach.relay().is_none()
+            && let Some(listener) = self.relay_listener.take()
+        {
+            self.swarm.remove_listener(listener);
         }
     }
 
@@ -596,9 +601,12 @@ impl Runner {
             SwarmEvent::Behaviour(NodeBehaviourEvent::Identify(event)) => {
                 self.libp2p_metrics.record(&event);
                 if let identify::Event::Received { peer_id, info, .. } = event {
-                    let actions =
-                        self.reach
-                            .on_identify(peer_id, &info.protocols, &info.listen_addrs);
+                    let mut actions = self.reach.on_observed(&info.observed_addr, &self.listen);
+                    actions.extend(self.reach.on_identify(
+                        peer_id,
+                        &info.protocols,
+                        &info.listen_addrs,
+                    ));
                     self.apply(actions);
                 }
             }
@@ -643,7 +651,10 @@ impl Runner {
                 connection_id,
                 ..
             } => self.reach.on_closed(peer_id, connection_id),
-            SwarmEvent::ExternalAddrConfirmed { address } => self.reach.on_public(address),
+            SwarmEvent::ExternalAddrConfirmed { address } => {
+                self.reach.on_public(address);
+                self.drop_unreserved_listener();
+            }
             SwarmEvent::ExternalAddrExpired { address } => self.reach.on_public_expired(&address),
             SwarmEvent::ListenerClosed {
                 listener_id,
@@ -659,6 +670,14 @@ impl Runner {
                 if self.relay_listener == Some(listener_id) =>
             {
                 tracing::info!("relay listener failed: {error}");
+            }
+            SwarmEvent::ListenerClosed { addresses, .. }
+                if !addresses.is_empty() && addresses.iter().all(is_relayed) =>
+            {
+                // A relay listener this node let go (the relay's live one is handled above).
+                tracing::info!("stopped listening on {addresses:?}");
+                self.listen.retain(|a| !addresses.contains(a));
+                self.write_node_file();
             }
             SwarmEvent::ListenerClosed {
                 addresses, reason, ..
@@ -735,6 +754,12 @@ impl Runner {
             }
             BehaviourEvent::AddressesChanged(addresses) => {
                 tracing::info!("advertising {addresses:?}");
+                // The record is re-signed when the site changes too: file tasks tell clients
+                // the site the record now carries (a client that believed another would not
+                // dial this node's LAN addresses).
+                self.files
+                    .handle
+                    .set_site(self.swarm.behaviour().kelips.site());
             }
         }
     }
@@ -778,6 +803,13 @@ impl Runner {
         };
         self.node_file.send_replace(Some(file));
     }
+}
+
+/// Whether `address` goes through a relay (`/p2p-circuit`).
+fn is_relayed(address: &Multiaddr) -> bool {
+    address
+        .iter()
+        .any(|p| matches!(p, libp2p::multiaddr::Protocol::P2pCircuit))
 }
 
 /// One task writes `node.json` whenever its content changes: concurrent writes through one

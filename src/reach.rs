@@ -108,6 +108,9 @@ pub struct Reach {
     relayed_since: BTreeMap<PeerId, Instant>,
     reachability: Reachability,
     public: BTreeSet<Multiaddr>,
+    /// The public IP a peer outside saw this node at, when none of its own addresses has it:
+    /// its connections go through a NAT.
+    translated: Option<std::net::IpAddr>,
     failed_probes: u32,
     relays: Vec<(PeerId, Multiaddr)>,
     /// Relays identify showed to serve the hop protocol: only these are asked.
@@ -131,6 +134,7 @@ impl Reach {
             relayed_since: BTreeMap::new(),
             reachability: Reachability::Unknown,
             public: BTreeSet::new(),
+            translated: None,
             failed_probes: 0,
             relays: bootstraps.iter().take(MAX_RELAYS).cloned().collect(),
             serving: BTreeSet::new(),
@@ -289,6 +293,36 @@ impl Reach {
         }
     }
 
+    /// A peer told (identify) the address it sees this node's connection come from; `own`
+    /// are this node's listen addresses. A public address none of them has means the node is
+    /// behind a NAT: it counts as unreachable at once and reserves a relay slot, rather than
+    /// after `autonat_max_failed_probes` probes (15 s and more by default), during which
+    /// nobody outside its LAN could dial it. A public address AutoNAT confirms later (a port
+    /// forward, UPnP) still makes it reachable, and the reservation is then let go.
+    pub fn on_observed(&mut self, observed: &Multiaddr, own: &[Multiaddr]) -> Vec<Action> {
+        if self.translated.is_some() || Scope::of(observed) != Scope::Public {
+            return Vec::new();
+        }
+        let Some(ip) = first_ip(observed) else {
+            return Vec::new();
+        };
+        let own_ip = own
+            .iter()
+            .filter(|a| Scope::of(a) != Scope::Relayed)
+            .any(|a| first_ip(a) == Some(ip));
+        if own_ip {
+            return Vec::new();
+        }
+        self.translated = Some(ip);
+        if self.reachability == Reachability::Unknown {
+            tracing::info!(
+                "seen from {ip}, an address this node does not have: behind a NAT, so \
+                 unreachable (using a relay) until a public address is confirmed"
+            );
+        }
+        self.decide()
+    }
+
     /// AutoNAT v2 tested `address`.
     pub fn on_probe(&mut self, address: &Multiaddr, ok: bool) -> Vec<Action> {
         if ok {
@@ -314,6 +348,11 @@ impl Reach {
         }
         self.public.insert(address);
         self.reachability = Reachability::Public;
+        // A reachable node needs no relay: the slot (taken while it looked unreachable) goes.
+        if let Some((relay, _)) = self.reservation.take() {
+            tracing::info!("relay reservation on {relay} released: reachable directly");
+            self.reserved = false;
+        }
     }
 
     /// A public address expired.
@@ -366,8 +405,9 @@ impl Reach {
         );
         if self.failed_probes >= self.config.autonat_max_failed_probes
             || self.started.elapsed() > patience
+            || self.translated.is_some()
         {
-            if self.reachability != Reachability::Private {
+            if self.reachability != Reachability::Private && self.translated.is_none() {
                 tracing::info!(
                     "{}",
                     unreachable_line(
@@ -551,6 +591,53 @@ mod tests {
                 .is_empty()
         );
         assert!(reach.tick().is_empty(), "no relay to ask");
+    }
+
+    #[test]
+    fn a_node_seen_at_an_address_it_does_not_have_reserves_at_once_and_lets_go_when_reachable() {
+        let relay = PeerId::random();
+        let at = addr("/ip4/198.51.100.1/tcp/4001");
+        let mut reach = Reach::new(
+            PeerId::random(),
+            NatConfig::default(),
+            &[(relay, at.clone())],
+        );
+        let own = [addr("/ip4/192.168.1.2/tcp/5"), addr("/ip4/127.0.0.1/tcp/5")];
+        // A LAN neighbour's observation says nothing; one from the own public IP neither.
+        assert!(
+            reach
+                .on_observed(&addr("/ip4/192.168.1.3/tcp/5"), &own)
+                .is_empty()
+        );
+        let public_host = [addr("/ip4/198.51.100.11/tcp/5")];
+        assert!(
+            reach
+                .on_observed(&addr("/ip4/198.51.100.11/tcp/5"), &public_host)
+                .is_empty()
+        );
+        assert_eq!(reach.reachability(), Reachability::Unknown);
+        // Seen from the NAT's address, before any probe failed.
+        let hop = [RELAY_HOP, KELIPS_PROTOCOL];
+        assert!(
+            reach
+                .on_observed(&addr("/ip4/198.51.100.11/tcp/40000"), &own)
+                .is_empty()
+        );
+        assert_eq!(reach.reachability(), Reachability::Private);
+        let circuit = at
+            .clone()
+            .with(Protocol::P2p(relay))
+            .with(Protocol::P2pCircuit);
+        assert_eq!(
+            reach.on_identify(relay, &hop, std::slice::from_ref(&at)),
+            vec![Action::Reserve(circuit)]
+        );
+        reach.on_reserved(relay);
+        // A port forward AutoNAT confirms: reachable, and the relay slot goes.
+        reach.on_public(addr("/ip4/198.51.100.11/tcp/5"));
+        assert_eq!(reach.reachability(), Reachability::Public);
+        assert!(reach.relay().is_none() && !reach.reserved());
+        assert!(reach.tick().is_empty());
     }
 
     #[test]
