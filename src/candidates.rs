@@ -2,9 +2,10 @@
 //! the behaviour inside when they are offered as this node's external address candidates.
 //!
 //! DCUtR sends every candidate it has heard of (identify's observed addresses) to the peer it
-//! punches a hole to, and that peer dials them all. A LAN neighbour observes this node at its
-//! private address and a local client at loopback: passed on, another site would dial them,
-//! reaching nothing or, worse, a host of its own LAN. Only public candidates go in.
+//! punches a hole to, and that peer dials them all; AutoNAT v2 asks peers to dial candidates
+//! back. A LAN neighbour observes this node at its private address and a local client at
+//! loopback: passed on, another site would dial them, reaching nothing or, worse, a host of
+//! its own LAN. Only public candidates go in.
 
 use std::task::{Context, Poll};
 

@@ -42,8 +42,11 @@ pub struct NodeBehaviour {
     pub relay_client: relay::client::Behaviour,
     /// Serving as a relay (`nat.relay_server`).
     pub relay_server: Toggle<relay::Behaviour>,
-    /// Which of our addresses others can reach.
-    pub autonat_client: autonat::v2::client::Behaviour<rand_autonat::rngs::StdRng>,
+    /// Which of our addresses others can reach (public candidates only: a private one is
+    /// reachable from its own LAN at best, and a peer of another site asked to dial it back
+    /// would send packets towards that site's private range).
+    pub autonat_client:
+        PublicCandidates<autonat::v2::client::Behaviour<rand_autonat::rngs::StdRng>>,
     /// Dialing back others' candidate addresses.
     pub autonat_server: autonat::v2::server::Behaviour<rand_autonat::rngs::StdRng>,
     /// Hole punching: relayed connections upgraded to direct ones (offering public address
@@ -74,6 +77,17 @@ pub fn ping_interval(kelips: &quickstore_behaviours::Config) -> Duration {
     Duration::from_millis((kelips.gossip_period_ms * 5).clamp(200, 15_000))
 }
 
+/// Identify as nodes and clients run it: the agent version, and no cache of the addresses
+/// peers listen on. Identify would otherwise offer a peer's listen addresses (its LAN ones
+/// too) for every later dial of that peer, so a node or client would dial the private
+/// addresses of another site whenever it redials a peer it once reached through a relay.
+/// Dials take their addresses from verified records instead, scoped to the dialer's site.
+pub fn identify_config(key: &Keypair) -> identify::Config {
+    identify::Config::new("/quickstore/id/1.0.0".into(), key.public())
+        .with_agent_version(AGENT_VERSION.into())
+        .with_cache_size(0)
+}
+
 /// Builds a node's swarm; `registry` receives libp2p's metrics when given.
 pub fn build(
     keypair: Keypair,
@@ -99,10 +113,9 @@ pub fn build(
                     .with_interval(limits.ping_interval)
                     .with_timeout(Duration::from_secs(10)),
             ),
-            identify: identify::Behaviour::new(
-                identify::Config::new("/quickstore/id/1.0.0".into(), key.public())
-                    .with_agent_version(AGENT_VERSION.into()),
-            ),
+            // No cache of identified peers' addresses: identify would add them to every dial
+            // of those peers, LAN addresses of other sites included (see `identify_config`).
+            identify: identify::Behaviour::new(identify_config(key)),
             status: request_response::Behaviour::with_codec(
                 StatusCodec::default(),
                 [(STATUS_PROTOCOL, request_response::ProtocolSupport::Full)],
@@ -116,11 +129,11 @@ pub fn build(
             ),
             relay_client,
             relay_server: Toggle::from(nat.relay_server.then(|| relay_server(me, nat))),
-            autonat_client: autonat::v2::client::Behaviour::new(
+            autonat_client: PublicCandidates(autonat::v2::client::Behaviour::new(
                 rand_autonat::make_rng(),
                 autonat::v2::client::Config::default()
                     .with_probe_interval(Duration::from_millis(nat.autonat_probe_interval_ms)),
-            ),
+            )),
             autonat_server: autonat::v2::server::Behaviour::default(),
             dcutr: PublicCandidates(dcutr::Behaviour::new(me)),
             upnp: Toggle::from(nat.upnp.then(upnp::tokio::Behaviour::default)),

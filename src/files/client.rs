@@ -205,7 +205,35 @@ struct Connections {
     punch_failed: Arc<Mutex<std::collections::BTreeSet<PeerId>>>,
     /// Why the last dial of a peer failed (one line), until it is dialed again.
     dial_failed: Arc<Mutex<BTreeMap<PeerId, String>>>,
+    /// Peers whose relayed dial was dropped before it started (see [`relay_busy`]): dialed
+    /// again shortly.
+    redial: Arc<Mutex<std::collections::BTreeSet<PeerId>>>,
 }
+
+/// A relayed dial that failed only because the relay client could not start its own dial
+/// to the relay: a dial to that relay was under way already (the relay is itself being
+/// dialed, or so is another peer through it), and libp2p's relay client then drops the
+/// circuit request (`Response from behaviour was canceled`). Once the relay is connected, the
+/// same dial goes through; it is not a verdict on the peer.
+fn relay_busy(error: &libp2p::swarm::DialError) -> bool {
+    match error {
+        libp2p::swarm::DialError::Transport(attempts) if !attempts.is_empty() => {
+            attempts.iter().all(|(address, e)| {
+                address
+                    .iter()
+                    .any(|p| matches!(p, libp2p::multiaddr::Protocol::P2pCircuit))
+                    && with_sources(e).contains("canceled")
+            })
+        }
+        _ => false,
+    }
+}
+
+/// Redials of a peer whose relayed dial was dropped (see [`relay_busy`]) at most, per
+/// [`ClientPeer::prepare`].
+const MAX_REDIALS: u32 = 20;
+/// The pause before such a redial.
+const REDIAL_PAUSE: Duration = Duration::from_millis(100);
 
 /// Peers whose dial failures are remembered at most (the oldest go first).
 const MAX_DIAL_FAILURES: usize = 1024;
@@ -239,11 +267,26 @@ pub fn one_line_dial_error(error: &libp2p::swarm::DialError) -> String {
     match error {
         libp2p::swarm::DialError::Transport(attempts) if !attempts.is_empty() => attempts
             .iter()
-            .map(|(address, e)| format!("{address}: {}", one_line(&e.to_string())))
+            .map(|(address, e)| format!("{address}: {}", with_sources(e)))
             .collect::<Vec<_>>()
             .join("; "),
         other => one_line(&other.to_string()),
     }
+}
+
+/// An error and its sources on one line, `: ` between them (a transport error's own text is
+/// empty: what went wrong, e.g. `Network is unreachable (os error 101)`, is in its sources).
+fn with_sources(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    let mut next = Some(error);
+    while let Some(e) = next {
+        let text = one_line(&e.to_string());
+        if !text.is_empty() && !parts.iter().any(|p| p.contains(&text)) {
+            parts.push(text);
+        }
+        next = e.source();
+    }
+    parts.join(": ")
 }
 
 /// `text` with its line breaks and runs of white space made single spaces.
@@ -316,10 +359,7 @@ impl ClientPeer {
             .with_behaviour(|key, relay_client| ClientBehaviour {
                 book: behaviour_book,
                 streams,
-                identify: identify::Behaviour::new(
-                    identify::Config::new("/quickstore/id/1.0.0".into(), key.public())
-                        .with_agent_version(crate::swarm::AGENT_VERSION.into()),
-                ),
+                identify: identify::Behaviour::new(crate::swarm::identify_config(key)),
                 relay_client,
                 dcutr: crate::candidates::PublicCandidates(dcutr::Behaviour::new(
                     key.public().to_peer_id(),
@@ -377,6 +417,7 @@ impl ClientPeer {
     ) -> Result<bool, ReachError> {
         let started = tokio::time::Instant::now();
         let mut dialed = false;
+        let mut redials = 0;
         let relayed_only = loop {
             match self.path(&peer) {
                 Some(false) => return Ok(false),
@@ -385,6 +426,23 @@ impl ClientPeer {
                     return Err(ReachError::Unreachable(timeout));
                 }
                 None => {
+                    let redial = self
+                        .connections
+                        .redial
+                        .lock()
+                        .map(|mut r| r.remove(&peer))
+                        .unwrap_or(false);
+                    if redial {
+                        if redials >= MAX_REDIALS {
+                            return Err(ReachError::DialFailed(format!(
+                                "the relayed dial was dropped {redials} times (its relay never connected)"
+                            )));
+                        }
+                        // The relay is being connected: the dial goes through once it is.
+                        redials += 1;
+                        tokio::time::sleep(REDIAL_PAUSE).await;
+                        dialed = false;
+                    }
                     if !dialed {
                         self.connections.set_dial_failure(peer, None);
                         dialed = self.dials.send(peer).await.is_ok();
@@ -424,11 +482,20 @@ impl ClientPeer {
         Ok(true)
     }
 
-    /// `Some(false)` with a direct connection to `peer`, `Some(true)` with relayed ones only.
+    /// `Some(false)` with direct connections to `peer` only, `Some(true)` with relayed ones
+    /// only. A relayed connection beside a direct one is being closed (here or by the node):
+    /// that counts as neither, since a stream opened now goes to either connection at random
+    /// and dies with the closed one (`oneshot canceled`).
     fn path(&self, peer: &PeerId) -> Option<bool> {
         let connections = self.connections.relayed.lock().ok()?;
         let of_peer = connections.get(peer)?;
-        Some(of_peer.values().all(|relayed| *relayed)).filter(|_| !of_peer.is_empty())
+        let relayed = of_peer.values().filter(|relayed| **relayed).count();
+        match (relayed, of_peer.len() - relayed) {
+            (0, 0) => None,
+            (0, _) => Some(false),
+            (_, 0) => Some(true),
+            _ => None,
+        }
     }
 }
 
@@ -501,8 +568,16 @@ fn on_client_event(
                 .lock()
                 .map(|c| c.contains_key(&peer))
                 .unwrap_or(false);
-            if !connected {
-                connections.set_dial_failure(peer, Some(one_line_dial_error(&error)));
+            if connected {
+                return;
+            }
+            let mut redial = connections.redial.lock().ok();
+            match redial.as_mut() {
+                Some(redial) if relay_busy(&error) && redial.len() < MAX_DIAL_FAILURES => {
+                    tracing::debug!("relayed dial of {peer} dropped (relay being dialed)");
+                    redial.insert(peer);
+                }
+                _ => connections.set_dial_failure(peer, Some(one_line_dial_error(&error))),
             }
         }
         SwarmEvent::Behaviour(ClientEvent::PunchFailed(peer)) => {
