@@ -64,6 +64,11 @@ struct Cluster {
 
 impl Cluster {
     fn start(nat: NatKind) -> Cluster {
+        Cluster::start_with(nat, CONFIG, "")
+    }
+
+    /// The five nodes with configuration `config`, logs kept under a name ending in `suffix`.
+    fn start_with(nat: NatKind, config: &str, suffix: &str) -> Cluster {
         let topology = Topology::build("nat", nat, 0).expect("the topology builds");
         // Count what a LAN sends towards the other site's private addresses: nothing should.
         for (router, other_lan) in [("r1", "192.168.2.0/24"), ("r2", "192.168.1.0/24")] {
@@ -75,7 +80,7 @@ impl Cluster {
                 .expect("a counting rule");
         }
         let root = tempfile::tempdir().expect("temp dir");
-        std::fs::write(root.path().join("config.toml"), CONFIG).expect("config");
+        std::fs::write(root.path().join("config.toml"), config).expect("config");
         // Group 0: pub, b1, b2. Group 1: a1, a2.
         let ids = identities(2, 3);
         let (g0, g1): (Vec<_>, Vec<_>) = ids.into_iter().partition(|(_, g)| *g == 0);
@@ -88,7 +93,7 @@ impl Cluster {
         ];
         let procs = prepare(root.path(), ordered);
         let mut cluster = Cluster {
-            name: format!("{nat:?}").to_lowercase(),
+            name: format!("{nat:?}{suffix}").to_lowercase(),
             topology,
             root,
             procs: HOSTS.into_iter().zip(procs).collect(),
@@ -516,4 +521,301 @@ fn across_symmetric_nats_files_go_through_the_relay() {
         seen.cross_direct_pairs, 0,
         "random-fully NATs cannot be punched"
     );
+}
+
+/// The protocol's default timings: only what this topology needs to be testable. `groups = 2`
+/// makes group 1 exactly LAN A's two nodes (the identities are chosen for two groups); all
+/// periods, timeouts, back-offs and AutoNAT's probing are the shipped defaults, and so is mDNS
+/// (on, as for a user).
+const DEFAULT_TIMINGS: &str = r#"
+[kelips]
+groups = 2
+"#;
+
+/// What one fresh start saw: how long the put and the get took (and how the get's bytes
+/// went), or why one failed.
+struct Fresh {
+    put: Result<f64, String>,
+    get: Result<(f64, String), String>,
+}
+
+/// Starts the five nodes with `config` and at once, without waiting for anything, puts a file
+/// of group 1 (held only behind NAT A) from a1 and gets it from b1, each client waiting for
+/// its entry node as it does by default (`--wait-s`).
+fn put_and_get_right_after_start(nat: NatKind, config: &str, round: usize) -> Fresh {
+    let cluster = Cluster::start_with(nat, config, &format!("-fresh-{round}"));
+    let started = Instant::now();
+    let files = tempfile::tempdir().expect("temp dir");
+    let name = name_in_group(&format!("fresh-{round}"), 1);
+    let source = write_file(files.path(), "fresh.bin", 1 << 20, round as u8);
+    let outcome = |out: &Output, at: Instant| -> Result<f64, String> {
+        let took = at.elapsed().as_secs_f64();
+        if out.status.success() {
+            Ok(took)
+        } else {
+            Err(format!(
+                "after {took:.1} s: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            ))
+        }
+    };
+    let at = Instant::now();
+    let put = cluster.client(
+        "a1",
+        &["put", source.to_str().expect("utf-8"), &name, "--json"],
+    );
+    let put = outcome(&put, at);
+    let target = files.path().join("got");
+    let at = Instant::now();
+    let get = cluster.client(
+        "b1",
+        &[
+            "get",
+            &name,
+            "-o",
+            target.to_str().expect("utf-8"),
+            "--json",
+        ],
+    );
+    let via = serde_json::from_slice::<serde_json::Value>(&get.stdout)
+        .map(|v| v["via"].as_str().unwrap_or("?").to_string())
+        .unwrap_or_default();
+    let mut get = outcome(&get, at).map(|took| (took, via));
+    if get.is_ok() && std::fs::read(&target).ok() != std::fs::read(&source).ok() {
+        get = Err("the bytes got differ from the bytes put".into());
+    }
+    println!(
+        "fresh start {round}: put {put:?}, get {get:?} ({:.1} s after the nodes started)",
+        started.elapsed().as_secs_f64()
+    );
+    Fresh { put, get }
+}
+
+/// Rounds of [`put_and_get_right_after_start`] (`QUICKSTORE_FRESH_ROUNDS`, default 2).
+fn fresh_rounds() -> usize {
+    std::env::var("QUICKSTORE_FRESH_ROUNDS")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(2)
+}
+
+#[test]
+fn right_after_start_a_put_on_one_lan_and_a_get_on_the_other_succeed() {
+    if !require_root("right_after_start_a_put_on_one_lan_and_a_get_on_the_other_succeed") {
+        return;
+    }
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let rounds = fresh_rounds();
+    let seen: Vec<Fresh> = (0..rounds)
+        .map(|round| put_and_get_right_after_start(NatKind::Masquerade, DEFAULT_TIMINGS, round))
+        .collect();
+    let ok = |f: &&Fresh| f.put.is_ok() && f.get.is_ok();
+    let succeeded = seen.iter().filter(ok).count();
+    println!("right after start: {succeeded} of {rounds} fresh starts put and got");
+    for (round, fresh) in seen.iter().enumerate() {
+        assert!(
+            fresh.put.is_ok() && fresh.get.is_ok(),
+            "fresh start {round}: put {:?}, get {:?}",
+            fresh.put,
+            fresh.get
+        );
+    }
+}
+
+/// Runs `work` on a thread that entered `host`'s network namespace (sockets it opens live
+/// there), with its own single-threaded Tokio runtime.
+fn in_namespace<T: Send + 'static>(
+    topology: &Topology,
+    host: &str,
+    work: impl FnOnce() -> T + Send + 'static,
+) -> T {
+    let path = format!("/run/netns/{}", topology.ns(host));
+    std::thread::spawn(move || {
+        use std::os::fd::AsRawFd;
+        let ns = std::fs::File::open(&path).expect("the namespace's file");
+        // SAFETY: setns on a descriptor this thread holds open; it moves only this thread.
+        let entered = unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) };
+        assert_eq!(
+            entered,
+            0,
+            "setns {path}: {}",
+            std::io::Error::last_os_error()
+        );
+        work()
+    })
+    .join()
+    .expect("the namespace thread")
+}
+
+#[test]
+fn a_dial_whose_direct_addresses_fail_goes_through_the_relay_at_once() {
+    if !require_root("a_dial_whose_direct_addresses_fail_goes_through_the_relay_at_once") {
+        return;
+    }
+    use quickstore::files::client::{ClientPeer, ReachError, RelayPolicy};
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let cluster = Cluster::start_with(NatKind::RandomFully, CONFIG, "-dial");
+    let statuses = cluster.wait("a1 holds a relay slot", Duration::from_secs(60), |s| {
+        s.get("a1")
+            .is_some_and(|s| s.relay.as_ref().is_some_and(|(_, accepted)| *accepted))
+    });
+    let a1: libp2p::PeerId = cluster.peer("a1").parse().expect("a PeerId");
+    let (relay, _) = statuses["a1"].relay.clone().expect("a relay");
+    let circuit: libp2p::Multiaddr = format!("{relay}/p2p/{a1}").parse().expect("a circuit");
+    // No IPv6 route in the namespaces: `Network is unreachable (os error 101)` at once. And
+    // an address router r2 drops in silence: its dial hangs.
+    let unroutable: libp2p::Multiaddr = "/ip6/2001:db8::1/tcp/4001".parse().expect("address");
+    let dropped: libp2p::Multiaddr = "/ip4/203.0.113.7/tcp/4001".parse().expect("address");
+    cluster
+        .topology
+        .run(
+            "r2",
+            &[
+                "iptables",
+                "-I",
+                "FORWARD",
+                "1",
+                "-d",
+                "203.0.113.0/24",
+                "-j",
+                "DROP",
+            ],
+        )
+        .expect("a dropping rule");
+    let policy = RelayPolicy {
+        allowed: true,
+        punch_wait: Duration::ZERO,
+        ..RelayPolicy::default()
+    };
+    let timeout = Duration::from_secs(30);
+    let (direct_only, both) = in_namespace(&cluster.topology, "b1", move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("a runtime");
+        runtime.block_on(async move {
+            let dial = |addresses: Vec<libp2p::Multiaddr>| async move {
+                let client = ClientPeer::start(timeout).expect("a client peer");
+                client.book.add(a1, addresses);
+                let at = Instant::now();
+                let prepared = client.prepare(a1, 0, &policy, timeout).await;
+                (prepared, at.elapsed())
+            };
+            let direct_only = dial(vec![unroutable.clone()]).await;
+            let both = dial(vec![unroutable, dropped, circuit]).await;
+            (direct_only, both)
+        })
+    });
+    println!("the unroutable address alone: {direct_only:?}");
+    println!("unroutable, dropped and relayed addresses together: {both:?}");
+    match &direct_only.0 {
+        Err(ReachError::DialFailed(why)) => assert!(why.contains("os error 101"), "{why}"),
+        other => panic!("the unroutable address alone fails at once: {other:?}"),
+    }
+    assert!(direct_only.1 < Duration::from_secs(2), "{direct_only:?}");
+    assert!(
+        matches!(both.0, Ok(true)),
+        "the relayed address connects (no hole punch behind random-fully NATs): {both:?}"
+    );
+    assert!(
+        both.1 < Duration::from_secs(3),
+        "the relayed address is dialed beside the direct ones, not after them: {both:?}"
+    );
+}
+
+/// Short protocol periods, as a user tried them: five gossip rounds a second and failure
+/// detection after 3 s. The rest is the defaults (and two groups, see [`DEFAULT_TIMINGS`]).
+const SHORT_TIMINGS: &str = r#"
+[kelips]
+groups = 2
+gossip_period_ms = 200
+heartbeat_period_ms = 200
+t_fail_ms = 3000
+"#;
+
+/// Lines of `host`'s log (so far) that contain `what`.
+fn log_lines(cluster: &Cluster, host: &str, what: &str) -> usize {
+    std::fs::read_to_string(cluster.procs[host].log())
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| l.contains(what))
+        .count()
+}
+
+#[test]
+fn short_timings_do_not_make_peers_behind_relays_flap() {
+    if !require_root("short_timings_do_not_make_peers_behind_relays_flap") {
+        return;
+    }
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let cluster = Cluster::start_with(NatKind::RandomFully, SHORT_TIMINGS, "-short");
+    let started = Instant::now();
+    let mut converged_after = None;
+    while started.elapsed() < Duration::from_secs(40) {
+        if converged(&cluster.statuses()) {
+            converged_after = Some(started.elapsed());
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    println!("converged after {converged_after:?}");
+    // `QUICKSTORE_SETTLE_S`: seconds to wait before watching (to measure later periods).
+    let settle = std::env::var("QUICKSTORE_SETTLE_S")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    std::thread::sleep(Duration::from_secs(settle));
+    // Watch the contacts and members for a while: every one is reached through the relay
+    // (random-fully NATs cannot be punched) or over a LAN, and none may come and go.
+    let watched = ["contact removed", "member failed"];
+    let count = |what: &str| -> usize { HOSTS.iter().map(|h| log_lines(&cluster, h, what)).sum() };
+    let before: Vec<usize> = watched.iter().map(|w| count(w)).collect();
+    std::thread::sleep(Duration::from_secs(15));
+    let flaps: Vec<usize> = watched
+        .iter()
+        .zip(&before)
+        .map(|(w, b)| count(w) - b)
+        .collect();
+    println!(
+        "in 15 s: {} contacts removed, {} members failed",
+        flaps[0], flaps[1]
+    );
+    let files = tempfile::tempdir().expect("temp dir");
+    let mut failures = Vec::new();
+    let tries = 3;
+    for i in 0..tries {
+        let name = name_in_group(&format!("short-{i}"), 1);
+        let source = write_file(files.path(), &format!("short-{i}.bin"), 256 << 10, i as u8);
+        let put = cluster.client("a1", &["put", source.to_str().expect("utf-8"), &name]);
+        let target = files.path().join(format!("got-{i}"));
+        let get = cluster.client("b1", &["get", &name, "-o", target.to_str().expect("utf-8")]);
+        for (what, out) in [("put", &put), ("get", &get)] {
+            if !out.status.success() {
+                let stderr = String::from_utf8_lossy(&out.stderr);
+                failures.push(format!(
+                    "{what} {i}: {}",
+                    stderr.trim().lines().last().unwrap_or("")
+                ));
+            }
+        }
+        if get.status.success() && std::fs::read(&target).ok() != std::fs::read(&source).ok() {
+            failures.push(format!("get {i}: other bytes"));
+        }
+    }
+    println!(
+        "{} of {} puts and gets failed: {failures:?}",
+        failures.len(),
+        2 * tries
+    );
+    assert!(
+        converged_after.is_some(),
+        "converged within 40 s\n{}",
+        describe(&cluster.statuses())
+    );
+    assert_eq!(
+        flaps,
+        [0, 0],
+        "no contact removed and no member failed while watched"
+    );
+    assert!(failures.is_empty(), "{failures:?}");
 }
