@@ -296,3 +296,90 @@ fn gossip_to_an_unreachable_member_goes_to_another_until_it_beats_again() {
     }
     assert!(chosen);
 }
+
+/// Full entries of `from` in the group messages `node` sends.
+fn sent_entries(node: &mut Kelips<SimId>, of: SimId) -> Vec<Entry<SimId>> {
+    std::iter::from_fn(|| node.poll_output())
+        .filter_map(|output| match output {
+            Output::Send { envelope, .. } => match envelope.message {
+                Message::Group(gossip) => Some(gossip.entries.clone()),
+                _ => None,
+            },
+            Output::Event(_) => None,
+        })
+        .flatten()
+        .filter(|e| e.id == of)
+        .collect()
+}
+
+#[test]
+fn a_change_of_free_space_is_gossiped_and_drift_is_not() {
+    let (same, _) = ids();
+    let mut a = node(same[0]);
+    let mut now = 10;
+    let mut beat = 5;
+    // Rounds of a, with member b beating so that a keeps gossiping to it; returns a's own
+    // full entries in what it sent.
+    let mut run = |a: &mut Kelips<SimId>, rounds: u64| {
+        let mut entries = Vec::new();
+        for _ in 0..rounds {
+            now += 100;
+            beat += 1;
+            let alive = group_gossip(a, Vec::new(), vec![entry(same[1], 1, beat)]);
+            a.handle_message(now, same[1], alive).unwrap();
+            a.handle_tick(now);
+            entries.extend(sent_entries(a, same[0]));
+        }
+        entries
+    };
+    // Past the fresh rounds of the start, the own entry is no longer sent in full.
+    run(&mut a, 20);
+    assert!(run(&mut a, 3).is_empty());
+    // 10 GiB free: news; the member hears the new value in a full entry.
+    let stamp = a.own_entry().beat();
+    a.set_free_space(10 << 30);
+    assert!(
+        a.own_entry().beat() > stamp,
+        "the stamp rises with the news"
+    );
+    let sent = run(&mut a, 3);
+    assert!(
+        sent.iter().any(|e| e.free_space == 10 << 30),
+        "the new free space is not gossiped: {sent:?}"
+    );
+    run(&mut a, 20);
+    // A drift of 1 MiB is not news; a drop to a third is.
+    a.set_free_space((10 << 30) - (1 << 20));
+    assert!(run(&mut a, 3).is_empty());
+    a.set_free_space(3 << 30);
+    assert!(run(&mut a, 3).iter().any(|e| e.free_space == 3 << 30));
+
+    // A member passes such news on: b hears a (whose free space changes in round 23) and
+    // a third member c, and gossips a's entry to c only when it changed.
+    let mut b = node(same[1]);
+    let mut from_a = entry(same[0], 1, 5);
+    let mut relayed = Vec::new();
+    let mut at = 10;
+    for round in 0..26u64 {
+        at += 100;
+        from_a.heartbeat += 1;
+        if round == 23 {
+            from_a.free_space = 1 << 30;
+        }
+        let heard = vec![from_a.clone(), entry(same[2], 1, 5 + round)];
+        b.handle_message(at, same[0], group_gossip(&b, Vec::new(), heard))
+            .unwrap();
+        b.handle_tick(at);
+        let sent = sent_entries(&mut b, same[0]);
+        if (20..23).contains(&round) {
+            assert!(sent.is_empty(), "b relays a's unchanged entry: {sent:?}");
+        }
+        if round >= 23 {
+            relayed.extend(sent);
+        }
+    }
+    assert!(
+        relayed.iter().any(|e| e.free_space == 1 << 30),
+        "a member does not pass on a change of free space"
+    );
+}

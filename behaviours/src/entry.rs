@@ -86,6 +86,20 @@ impl<'de> Deserialize<'de> for AddressRecord {
     }
 }
 
+/// Smallest change of free space that is news on its own: a member re-announces its entry
+/// (and members pass it on) when its free space moves by more than this or by more than a
+/// sixteenth, or reaches or leaves zero; smaller drift waits for the next such change.
+pub const FREE_SPACE_NEWS_BYTES: u64 = 16 << 20;
+
+/// Whether free space going from `before` to `after` bytes is news (see
+/// [`FREE_SPACE_NEWS_BYTES`]).
+pub fn free_space_news(before: u64, after: u64) -> bool {
+    if (before == 0) != (after == 0) {
+        return true;
+    }
+    before.abs_diff(after) > FREE_SPACE_NEWS_BYTES.max(before.max(after) / 16)
+}
+
 /// A full membership entry, as gossiped.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Entry<I> {

@@ -179,13 +179,15 @@ impl<I: Ord + Clone + std::hash::Hash> GroupView<I> {
                 return Change::Refused;
             }
             let address_before = member.entry.address.clone();
+            let free_before = member.entry.free_space;
             if !member.entry.merge(entry) {
                 return Change::None;
             }
-            // A new incarnation or address record is news worth fresh rations; a heartbeat
-            // rise travels in digests.
+            // A new incarnation, address record or free space is news worth fresh rations; a
+            // heartbeat rise travels in digests.
             if member.entry.incarnation != before.incarnation
                 || member.entry.address != address_before
+                || crate::entry::free_space_news(free_before, member.entry.free_space)
             {
                 member.fresh_rounds = fresh_rounds;
             }

@@ -402,9 +402,17 @@ impl<I: NodeId> Kelips<I> {
         self.own_fresh_rounds = self.config.fresh_rounds;
     }
 
-    /// Sets the free space (bytes) this node advertises.
+    /// Sets the free space (bytes) this node advertises. A change that is news
+    /// ([`crate::entry::free_space_news`]) raises the heartbeat and makes the own entry fresh
+    /// again, so members learn it (placement reads it); before, members kept the value they
+    /// first heard.
     pub fn set_free_space(&mut self, bytes: u64) {
-        self.me.free_space = bytes;
+        let announced = self.me.free_space;
+        if crate::entry::free_space_news(announced, bytes) {
+            self.me.free_space = bytes;
+            self.me.heartbeat += 1;
+            self.own_fresh_rounds = self.config.fresh_rounds;
+        }
     }
 
     // ---- inputs ------------------------------------------------------------------------
