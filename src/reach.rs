@@ -26,6 +26,11 @@ const MAX_RELAYS: usize = 16;
 const RESERVATION_TIMEOUT: Duration = Duration::from_secs(20);
 /// After a lost or refused reservation, the next one waits this long.
 const RESERVATION_RETRY: Duration = Duration::from_secs(5);
+/// A node that asks its router for a port mapping (`nat.upnp`) gives the router this long
+/// after start before being seen at a translated address alone makes it reserve a relay:
+/// otherwise peers that met it meanwhile keep reaching it through the relay after the
+/// mapping made it directly reachable.
+pub const UPNP_GRACE: Duration = Duration::from_secs(10);
 /// The circuit relay v2 hop protocol a relay server offers.
 const RELAY_HOP: StreamProtocol = StreamProtocol::new("/libp2p/circuit/relay/0.2.0/hop");
 
@@ -403,9 +408,10 @@ impl Reach {
                 * u64::from(self.config.autonat_max_failed_probes)
                 * 3,
         );
+        let waiting_for_upnp = self.config.upnp && self.started.elapsed() < UPNP_GRACE;
         if self.failed_probes >= self.config.autonat_max_failed_probes
             || self.started.elapsed() > patience
-            || self.translated.is_some()
+            || (self.translated.is_some() && !waiting_for_upnp)
         {
             if self.reachability != Reachability::Private && self.translated.is_none() {
                 tracing::info!(
@@ -638,6 +644,27 @@ mod tests {
         assert_eq!(reach.reachability(), Reachability::Public);
         assert!(reach.relay().is_none() && !reach.reserved());
         assert!(reach.tick().is_empty());
+    }
+
+    #[test]
+    fn a_node_asking_its_router_for_a_mapping_does_not_reserve_at_once() {
+        let relay = PeerId::random();
+        let at = addr("/ip4/198.51.100.1/tcp/4001");
+        let config = NatConfig {
+            upnp: true,
+            ..NatConfig::default()
+        };
+        let mut reach = Reach::new(PeerId::random(), config, &[(relay, at.clone())]);
+        let own = [addr("/ip4/192.168.1.2/tcp/5")];
+        reach.on_observed(&addr("/ip4/198.51.100.11/tcp/40000"), &own);
+        assert_eq!(reach.reachability(), Reachability::Unknown);
+        let hop = [RELAY_HOP, KELIPS_PROTOCOL];
+        assert!(reach.on_identify(relay, &hop, &[at]).is_empty());
+        assert!(reach.tick().is_empty(), "reserved within the UPnP grace");
+        // The mapping arrives: reachable, no relay ever.
+        reach.on_public(addr("/ip4/198.51.100.11/tcp/5"));
+        assert_eq!(reach.reachability(), Reachability::Public);
+        assert!(reach.relay().is_none());
     }
 
     #[test]
