@@ -351,8 +351,11 @@ impl<I: NodeId> FilesCore<I> {
                         );
                     }
                     if merged.version != before.version {
-                        tracked.fetch = None;
-                        tracked.copying.clear();
+                        // Transfers of the old version are forgotten: their slots are free
+                        // again (their completions find nothing to account).
+                        let dropped = usize::from(tracked.fetch.take().is_some())
+                            + std::mem::take(&mut tracked.copying).len();
+                        self.in_flight = self.in_flight.saturating_sub(dropped);
                         tracked.lost_reported = false;
                     }
                     tracked.tuple = Arc::new(merged);

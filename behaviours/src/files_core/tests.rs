@@ -71,7 +71,14 @@ impl Node {
 
     /// A node that joined at the start and has been settled since.
     fn settled(me: SimId, others: &[SimId]) -> Self {
+        Self::settled_with(me, others, FilesConfig::default())
+    }
+
+    /// As [`Node::settled`], with `config`.
+    fn settled_with(me: SimId, others: &[SimId], config: FilesConfig) -> Self {
         let mut node = Self::new(me, others);
+        node.core = FilesCore::new(me, config, 7).unwrap();
+        node.core.set_free_space(FREE);
         node.core.handle_joined(node.now);
         node.run(25_000);
         assert!(node.core.is_settled(node.now));
@@ -520,6 +527,40 @@ fn the_leader_restores_r_copies_when_a_holder_dies() {
         h
     });
     assert_eq!(published[0].epoch, 1);
+}
+
+#[test]
+fn a_new_version_frees_the_repair_slots_of_the_old_one() {
+    let r = ranked();
+    let (me, a, b, spare) = (r[0], r[1], r[2], r[3]);
+    let config = FilesConfig {
+        max_repairs: 1,
+        ..FilesConfig::default()
+    };
+    let mut node = Node::settled_with(me, &[a, b, spare], config);
+    node.holds(&tuple(1, &[me, a, b], 0));
+    node.run(6_000);
+    node.fail(b);
+    node.run(6_000);
+    let copies = |node: &Node, lamport: u64| {
+        node.commands()
+            .into_iter()
+            .filter(|c| {
+                matches!(c, Command::CopyTo { tuple, purpose: CopyPurpose::Repair, .. }
+                    if tuple.version.lamport == lamport)
+            })
+            .count()
+    };
+    assert_eq!(copies(&node, 1), 1, "the one repair slot is taken");
+    // Version 2 arrives while that copy is in flight; it too lists the dead holder. Its
+    // repair needs the slot the old version's copy held.
+    node.out.clear();
+    node.holds(&tuple(2, &[me, a, b], 0));
+    node.run(6_000);
+    assert!(
+        copies(&node, 2) >= 1,
+        "the slot of the superseded copy was never freed"
+    );
 }
 
 #[test]
