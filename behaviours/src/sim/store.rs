@@ -164,6 +164,36 @@ enum Job {
     },
 }
 
+impl Job {
+    /// The node the job reports to with the life (generation) it must still be in, and the
+    /// nodes whose pause makes it wait. (A commit waits on its receiver's pause only once
+    /// the receiver is known reachable: its arm checks that.)
+    fn gate(&self) -> (u32, u32, [Option<u32>; 2]) {
+        match *self {
+            Job::PutStored {
+                first,
+                first_gen,
+                home,
+                ..
+            } => (first, first_gen, [Some(first), Some(home)]),
+            Job::Copy {
+                from, from_gen, to, ..
+            } => (from, from_gen, [Some(from), Some(to)]),
+            Job::CopyFailed { from, from_gen, .. } => (from, from_gen, [Some(from), None]),
+            Job::Fetch {
+                node,
+                node_gen,
+                from,
+                ..
+            } => (node, node_gen, [Some(node), Some(from)]),
+            Job::FetchFailed { node, node_gen, .. } | Job::CommitAnswer { node, node_gen, .. } => {
+                (node, node_gen, [Some(node), None])
+            }
+            Job::Commit { from, from_gen, .. } => (from, from_gen, [None, None]),
+        }
+    }
+}
+
 /// The file layer of one simulation.
 pub struct Store {
     config: StoreConfig,
@@ -715,32 +745,25 @@ impl Store {
     }
 
     fn run_job(&mut self, sim: &mut Simulator, job: Job, now: Millis) {
+        // A job matters only while the node it reports to runs the same life, and waits
+        // while any node it involves is paused.
+        let (owner, generation, waits_on) = job.gate();
+        if !Self::alive(sim, owner, generation) {
+            return;
+        }
+        let waits_on: Vec<u32> = waits_on.into_iter().flatten().collect();
+        let Some(job) = self.defer_if_paused(sim, &waits_on, job) else {
+            return;
+        };
         match job {
             Job::PutStored {
                 put,
                 first,
-                first_gen,
                 home,
                 home_gen,
                 name,
+                ..
             } => {
-                if !Self::alive(sim, first, first_gen) {
-                    return;
-                }
-                let Some(Job::PutStored { .. }) = self.defer_if_paused(
-                    sim,
-                    &[first, home],
-                    Job::PutStored {
-                        put,
-                        first,
-                        first_gen,
-                        home,
-                        home_gen,
-                        name,
-                    },
-                ) else {
-                    return;
-                };
                 let hash = hash_of(name);
                 let size = self.names[name].size;
                 let stored = Self::alive(sim, home, home_gen)
@@ -763,27 +786,11 @@ impl Store {
             }
             Job::Copy {
                 from,
-                from_gen,
                 to,
                 tuple,
                 purpose,
+                ..
             } => {
-                if !Self::alive(sim, from, from_gen) {
-                    return;
-                }
-                let Some(Job::Copy { tuple, .. }) = self.defer_if_paused(
-                    sim,
-                    &[from, to],
-                    Job::Copy {
-                        from,
-                        from_gen,
-                        to,
-                        tuple,
-                        purpose,
-                    },
-                ) else {
-                    return;
-                };
                 let n = index_of_hash(&tuple.version.blake3);
                 let ok = sim.is_alive(to)
                     && sim.can_reach(from, to)
@@ -807,51 +814,18 @@ impl Store {
             }
             Job::CopyFailed {
                 from,
-                from_gen,
                 to,
                 name,
                 purpose,
+                ..
             } => {
-                if Self::alive(sim, from, from_gen) {
-                    let Some(Job::CopyFailed { name, .. }) = self.defer_if_paused(
-                        sim,
-                        &[from],
-                        Job::CopyFailed {
-                            from,
-                            from_gen,
-                            to,
-                            name,
-                            purpose,
-                        },
-                    ) else {
-                        return;
-                    };
-                    sim.files_input(from, |files, now| {
-                        files.handle_copy_failed(now, &name, SimId(to), purpose)
-                    });
-                }
+                sim.files_input(from, |files, now| {
+                    files.handle_copy_failed(now, &name, SimId(to), purpose)
+                });
             }
             Job::Fetch {
-                node,
-                node_gen,
-                from,
-                tuple,
+                node, from, tuple, ..
             } => {
-                if !Self::alive(sim, node, node_gen) {
-                    return;
-                }
-                let Some(Job::Fetch { tuple, .. }) = self.defer_if_paused(
-                    sim,
-                    &[node, from],
-                    Job::Fetch {
-                        node,
-                        node_gen,
-                        from,
-                        tuple,
-                    },
-                ) else {
-                    return;
-                };
                 let n = index_of_hash(&tuple.version.blake3);
                 let name = tuple.name.clone();
                 let ok = sim.is_alive(from)
@@ -878,29 +852,14 @@ impl Store {
             }
             Job::FetchFailed {
                 node,
-                node_gen,
                 from,
                 name,
                 why,
+                ..
             } => {
-                if Self::alive(sim, node, node_gen) {
-                    let Some(Job::FetchFailed { name, .. }) = self.defer_if_paused(
-                        sim,
-                        &[node],
-                        Job::FetchFailed {
-                            node,
-                            node_gen,
-                            from,
-                            name,
-                            why,
-                        },
-                    ) else {
-                        return;
-                    };
-                    sim.files_input(node, |files, now| {
-                        files.handle_fetch_failed(now, &name, SimId(from), why)
-                    });
-                }
+                sim.files_input(node, |files, now| {
+                    files.handle_fetch_failed(now, &name, SimId(from), why)
+                });
             }
             Job::Commit {
                 from,
@@ -909,9 +868,6 @@ impl Store {
                 put,
                 tuple,
             } => {
-                if !Self::alive(sim, from, from_gen) {
-                    return;
-                }
                 if !sim.is_alive(to) || !sim.can_reach(from, to) {
                     let wait = sim.config().kelips.request_timeout_ms;
                     self.schedule(
@@ -926,6 +882,7 @@ impl Store {
                     );
                     return;
                 }
+                // The receiver's pause counts only once it is known to be reachable.
                 let Some(Job::Commit { tuple, .. }) = self.defer_if_paused(
                     sim,
                     &[to],
@@ -957,28 +914,11 @@ impl Store {
             }
             Job::CommitAnswer {
                 node,
-                node_gen,
                 put,
                 home,
                 ok,
+                ..
             } => {
-                if !Self::alive(sim, node, node_gen) {
-                    return;
-                }
-                let Some(job) = self.defer_if_paused(
-                    sim,
-                    &[node],
-                    Job::CommitAnswer {
-                        node,
-                        node_gen,
-                        put,
-                        home,
-                        ok,
-                    },
-                ) else {
-                    return;
-                };
-                drop(job);
                 sim.files_input(node, |files, now| {
                     if ok {
                         files.handle_commit_recorded(now, put, SimId(home));
