@@ -78,32 +78,11 @@ fn the_readme_tryout_works_as_written() {
     for line in &commands {
         let args = words(line, tmp.path(), bootstrap.as_deref());
         if args[0] == "node" {
-            let mut child = Command::new(BIN)
-                .args(&args)
-                .current_dir(tmp.path())
-                .env("RUST_LOG", "warn")
-                .stdout(Stdio::piped())
-                .stderr(Stdio::null())
-                .spawn()
-                .expect("the node starts");
-            let stdout = child.stdout.take().expect("stdout");
-            let node = Node(child);
             // The first node's loopback TCP address is what a reader copies.
-            let mut lines = BufReader::new(stdout).lines();
-            if bootstrap.is_none() {
-                let address = lines
-                    .by_ref()
-                    .map_while(Result::ok)
-                    .filter_map(|l| l.strip_prefix("listening on ").map(str::to_string))
-                    .find(|a| a.starts_with("/ip4/127.0.0.1/tcp/"))
-                    .expect("the first node listens on loopback TCP");
-                bootstrap = Some(address);
-            } else {
-                let first = lines.next().and_then(Result::ok).unwrap_or_default();
-                assert!(first.starts_with("listening on"), "{line}: {first:?}");
-            }
-            // Keep reading its stdout so that it never blocks on a full pipe.
-            std::thread::spawn(move || for _ in lines {});
+            let (node, address) = start(&args, tmp.path(), |a| {
+                bootstrap.is_some() || a.starts_with("/ip4/127.0.0.1/tcp/")
+            });
+            bootstrap.get_or_insert(address);
             nodes.push(node);
             continue;
         }
@@ -136,7 +115,11 @@ fn the_readme_tryout_works_as_written() {
     // put, get, ls and rm against a one-node network, the same way.
     let lone = tmp.path().join("lone");
     let dir = lone.display().to_string();
-    let node = start(&["node", "--data-dir", &dir, "--groups", "1"], tmp.path());
+    let (node, _) = start(
+        &["node", "--data-dir", &dir, "--groups", "1"],
+        tmp.path(),
+        |_| true,
+    );
     let run = |args: &[&str]| {
         let out = Command::new(BIN)
             .args(args)
@@ -172,8 +155,13 @@ fn the_readme_tryout_works_as_written() {
     drop(node);
 }
 
-/// Starts `quickstore ARGS` (a node) and returns once it listens.
-fn start(args: &[&str], cwd: &Path) -> Node {
+/// Starts `quickstore ARGS` (a node) and returns once it listens, with the first address it
+/// prints that `wanted` accepts.
+fn start(
+    args: &[impl AsRef<std::ffi::OsStr>],
+    cwd: &Path,
+    wanted: impl Fn(&str) -> bool,
+) -> (Node, String) {
     let mut child = Command::new(BIN)
         .args(args)
         .current_dir(cwd)
@@ -183,9 +171,16 @@ fn start(args: &[&str], cwd: &Path) -> Node {
         .spawn()
         .expect("the node starts");
     let stdout = child.stdout.take().expect("stdout");
+    let node = Node(child);
     let mut lines = BufReader::new(stdout).lines();
     let first = lines.next().and_then(Result::ok).unwrap_or_default();
-    assert!(first.starts_with("listening on"), "{args:?}: {first:?}");
+    assert!(first.starts_with("listening on"), "{first:?}");
+    let address = std::iter::once(first)
+        .chain(lines.by_ref().map_while(Result::ok))
+        .filter_map(|l| l.strip_prefix("listening on ").map(str::to_string))
+        .find(|a| wanted(a))
+        .expect("the node listens where wanted");
+    // Keep reading its stdout so that it never blocks on a full pipe.
     std::thread::spawn(move || for _ in lines {});
-    Node(child)
+    (node, address)
 }
