@@ -347,6 +347,12 @@ impl BlobStore {
         Ok(blobs.into_iter().map(|(hash, _)| hash).collect())
     }
 
+    /// Every stored blob and its length in bytes, in no particular order.
+    pub async fn list_sized(&self) -> Result<Vec<(Hash, u64)>, BlobError> {
+        let root = self.shared.root.clone();
+        blocking(move || scan(&root, false)).await
+    }
+
     /// Bytes in stored blobs.
     pub fn used(&self) -> u64 {
         self.shared.accounting().used

@@ -22,7 +22,9 @@ use tokio::sync::{Semaphore, mpsc, watch};
 
 use crate::blobs::BlobStore;
 use crate::config::NodeConfig;
-use crate::files::handle::{NodeCommand, NodeHandle, PendingLookups, answer, nearest_first};
+use crate::files::handle::{
+    NodeCommand, NodeHandle, PendingLookups, answer, nearest_first, snapshot,
+};
 use crate::files::service::{FilesService, Timeouts};
 use crate::files::versions::KeptVersions;
 use crate::metrics::NodeMetrics;
@@ -269,6 +271,8 @@ impl NodeArgs {
             config.kelips.groups,
             config.kelips.replication,
         );
+        let mut kept = KeptVersions::new(files_config.keep_versions);
+        crate::files::versions::decode(&mut kept, versions);
         let files = Arc::new(FilesService {
             handle,
             blobs: blobs.clone(),
@@ -278,11 +282,7 @@ impl NodeArgs {
                 put_deadline: Duration::from_millis(files_config.put_deadline_ms),
             },
             streams: Arc::new(Semaphore::new(files_config.max_streams)),
-            kept: std::sync::Mutex::new({
-                let mut kept = KeptVersions::new(files_config.keep_versions);
-                kept.decode(versions);
-                kept
-            }),
+            kept: std::sync::Mutex::new(kept.clone()),
             kept_writer: crate::files::service::spawn_kept_writer(store.clone()),
             counters: Default::default(),
             relay: crate::files::service::RelayGate {
@@ -292,15 +292,15 @@ impl NodeArgs {
             },
         });
         files.start()?;
-        tokio::spawn(crate::files::repair::run(
+        let driver = crate::files::driver::spawn(
             files.clone(),
-            crate::files::repair::RepairConfig {
-                period: Duration::from_millis(files_config.repair_period_ms),
-                max_repairs: files_config.max_repairs,
-                orphan_grace: Duration::from_millis(files_config.orphan_grace_ms),
-                scrub_bytes_per_s: files_config.scrub_bytes_per_s,
-            },
-        ));
+            crate::files::driver::DriverConfig::new(
+                files_config,
+                config.kelips.replication,
+                config.kelips.t_fail_ms,
+            ),
+            kept,
+        )?;
         let runner_dir = dir.clone();
         let mut runner = Runner {
             swarm,
@@ -315,6 +315,8 @@ impl NodeArgs {
             lookups: PendingLookups::new(),
             blobs,
             files,
+            driver,
+            superseded: Default::default(),
             reach,
             relay_listener: None,
             tuples_dirty: false,
@@ -324,6 +326,9 @@ impl NodeArgs {
         runner.run().await
     }
 }
+
+/// Replaced versions queued for the files core's driver at most (it takes them every tick).
+const MAX_SUPERSEDED_QUEUED: usize = 4096;
 
 /// The lock file in the data directory: it holds the pid of the node that holds it.
 const LOCK_FILE: &str = "node.lock";
@@ -409,8 +414,13 @@ struct Runner {
     lookups: PendingLookups,
     /// Blob files (for the free space gossiped).
     blobs: Arc<BlobStore>,
-    /// The file protocols (for the hand-off at a clean stop).
+    /// The file protocols.
     files: Arc<FilesService>,
+    /// Versions this node held that newer ones replaced, until the files core's driver takes
+    /// them (at most [`MAX_SUPERSEDED_QUEUED`]).
+    superseded: std::collections::VecDeque<Arc<FileTuple<Peer>>>,
+    /// The files core's driver (for the hand-off at a clean stop).
+    driver: crate::files::driver::DriverHandle,
     /// LAN discovery, reachability, relays, hole punching.
     reach: Reach,
     /// The listener of the relay reservation, if any.
@@ -443,10 +453,13 @@ impl Runner {
             }
         }
         tracing::info!("stopping: handing off replicas");
-        let files = self.files.clone();
+        let driver = self.driver.clone();
         let timeout = self.handoff_timeout;
-        let handoff =
-            tokio::spawn(async move { crate::files::repair::hand_off(&files, timeout).await });
+        let handoff = tokio::spawn(async move {
+            tokio::time::timeout(timeout, driver.hand_off())
+                .await
+                .unwrap_or(0)
+        });
         let handed = self.drive_until(handoff).await.unwrap_or(0);
         if handed > 0 {
             tracing::info!("handed off {handed} names");
@@ -481,6 +494,12 @@ impl Runner {
     }
 
     fn on_command(&mut self, command: NodeCommand) {
+        if let NodeCommand::Snapshot { tuples, reply } = command {
+            let mut snapshot = snapshot(&self.swarm.behaviour().kelips, tuples.as_ref());
+            snapshot.superseded = self.superseded.drain(..).collect();
+            let _ = reply.send(snapshot);
+            return;
+        }
         if let NodeCommand::Publish { tuple, .. } = &command
             && tuple.holders.contains(&Peer(*self.swarm.local_peer_id()))
         {
@@ -722,8 +741,14 @@ impl Runner {
             BehaviourEvent::Core(event) => {
                 self.metrics.on_core_event(&event);
                 log_core_event(&event);
-                if let Event::VersionSuperseded(old) = &event {
-                    self.files.keep_versions([&**old]);
+                if let Event::VersionSuperseded(old) = &event
+                    && old.holders.contains(&Peer(*self.swarm.local_peer_id()))
+                {
+                    if self.superseded.len() >= MAX_SUPERSEDED_QUEUED {
+                        tracing::warn!("older version of {:?} not kept: queue full", old.name);
+                    } else {
+                        self.superseded.push_back(old.clone());
+                    }
                 }
                 if let Event::Lookup(outcome) = &event
                     && let Some(reply) = self.lookups.remove(&outcome.query)

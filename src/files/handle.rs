@@ -2,15 +2,17 @@
 //! members for placement, contacts, tuples) and publish tuples. Commands travel over a bounded
 //! channel; the swarm task answers each on a oneshot. [`answer`] is the swarm side.
 
+use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use libp2p::PeerId;
+use quickstore_behaviours::files_core::MemberState;
 use quickstore_behaviours::net::{Behaviour as KelipsBehaviour, Peer};
-use quickstore_behaviours::{Entry, FileTuple, LookupOutcome, LookupResult};
+use quickstore_behaviours::{Entry, FileTuple, LookupOutcome, LookupResult, Millis};
 use tokio::sync::{mpsc, oneshot};
 
-use super::health::NodeHealth;
 use super::wire::PeerInfo;
+use crate::blobs::Hash;
 
 /// Commands queued for the swarm task at most.
 pub const MAX_QUEUED_COMMANDS: usize = 256;
@@ -30,17 +32,6 @@ pub struct HeldTuple {
     /// Live members of the group, this node included: R copies are wanted, or this many when
     /// the group is smaller.
     pub group_live: usize,
-}
-
-/// The newest version of a name as this node knows it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Newest {
-    /// Its Lamport counter.
-    pub lamport: u64,
-    /// It is a tombstone.
-    pub deleted: bool,
-    /// This node is one of its holders.
-    pub held: bool,
 }
 
 /// A question for the swarm task.
@@ -101,17 +92,12 @@ pub enum NodeCommand {
         /// Them.
         reply: oneshot::Sender<Vec<HeldTuple>>,
     },
-    /// Whether the node is joined and hears its network (for [`super::health`]).
-    Health {
+    /// What the files core's driver feeds its core with (see [`super::driver`]).
+    Snapshot {
+        /// Also the tuples the core should see; `None`: the view only.
+        tuples: Option<TupleQuery>,
         /// It.
-        reply: oneshot::Sender<NodeHealth>,
-    },
-    /// The newest known version of each name, if known.
-    Newest {
-        /// The names.
-        names: Vec<String>,
-        /// One answer per name.
-        reply: oneshot::Sender<Vec<Option<Newest>>>,
+        reply: oneshot::Sender<FilesSnapshot>,
     },
 }
 
@@ -244,14 +230,10 @@ impl NodeHandle {
         self.ask(|reply| NodeCommand::Held { reply }).await
     }
 
-    /// Whether the node is joined and hears its network.
-    pub async fn health(&self) -> Result<NodeHealth, NodeGone> {
-        self.ask(|reply| NodeCommand::Health { reply }).await
-    }
-
-    /// The newest known version of each name.
-    pub async fn newest(&self, names: Vec<String>) -> Result<Vec<Option<Newest>>, NodeGone> {
-        self.ask(|reply| NodeCommand::Newest { names, reply }).await
+    /// The state the files core's driver feeds its core with.
+    pub async fn snapshot(&self, tuples: Option<TupleQuery>) -> Result<FilesSnapshot, NodeGone> {
+        self.ask(|reply| NodeCommand::Snapshot { tuples, reply })
+            .await
     }
 }
 
@@ -342,30 +324,87 @@ pub fn answer(kelips: &mut KelipsBehaviour, lookups: &mut PendingLookups, comman
             }
             let _ = reply.send(held);
         }
-        NodeCommand::Health { reply } => {
-            let core = kelips.core();
-            let _ = reply.send(NodeHealth {
-                joined: core.is_joined(),
-                messages_in: core.stats().messages_in,
-                t_fail: std::time::Duration::from_millis(core.config().t_fail_ms),
-            });
+        NodeCommand::Snapshot { tuples, reply } => {
+            let _ = reply.send(snapshot(kelips, tuples.as_ref()));
         }
-        NodeCommand::Newest { names, reply } => {
-            let core = kelips.core();
-            let groups = core.config().groups;
-            let newest = names
-                .iter()
-                .map(|name| {
-                    let (_, fp) = quickstore_behaviours::id::name_facts(name, groups);
-                    core.tuples().get(fp, name).map(|t| Newest {
-                        lamport: t.version.lamport,
-                        deleted: t.deleted,
-                        held: t.holders.contains(core.id()),
-                    })
-                })
-                .collect();
-            let _ = reply.send(newest);
+    }
+}
+
+/// Which tuples of the own group the files core wants: those listing this node, those naming
+/// one of its blobs, and the newest of each name it tracks.
+#[derive(Debug, Clone, Default)]
+pub struct TupleQuery {
+    /// The blobs on disk.
+    pub blobs: Arc<BTreeSet<Hash>>,
+    /// The names tracked.
+    pub names: Vec<Arc<str>>,
+}
+
+/// What the swarm task tells the files core's driver at one tick.
+#[derive(Debug, Clone, Default)]
+pub struct FilesSnapshot {
+    /// The Kelips clock (ms since the behaviour started): `members[..].last_heard` is on it.
+    pub now_ms: Millis,
+    /// The Kelips join finished.
+    pub joined: bool,
+    /// Kelips messages received so far (rises while the node hears its network).
+    pub messages_in: u64,
+    /// The own group but this node. A member without an address record is shown with no
+    /// free space: it cannot be dialled, so no copy is placed on it.
+    pub members: Vec<MemberState<Peer>>,
+    /// The tuples asked for, one per name.
+    pub tuples: Vec<Arc<FileTuple<Peer>>>,
+    /// Versions of names this node held that newer ones replaced since the last snapshot
+    /// (Kelips `VersionSuperseded`), oldest first.
+    pub superseded: Vec<Arc<FileTuple<Peer>>>,
+}
+
+/// The swarm task's answer to [`NodeCommand::Snapshot`] (without `superseded`, which the
+/// swarm task adds).
+pub fn snapshot(kelips: &KelipsBehaviour, query: Option<&TupleQuery>) -> FilesSnapshot {
+    let core = kelips.core();
+    let members = core
+        .view()
+        .iter()
+        .map(|m| MemberState {
+            id: m.entry.id,
+            live: !m.failed,
+            last_heard: m.last_increase,
+            free_space: if m.entry.address.as_bytes().is_empty() {
+                0
+            } else {
+                m.entry.free_space
+            },
+        })
+        .collect();
+    let mut tuples = Vec::new();
+    if let Some(query) = query {
+        let me = core.id();
+        let mut seen: BTreeSet<Arc<str>> = BTreeSet::new();
+        for tuple in core.tuples().iter() {
+            if tuple.holders.contains(me) || query.blobs.contains(&tuple.version.blake3) {
+                seen.insert(tuple.name.clone());
+                tuples.push(tuple.clone());
+            }
         }
+        let groups = core.config().groups;
+        for name in &query.names {
+            if seen.contains(name) {
+                continue;
+            }
+            let (_, fp) = quickstore_behaviours::id::name_facts(name, groups);
+            if let Some(tuple) = core.tuples().get(fp, name) {
+                tuples.push(tuple.clone());
+            }
+        }
+    }
+    FilesSnapshot {
+        now_ms: kelips.now_ms(),
+        joined: core.is_joined(),
+        messages_in: core.stats().messages_in,
+        members,
+        tuples,
+        superseded: Vec::new(),
     }
 }
 

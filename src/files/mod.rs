@@ -5,15 +5,16 @@
 //! * [`handle`]: how file tasks ask the swarm task (lookups, placement, tuples).
 //! * [`service`]: the node's side of both protocols, one task per stream behind a limit.
 //!   Older versions (`version`, `versions`) are answered in `version_lookup`.
-//! * [`repair`]: keeping R copies, fetching lost bytes, collecting unnamed blobs, hand-off at
-//!   a clean stop.
+//! * [`driver`]: runs the files core (`quickstore_behaviours::files_core`), which decides
+//!   repair, trimming, garbage, versions and the hand-off at a clean stop; [`repair`] moves
+//!   the bytes it asks for and scrubs stored blobs.
 //! * [`client`]: the ephemeral peer the CLI runs; [`cli`]: `put`, `get`, `rm`, `ls`.
 
 mod block_pipe;
 pub mod cli;
 pub mod client;
+pub mod driver;
 pub mod handle;
-pub mod health;
 mod put;
 pub mod repair;
 pub mod service;

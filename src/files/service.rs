@@ -19,7 +19,7 @@ use tokio::time::Instant;
 
 use super::handle::{NodeGone, NodeHandle};
 use super::source::FileSource;
-use super::versions::{KeptVersion, KeptVersions};
+use super::versions::KeptVersions;
 use super::wire::{
     BLOB_PROTOCOL, BlobRequest, BlobResponse, ChunkReader, FILES_PROTOCOL, FilesRequest,
     FilesResponse, MAX_REQUEST_BYTES, MAX_RESPONSE_BYTES, PeerInfo, WireError, read_message,
@@ -62,7 +62,7 @@ pub struct FilesCounters {
     /// Holder sets published by repair leaders.
     pub holder_sets_published: AtomicU64,
     /// Times the repair loop stopped acting on the group view because the node was not
-    /// settled (paused, starved, deaf; see `files::health`).
+    /// settled (paused, starved, deaf; the files core's local health).
     pub repair_holds: AtomicU64,
     /// Holders a first home could not tell a new tuple before the ack (they learn it by
     /// gossip).
@@ -506,33 +506,9 @@ impl FilesService {
         )
     }
 
-    /// Records that this node holds these versions (kept for `get --version`); persists the
-    /// list when it changed.
-    pub fn keep_versions<'a>(&self, tuples: impl IntoIterator<Item = &'a FileTuple<Peer>>) {
-        let mut changed = false;
-        if let Ok(mut kept) = self.kept.lock() {
-            for tuple in tuples {
-                if tuple.deleted || !tuple.holders.contains(&Peer(self.handle.me)) {
-                    continue;
-                }
-                changed |= kept.record(
-                    &tuple.name,
-                    KeptVersion {
-                        lamport: tuple.version.lamport,
-                        blake3: tuple.version.blake3,
-                        size: tuple.size,
-                    },
-                );
-            }
-        }
-        if changed {
-            self.save_kept();
-        }
-    }
-
     /// Persists the kept versions: hands the latest list to the one writer task.
     pub fn save_kept(&self) {
-        if let Ok(rows) = self.kept.lock().map(|k| k.encode()) {
+        if let Ok(rows) = self.kept.lock().map(|k| super::versions::encode(&k)) {
             self.kept_writer.send_replace(Some(rows));
         }
     }

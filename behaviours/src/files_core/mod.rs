@@ -219,6 +219,35 @@ impl<I: NodeId> FilesCore<I> {
         self.kept.find(name, lamport)
     }
 
+    /// The versions this node keeps (for `get --version` and the garbage collector).
+    pub fn kept(&self) -> &KeptVersions {
+        &self.kept
+    }
+
+    /// Restores the kept versions a node saved before it stopped (at start, before any
+    /// input): their blobs are not garbage.
+    pub fn restore_kept(&mut self, kept: KeptVersions) {
+        self.kept = kept;
+    }
+
+    /// The names this node tracks: the driver feeds their newest tuples back with
+    /// [`handle_tuple`](Self::handle_tuple), with every tuple that lists this node or names
+    /// one of its blobs.
+    pub fn tracked_names(&self) -> impl Iterator<Item = &Arc<str>> {
+        self.names.keys()
+    }
+
+    /// Whether [`handle_tick`](Self::handle_tick) at `now` runs a repair round (the driver
+    /// refreshes tuples and the blob inventory just before).
+    pub fn repair_due(&self, now: Millis) -> bool {
+        now >= self.next_repair
+    }
+
+    /// Copies and fetches in flight.
+    pub fn transfers_in_flight(&self) -> usize {
+        self.in_flight
+    }
+
     /// min(R, live members of the own group, this node included).
     pub fn target(&self) -> usize {
         self.config.replication.min(self.view.live().count() + 1)
@@ -303,6 +332,23 @@ impl<I: NodeId> FilesCore<I> {
             if tracked.tuple.version.blake3 == hash {
                 tracked.knowledge.copy_missing(&me);
             }
+        }
+    }
+
+    /// A version of a name was replaced in the local Kelips store by a newer one (Kelips
+    /// `Event::VersionSuperseded`): kept for `get --version` if this node held it, even when
+    /// the core never saw that version tracked (a second put right after the first).
+    pub fn handle_version_superseded(&mut self, now: Millis, old: &FileTuple<I>) {
+        self.input(now);
+        if !old.deleted && old.holders.contains(&self.me) {
+            self.kept.record(
+                &old.name,
+                KeptVersion {
+                    lamport: old.version.lamport,
+                    blake3: old.version.blake3,
+                    size: old.size,
+                },
+            );
         }
     }
 

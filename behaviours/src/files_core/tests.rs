@@ -712,6 +712,25 @@ fn superseded_versions_are_kept_as_configured_and_protected_from_garbage() {
     assert_eq!(node.deletes(), vec![v1.version.blake3]);
 }
 
+#[test]
+fn a_version_replaced_before_the_core_saw_it_is_kept_when_reported() {
+    // A second put right after the first: the store replaced v1 before the driver fed it.
+    let mut node = Node::settled(id(1), &[id(2), id(3)]);
+    let v1 = tuple(1, &[id(1), id(2), id(3)], 0);
+    let v2 = tuple(2, &[id(1), id(2), id(3)], 0);
+    node.core
+        .handle_blob_stored(node.now, v1.version.blake3, v1.size);
+    node.core.handle_version_superseded(node.now, &v1);
+    node.holds(&v2);
+    node.run(FilesConfig::default().orphan_grace_ms + 10_000);
+    assert!(node.core.kept_version(NAME, 1).is_some());
+    assert!(node.deletes().is_empty(), "{:?}", node.deletes());
+    // A version this node did not hold is not kept.
+    let mut other = Node::settled(id(4), &[id(2), id(3)]);
+    other.core.handle_version_superseded(other.now, &v1);
+    assert!(other.core.kept_version(NAME, 1).is_none());
+}
+
 // ---- tombstones --------------------------------------------------------------------------
 
 #[test]

@@ -27,7 +27,7 @@ pub struct KeptVersion {
 }
 
 /// Kept versions by name, newest first.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct KeptVersions {
     by_name: BTreeMap<Arc<str>, Vec<KeptVersion>>,
     keep_older: usize,
@@ -111,5 +111,17 @@ impl KeptVersions {
     /// The names with kept versions.
     pub fn names(&self) -> Vec<Arc<str>> {
         self.by_name.keys().cloned().collect()
+    }
+
+    /// The kept versions of `name`, newest first.
+    pub fn of(&self, name: &str) -> &[KeptVersion] {
+        self.by_name.get(name).map(Vec::as_slice).unwrap_or(&[])
+    }
+
+    /// Every name and its kept versions, newest first, in name order.
+    pub fn iter(&self) -> impl Iterator<Item = (&Arc<str>, &[KeptVersion])> {
+        self.by_name
+            .iter()
+            .map(|(name, list)| (name, list.as_slice()))
     }
 }
