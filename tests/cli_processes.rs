@@ -450,6 +450,48 @@ async fn dead_holders() {
         got.stderr
     );
     assert!(!work.join("again").exists());
+    // Once the group has marked them failed (t_fail = 1.5 s), the name is "unavailable":
+    // stored, with every holder down. Never "not found": the bytes are on their disks.
+    let marked = Instant::now();
+    loop {
+        let got = cli(
+            &work,
+            &["get", "f", "-o", "again", "--peer", &peer(&procs[entry])],
+        );
+        assert!(!got.ok);
+        assert!(!got.stderr.contains("not found"), "{}", got.stderr);
+        if got.stderr.contains("unavailable") {
+            assert!(got.stderr.contains("3 listed holders"), "{}", got.stderr);
+            break;
+        }
+        assert!(
+            marked.elapsed() < Duration::from_secs(20),
+            "never unavailable: {}",
+            got.stderr
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    // One holder back with its disk: the same get succeeds, byte for byte.
+    let bootstrap = procs[entry].address.clone().expect("running");
+    procs[victim].start(&root, &[bootstrap]);
+    let back = Instant::now();
+    loop {
+        let got = cli(
+            &work,
+            &["get", "f", "-o", "again", "--peer", &peer(&procs[entry])],
+        );
+        if got.ok {
+            break;
+        }
+        assert!(
+            back.elapsed() < Duration::from_secs(30),
+            "the returned holder never served: {}",
+            got.stderr
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    let original = std::fs::read(&source).expect("source");
+    assert!(std::fs::read(work.join("again")).expect("again") == original);
 }
 
 /// Whether `proc`'s log has a line containing `needle`.

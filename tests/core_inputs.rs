@@ -383,3 +383,40 @@ fn a_change_of_free_space_is_gossiped_and_drift_is_not() {
         "a member does not pass on a change of free space"
     );
 }
+
+#[test]
+fn a_name_whose_holders_are_all_down_is_unavailable_not_not_found() {
+    use quickstore_behaviours::id::name_facts;
+    use quickstore_behaviours::{FileTuple, LookupResult, Version};
+    let (same, _) = ids();
+    let mut alone = node(same[0]);
+    let name = (0..)
+        .map(|i| format!("f{i}"))
+        .find(|n| name_facts(n, GROUPS).0 == 0)
+        .unwrap();
+    // Its holders are not in this node's view (down, or gone).
+    let tuple = FileTuple {
+        name: name.as_str().into(),
+        version: Version {
+            lamport: 1,
+            blake3: [1; 32],
+        },
+        size: 1,
+        holders: vec![same[1], same[2]],
+        epoch: 0,
+        deleted: false,
+    };
+    alone.publish(tuple).unwrap();
+    let query = alone.lookup(10, &name).unwrap();
+    let outcome = events(&mut alone)
+        .into_iter()
+        .find_map(|e| match e {
+            Event::Lookup(outcome) if outcome.query == query => Some(outcome),
+            _ => None,
+        })
+        .expect("answered locally");
+    match outcome.result {
+        LookupResult::Unavailable { tuple } => assert_eq!(tuple.holders.len(), 2),
+        other => panic!("expected unavailable, got {other:?}"),
+    }
+}

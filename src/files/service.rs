@@ -344,7 +344,17 @@ impl FilesService {
             Err(reason) => return Ok(refused(reason)),
         };
         Ok(match outcome.result {
-            LookupResult::Found { tuple, .. } if tuple.deleted => FilesResponse::NotFound,
+            LookupResult::Found { tuple, .. } | LookupResult::Unavailable { tuple }
+                if tuple.deleted =>
+            {
+                FilesResponse::NotFound
+            }
+            // Known, but no holder is live: the tuple with no holders ("unavailable").
+            LookupResult::Unavailable { tuple } => FilesResponse::Located {
+                tuple: FileTuple::clone(&tuple),
+                holders: Vec::new(),
+                hops: outcome.hops,
+            },
             LookupResult::Found { tuple, holders } => FilesResponse::Located {
                 tuple: FileTuple::clone(&tuple),
                 holders: holders
@@ -475,8 +485,14 @@ impl FilesService {
         }
         let current = match self.handle.lookup(&name).await.map_err(gone)? {
             Ok(outcome) => match outcome.result {
-                LookupResult::Found { tuple, .. } if !tuple.deleted => tuple,
-                LookupResult::Found { .. } | LookupResult::NotFound => {
+                LookupResult::Found { tuple, .. } | LookupResult::Unavailable { tuple }
+                    if !tuple.deleted =>
+                {
+                    tuple
+                }
+                LookupResult::Found { .. }
+                | LookupResult::Unavailable { .. }
+                | LookupResult::NotFound => {
                     return Ok(FilesResponse::NotFound);
                 }
                 LookupResult::Unreachable => {

@@ -27,6 +27,12 @@ pub enum LookupResult<I> {
         /// Entries of live holders (to reach them).
         holders: Vec<Entry<I>>,
     },
+    /// The name is known, but none of its holders is live in the view of any node that
+    /// answered: its bytes may sit on disks that are down ("unavailable", not "not found").
+    Unavailable {
+        /// The newest version found.
+        tuple: Arc<FileTuple<I>>,
+    },
     /// Every node asked answered that it does not know the name.
     NotFound,
     /// Nobody able to answer could be reached.
@@ -81,6 +87,8 @@ struct Pending<I> {
     walk: Vec<Entry<I>>,
     walk_steps: u8,
     not_found: bool,
+    /// The newest tuple an answer carried without a live holder.
+    unavailable: Option<Arc<FileTuple<I>>>,
     /// The proxy step ran (it runs once).
     proxied: bool,
     first_targets: Vec<I>,
@@ -149,6 +157,7 @@ impl<I: NodeId> Kelips<I> {
             walk: Vec::new(),
             walk_steps: 0,
             not_found: false,
+            unavailable: None,
             proxied: false,
             first_targets: Vec::new(),
             requester,
@@ -170,11 +179,12 @@ impl<I: NodeId> Kelips<I> {
         Ok(query)
     }
 
-    /// The local result for a tuple: it and the entries of its live holders.
+    /// The local result for a tuple: it and the entries of its live holders, or unavailable
+    /// when none is live.
     fn found(&self, tuple: Arc<FileTuple<I>>) -> LookupResult<I> {
         let holders = self.live_holders(&tuple);
         if holders.is_empty() {
-            return LookupResult::NotFound;
+            return LookupResult::Unavailable { tuple };
         }
         LookupResult::Found { tuple, holders }
     }
@@ -207,10 +217,12 @@ impl<I: NodeId> Kelips<I> {
             }
             let (targets, proxy) = self.next_targets(now, query);
             if targets.is_empty() {
-                let Some(pending) = self.lookups.pending.remove(&query) else {
+                let Some(mut pending) = self.lookups.pending.remove(&query) else {
                     return;
                 };
-                let result = if pending.not_found {
+                let result = if let Some(tuple) = pending.unavailable.take() {
+                    LookupResult::Unavailable { tuple }
+                } else if pending.not_found {
                     LookupResult::NotFound
                 } else {
                     LookupResult::Unreachable
@@ -439,6 +451,15 @@ impl<I: NodeId> Kelips<I> {
                 let pending = self.lookups.pending.remove(&query).expect("present");
                 self.finish(now, query, pending, LookupResult::Found { tuple, holders });
                 return Ok(());
+            }
+            // Known, but no live holder in that node's view: ask on, and say "unavailable"
+            // rather than "not found" if nobody knows better.
+            if pending
+                .unavailable
+                .as_ref()
+                .is_none_or(|t| tuple.rank() > t.rank())
+            {
+                pending.unavailable = Some(tuple);
             }
         }
         pending.not_found = true;

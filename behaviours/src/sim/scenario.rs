@@ -679,7 +679,10 @@ impl<'a> Run<'a> {
         self.report.lookups += 1;
         let found = matches!(outcome.result, LookupResult::Found { .. });
         match outcome.result {
-            LookupResult::NotFound => self.report.lookup_not_found += 1,
+            // Counted as before there was an "unavailable": the tuple had no live holder.
+            LookupResult::NotFound | LookupResult::Unavailable { .. } => {
+                self.report.lookup_not_found += 1
+            }
             LookupResult::Unreachable => self.report.lookup_unreachable += 1,
             LookupResult::Found { .. } => {}
         }

@@ -372,7 +372,12 @@ async fn get_file(
         }
     }
     if holders.is_empty() {
-        bail!("unreachable: no live holder of {} is known", shown(name));
+        bail!(
+            "unavailable: {} is stored, but none of its {} listed holders is up now; \
+             try again when one is back",
+            shown(name),
+            tuple.holders.len()
+        );
     }
     bar.set_length(bar.length().unwrap_or(0).max(tuple.size));
     fetch_from_any(session, &holders, &tuple, output, bar).await?;
