@@ -273,8 +273,10 @@ impl NodeArgs {
         );
         let mut kept = KeptVersions::new(files_config.keep_versions);
         crate::files::versions::decode(&mut kept, versions);
+        let (driver, inbox) = crate::files::driver::channel();
         let files = Arc::new(FilesService {
             handle,
+            driver: driver.clone(),
             blobs: blobs.clone(),
             control: swarm.behaviour().streams.new_control(),
             timeouts: Timeouts {
@@ -292,7 +294,7 @@ impl NodeArgs {
             },
         });
         files.start()?;
-        let driver = crate::files::driver::spawn(
+        crate::files::driver::spawn(
             files.clone(),
             crate::files::driver::DriverConfig::new(
                 files_config,
@@ -300,6 +302,7 @@ impl NodeArgs {
                 config.kelips.t_fail_ms,
             ),
             kept,
+            inbox,
         )?;
         let runner_dir = dir.clone();
         let mut runner = Runner {

@@ -11,31 +11,39 @@
 //! (`replicate`), fetches ([`repair::fetch_from`]), deletions, and publications into the local
 //! Kelips core. Its events become log lines and counters.
 //!
-//! So the rules — the leader, restore, trim, re-add, garbage, versions, hand-off, and local
-//! health before acting — are the ones the simulator runs and `files_core/tests.rs` checks
-//! one by one (see `ALGORITHM.md`, "The files core"). The put pipeline is still driven by
-//! `put.rs`; its outcome reaches the core as the tuples it publishes.
+//! Puts and commits come to the driver as requests from the stream tasks (`put.rs`): the core
+//! starts a put (`start_put`: how many copies, where the bytes are forwarded), the put task
+//! reports what each home did, and the core decides the replacements, the commits and the
+//! ack (`PutAcknowledged`/`PutFailed`), which the driver hands back to the put task.
+//!
+//! So the rules — the ack rule, the leader, restore, trim, re-add, garbage, versions,
+//! hand-off, and local health before acting — are the ones the simulator runs and
+//! `files_core/tests.rs` checks one by one (see `ALGORITHM.md`, "The files core").
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
 
 use libp2p::PeerId;
-use quickstore_behaviours::Millis;
 use quickstore_behaviours::files_core::{
-    Command, CopyPurpose, Event, FetchFailure, FilesConfig, FilesCore, KeptVersions, Output,
+    Command, CommitError, CopyPurpose, Event, FetchFailure, FilesConfig, FilesCore, KeptVersions,
+    Output, PutError, PutFailure, PutId, PutStart,
 };
 use quickstore_behaviours::net::Peer;
+use quickstore_behaviours::{FileTuple, Millis};
 use tokio::sync::{Semaphore, mpsc, oneshot};
 use tokio::time::Instant;
 
 use super::handle::{FilesSnapshot, NodeGone, TupleQuery};
 use super::repair;
-use super::service::{FilesCounters, FilesService};
+use super::service::{FilesCounters, FilesService, files_request};
+use super::wire::{FilesRequest, FilesResponse};
 use crate::blobs::{Hash, to_hex};
 
 /// Reports from transfer tasks queued at most (tasks wait when it is full).
 const MAX_REPORTS: usize = 64;
+/// Requests from the node's tasks queued at most (they wait when it is full).
+const MAX_REQUESTS: usize = 64;
 /// The driver ticks at least this often.
 const MAX_TICK: Duration = Duration::from_secs(1);
 
@@ -94,6 +102,11 @@ enum Report {
         from: PeerId,
         result: Result<(), (FetchFailure, String)>,
     },
+    Commit {
+        put: PutId,
+        to: PeerId,
+        recorded: bool,
+    },
     Deleted {
         hash: Hash,
     },
@@ -102,21 +115,137 @@ enum Report {
     },
 }
 
-/// The node's side: asks the driver for a hand-off at a clean stop.
+/// What a put ends with: the tuple acknowledged, or why it failed.
+pub type PutOutcome = Result<Arc<FileTuple<Peer>>, PutFailure>;
+
+/// A put started: where to forward the bytes, and where its outcome will come.
+pub type PutStarted = (PutStart<Peer>, oneshot::Receiver<PutOutcome>);
+
+/// What happened to one home of a put (reported by the put task, which moves the bytes).
+#[derive(Debug, Clone, Copy)]
+pub enum PutHome {
+    /// A forwarded-to home is ready; it knew this Lamport counter for the name.
+    Ready {
+        /// Its newest Lamport counter.
+        newest: u64,
+    },
+    /// The home (this node or another) stored the bytes durably, with this BLAKE3.
+    Stored {
+        /// The home.
+        home: PeerId,
+        /// The bytes' hash.
+        hash: Hash,
+    },
+    /// The home failed (could not be reached, refused, or its stream broke).
+    Failed {
+        /// The home.
+        home: PeerId,
+    },
+}
+
+/// What the node's tasks ask of the driver.
+#[derive(Debug)]
+enum Request {
+    HandOff {
+        reply: oneshot::Sender<usize>,
+    },
+    StartPut {
+        name: String,
+        size: u64,
+        homes: Vec<PeerId>,
+        after: u64,
+        reply: oneshot::Sender<Result<PutStarted, PutError>>,
+    },
+    PutHome {
+        put: PutId,
+        home: PutHome,
+    },
+    Commit {
+        tuple: FileTuple<Peer>,
+        reply: oneshot::Sender<Result<(), CommitError>>,
+    },
+}
+
+/// The driver stopped (the node is shutting down).
+#[derive(Debug, thiserror::Error)]
+#[error("the node is shutting down")]
+pub struct DriverGone;
+
+/// The node's side of the driver: puts, commits and the hand-off at a clean stop go through
+/// it. Cheap to clone.
 #[derive(Debug, Clone)]
 pub struct DriverHandle {
-    hand_off: mpsc::Sender<oneshot::Sender<usize>>,
+    requests: mpsc::Sender<Request>,
+}
+
+/// The driver's end of [`DriverHandle`], given to [`spawn`].
+pub struct DriverInbox {
+    requests: mpsc::Receiver<Request>,
+}
+
+/// A handle and the inbox for [`spawn`] (the handle goes into the [`FilesService`] first).
+pub fn channel() -> (DriverHandle, DriverInbox) {
+    let (requests_tx, requests) = mpsc::channel(MAX_REQUESTS);
+    (
+        DriverHandle {
+            requests: requests_tx,
+        },
+        DriverInbox { requests },
+    )
 }
 
 impl DriverHandle {
+    async fn ask<T>(
+        &self,
+        make: impl FnOnce(oneshot::Sender<T>) -> Request,
+    ) -> Result<T, DriverGone> {
+        let (reply, answer) = oneshot::channel();
+        self.requests
+            .send(make(reply))
+            .await
+            .map_err(|_| DriverGone)?;
+        answer.await.map_err(|_| DriverGone)
+    }
+
     /// Hands every held name to another member (see the core's `hand_off`); returns how
     /// many were handed off once every copy has ended, or 0 if the driver is gone.
     pub async fn hand_off(&self) -> usize {
-        let (reply, answer) = oneshot::channel();
-        if self.hand_off.send(reply).await.is_err() {
-            return 0;
-        }
-        answer.await.unwrap_or(0)
+        self.ask(|reply| Request::HandOff { reply })
+            .await
+            .unwrap_or(0)
+    }
+
+    /// Starts a put at this node as its first home (the core's `start_put`): where to
+    /// forward the bytes, and where its outcome will come.
+    pub async fn start_put(
+        &self,
+        name: String,
+        size: u64,
+        homes: Vec<PeerId>,
+        after: u64,
+    ) -> Result<Result<PutStarted, PutError>, DriverGone> {
+        self.ask(|reply| Request::StartPut {
+            name,
+            size,
+            homes,
+            after,
+            reply,
+        })
+        .await
+    }
+
+    /// Reports what happened to one home of `put`.
+    pub async fn put_home(&self, put: PutId, home: PutHome) {
+        let _ = self.requests.send(Request::PutHome { put, home }).await;
+    }
+
+    /// A first home's commit (the core's `handle_commit`): answered once the tuple is
+    /// published here.
+    pub async fn commit(
+        &self,
+        tuple: FileTuple<Peer>,
+    ) -> Result<Result<(), CommitError>, DriverGone> {
+        self.ask(|reply| Request::Commit { tuple, reply }).await
     }
 }
 
@@ -128,18 +257,19 @@ struct HandOff {
     failed: usize,
 }
 
-/// Starts the driver (and the scrub) for `service`; `kept` are the versions the node saved.
+/// Starts the driver (and the scrub) for `service`; `kept` are the versions the node saved,
+/// `inbox` the other end of the handle in `service`.
 pub fn spawn(
     service: Arc<FilesService>,
     config: DriverConfig,
     kept: KeptVersions,
-) -> Result<DriverHandle, quickstore_behaviours::files_core::FilesConfigError> {
+    inbox: DriverInbox,
+) -> Result<(), quickstore_behaviours::files_core::FilesConfigError> {
     let me = Peer(service.handle.me);
     let seed = u64::from_le_bytes(rand::random());
     let mut core = FilesCore::new(me, config.core.clone(), seed)?;
     core.restore_kept(kept);
     let (reports_tx, reports) = mpsc::channel(MAX_REPORTS);
-    let (hand_off_tx, hand_off) = mpsc::channel(1);
     let (corrupt_tx, corrupt) = mpsc::channel(MAX_REPORTS);
     tokio::spawn(repair::scrub(
         service.clone(),
@@ -158,11 +288,10 @@ pub fn spawn(
         inventory: BTreeMap::new(),
         reports_tx,
         hand_off: None,
+        puts: BTreeMap::new(),
     };
-    tokio::spawn(driver.run(reports, hand_off, corrupt));
-    Ok(DriverHandle {
-        hand_off: hand_off_tx,
-    })
+    tokio::spawn(driver.run(reports, inbox.requests, corrupt));
+    Ok(())
 }
 
 struct Driver {
@@ -179,13 +308,15 @@ struct Driver {
     /// Copies and fetches running at once.
     transfers: Arc<Semaphore>,
     hand_off: Option<HandOff>,
+    /// Where each put's outcome goes.
+    puts: BTreeMap<PutId, oneshot::Sender<PutOutcome>>,
 }
 
 impl Driver {
     async fn run(
         mut self,
         mut reports: mpsc::Receiver<Report>,
-        mut hand_off: mpsc::Receiver<oneshot::Sender<usize>>,
+        mut requests: mpsc::Receiver<Request>,
         mut corrupt: mpsc::Receiver<Hash>,
     ) {
         let mut tick = tokio::time::interval(self.config.tick);
@@ -201,10 +332,7 @@ impl Driver {
                     self.on_report(Report::Corrupt { hash });
                     Ok(())
                 }
-                Some(reply) = hand_off.recv() => {
-                    self.start_hand_off(reply);
-                    Ok(())
-                }
+                Some(request) = requests.recv() => self.on_request(request).await,
             };
             if step.is_err() || self.drain().await.is_err() {
                 return;
@@ -232,6 +360,14 @@ impl Driver {
         } else {
             None
         };
+        let now = self.feed(query).await?;
+        self.core.handle_tick(now);
+        self.mirror_kept();
+        Ok(())
+    }
+
+    /// Asks the swarm task for a snapshot and feeds it to the core; returns the time fed.
+    async fn feed(&mut self, query: Option<TupleQuery>) -> Result<Millis, NodeGone> {
         let snapshot: FilesSnapshot = self.service.handle.snapshot(query).await?;
         let now = snapshot.now_ms.max(self.now());
         self.clock = Some((now, Instant::now()));
@@ -251,8 +387,57 @@ impl Driver {
         for tuple in snapshot.tuples {
             self.core.handle_tuple(now, tuple);
         }
-        self.core.handle_tick(now);
-        self.mirror_kept();
+        Ok(now)
+    }
+
+    async fn on_request(&mut self, request: Request) -> Result<(), NodeGone> {
+        match request {
+            Request::HandOff { reply } => self.start_hand_off(reply),
+            Request::StartPut {
+                name,
+                size,
+                homes,
+                after,
+                reply,
+            } => {
+                // A fresh view first: the put's copies are min(R, live members) now, and a
+                // node that joined a moment ago is known to have.
+                let now = self.feed(None).await?;
+                let homes: Vec<Peer> = homes.into_iter().map(Peer).collect();
+                let started = self.core.start_put(now, &name, size, &homes, after);
+                let answer = started.map(|start| {
+                    let (outcome, wait) = oneshot::channel();
+                    self.puts.insert(start.put, outcome);
+                    (start, wait)
+                });
+                let _ = reply.send(answer);
+            }
+            Request::PutHome { put, home } => {
+                let now = self.now();
+                match home {
+                    PutHome::Ready { newest } => self.core.handle_put_home_ready(now, put, newest),
+                    PutHome::Stored { home, hash } => {
+                        self.core.handle_put_stored(now, put, Peer(home), hash)
+                    }
+                    PutHome::Failed { home } => {
+                        self.core.handle_put_home_failed(now, put, Peer(home))
+                    }
+                }
+            }
+            Request::Commit { tuple, reply } => {
+                let now = self.now();
+                // The bytes came by the put's pipeline a moment ago: the inventory may not
+                // have them yet.
+                let hash = tuple.version.blake3;
+                if self.service.blobs.contains(&hash).await {
+                    self.core.handle_blob_stored(now, hash, tuple.size);
+                }
+                let result = self.core.handle_commit(now, tuple);
+                // The tuple is published here before the first home hears so.
+                self.drain().await?;
+                let _ = reply.send(result);
+            }
+        }
         Ok(())
     }
 
@@ -327,6 +512,13 @@ impl Driver {
                     self.core.handle_fetch_failed(now, &name, Peer(from), why);
                 }
             },
+            Report::Commit { put, to, recorded } => {
+                if recorded {
+                    self.core.handle_commit_recorded(now, put, Peer(to));
+                } else {
+                    self.core.handle_commit_failed(now, put, Peer(to));
+                }
+            }
             Report::Deleted { hash } => {
                 self.inventory.remove(&hash);
                 self.core.handle_blob_removed(now, hash);
@@ -426,9 +618,31 @@ impl Driver {
                     let _ = reports.send(Report::Deleted { hash }).await;
                 });
             }
-            Command::SendCommit { put, to, .. } => {
-                // Puts run in `put.rs`, not through the core: nothing sends this yet.
-                self.core.handle_commit_failed(self.now(), put, to);
+            Command::SendCommit { put, to, tuple } => {
+                let service = self.service.clone();
+                let reports = self.reports_tx.clone();
+                tokio::spawn(async move {
+                    let request = FilesRequest::Commit {
+                        tuple: FileTuple::clone(&tuple),
+                    };
+                    let io = service.timeouts.io;
+                    let answer = files_request(&service.control, to.0, &request, io).await;
+                    let recorded = matches!(answer, Ok(FilesResponse::Committed {}));
+                    if !recorded {
+                        tracing::info!(
+                            "holder {to} did not take the tuple of {:?}: {answer:?}",
+                            tuple.name
+                        );
+                        FilesCounters::add(&service.counters.commits_missed, 1);
+                    }
+                    let _ = reports
+                        .send(Report::Commit {
+                            put,
+                            to: to.0,
+                            recorded,
+                        })
+                        .await;
+                });
             }
         }
         Ok(())
@@ -494,7 +708,18 @@ impl Driver {
                 FilesCounters::add(&counters.repair_holds, 1);
             }
             Event::Settled => tracing::info!("repair settled: acting on the group view"),
-            Event::PutAcknowledged { .. } | Event::PutFailed { .. } => {}
+            Event::PutAcknowledged { put, tuple, .. } => {
+                FilesCounters::add(&counters.puts_stored, 1);
+                if let Some(outcome) = self.puts.remove(&put) {
+                    let _ = outcome.send(Ok(tuple));
+                }
+            }
+            Event::PutFailed { put, reason } => {
+                FilesCounters::add(&counters.puts_failed, 1);
+                if let Some(outcome) = self.puts.remove(&put) {
+                    let _ = outcome.send(Err(reason));
+                }
+            }
         }
     }
 }

@@ -1,9 +1,9 @@
 //! The first home's side of a put, pipelined: the bytes the client sends are written to the
-//! own blob and forwarded, chunk by chunk, to the other homes at once. A home that fails
-//! while the bytes flow is dropped from the pipeline and replaced afterwards by a copy from
-//! the own durable blob ([`FilesService::copy_to`]), before the put deadline. Only when every
-//! copy is durable is the tuple published, sent to every other holder (`commit`, so the
-//! name survives this node's death right after the ack) and the put acknowledged.
+//! own blob and forwarded, chunk by chunk, to the other homes at once. The decisions are the
+//! files core's, through the driver ([`super::driver`]): how many copies, which homes the
+//! bytes go to, the replacement of a home that failed (a copy from the own durable blob), and
+//! the ack rule — the tuple is published here and sent to every other holder (`commit`, so
+//! the name survives this node's death right after the ack) before the put is acknowledged.
 
 use futures::AsyncWriteExt;
 use futures::future::join_all;
@@ -12,15 +12,14 @@ use quickstore_behaviours::id::name_facts;
 use quickstore_behaviours::net::Peer;
 use quickstore_behaviours::tuple::check_name;
 use quickstore_behaviours::{FileTuple, Version};
-use tokio::time::Instant;
 
+use super::driver::PutHome;
 use super::service::{
-    FilesCounters, FilesService, Received, blob_refused, files_request, gone, open_stream, refused,
+    FilesCounters, FilesService, Received, blob_refused, gone, open_stream, refused,
 };
 use super::wire::{
-    BLOB_PROTOCOL, BlobRequest, BlobResponse, BlobTrailer, ChunkReader, FilesRequest,
-    FilesResponse, MAX_REQUEST_BYTES, MAX_RESPONSE_BYTES, PeerInfo, WireError, read_message, timed,
-    write_message,
+    BLOB_PROTOCOL, BlobRequest, BlobResponse, BlobTrailer, ChunkReader, FilesResponse,
+    MAX_REQUEST_BYTES, MAX_RESPONSE_BYTES, PeerInfo, WireError, read_message, timed, write_message,
 };
 
 /// A home the bytes are being forwarded to.
@@ -32,7 +31,10 @@ struct Downstream {
 }
 
 impl FilesService {
-    /// Serves `put {name, size, homes}` as the first home.
+    /// Serves `put {name, size, homes}` as the first home. The files core decides (through
+    /// the driver) how many copies, where the bytes are forwarded, the replacements of
+    /// failed homes, the commits and the ack; this task moves the bytes and reports what each
+    /// home did.
     pub(super) async fn put(
         &self,
         stream: &mut Stream,
@@ -53,29 +55,47 @@ impl FilesService {
             );
             return write_message(stream, &blob_refused(reason), MAX_RESPONSE_BYTES, io).await;
         }
-        // R copies, or as many as the group has live members.
-        let (_, live) = self.handle.place(0, Vec::new(), 0).await.map_err(gone)?;
-        let want = self.handle.replication.min(live).saturating_sub(1);
-        let others: Vec<PeerId> = homes
-            .iter()
-            .map(|h| h.peer.0)
-            .filter(|p| *p != self.handle.me)
-            .take(want)
-            .collect();
+        let known = self.handle.tuple(&name).await.map_err(gone)?;
+        let after = known.map_or(0, |t| t.version.lamport).max(after);
+        let homes: Vec<PeerId> = homes.iter().map(|h| h.peer.0).collect();
+        let started = self
+            .driver
+            .start_put(name.clone(), size, homes, after)
+            .await
+            .map_err(|e| WireError::Io(std::io::Error::other(e)))?;
+        let (start, outcome) = match started {
+            Ok(started) => started,
+            Err(e) => {
+                FilesCounters::add(&self.counters.puts_failed, 1);
+                return write_message(stream, &blob_refused(e), MAX_RESPONSE_BYTES, io).await;
+            }
+        };
+        let put = start.put;
+        let me = self.handle.me;
         tracing::info!(
-            "storing {name:?} ({size} bytes) as its first home, forwarding to {} of {want} other homes",
-            others.len()
+            "storing {name:?} ({size} bytes) as its first home, forwarding to {} of {} other homes",
+            start.forward_to.len(),
+            start.wanted.saturating_sub(1)
         );
         let writer = match self.blobs.create(size).await {
             Ok(writer) => writer,
             Err(e) => {
-                FilesCounters::add(&self.counters.puts_failed, 1);
+                self.driver
+                    .put_home(put, PutHome::Failed { home: me })
+                    .await;
                 let refusal = self.storage_refusal(&e);
                 return write_message(stream, &refusal, MAX_RESPONSE_BYTES, io).await;
             }
         };
-        let mut downstream = self.open_downstream(&name, size, others).await;
-        let after = downstream.iter().map(|d| d.newest).fold(after, u64::max);
+        let forward_to: Vec<PeerId> = start.forward_to.iter().map(|p| p.0).collect();
+        let mut downstream = self.open_downstream(&name, size, forward_to.clone()).await;
+        for peer in &forward_to {
+            let home = match downstream.iter().find(|d| d.peer == *peer) {
+                Some(d) => PutHome::Ready { newest: d.newest },
+                None => PutHome::Failed { home: *peer },
+            };
+            self.driver.put_home(put, home).await;
+        }
         write_message(stream, &BlobResponse::Ready, MAX_RESPONSE_BYTES, io).await?;
 
         // A write that fails (the disk filled up) drops the own partial blob and the
@@ -110,85 +130,40 @@ impl FilesService {
             Err(refusal) => {
                 // The downstream homes see their streams end without a trailer and drop
                 // their partial copies.
-                FilesCounters::add(&self.counters.puts_failed, 1);
+                self.driver
+                    .put_home(put, PutHome::Failed { home: me })
+                    .await;
                 return write_message(stream, &refusal, MAX_RESPONSE_BYTES, io).await;
             }
         };
+        self.driver
+            .put_home(put, PutHome::Stored { home: me, hash })
+            .await;
+        let pipelined: Vec<PeerId> = downstream.iter().map(|d| d.peer).collect();
         let stored = finish_downstream(downstream, &trailer, io).await;
-
-        let known = self.handle.tuple(&name).await.map_err(gone)?;
-        let lamport = known.map_or(0, |t| t.version.lamport).max(after) + 1;
-        let mut tuple = FileTuple {
-            name: name.into(),
-            version: Version {
-                lamport,
-                blake3: hash,
+        for peer in pipelined {
+            let home = if stored.contains(&peer) {
+                PutHome::Stored { home: peer, hash }
+            } else {
+                PutHome::Failed { home: peer }
+            };
+            self.driver.put_home(put, home).await;
+        }
+        // The core replaces failed homes, commits the tuple to every home and acknowledges;
+        // its deadline (`put_deadline_ms`) bounds this wait.
+        let limit = self.timeouts.put_deadline + io;
+        let response = match tokio::time::timeout(limit, outcome).await {
+            Ok(Ok(Ok(tuple))) => BlobResponse::Stored {
+                tuple: FileTuple::clone(&tuple),
             },
-            size,
-            holders: vec![Peer(self.handle.me)],
-            epoch: 0,
-            deleted: false,
-        };
-        tuple.holders.extend(stored.iter().copied().map(Peer));
-        let missing = want.saturating_sub(stored.len());
-        let deadline = Instant::now() + self.timeouts.put_deadline;
-        let copies = if missing == 0 {
-            Ok(Vec::new())
-        } else {
-            self.copy_to(&tuple, Vec::new(), missing, deadline).await
-        };
-        let response = match copies {
-            Ok(copies) => {
-                tuple.holders.extend(copies.into_iter().map(Peer));
-                tuple.holders.sort();
-                match self.handle.publish(tuple.clone()).await.map_err(gone)? {
-                    Ok(()) => {
-                        self.commit_to_holders(&tuple).await;
-                        FilesCounters::add(&self.counters.puts_stored, 1);
-                        BlobResponse::Stored { tuple }
-                    }
-                    Err(reason) => {
-                        FilesCounters::add(&self.counters.puts_failed, 1);
-                        blob_refused(reason)
-                    }
-                }
+            Ok(Ok(Err(failure))) => {
+                tracing::info!("put of {name:?} failed: {failure}");
+                blob_refused(failure)
             }
-            Err(reason) => {
-                FilesCounters::add(&self.counters.puts_failed, 1);
-                self.drop_if_unheld(&hash).await;
-                blob_refused(reason)
-            }
+            Ok(Err(_)) => blob_refused("the node is shutting down"),
+            Err(_) => blob_refused("the put took longer than its deadline"),
         };
         write_message(stream, &response, MAX_RESPONSE_BYTES, io).await
-    }
-
-    /// Before the ack: tells every other holder the tuple (`commit`), so that the name
-    /// survives this node's death right after the ack, before gossip has spread it. A holder
-    /// that cannot be told now learns the tuple by gossip like any member.
-    async fn commit_to_holders(&self, tuple: &FileTuple<Peer>) {
-        let io = self.timeouts.io;
-        let others = tuple.holders.iter().filter(|p| p.0 != self.handle.me);
-        let told = join_all(others.map(|holder| async move {
-            let request = FilesRequest::Commit {
-                tuple: tuple.clone(),
-            };
-            let answer = files_request(&self.control, holder.0, &request, io).await;
-            match answer {
-                Ok(FilesResponse::Committed {}) => true,
-                other => {
-                    tracing::info!(
-                        "holder {holder} did not take the tuple of {:?}: {other:?}",
-                        tuple.name
-                    );
-                    false
-                }
-            }
-        }))
-        .await;
-        let missed = told.iter().filter(|ok| !**ok).count();
-        if missed > 0 {
-            FilesCounters::add(&self.counters.commits_missed, missed as u64);
-        }
     }
 
     /// Serves `commit {tuple}`: publishes a new version this node holds a copy of.
@@ -208,12 +183,10 @@ impl FilesService {
         if tuple.deleted || !tuple.holders.contains(&Peer(self.handle.me)) {
             return Ok(refused("this node is not listed as a holder"));
         }
-        if !self.blobs.contains(&tuple.version.blake3).await {
-            return Ok(refused("this node holds no copy of that version"));
-        }
-        Ok(match self.handle.publish(tuple).await.map_err(gone)? {
-            Ok(()) => FilesResponse::Committed {},
-            Err(reason) => refused(reason),
+        Ok(match self.driver.commit(tuple).await {
+            Ok(Ok(())) => FilesResponse::Committed {},
+            Ok(Err(e)) => refused(e),
+            Err(e) => refused(e),
         })
     }
 

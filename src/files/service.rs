@@ -1,13 +1,12 @@
 //! The node's side of the file protocols: one task per incoming stream behind a limit, the
-//! put pipeline (store, then copy to the other homes, replacing failed ones before the
-//! deadline, then publish), replica copies and blob reads.
+//! put pipeline (`put.rs`, decided by the files core through [`super::driver`]), replica
+//! copies and blob reads.
 
 use std::io;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use futures::stream::FuturesUnordered;
 use futures::{AsyncWriteExt, StreamExt};
 use libp2p::{PeerId, Stream, StreamProtocol};
 use quickstore_behaviours::id::name_facts;
@@ -15,7 +14,6 @@ use quickstore_behaviours::net::Peer;
 use quickstore_behaviours::tuple::check_name;
 use quickstore_behaviours::{FileTuple, LookupResult, Version};
 use tokio::sync::{Semaphore, watch};
-use tokio::time::Instant;
 
 use super::handle::{NodeGone, NodeHandle};
 use super::source::FileSource;
@@ -103,6 +101,8 @@ impl FilesCounters {
 pub struct FilesService {
     /// The swarm task.
     pub handle: NodeHandle,
+    /// The files core's driver (puts and commits are decided there).
+    pub driver: super::driver::DriverHandle,
     /// Blob files.
     pub blobs: Arc<BlobStore>,
     /// Opens streams.
@@ -637,64 +637,6 @@ impl FilesService {
         })
     }
 
-    /// Copies `tuple`'s blob to `want` members: `first` ones, then replacements from the group
-    /// for those that fail, until the deadline. Returns the members that stored it.
-    pub async fn copy_to(
-        &self,
-        tuple: &FileTuple<Peer>,
-        first: Vec<PeerId>,
-        want: usize,
-        deadline: Instant,
-    ) -> Result<Vec<PeerId>, String> {
-        let mut tried: Vec<PeerId> = tuple.holders.iter().map(|p| p.0).collect();
-        tried.push(self.handle.me);
-        let mut done = Vec::new();
-        let mut running = FuturesUnordered::new();
-        let mut last_error = String::from("no member to copy to");
-        let mut pending: Vec<PeerId> = first;
-        loop {
-            while done.len() + running.len() < want {
-                let next = match pending.pop() {
-                    Some(peer) => Some(peer),
-                    None => {
-                        let (picked, _) = self
-                            .handle
-                            .place(tuple.size, tried.clone(), 1)
-                            .await
-                            .map_err(|e| e.to_string())?;
-                        picked.first().map(|p| p.peer.0)
-                    }
-                };
-                let Some(peer) = next else { break };
-                tried.push(peer);
-                running.push(async move { (peer, self.replicate(peer, tuple).await) });
-            }
-            if done.len() >= want {
-                return Ok(done);
-            }
-            if running.is_empty() {
-                return Err(format!(
-                    "{} of {want} copies stored; {last_error}",
-                    done.len()
-                ));
-            }
-            match tokio::time::timeout_at(deadline, running.next()).await {
-                Err(_) => {
-                    return Err(format!(
-                        "{} of {want} copies stored before the deadline",
-                        done.len()
-                    ));
-                }
-                Ok(None) => {}
-                Ok(Some((peer, Ok(())))) => done.push(peer),
-                Ok(Some((peer, Err(e)))) => {
-                    tracing::info!("copy of {:?} to {peer} failed: {e}", tuple.name);
-                    last_error = format!("{peer}: {e}");
-                }
-            }
-        }
-    }
-
     /// Copies the blob of `tuple` to `peer` (a member of the own group).
     pub async fn replicate(&self, peer: PeerId, tuple: &FileTuple<Peer>) -> Result<(), String> {
         let io = self.timeouts.io;
@@ -821,17 +763,5 @@ impl FilesService {
         FilesCounters::add(&self.counters.blobs_sent, 1);
         FilesCounters::add(&self.counters.bytes_sent, size);
         Ok(Some(size))
-    }
-
-    /// Deletes a blob no held tuple names (a failed put's own copy).
-    pub(super) async fn drop_if_unheld(&self, hash: &Hash) {
-        let kept = self.kept.lock().map(|k| k.hashes()).unwrap_or_default();
-        if let Ok(held) = self.handle.held().await
-            && !held.iter().any(|h| h.tuple.version.blake3 == *hash)
-            && !kept.contains(hash)
-            && let Err(e) = self.blobs.remove(hash).await
-        {
-            tracing::warn!("cannot delete blob {}: {e}", to_hex(hash));
-        }
     }
 }

@@ -387,11 +387,30 @@ impl<I: NodeId> FilesCore<I> {
         })
     }
 
+    /// Fails `put`. Its own copy, if nothing else names those bytes, is deleted at once: a
+    /// failed put's bytes are no copy of anything, and their room is wanted now (a disk that
+    /// filled up), not after the orphan grace.
     fn fail_put(&mut self, put: PutId, reason: PutFailure) {
-        if self.puts.remove(&put).is_some() {
-            self.stats.puts_failed += 1;
-            self.emit(Event::PutFailed { put, reason });
+        let Some(state) = self.puts.remove(&put) else {
+            return;
+        };
+        self.stats.puts_failed += 1;
+        self.emit(Event::PutFailed { put, reason });
+        if let Some(hash) = state.hash
+            && !self.names_blob(&hash)
+            && self.command(Command::Delete { hash })
+        {
+            self.blobs.remove(&hash);
+            self.orphans.named(&hash);
+            self.stats.blobs_deleted += 1;
         }
+    }
+
+    /// Whether a tracked version, a kept version or a put in progress names `hash`.
+    fn names_blob(&self, hash: &Hash) -> bool {
+        self.names.values().any(|t| t.tuple.version.blake3 == *hash)
+            || self.kept.hashes().contains(hash)
+            || self.put_hashes().contains(hash)
     }
 
     /// Fails the puts whose deadline passed.

@@ -372,6 +372,25 @@ fn a_put_past_its_deadline_fails() {
         e,
         Event::PutFailed { put: p, reason: PutFailure::Deadline { .. } } if *p == put
     )));
+    // Its own copy names nothing: deleted at once, not after the orphan grace.
+    assert_eq!(node.deletes(), vec![hash(1)]);
+    assert!(!node.core.has_blob(&hash(1)));
+}
+
+#[test]
+fn a_failed_put_keeps_bytes_another_name_holds() {
+    let mut node = Node::settled(id(1), &[id(2), id(3)]);
+    // The same bytes are already held under another name.
+    let t = tuple(1, &[id(1), id(2), id(3)], 0);
+    node.holds(&t);
+    let put = node
+        .core
+        .start_put(node.now, "other/name", 1000, &[id(1), id(2), id(3)], 0)
+        .unwrap()
+        .put;
+    node.core.handle_put_stored(node.now, put, id(1), hash(1));
+    node.run(FilesConfig::default().put_deadline_ms + 1_000);
+    assert!(node.deletes().is_empty(), "{:?}", node.deletes());
 }
 
 // ---- hazard (a): restart -----------------------------------------------------------------
