@@ -48,9 +48,13 @@ pub enum Offered<I> {
 
 /// Contacts of all foreign groups.
 pub struct Contacts<I> {
-    groups: BTreeMap<u32, Vec<Contact<I>>>,
+    /// Contacts by group (index), empty for a group without any; as long as the largest
+    /// group that ever had a contact.
+    groups: Vec<Vec<Contact<I>>>,
     group_of: LookupMap<I, u32>,
-    verified: BTreeMap<u32, Millis>,
+    /// When each group (index) was last picked for verification; 0: never, or not since it
+    /// last had no contacts at a [`Contacts::groups_to_verify`].
+    verified: Vec<Millis>,
     /// Contacts dropped as dead, with their stamp and when: relayed copies no newer than that
     /// stamp are refused for `t_contact`, so stale relays do not bring a dead contact back.
     dropped: BTreeMap<I, (crate::entry::Beat, Millis)>,
@@ -64,9 +68,9 @@ impl<I: Ord + Clone + std::hash::Hash> Contacts<I> {
     /// An empty table keeping `per_group` contacts per group; `hash_seed` keys its lookup map.
     pub fn new(per_group: usize, hash_seed: u64) -> Self {
         Self {
-            groups: BTreeMap::new(),
+            groups: Vec::new(),
             group_of: lookup_map(hash_seed),
-            verified: BTreeMap::new(),
+            verified: Vec::new(),
             dropped: BTreeMap::new(),
             per_group,
         }
@@ -84,17 +88,24 @@ impl<I: Ord + Clone + std::hash::Hash> Contacts<I> {
 
     /// Contacts of `group`.
     pub fn of_group(&self, group: u32) -> &[Contact<I>] {
-        self.groups.get(&group).map(Vec::as_slice).unwrap_or(&[])
+        self.groups
+            .get(group as usize)
+            .map(Vec::as_slice)
+            .unwrap_or(&[])
     }
 
     /// Groups with at least one contact, with their contacts.
     pub fn iter(&self) -> impl Iterator<Item = (u32, &[Contact<I>])> {
-        self.groups.iter().map(|(g, c)| (*g, c.as_slice()))
+        self.groups
+            .iter()
+            .enumerate()
+            .filter(|(_, c)| !c.is_empty())
+            .map(|(g, c)| (g as u32, c.as_slice()))
     }
 
     /// All contacts.
     pub fn all(&self) -> impl Iterator<Item = &Contact<I>> {
-        self.groups.values().flatten()
+        self.groups.iter().flatten()
     }
 
     /// The group of contact `id`, if it is one.
@@ -105,13 +116,16 @@ impl<I: Ord + Clone + std::hash::Hash> Contacts<I> {
     /// Contact `id`, if it is one.
     pub fn get(&self, id: &I) -> Option<&Contact<I>> {
         let group = *self.group_of.get(id)?;
-        self.groups.get(&group)?.iter().find(|c| c.entry.id == *id)
+        self.groups
+            .get(group as usize)?
+            .iter()
+            .find(|c| c.entry.id == *id)
     }
 
     fn find_mut(&mut self, id: &I) -> Option<&mut Contact<I>> {
         let group = *self.group_of.get(id)?;
         self.groups
-            .get_mut(&group)?
+            .get_mut(group as usize)?
             .iter_mut()
             .find(|c| c.entry.id == *id)
     }
@@ -153,7 +167,10 @@ impl<I: Ord + Clone + std::hash::Hash> Contacts<I> {
             self.dropped.remove(&entry.id);
         }
         let per_group = self.per_group;
-        let slot = self.groups.entry(group).or_default();
+        if self.groups.len() <= group as usize {
+            self.groups.resize_with(group as usize + 1, Vec::new);
+        }
+        let slot = &mut self.groups[group as usize];
         let candidate = Contact {
             entry: entry.clone(),
             short,
@@ -227,12 +244,9 @@ impl<I: Ord + Clone + std::hash::Hash> Contacts<I> {
     /// Removes contact `id` (unreachable, or found in the own group); returns its entry.
     pub fn remove(&mut self, id: &I) -> Option<Entry<I>> {
         let group = self.group_of.remove(id)?;
-        let slot = self.groups.get_mut(&group)?;
+        let slot = self.groups.get_mut(group as usize)?;
         let index = slot.iter().position(|c| c.entry.id == *id)?;
         let contact = slot.swap_remove(index);
-        if slot.is_empty() {
-            self.groups.remove(&group);
-        }
         Some(contact.entry)
     }
 
@@ -266,20 +280,17 @@ impl<I: Ord + Clone + std::hash::Hash> Contacts<I> {
     /// verified `now`. Cycling through them keeps every contact checked every
     /// `groups / count` rounds.
     pub fn groups_to_verify(&mut self, count: usize, now: Millis) -> Vec<u32> {
-        // Both maps are ordered by group: walk them side by side.
-        let mut verified = self.verified.iter().peekable();
-        let mut stale_marks = false;
+        // A group without contacts loses its mark: it counts as never verified once it
+        // has contacts again.
         let mut order: Vec<(Millis, u32)> = Vec::with_capacity(self.groups.len());
-        for &group in self.groups.keys() {
-            while verified.next_if(|(g, _)| **g < group).is_some() {
-                stale_marks = true;
+        self.verified.resize(self.groups.len(), 0);
+        for (group, (slot, at)) in self.groups.iter().zip(self.verified.iter_mut()).enumerate() {
+            if slot.is_empty() {
+                *at = 0;
+            } else {
+                order.push((*at, group as u32));
             }
-            let at = verified
-                .next_if(|(g, _)| **g == group)
-                .map_or(0, |(_, at)| *at);
-            order.push((at, group));
         }
-        stale_marks |= verified.next().is_some();
         if count < order.len() {
             order.select_nth_unstable(count);
             order.truncate(count);
@@ -287,10 +298,7 @@ impl<I: Ord + Clone + std::hash::Hash> Contacts<I> {
         order.sort_unstable();
         let chosen: Vec<u32> = order.into_iter().map(|(_, g)| g).collect();
         for g in &chosen {
-            self.verified.insert(*g, now);
-        }
-        if stale_marks {
-            self.verified.retain(|g, _| self.groups.contains_key(g));
+            self.verified[*g as usize] = now;
         }
         chosen
     }
