@@ -31,6 +31,18 @@ pub trait NodeId:
     fn accepts_record(&self, _record: &crate::entry::AddressRecord) -> bool {
         true
     }
+
+    /// Whether [`accepts_record`](NodeId::accepts_record) accepts every record (the
+    /// default's behaviour): the core then neither checks records nor remembers which it
+    /// checked. Only an implementation that keeps the default may say so.
+    const ACCEPTS_EVERY_RECORD: bool = false;
+
+    /// What the hash of this id tells for a network of `groups` groups: [`hash_facts`] of
+    /// [`to_bytes`](NodeId::to_bytes). An implementation may remember the answers (the
+    /// simulator's ids do), never change them.
+    fn facts(&self, groups: u32) -> IdFacts {
+        hash_facts(&self.to_bytes(), groups)
+    }
 }
 
 /// What the hash of an id tells: its group and its short id in heartbeat digests.
@@ -42,9 +54,14 @@ pub struct IdFacts {
     pub short: u32,
 }
 
-/// Hashes `id` for a network of `groups` groups.
+/// Hashes `id` for a network of `groups` groups ([`NodeId::facts`]).
 pub fn id_facts<I: NodeId>(id: &I, groups: u32) -> IdFacts {
-    let digest = Sha1::digest(id.to_bytes());
+    id.facts(groups)
+}
+
+/// The group and short id of the id whose canonical bytes are `bytes`.
+pub fn hash_facts(bytes: &[u8], groups: u32) -> IdFacts {
+    let digest = Sha1::digest(bytes);
     IdFacts {
         group: digest_mod(&digest, groups),
         short: u32::from_be_bytes([digest[0], digest[1], digest[2], digest[3]]),
@@ -119,7 +136,39 @@ pub struct SimId(pub u32);
 const SIM_ID_PREFIX: [u8; 6] = [0x00, 0x24, 0x08, 0x01, 0x12, 0x20];
 const SIM_ID_LEN: usize = 38;
 
+/// Simulator ids below this have their facts remembered (per thread).
+const SIM_FACTS_REMEMBERED: u32 = 1 << 20;
+
 impl NodeId for SimId {
+    const ACCEPTS_EVERY_RECORD: bool = true;
+
+    /// Remembered per thread: the simulator asks for the same few thousand ids all the time.
+    fn facts(&self, groups: u32) -> IdFacts {
+        thread_local! {
+            static KNOWN: std::cell::RefCell<(u32, Vec<Option<IdFacts>>)> =
+                const { std::cell::RefCell::new((0, Vec::new())) };
+        }
+        if self.0 >= SIM_FACTS_REMEMBERED {
+            return hash_facts(&self.to_bytes(), groups);
+        }
+        KNOWN.with_borrow_mut(|(known_groups, known)| {
+            if *known_groups != groups {
+                *known_groups = groups;
+                known.clear();
+            }
+            let index = self.0 as usize;
+            if let Some(Some(facts)) = known.get(index) {
+                return *facts;
+            }
+            let facts = hash_facts(&self.to_bytes(), groups);
+            if known.len() <= index {
+                known.resize(index + 1, None);
+            }
+            known[index] = Some(facts);
+            facts
+        })
+    }
+
     fn to_bytes(&self) -> Vec<u8> {
         let mut bytes = Vec::with_capacity(SIM_ID_LEN);
         bytes.extend_from_slice(&SIM_ID_PREFIX);

@@ -136,6 +136,17 @@ impl<I: Ord + Clone + std::hash::Hash> GroupView<I> {
         self.position(short, id).ok()
     }
 
+    /// Where member `id` is in [`iter`](Self::iter)'s order, if present; valid until the
+    /// view changes.
+    pub fn find(&self, id: &I) -> Option<usize> {
+        self.index_of(id)
+    }
+
+    /// The member at `index` (from [`find`](Self::find)).
+    pub fn at(&self, index: usize) -> &Member<I> {
+        &self.members[index]
+    }
+
     /// The member `id`, if present.
     pub fn get(&self, id: &I) -> Option<&Member<I>> {
         self.index_of(id).map(|index| &self.members[index])
@@ -171,7 +182,23 @@ impl<I: Ord + Clone + std::hash::Hash> GroupView<I> {
         fresh_rounds: u8,
         max_jump: u64,
     ) -> Change {
-        if let Some(member) = self.get_mut(&entry.id) {
+        let found = self.index_of(&entry.id);
+        self.merge_entry_found(found, entry, short, now, fresh_rounds, max_jump)
+    }
+
+    /// [`merge_entry`](Self::merge_entry) with `found`, what [`find`](Self::find) gives for
+    /// the entry's id in the view as it is.
+    pub fn merge_entry_found(
+        &mut self,
+        found: Option<usize>,
+        entry: &Entry<I>,
+        short: u32,
+        now: Millis,
+        fresh_rounds: u8,
+        max_jump: u64,
+    ) -> Change {
+        if let Some(index) = found {
+            let member = &mut self.members[index];
             let before = member.entry.beat();
             if entry.incarnation == before.incarnation
                 && entry.heartbeat > before.heartbeat.saturating_add(max_jump)
@@ -439,6 +466,17 @@ impl<I: Ord + Clone + std::hash::Hash> GroupView<I> {
 
     /// Up to `limit` live entries picked uniformly at random.
     pub fn random_live(&self, limit: usize, rng: &mut impl Rng) -> Vec<Entry<I>> {
+        if self.members.iter().all(|m| !m.failed) {
+            // Nobody failed (the usual case): the live members are the members.
+            let members = &self.members;
+            if members.len() <= limit {
+                return members.iter().map(|m| m.entry.clone()).collect();
+            }
+            return rand::seq::index::sample(rng, members.len(), limit)
+                .into_iter()
+                .map(|i| members[i].entry.clone())
+                .collect();
+        }
         let mut live: Vec<&Member<I>> = Vec::with_capacity(self.members.len());
         live.extend(self.live());
         if live.len() <= limit {

@@ -192,11 +192,16 @@ impl<I: NodeId> Kelips<I> {
 
     /// Merges an entry that must belong to the own group.
     pub(super) fn learn_member(&mut self, now: Millis, entry: &Entry<I>, source: Source) {
-        if entry.id != self.me.id && self.facts_of(&entry.id).group != self.facts.group {
+        if entry.id == self.me.id {
+            self.learn(now, entry, source);
+            return;
+        }
+        let (found, facts) = self.look_up(&entry.id);
+        if facts.group != self.facts.group {
             self.stats.refused_items += 1;
             return;
         }
-        self.learn(now, entry, source);
+        self.learn_looked_up(now, entry, source, found, facts);
     }
 
     /// Merges a tuple that must belong to the own group and be well formed.

@@ -582,24 +582,55 @@ impl<I: NodeId> Kelips<I> {
             self.learn_about_self(entry);
             return true;
         }
-        if !self.record_acceptable(entry) {
+        let (found, facts) = self.look_up(&entry.id);
+        self.learn_looked_up(now, entry, source, found, facts)
+    }
+
+    /// Where `id` is in the view, if there, and its group and short id ([`Self::facts_of`]).
+    fn look_up(&self, id: &I) -> (Option<usize>, IdFacts) {
+        match self.view.find(id) {
+            Some(index) => (
+                Some(index),
+                IdFacts {
+                    group: self.facts.group,
+                    short: self.view.at(index).short,
+                },
+            ),
+            None => (None, id_facts(id, self.config.groups)),
+        }
+    }
+
+    /// [`Self::learn`] of an entry not about this node, with what [`Self::look_up`] gave.
+    fn learn_looked_up(
+        &mut self,
+        now: Millis,
+        entry: &Entry<I>,
+        source: Source,
+        found: Option<usize>,
+        facts: IdFacts,
+    ) -> bool {
+        if !self.record_acceptable(entry, found) {
             self.stats.refused_items += 1;
             return false;
         }
-        let facts = self.facts_of(&entry.id);
         if facts.group == self.facts.group {
             // Liveness of members is the group's business: a foreign relay can introduce a
             // member this node lacks (that is how split groups merge) but never refresh one.
-            if source == Source::Relay && self.view.get(&entry.id).is_some() {
+            if source == Source::Relay && found.is_some() {
                 return true;
             }
             let fresh_rounds = match source {
                 Source::Itself | Source::Member => self.config.fresh_rounds,
                 Source::Relay | Source::Known => 0,
             };
-            let change =
-                self.view
-                    .merge_entry(entry, facts.short, now, fresh_rounds, self.max_jump());
+            let change = self.view.merge_entry_found(
+                found,
+                entry,
+                facts.short,
+                now,
+                fresh_rounds,
+                self.max_jump(),
+            );
             match change {
                 Change::Added => {
                     if let Some(rtt) = self.rtt_cache.remove(&entry.id) {
@@ -646,16 +677,18 @@ impl<I: NodeId> Kelips<I> {
 
     /// The entry's address record is one its node signed, or the same one already held or
     /// recently checked (so each record is verified once, not per gossip repetition or per
-    /// refused contact candidate).
-    fn record_acceptable(&mut self, entry: &Entry<I>) -> bool {
+    /// refused contact candidate). `found`: where the entry's node is in the view.
+    fn record_acceptable(&mut self, entry: &Entry<I>, found: Option<usize>) -> bool {
         if entry.address.as_bytes().is_empty() {
             return entry.id.accepts_record(&entry.address);
         }
-        let held = self
-            .view
-            .get(&entry.id)
-            .map(|m| &m.entry.address)
-            .or_else(|| self.contacts.get(&entry.id).map(|c| &c.entry.address));
+        if I::ACCEPTS_EVERY_RECORD {
+            return true;
+        }
+        let held = match found {
+            Some(index) => Some(&self.view.at(index).entry.address),
+            None => self.contacts.get(&entry.id).map(|c| &c.entry.address),
+        };
         if held == Some(&entry.address)
             || self.checked_records.get(&entry.id) == Some(&entry.address)
         {

@@ -812,9 +812,12 @@ impl workers::Item for NodeWork {
     }
 }
 
-/// The own group as a files core takes it: every member but the node, live or failed.
+/// The own group as a files core takes it: every member but the node, live or failed. In
+/// id order (the files core keeps it in a tree by id; the view, never larger than the files
+/// core's cap, is in short-id order), which makes building that tree cheaper.
 fn view_of(core: &Kelips<SimId>) -> Vec<MemberState<SimId>> {
-    core.view()
+    let mut members: Vec<MemberState<SimId>> = core
+        .view()
         .iter()
         .map(|m| MemberState {
             id: m.entry.id,
@@ -822,7 +825,9 @@ fn view_of(core: &Kelips<SimId>) -> Vec<MemberState<SimId>> {
             last_heard: m.last_increase,
             free_space: m.entry.free_space,
         })
-        .collect()
+        .collect();
+    members.sort_unstable_by_key(|m| m.id);
+    members
 }
 
 /// The earlier of the Kelips core's deadline and the files core's.
