@@ -492,6 +492,31 @@ async fn dead_holders() {
     }
     let original = std::fs::read(&source).expect("source");
     assert!(std::fs::read(work.join("again")).expect("again") == original);
+    // Down again: an unavailable name can still be removed, and is then not found.
+    procs[victim].kill();
+    let marked = Instant::now();
+    loop {
+        let got = cli(
+            &work,
+            &["get", "f", "-o", "-", "--peer", &peer(&procs[entry])],
+        );
+        if got.stderr.contains("unavailable") {
+            break;
+        }
+        assert!(marked.elapsed() < Duration::from_secs(20), "{}", got.stderr);
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    let rm = cli(&work, &["rm", "f", "--peer", &peer(&procs[entry])]);
+    assert!(rm.ok, "{}", rm.stderr);
+    let got = cli(
+        &work,
+        &["get", "f", "-o", "-", "--peer", &peer(&procs[entry])],
+    );
+    assert!(
+        !got.ok && got.stderr.contains("not found"),
+        "{}",
+        got.stderr
+    );
 }
 
 /// Whether `proc`'s log has a line containing `needle`.
