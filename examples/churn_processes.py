@@ -69,17 +69,18 @@ for f in range(FILES):
     if r.returncode != 0: print("put failed", r.stderr.decode()); continue
     j = json.loads(r.stdout); names[f"file-{f}"] = j["blake3"]
 print(f"{len(names)} files put", flush=True)
-end = time.time() + DURATION; kills = 0
+end = time.time() + DURATION; kills = 0; pauses = 0
 while time.time() < end:
     time.sleep(PERIOD)
     i = random.choice(running())
     if PAUSE and random.random() < 0.5:
         procs[i].send_signal(signal.SIGSTOP); time.sleep(random.uniform(1, 10)); procs[i].send_signal(signal.SIGCONT)
+        pauses += 1
         continue
     procs[i].kill(); procs[i].wait(); procs[i] = None; kills += 1
     time.sleep(random.uniform(1, 8))
     start(i, [addrs[random.choice(running())]])
-print(f"{kills} kills; settling", flush=True)
+print(f"{kills} kills, {pauses} pauses; settling", flush=True)
 time.sleep(30)
 shrinks = []; deletions = 0
 pat = re.compile(r'(\d+) holders listed, (\d+) after repair')
