@@ -20,14 +20,19 @@
 //! hand-off, and local health before acting — are the ones the simulator runs and
 //! `files_core/tests.rs` checks one by one (see `ALGORITHM.md`, "The files core").
 
+mod config;
+mod handle;
+
+pub use config::DriverConfig;
+pub use handle::{DriverGone, DriverHandle, DriverInbox, PutHome, PutOutcome, PutStarted, channel};
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
 
 use libp2p::PeerId;
 use quickstore_behaviours::files_core::{
-    Command, CommitError, CopyPurpose, Event, FetchFailure, FilesConfig, FilesCore, KeptVersions,
-    Output, PutError, PutFailure, PutId, PutStart,
+    Command, CopyPurpose, Event, FetchFailure, FilesCore, KeptVersions, Output, PutId,
 };
 use quickstore_behaviours::net::Peer;
 use quickstore_behaviours::{FileTuple, Millis};
@@ -39,54 +44,10 @@ use super::repair;
 use super::service::{FilesCounters, FilesService, files_request};
 use super::wire::{FilesRequest, FilesResponse};
 use crate::blobs::{Hash, to_hex};
+use handle::Request;
 
 /// Reports from transfer tasks queued at most (tasks wait when it is full).
 const MAX_REPORTS: usize = 64;
-/// Requests from the node's tasks queued at most (they wait when it is full).
-const MAX_REQUESTS: usize = 64;
-/// The driver ticks at least this often.
-const MAX_TICK: Duration = Duration::from_secs(1);
-
-/// How the driver runs its core.
-#[derive(Debug, Clone)]
-pub struct DriverConfig {
-    /// The core's parameters.
-    pub core: FilesConfig,
-    /// How often the driver feeds the view and ticks the core.
-    pub tick: Duration,
-    /// Bytes of stored blobs re-hashed per second at most (`files.scrub_bytes_per_s`).
-    pub scrub_bytes_per_s: u64,
-    /// A copy or fetch is abandoned after this.
-    pub transfer_timeout: Duration,
-}
-
-impl DriverConfig {
-    /// From the node's `[files]` section and the Kelips `t_fail_ms`. The driver ticks every
-    /// second or every repair period, whichever is shorter; a gap of more than a tick plus
-    /// `t_fail / 2` between inputs means the node was paused or starved. A node settles after
-    /// `2 · t_fail` of health and counts an absent holder as dead after `4 · t_fail`.
-    pub fn new(files: &crate::config::FilesConfig, replication: usize, t_fail_ms: u64) -> Self {
-        let tick = Duration::from_millis(files.repair_period_ms.max(1)).min(MAX_TICK);
-        let tick_ms = tick.as_millis() as u64;
-        DriverConfig {
-            core: FilesConfig {
-                replication,
-                repair_period_ms: files.repair_period_ms,
-                max_repairs: files.max_repairs,
-                orphan_grace_ms: files.orphan_grace_ms,
-                keep_versions: files.keep_versions,
-                put_deadline_ms: files.put_deadline_ms,
-                t_fail_ms,
-                max_input_gap_ms: tick_ms + t_fail_ms / 2,
-                settle_ms: 2 * t_fail_ms,
-                absent_after_ms: 4 * t_fail_ms,
-            },
-            tick,
-            scrub_bytes_per_s: files.scrub_bytes_per_s,
-            transfer_timeout: Duration::from_millis(files.put_deadline_ms + files.io_timeout_ms),
-        }
-    }
-}
 
 /// What a transfer task reports.
 #[derive(Debug)]
@@ -113,140 +74,6 @@ enum Report {
     Corrupt {
         hash: Hash,
     },
-}
-
-/// What a put ends with: the tuple acknowledged, or why it failed.
-pub type PutOutcome = Result<Arc<FileTuple<Peer>>, PutFailure>;
-
-/// A put started: where to forward the bytes, and where its outcome will come.
-pub type PutStarted = (PutStart<Peer>, oneshot::Receiver<PutOutcome>);
-
-/// What happened to one home of a put (reported by the put task, which moves the bytes).
-#[derive(Debug, Clone, Copy)]
-pub enum PutHome {
-    /// A forwarded-to home is ready; it knew this Lamport counter for the name.
-    Ready {
-        /// Its newest Lamport counter.
-        newest: u64,
-    },
-    /// The home (this node or another) stored the bytes durably, with this BLAKE3.
-    Stored {
-        /// The home.
-        home: PeerId,
-        /// The bytes' hash.
-        hash: Hash,
-    },
-    /// The home failed (could not be reached, refused, or its stream broke).
-    Failed {
-        /// The home.
-        home: PeerId,
-    },
-}
-
-/// What the node's tasks ask of the driver.
-#[derive(Debug)]
-enum Request {
-    HandOff {
-        reply: oneshot::Sender<usize>,
-    },
-    StartPut {
-        name: String,
-        size: u64,
-        homes: Vec<PeerId>,
-        after: u64,
-        reply: oneshot::Sender<Result<PutStarted, PutError>>,
-    },
-    PutHome {
-        put: PutId,
-        home: PutHome,
-    },
-    Commit {
-        tuple: FileTuple<Peer>,
-        reply: oneshot::Sender<Result<(), CommitError>>,
-    },
-}
-
-/// The driver stopped (the node is shutting down).
-#[derive(Debug, thiserror::Error)]
-#[error("the node is shutting down")]
-pub struct DriverGone;
-
-/// The node's side of the driver: puts, commits and the hand-off at a clean stop go through
-/// it. Cheap to clone.
-#[derive(Debug, Clone)]
-pub struct DriverHandle {
-    requests: mpsc::Sender<Request>,
-}
-
-/// The driver's end of [`DriverHandle`], given to [`spawn`].
-pub struct DriverInbox {
-    requests: mpsc::Receiver<Request>,
-}
-
-/// A handle and the inbox for [`spawn`] (the handle goes into the [`FilesService`] first).
-pub fn channel() -> (DriverHandle, DriverInbox) {
-    let (requests_tx, requests) = mpsc::channel(MAX_REQUESTS);
-    (
-        DriverHandle {
-            requests: requests_tx,
-        },
-        DriverInbox { requests },
-    )
-}
-
-impl DriverHandle {
-    async fn ask<T>(
-        &self,
-        make: impl FnOnce(oneshot::Sender<T>) -> Request,
-    ) -> Result<T, DriverGone> {
-        let (reply, answer) = oneshot::channel();
-        self.requests
-            .send(make(reply))
-            .await
-            .map_err(|_| DriverGone)?;
-        answer.await.map_err(|_| DriverGone)
-    }
-
-    /// Hands every held name to another member (see the core's `hand_off`); returns how
-    /// many were handed off once every copy has ended, or 0 if the driver is gone.
-    pub async fn hand_off(&self) -> usize {
-        self.ask(|reply| Request::HandOff { reply })
-            .await
-            .unwrap_or(0)
-    }
-
-    /// Starts a put at this node as its first home (the core's `start_put`): where to
-    /// forward the bytes, and where its outcome will come.
-    pub async fn start_put(
-        &self,
-        name: String,
-        size: u64,
-        homes: Vec<PeerId>,
-        after: u64,
-    ) -> Result<Result<PutStarted, PutError>, DriverGone> {
-        self.ask(|reply| Request::StartPut {
-            name,
-            size,
-            homes,
-            after,
-            reply,
-        })
-        .await
-    }
-
-    /// Reports what happened to one home of `put`.
-    pub async fn put_home(&self, put: PutId, home: PutHome) {
-        let _ = self.requests.send(Request::PutHome { put, home }).await;
-    }
-
-    /// A first home's commit (the core's `handle_commit`): answered once the tuple is
-    /// published here.
-    pub async fn commit(
-        &self,
-        tuple: FileTuple<Peer>,
-    ) -> Result<Result<(), CommitError>, DriverGone> {
-        self.ask(|reply| Request::Commit { tuple, reply }).await
-    }
 }
 
 /// A hand-off in progress.
