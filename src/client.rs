@@ -171,7 +171,7 @@ fn reach_line(s: &Status) -> String {
 fn network_lines(groups: u32, n: &NetworkView) -> Vec<String> {
     let with_node = groups as usize - n.groups_without_node.len();
     let mut network = format!(
-        "network   about {} in {} of {groups} groups",
+        "size      about {} in {} of {groups} groups",
         count(n.network_size_estimate, "node", "nodes"),
         with_node
     );
@@ -186,9 +186,16 @@ fn network_lines(groups: u32, n: &NetworkView) -> Vec<String> {
             ranges(&n.groups_without_node)
         ));
     }
-    let copies = if n.names_below_replication_total == 0 {
+    let copies = if n.names_below_replication_total == 0 && n.names_in_group == 0 {
+        "copies    no name of this group is known yet".to_string()
+    } else if n.names_below_replication_total == 0 {
         format!(
-            "copies    every name of this group has {} live",
+            "copies    {} of this group {} {} live",
+            match n.names_in_group {
+                1 => "the one name".to_string(),
+                all => format!("all {all} names"),
+            },
+            if n.names_in_group == 1 { "has" } else { "have" },
             count(u64::from(n.replication), "copy", "copies")
         )
     } else {
@@ -214,6 +221,22 @@ fn network_lines(groups: u32, n: &NetworkView) -> Vec<String> {
     vec![network, copies]
 }
 
+/// The files core's line of `status`: whether it acts on its view, and what it is doing.
+fn files_line(f: &crate::status::FilesView) -> String {
+    format!(
+        "repair    {}; {} tracked, {} in flight, {} in progress",
+        if f.settled {
+            "acting on the group view"
+        } else {
+            "holding back (just started, paused or not hearing its group): no holder set \
+             shrinks and no copy is deleted"
+        },
+        count(f.names_tracked, "name", "names"),
+        count(f.transfers_in_flight, "transfer", "transfers"),
+        count(f.puts_in_progress, "put", "puts"),
+    )
+}
+
 fn print_status(s: &Status) {
     println!("peer      {}", s.peer_id);
     println!("network   {} ({})", s.network, s.network_id);
@@ -232,6 +255,9 @@ fn print_status(s: &Status) {
         for line in network_lines(s.groups, network) {
             println!("{line}");
         }
+    }
+    if let Some(files) = &s.files {
+        println!("{}", files_line(files));
     }
     println!();
     println!("view ({} members)", s.view.len());
@@ -292,6 +318,24 @@ mod tests {
     fn an_older_status_without_the_network_fields_still_reads() {
         let s = status(Reachability::Unknown, None);
         assert_eq!(s.network_view, None);
+        assert_eq!(s.files, None);
+    }
+
+    #[test]
+    fn the_repair_line_says_whether_the_node_acts_on_its_view() {
+        let mut f = crate::status::FilesView {
+            settled: true,
+            names_tracked: 2,
+            transfers_in_flight: 1,
+            puts_in_progress: 0,
+        };
+        assert_eq!(
+            files_line(&f),
+            "repair    acting on the group view; 2 names tracked, 1 transfer in flight, \
+             0 puts in progress"
+        );
+        f.settled = false;
+        assert!(files_line(&f).starts_with("repair    holding back"));
     }
 
     #[test]
@@ -305,11 +349,12 @@ mod tests {
                 copies: 1,
             }],
             names_below_replication_total: 1,
+            names_in_group: 4,
         };
         assert_eq!(
             network_lines(8, &n),
             [
-                "network   about 5 nodes in 4 of 8 groups; no node known in groups 1-3, 7",
+                "size      about 5 nodes in 4 of 8 groups; no node known in groups 1-3, 7",
                 "copies    1 name with fewer than 3 copies live: a b (1)",
             ]
         );
@@ -319,10 +364,16 @@ mod tests {
         assert_eq!(
             network_lines(8, &n),
             [
-                "network   about 5 nodes in 8 of 8 groups",
-                "copies    every name of this group has 3 copies live",
+                "size      about 5 nodes in 8 of 8 groups",
+                "copies    all 4 names of this group have 3 copies live",
             ]
         );
+        n.names_in_group = 0;
+        assert_eq!(
+            network_lines(8, &n)[1],
+            "copies    no name of this group is known yet"
+        );
+        n.names_in_group = 4;
         // A status with the network fields round-trips through its JSON, flat.
         let mut s = status(Reachability::Unknown, None);
         s.network_view = Some(n.clone());

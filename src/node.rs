@@ -277,6 +277,7 @@ impl NodeArgs {
         let files = Arc::new(FilesService {
             handle,
             driver: driver.clone(),
+            state: Default::default(),
             blobs: blobs.clone(),
             control: swarm.behaviour().streams.new_control(),
             timeouts: Timeouts {
@@ -729,6 +730,7 @@ impl Runner {
                 status
                     .counters
                     .extend(files.map(|(k, v)| (k.to_string(), v)));
+                status.files = self.files.state.lock().ok().map(|s| s.clone());
                 let _ = self
                     .swarm
                     .behaviour_mut()

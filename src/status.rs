@@ -95,6 +95,9 @@ pub struct Status {
     /// from nodes older than them).
     #[serde(flatten)]
     pub network_view: Option<NetworkView>,
+    /// What the files core is doing (none from older nodes or in-process swarms).
+    #[serde(default)]
+    pub files: Option<FilesView>,
 }
 
 /// The network as one node sees it: its size, the groups it knows no node of, and the names
@@ -115,6 +118,25 @@ pub struct NetworkView {
     pub names_below_replication: Vec<NameCopies>,
     /// How many names are below R in all (the list above may be cut).
     pub names_below_replication_total: u64,
+    /// Names of the own group (not deleted) this node knows of (0 from older nodes).
+    #[serde(default)]
+    pub names_in_group: u64,
+}
+
+/// What the node's files core is doing (`status --json` field `files`; absent from older
+/// nodes).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FilesView {
+    /// Whether the node acts on its group view (local health): false right after a start,
+    /// after a pause or while it hears nothing; it then changes no holder set and deletes
+    /// nothing.
+    pub settled: bool,
+    /// Names the core tracks (held here, stored here, or kept in older versions).
+    pub names_tracked: u64,
+    /// Copies and fetches in flight (repair, hand-off, replacement copies of puts).
+    pub transfers_in_flight: u64,
+    /// Puts in progress with this node as first home.
+    pub puts_in_progress: u64,
 }
 
 /// A name and its live copies.
@@ -148,6 +170,7 @@ impl NetworkView {
         let members = core.view().live().count() as u64 + 1;
         let groups_with_node = with_contact.len() as u64 + 1;
         let replication = core.config().replication;
+        let names_in_group = core.tuples().iter().filter(|t| !t.deleted).count() as u64;
         let mut below: Vec<NameCopies> = core
             .tuples()
             .iter()
@@ -171,6 +194,7 @@ impl NetworkView {
             replication: replication as u32,
             names_below_replication: below,
             names_below_replication_total: total,
+            names_in_group,
         }
     }
 }
@@ -300,6 +324,7 @@ impl Status {
             paths: BTreeMap::new(),
             ready: Ready::of(core.is_joined(), Reachability::Unknown, false),
             network_view: Some(NetworkView::of(kelips)),
+            files: None,
         }
     }
 

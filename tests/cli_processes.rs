@@ -183,6 +183,10 @@ fn one_node() {
         below.contains(&(piped.as_str(), 1)) && below.contains(&(from_fifo.as_str(), 1)),
         "{below:?}"
     );
+    assert_eq!(status["names_in_group"], 2, "{status}");
+    // The files core tracks both names it holds; nothing is in flight.
+    assert_eq!(status["files"]["names_tracked"], 2, "{status}");
+    assert_eq!(status["files"]["puts_in_progress"], 0, "{status}");
     let text = run(&["status"]).text();
     assert!(
         text.contains("about 1 node in 1 of 2 groups; no node known in group 1")

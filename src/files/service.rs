@@ -103,6 +103,8 @@ pub struct FilesService {
     pub handle: NodeHandle,
     /// The files core's driver (puts and commits are decided there).
     pub driver: super::driver::DriverHandle,
+    /// What the files core is doing, as of the driver's last tick (for `status`).
+    pub state: std::sync::Mutex<crate::status::FilesView>,
     /// Blob files.
     pub blobs: Arc<BlobStore>,
     /// Opens streams.

@@ -248,6 +248,16 @@ impl<I: NodeId> FilesCore<I> {
         self.in_flight
     }
 
+    /// Names tracked.
+    pub fn names_tracked(&self) -> usize {
+        self.names.len()
+    }
+
+    /// Puts in progress with this node as first home.
+    pub fn puts_in_progress(&self) -> usize {
+        self.puts.len()
+    }
+
     /// min(R, live members of the own group, this node included).
     pub fn target(&self) -> usize {
         self.config.replication.min(self.view.live().count() + 1)

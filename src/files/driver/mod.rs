@@ -164,6 +164,7 @@ impl Driver {
             if step.is_err() || self.drain().await.is_err() {
                 return;
             }
+            self.show_state();
         }
     }
 
@@ -266,6 +267,19 @@ impl Driver {
             }
         }
         Ok(())
+    }
+
+    /// What `status` shows of the core, as of now.
+    fn show_state(&self) {
+        let state = crate::status::FilesView {
+            settled: self.core.is_settled(self.now()),
+            names_tracked: self.core.names_tracked() as u64,
+            transfers_in_flight: self.core.transfers_in_flight() as u64,
+            puts_in_progress: self.core.puts_in_progress() as u64,
+        };
+        if let Ok(mut shown) = self.service.state.lock() {
+            *shown = state;
+        }
     }
 
     /// Reads the blobs on disk and tells the core what appeared (a put, a copy received) and
