@@ -377,7 +377,12 @@ async fn dead_holders() {
     let _ = std::fs::remove_dir_all(&root);
     let work = root.join("work");
     std::fs::create_dir_all(&work).expect("work dir");
-    std::fs::write(root.join("config.toml"), config(1)).expect("config");
+    // t_fail 4 s: a name is "unavailable" at a node that is no holder from the moment its
+    // holders are marked failed (t_fail) until they leave its view (2 × t_fail), when its
+    // tuple store drops the tuple; a 4 s window is wide enough for the CLI runs below.
+    let config = config(1).replace("t_fail_ms = 1500", "t_fail_ms = 4000");
+    assert!(config.contains("t_fail_ms = 4000"));
+    std::fs::write(root.join("config.toml"), config).expect("config");
     let mut procs: Vec<Proc> = prepare(&root, identities(1, 5));
     procs[0].start(&root, &[]);
     let first = procs[0].address.clone().expect("address");
@@ -454,73 +459,39 @@ async fn dead_holders() {
         got.stderr
     );
     assert!(!work.join("again").exists());
-    // Once the group has marked them failed (t_fail = 1.5 s), the name is "unavailable":
-    // stored, with every holder down. Never "not found": the bytes are on their disks.
-    let marked = Instant::now();
-    loop {
-        let got = cli(
-            &work,
-            &["get", "f", "-o", "again", "--peer", &peer(&procs[entry])],
-        );
-        assert!(!got.ok);
-        assert!(!got.stderr.contains("not found"), "{}", got.stderr);
-        if got.stderr.contains("unavailable") {
-            assert!(got.stderr.contains("3 listed holders"), "{}", got.stderr);
-            break;
-        }
-        assert!(
-            marked.elapsed() < Duration::from_secs(20),
-            "never unavailable: {}",
-            got.stderr
-        );
-        std::thread::sleep(Duration::from_millis(300));
-    }
+    // Once the group has marked them failed (t_fail), the name is "unavailable": stored,
+    // with every holder down. Never "not found": the bytes are on their disks.
+    let get_again = ["get", "f", "-o", "again", "--peer", &peer(&procs[entry])].map(String::from);
+    let got = until(&work, &get_again, "not found", |got| {
+        got.stderr.contains("unavailable")
+    });
+    assert!(got.stderr.contains("3 listed holders"), "{}", got.stderr);
     // One holder back with its disk: the same get succeeds, byte for byte.
     let bootstrap = procs[entry].address.clone().expect("running");
     procs[victim].start(&root, &[bootstrap]);
-    let back = Instant::now();
-    loop {
-        let got = cli(
-            &work,
-            &["get", "f", "-o", "again", "--peer", &peer(&procs[entry])],
-        );
-        if got.ok {
-            break;
-        }
-        assert!(
-            back.elapsed() < Duration::from_secs(30),
-            "the returned holder never served: {}",
-            got.stderr
-        );
-        std::thread::sleep(Duration::from_millis(300));
-    }
+    until(&work, &get_again, "not found", |got| got.ok);
     let original = std::fs::read(&source).expect("source");
     assert!(std::fs::read(work.join("again")).expect("again") == original);
-    // Down again: an unavailable name can still be removed, and is then not found.
-    procs[victim].kill();
-    let marked = Instant::now();
+}
+
+/// Runs the CLI with `args` until `done` says its run is the awaited one (at most 30 s),
+/// asserting on the way that no run says `never`; the last run.
+fn until(cwd: &Path, args: &[String], never: &str, done: impl Fn(&Run) -> bool) -> Run {
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let started = Instant::now();
     loop {
-        let got = cli(
-            &work,
-            &["get", "f", "-o", "-", "--peer", &peer(&procs[entry])],
-        );
-        if got.stderr.contains("unavailable") {
-            break;
+        let run = cli(cwd, &args);
+        assert!(!run.stderr.contains(never), "{}", run.stderr);
+        if done(&run) {
+            return run;
         }
-        assert!(marked.elapsed() < Duration::from_secs(20), "{}", got.stderr);
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "{args:?} never gave the awaited answer: {}",
+            run.stderr
+        );
         std::thread::sleep(Duration::from_millis(300));
     }
-    let rm = cli(&work, &["rm", "f", "--peer", &peer(&procs[entry])]);
-    assert!(rm.ok, "{}", rm.stderr);
-    let got = cli(
-        &work,
-        &["get", "f", "-o", "-", "--peer", &peer(&procs[entry])],
-    );
-    assert!(
-        !got.ok && got.stderr.contains("not found"),
-        "{}",
-        got.stderr
-    );
 }
 
 /// Whether `proc`'s log has a line containing `needle`.
