@@ -88,8 +88,9 @@ impl Output {
             return Ok(Output::Stdout);
         }
         let path = target_path(name, output, cwd).map_err(|e| anyhow!("refused: {e}"))?;
-        // Devices and open descriptors are written, never replaced, whatever they lead to.
-        if path.starts_with("/dev") || path.starts_with("/proc") {
+        // Devices and open descriptors are written, never replaced, whatever they lead to; a
+        // plain file under /dev (/dev/shm is a tmpfs) is written like any other.
+        if is_descriptor(&path) {
             return Ok(Output::InPlace(path));
         }
         Ok(match std::fs::metadata(&path) {
@@ -124,6 +125,23 @@ impl Output {
             Output::Stdout => "-".to_string(),
         }
     }
+}
+
+/// Whether `path` is an open descriptor or reached through one: an existing path under
+/// `/dev` or `/proc` with a symbolic link on the way (`/dev/stderr`, `/dev/fd/3`,
+/// `/proc/self/fd/1`), which a get writes in place whatever it leads to (a regular file too:
+/// renaming a new file over it would not reach the descriptor). Devices themselves are told
+/// apart later by their type.
+fn is_descriptor(path: &Path) -> bool {
+    if !(path.starts_with("/dev") || path.starts_with("/proc")) {
+        return false;
+    }
+    if std::fs::symlink_metadata(path).is_err() {
+        return false; // a new file: created like anywhere else
+    }
+    path.ancestors()
+        .take_while(|a| *a != Path::new("/dev") && *a != Path::new("/proc"))
+        .any(|a| std::fs::symlink_metadata(a).is_ok_and(|m| m.file_type().is_symlink()))
 }
 
 /// What `get PREFIX/ --json` prints.
@@ -578,4 +596,30 @@ async fn hash_file(path: &Path) -> anyhow::Result<Hash> {
     .await
     .context("the hashing thread failed")?
     .with_context(|| format!("cannot read {}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn choose(output: &str) -> Output {
+        Output::choose("name", Some(Path::new(output)), Path::new("/tmp")).expect("an output")
+    }
+
+    #[test]
+    fn descriptors_and_devices_are_written_in_place_and_new_files_under_dev_are_created() {
+        assert!(matches!(choose("/dev/null"), Output::InPlace(_)));
+        assert!(matches!(choose("/proc/self/fd/2"), Output::InPlace(_)));
+        if std::fs::symlink_metadata("/dev/stderr").is_ok() {
+            assert!(matches!(choose("/dev/stderr"), Output::InPlace(_)));
+        }
+        if Path::new("/dev/shm").is_dir() {
+            // A tmpfs: `get -o /dev/shm/x` made a new file before, and must again.
+            let new = format!("/dev/shm/qs-get-test-{}", std::process::id());
+            assert!(matches!(
+                choose(&new),
+                Output::Replace { exists: false, .. }
+            ));
+        }
+    }
 }
