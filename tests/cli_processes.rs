@@ -377,12 +377,7 @@ async fn dead_holders() {
     let _ = std::fs::remove_dir_all(&root);
     let work = root.join("work");
     std::fs::create_dir_all(&work).expect("work dir");
-    // t_fail 4 s: a name is "unavailable" at a node that is no holder from the moment its
-    // holders are marked failed (t_fail) until they leave its view (2 × t_fail), when its
-    // tuple store drops the tuple; a 4 s window is wide enough for the CLI runs below.
-    let config = config(1).replace("t_fail_ms = 1500", "t_fail_ms = 4000");
-    assert!(config.contains("t_fail_ms = 4000"));
-    std::fs::write(root.join("config.toml"), config).expect("config");
+    std::fs::write(root.join("config.toml"), config(1)).expect("config");
     let mut procs: Vec<Proc> = prepare(&root, identities(1, 5));
     procs[0].start(&root, &[]);
     let first = procs[0].address.clone().expect("address");
@@ -459,19 +454,33 @@ async fn dead_holders() {
         got.stderr
     );
     assert!(!work.join("again").exists());
-    // Once the group has marked them failed (t_fail), the name is "unavailable": stored,
-    // with every holder down. Never "not found": the bytes are on their disks.
+    // Once the group has marked them failed (t_fail = 1.5 s), the name is "unavailable":
+    // stored, with every holder down. Never "not found": the bytes are on their disks.
     let get_again = ["get", "f", "-o", "again", "--peer", &peer(&procs[entry])].map(String::from);
     let got = until(&work, &get_again, "not found", |got| {
         got.stderr.contains("unavailable")
     });
     assert!(got.stderr.contains("3 listed holders"), "{}", got.stderr);
+    // Still so after the holders left the views (2 × t_fail): the tuple is kept
+    // (`orphan_tuple_ttl_ms`, 1 h by default), not dropped.
+    std::thread::sleep(Duration::from_millis(2 * 1500 + 1500));
+    let got = cli(&work, &get_again.each_ref().map(String::as_str));
+    assert!(got.stderr.contains("unavailable"), "{}", got.stderr);
     // One holder back with its disk: the same get succeeds, byte for byte.
     let bootstrap = procs[entry].address.clone().expect("running");
     procs[victim].start(&root, &[bootstrap]);
     until(&work, &get_again, "not found", |got| got.ok);
     let original = std::fs::read(&source).expect("source");
     assert!(std::fs::read(work.join("again")).expect("again") == original);
+    // Removed, it is not found, and stays so.
+    let rm = cli(&work, &["rm", "f", "--peer", &peer(&procs[entry])]);
+    assert!(rm.ok, "{}", rm.stderr);
+    let got = cli(&work, &get_again.each_ref().map(String::as_str));
+    assert!(
+        !got.ok && got.stderr.contains("not found"),
+        "{}",
+        got.stderr
+    );
 }
 
 /// Runs the CLI with `args` until `done` says its run is the awaited one (at most 30 s),

@@ -80,6 +80,12 @@ pub struct Config {
     pub max_group_size: usize,
     /// Largest number of file tuples kept. Default 1 000 000.
     pub max_tuples: usize,
+    /// A tuple none of whose holders is in the view any more (all failed and removed: down
+    /// or gone) is kept this long before the store drops it, so that lookups answer
+    /// "unavailable" while its holders may come back with their disks, not "not found". 0
+    /// drops it at once (the simulator's setting, so its traces stay comparable). Default
+    /// 3 600 000 ms (1 h).
+    pub orphan_tuple_ttl_ms: u64,
     /// Peers remembered (bounded) for rejoins after a partition. Default 64.
     pub remembered_peers: usize,
     /// Replicas per file (`R`). Default 3.
@@ -114,6 +120,7 @@ impl Default for Config {
             max_pending_lookups: 1024,
             max_group_size: 4096,
             max_tuples: 1_000_000,
+            orphan_tuple_ttl_ms: 3_600_000,
             remembered_peers: 64,
             replication: 3,
         }
@@ -161,6 +168,12 @@ impl Config {
             || "must be 1 to 64 bytes".into(),
         )?;
         in_range("groups", self.groups, 1, limits::MAX_GROUPS)?;
+        in_range(
+            "orphan_tuple_ttl_ms",
+            self.orphan_tuple_ttl_ms,
+            0,
+            30 * 24 * 3_600_000,
+        )?;
         in_range(
             "contacts_per_group",
             self.contacts_per_group,

@@ -60,6 +60,8 @@ pub struct TupleStore<I> {
     sweep_pending: bool,
     /// Holders left while a pass was under way: one more full pass after it.
     sweep_again: bool,
+    /// Tuples none of whose holders was present at the last look, and since when.
+    orphaned: BTreeMap<TupleKey, Millis>,
     /// The empty name, the smallest name of a fingerprint: lookups by (fingerprint, name)
     /// search from it without allocating a key.
     no_name: Arc<str>,
@@ -90,6 +92,7 @@ impl<I: Ord + Clone> TupleStore<I> {
             sweep_cursor: None,
             sweep_pending: false,
             sweep_again: false,
+            orphaned: BTreeMap::new(),
         }
     }
 
@@ -166,6 +169,7 @@ impl<I: Ord + Clone> TupleStore<I> {
     }
 
     fn remove(&mut self, key: &TupleKey) {
+        self.orphaned.remove(key);
         if let Some(tuple) = self.tuples.remove(key) {
             let fingerprint = tuple_fingerprint(key.0, &tuple);
             self.buckets[bucket_of(key.0)] ^= fingerprint;
@@ -242,10 +246,17 @@ impl<I: Ord + Clone> TupleStore<I> {
         self.sweep_pending = true;
     }
 
-    /// Drops tuples none of whose holders is present any more, looking at no more than
-    /// `budget` tuples (round-robin over calls), while a pass is due since holders left.
-    /// Returns how many were dropped.
-    pub fn sweep(&mut self, budget: usize, present: impl Fn(&I) -> bool) -> usize {
+    /// Drops tuples none of whose holders has been present for `ttl` ms at `now` (at once
+    /// when `ttl` is 0), looking at no more than `budget` tuples (round-robin over calls),
+    /// while a pass is due: since holders left, and as long as such tuples are kept. Returns
+    /// how many were dropped.
+    pub fn sweep(
+        &mut self,
+        budget: usize,
+        now: Millis,
+        ttl: Millis,
+        present: impl Fn(&I) -> bool,
+    ) -> usize {
         if !self.sweep_pending {
             return 0;
         }
@@ -266,7 +277,12 @@ impl<I: Ord + Clone> TupleStore<I> {
             }
             visited += 1;
             last = Some(key.clone());
-            if !tuple.holders.iter().any(&present) {
+            if tuple.holders.iter().any(&present) {
+                self.orphaned.remove(key);
+                continue;
+            }
+            let since = *self.orphaned.entry(key.clone()).or_insert(now);
+            if now.saturating_sub(since) >= ttl {
                 dead.push(key.clone());
             }
         }
@@ -280,6 +296,8 @@ impl<I: Ord + Clone> TupleStore<I> {
         for key in &dead {
             self.remove(key);
         }
+        // Kept orphans are looked at again until they expire or a holder is back.
+        self.sweep_pending |= !self.orphaned.is_empty();
         dead.len()
     }
 
@@ -388,15 +406,39 @@ mod tests {
         let (fp, t) = tuple("overflow", 1, vec![0]);
         assert_eq!(store.merge(fp, &t, 1), Err(TupleError::StoreFull(3)));
         // No holder left yet: nothing to sweep.
-        assert_eq!(store.sweep(10, |holder| *holder != 1), 0);
+        assert_eq!(store.sweep(10, 0, 0, |holder| *holder != 1), 0);
         assert_eq!(store.len(), 3);
         store.holders_left();
         let mut dropped = 0;
         for _ in 0..3 {
-            dropped += store.sweep(1, |holder| *holder != 1);
+            dropped += store.sweep(1, 0, 0, |holder| *holder != 1);
         }
         assert_eq!(dropped, 1);
         assert_eq!(store.len(), 2);
+    }
+
+    #[test]
+    fn a_tuple_whose_holders_left_is_kept_for_its_ttl_unless_a_holder_returns() {
+        let mut store = TupleStore::new(10, 0);
+        let (fp, gone) = tuple("gone", 1, vec![1]);
+        store.merge(fp, &gone, 1).unwrap();
+        let (fp, back) = tuple("back", 1, vec![2]);
+        store.merge(fp, &back, 1).unwrap();
+        store.holders_left();
+        // Holders 1 and 2 left at 1,000: both tuples are kept, not dropped.
+        assert_eq!(store.sweep(10, 1_000, 5_000, |_| false), 0);
+        assert_eq!(store.len(), 2);
+        // Holder 2 is back before the TTL: its tuple is no orphan any more.
+        assert_eq!(store.sweep(10, 3_000, 5_000, |h| *h == 2), 0);
+        // At 6,000 the orphan of holder 1 has been kept 5 s: dropped; the other stays, even
+        // though its holder is gone again (its clock restarted).
+        assert_eq!(store.sweep(10, 6_000, 5_000, |_| false), 1);
+        assert_eq!(store.len(), 1);
+        assert_eq!(store.sweep(10, 10_000, 5_000, |_| false), 0);
+        assert_eq!(store.sweep(10, 11_000, 5_000, |_| false), 1);
+        assert_eq!(store.len(), 0);
+        // Nothing kept: no more passes.
+        assert_eq!(store.sweep(10, 20_000, 5_000, |_| false), 0);
     }
 
     #[test]

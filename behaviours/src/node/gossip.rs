@@ -29,9 +29,11 @@ impl<I: NodeId> Kelips<I> {
         self.gossip_to_contacts(now);
         let view = &self.view;
         let me = &self.me.id;
-        self.tuples.sweep(super::TUPLE_SWEEP_BUDGET, |holder| {
-            holder == me || view.get(holder).is_some()
-        });
+        let ttl = self.config.orphan_tuple_ttl_ms;
+        self.tuples
+            .sweep(super::TUPLE_SWEEP_BUDGET, now, ttl, |holder| {
+                holder == me || view.get(holder).is_some()
+            });
         self.tuples
             .expire_pulls(now, self.config.request_timeout_ms);
     }

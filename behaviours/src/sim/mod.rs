@@ -322,11 +322,18 @@ impl Simulator {
         node.generation += 1;
         node.scheduled_tick = None;
         node.last_bump = self.now;
+        // Tuples whose holders all left are dropped at once, as before the node kept them
+        // for `orphan_tuple_ttl_ms`: the simulator counts such lookups as not found either
+        // way, and its traces stay comparable with the recorded ones.
+        let kelips = Config {
+            orphan_tuple_ttl_ms: 0,
+            ..self.config.kelips.clone()
+        };
         let core = Kelips::new(
             SimId(i),
             node.incarnation,
             node.address.clone(),
-            self.config.kelips.clone(),
+            kelips,
             seed,
             self.now,
         );
