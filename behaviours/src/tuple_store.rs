@@ -1,7 +1,7 @@
 //! The file tuples of one group: fresh tuples are announced by fingerprint (receivers pull
 //! the ones they lack), and a bucket digest lets anti-entropy find what gossip missed.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::Arc;
 
 use rand::Rng;
@@ -62,6 +62,11 @@ pub struct TupleStore<I> {
     sweep_again: bool,
     /// Tuples none of whose holders was present at the last look, and since when.
     orphaned: BTreeMap<TupleKey, Millis>,
+    /// Orphans dropped within the last TTL (oldest first), so that a member whose own
+    /// timer started later cannot hand the same tuple back by gossip or sync and keep it
+    /// circulating for ever: [`was_dropped`](Self::was_dropped).
+    dropped: VecDeque<(Millis, TupleKey)>,
+    dropped_keys: BTreeSet<TupleKey>,
     /// The empty name, the smallest name of a fingerprint: lookups by (fingerprint, name)
     /// search from it without allocating a key.
     no_name: Arc<str>,
@@ -93,6 +98,8 @@ impl<I: Ord + Clone> TupleStore<I> {
             sweep_pending: false,
             sweep_again: false,
             orphaned: BTreeMap::new(),
+            dropped: VecDeque::new(),
+            dropped_keys: BTreeSet::new(),
         }
     }
 
@@ -246,6 +253,12 @@ impl<I: Ord + Clone> TupleStore<I> {
         self.sweep_pending = true;
     }
 
+    /// Whether the tuple of `name` (fingerprint `fp`) was dropped as an orphan within the last
+    /// TTL: a copy of it that still lists no present holder is not taken in again.
+    pub fn was_dropped(&self, fp: u64, name: &Arc<str>) -> bool {
+        !self.dropped_keys.is_empty() && self.dropped_keys.contains(&(fp, name.clone()))
+    }
+
     /// Drops tuples none of whose holders has been present for `ttl` ms at `now` (at once
     /// when `ttl` is 0), looking at no more than `budget` tuples (round-robin over calls),
     /// while a pass is due: since holders left, and as long as such tuples are kept. Returns
@@ -257,6 +270,12 @@ impl<I: Ord + Clone> TupleStore<I> {
         ttl: Millis,
         present: impl Fn(&I) -> bool,
     ) -> usize {
+        while let Some((at, key)) = self.dropped.front()
+            && now.saturating_sub(*at) >= ttl
+        {
+            self.dropped_keys.remove(key);
+            self.dropped.pop_front();
+        }
         if !self.sweep_pending {
             return 0;
         }
@@ -295,6 +314,14 @@ impl<I: Ord + Clone> TupleStore<I> {
         }
         for key in &dead {
             self.remove(key);
+            if ttl > 0 && self.dropped_keys.insert(key.clone()) {
+                self.dropped.push_back((now, key.clone()));
+                if self.dropped.len() > self.max_tuples
+                    && let Some((_, oldest)) = self.dropped.pop_front()
+                {
+                    self.dropped_keys.remove(&oldest);
+                }
+            }
         }
         // Kept orphans are looked at again until they expire or a holder is back.
         self.sweep_pending |= !self.orphaned.is_empty();
@@ -437,8 +464,11 @@ mod tests {
         assert_eq!(store.sweep(10, 10_000, 5_000, |_| false), 0);
         assert_eq!(store.sweep(10, 11_000, 5_000, |_| false), 1);
         assert_eq!(store.len(), 0);
-        // Nothing kept: no more passes.
-        assert_eq!(store.sweep(10, 20_000, 5_000, |_| false), 0);
+        // A dropped orphan is remembered for a TTL, so gossip cannot bring it back, then
+        // forgotten.
+        assert!(store.was_dropped(fp, &back.name));
+        assert_eq!(store.sweep(10, 16_000, 5_000, |_| false), 0);
+        assert!(!store.was_dropped(fp, &back.name));
     }
 
     #[test]

@@ -379,6 +379,16 @@ impl<I: NodeId> Kelips<I> {
         fp: u64,
         tuple: &Arc<FileTuple<I>>,
     ) -> Result<crate::tuple_store::Merged, TupleError> {
+        // An orphan this node dropped lately comes back only with a holder it can see (a
+        // holder that returned): otherwise members would hand it to each other for ever.
+        if self.tuples.was_dropped(fp, &tuple.name)
+            && !tuple
+                .holders
+                .iter()
+                .any(|h| *h == self.me.id || self.view.get(h).is_some())
+        {
+            return Ok(crate::tuple_store::Merged::Unchanged);
+        }
         let before = self.tuples.get(fp, &tuple.name).cloned();
         let merged = self.tuples.merge(fp, tuple, self.config.fresh_rounds)?;
         if let Some(before) = before
