@@ -77,6 +77,16 @@ fn main() {
 
 fn run() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    if !matches!(cli.command, Command::Node(_)) {
+        // A client command piped into `head` stops quietly when its reader goes, as `cat`
+        // does, instead of panicking in `println!` ("failed printing to stdout: Broken
+        // pipe"). Sockets are not affected (they are written with MSG_NOSIGNAL); a node
+        // keeps ignoring SIGPIPE.
+        // SAFETY: signal(2) with the default disposition, before any thread is started.
+        unsafe {
+            libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+        }
+    }
     // A node logs what it does; a client command prints its result and only warns.
     let default_level = match (&cli.command, cli.quiet, cli.verbose) {
         (_, true, _) => "error",

@@ -387,3 +387,26 @@ fn free_space_is_bounded_by_the_disk() {
     drop(node);
     drop(tmpfs);
 }
+
+/// `quickstore status | head` and the like: a client whose reader went away stops quietly
+/// (killed by SIGPIPE, as `cat` is), instead of panicking with "failed printing to stdout".
+#[test]
+fn a_client_whose_reader_went_away_stops_quietly() {
+    use std::os::unix::process::ExitStatusExt;
+    let mut child = Command::new(BIN)
+        .args(["completions", "bash"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("quickstore starts");
+    // The reader goes before the child writes its first line.
+    drop(child.stdout.take());
+    let out = child.wait_with_output().expect("exits");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert!(
+        out.status.success() || out.status.signal() == Some(libc::SIGPIPE),
+        "{:?}: {stderr}",
+        out.status
+    );
+}
