@@ -367,14 +367,13 @@ pub fn snapshot(kelips: &KelipsBehaviour, query: Option<&TupleQuery>) -> FilesSn
         .view()
         .iter()
         .map(|m| MemberState {
-            id: m.entry.id,
-            live: !m.failed,
-            last_heard: m.last_increase,
+            // No address record: it cannot be dialled, so no copy is placed on it.
             free_space: if m.entry.address.as_bytes().is_empty() {
                 0
             } else {
                 m.entry.free_space
             },
+            ..MemberState::of(m)
         })
         .collect();
     let mut tuples = Vec::new();

@@ -27,6 +27,19 @@ pub struct MemberState<I> {
     pub free_space: u64,
 }
 
+impl<I: Clone> MemberState<I> {
+    /// A member of the Kelips view as the files core takes it: live unless failed, heard
+    /// when its stamp last rose, with the free space it gossips.
+    pub fn of(member: &crate::view::Member<I>) -> Self {
+        MemberState {
+            id: member.entry.id.clone(),
+            live: !member.failed,
+            last_heard: member.last_increase,
+            free_space: member.entry.free_space,
+        }
+    }
+}
+
 /// The view snapshot and the death evidence.
 #[derive(Debug, Clone)]
 pub struct Membership<I> {

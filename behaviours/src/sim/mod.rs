@@ -823,16 +823,7 @@ impl workers::Item for NodeWork {
 /// id order (the files core keeps it in a tree by id; the view, never larger than the files
 /// core's cap, is in short-id order), which makes building that tree cheaper.
 fn view_of(core: &Kelips<SimId>) -> Vec<MemberState<SimId>> {
-    let mut members: Vec<MemberState<SimId>> = core
-        .view()
-        .iter()
-        .map(|m| MemberState {
-            id: m.entry.id,
-            live: !m.failed,
-            last_heard: m.last_increase,
-            free_space: m.entry.free_space,
-        })
-        .collect();
+    let mut members: Vec<MemberState<SimId>> = core.view().iter().map(MemberState::of).collect();
     members.sort_unstable_by_key(|m| m.id);
     members
 }
