@@ -483,6 +483,63 @@ async fn dead_holders() {
     );
 }
 
+/// A name whose holders are all down can still be removed (its tuple is kept while they
+/// may return), and is then not found, even once they leave the views.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unavailable_names_can_be_removed() {
+    let root = std::env::temp_dir().join(format!("qs-cli-rm-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&root);
+    let work = root.join("work");
+    std::fs::create_dir_all(&work).expect("work dir");
+    std::fs::write(root.join("config.toml"), config(1)).expect("config");
+    let mut procs: Vec<Proc> = prepare(&root, identities(1, 4));
+    procs[0].start(&root, &[]);
+    let first = procs[0].address.clone().expect("address");
+    for p in procs.iter_mut().skip(1) {
+        p.start(&root, std::slice::from_ref(&first));
+    }
+    wait_converged(&procs, 1, "convergence", Duration::from_secs(60)).await;
+    std::fs::write(work.join("u"), bytes(100_000, 3)).expect("file");
+    let peer = |p: &Proc| p.address.as_ref().expect("running").to_string();
+    let put = cli(
+        &work,
+        &["put", "u", "u", "--peer", &peer(&procs[0]), "--json"],
+    );
+    assert!(put.ok, "{}", put.stderr);
+    let holders: Vec<String> = put.json()["holders"]
+        .as_array()
+        .expect("holders")
+        .iter()
+        .filter_map(|h| h.as_str().map(str::to_string))
+        .collect();
+    assert_eq!(holders.len(), 3);
+    let entry = procs
+        .iter()
+        .position(|p| !holders.contains(&p.peer.to_string()))
+        .expect("the one node that holds nothing");
+    // The entry node learns the tuple by gossip.
+    let get = ["get", "u", "-o", "-", "--peer", &peer(&procs[entry])].map(String::from);
+    until(&work, &get, "refused", |got| got.ok);
+    for p in procs.iter_mut() {
+        if holders.contains(&p.peer.to_string()) {
+            p.kill();
+        }
+    }
+    until(&work, &get, "not found", |got| {
+        got.stderr.contains("unavailable")
+    });
+    let rm = cli(&work, &["rm", "u", "--peer", &peer(&procs[entry])]);
+    assert!(rm.ok, "{}", rm.stderr);
+    // Past 2 × t_fail the holders have left the views: still removed, not back.
+    std::thread::sleep(Duration::from_millis(2 * 1500 + 1500));
+    let got = cli(&work, &get.each_ref().map(String::as_str));
+    assert!(
+        !got.ok && got.stderr.contains("not found"),
+        "{}",
+        got.stderr
+    );
+}
+
 /// Runs the CLI with `args` until `done` says its run is the awaited one (at most 30 s),
 /// asserting on the way that no run says `never`; the last run.
 fn until(cwd: &Path, args: &[String], never: &str, done: impl Fn(&Run) -> bool) -> Run {
