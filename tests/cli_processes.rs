@@ -15,7 +15,7 @@
 mod common;
 
 use std::io::Write;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
@@ -373,18 +373,7 @@ fn fifo_free_file(dir: &Path, len: usize) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dead_holders() {
-    let root = std::env::temp_dir().join(format!("qs-cli-dead-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&root);
-    let work = root.join("work");
-    std::fs::create_dir_all(&work).expect("work dir");
-    std::fs::write(root.join("config.toml"), config(1)).expect("config");
-    let mut procs: Vec<Proc> = prepare(&root, identities(1, 5));
-    procs[0].start(&root, &[]);
-    let first = procs[0].address.clone().expect("address");
-    for p in procs.iter_mut().skip(1) {
-        p.start(&root, std::slice::from_ref(&first));
-    }
-    wait_converged(&procs, 1, "convergence", Duration::from_secs(60)).await;
+    let (root, work, mut procs) = network("dead", 5).await;
     let source = work.join("source");
     std::fs::write(&source, bytes(2 << 20, 9)).expect("source");
     let peer = |p: &Proc| p.address.as_ref().expect("running").to_string();
@@ -393,12 +382,7 @@ async fn dead_holders() {
         &["put", "source", "f", "--peer", &peer(&procs[0]), "--json"],
     );
     assert!(put.ok, "{}", put.stderr);
-    let holders: Vec<String> = put.json()["holders"]
-        .as_array()
-        .expect("holders")
-        .iter()
-        .filter_map(|h| h.as_str().map(str::to_string))
-        .collect();
+    let holders: Vec<String> = holders_of(&put);
     assert_eq!(holders.len(), 3);
     let is_holder = |p: &Proc| holders.contains(&p.peer.to_string());
     let entry = procs
@@ -487,18 +471,7 @@ async fn dead_holders() {
 /// may return), and is then not found, even once they leave the views.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unavailable_names_can_be_removed() {
-    let root = std::env::temp_dir().join(format!("qs-cli-rm-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&root);
-    let work = root.join("work");
-    std::fs::create_dir_all(&work).expect("work dir");
-    std::fs::write(root.join("config.toml"), config(1)).expect("config");
-    let mut procs: Vec<Proc> = prepare(&root, identities(1, 4));
-    procs[0].start(&root, &[]);
-    let first = procs[0].address.clone().expect("address");
-    for p in procs.iter_mut().skip(1) {
-        p.start(&root, std::slice::from_ref(&first));
-    }
-    wait_converged(&procs, 1, "convergence", Duration::from_secs(60)).await;
+    let (_root, work, mut procs) = network("rm", 4).await;
     std::fs::write(work.join("u"), bytes(100_000, 3)).expect("file");
     let peer = |p: &Proc| p.address.as_ref().expect("running").to_string();
     let put = cli(
@@ -506,12 +479,7 @@ async fn unavailable_names_can_be_removed() {
         &["put", "u", "u", "--peer", &peer(&procs[0]), "--json"],
     );
     assert!(put.ok, "{}", put.stderr);
-    let holders: Vec<String> = put.json()["holders"]
-        .as_array()
-        .expect("holders")
-        .iter()
-        .filter_map(|h| h.as_str().map(str::to_string))
-        .collect();
+    let holders: Vec<String> = holders_of(&put);
     assert_eq!(holders.len(), 3);
     let entry = procs
         .iter()
@@ -538,6 +506,34 @@ async fn unavailable_names_can_be_removed() {
         "{}",
         got.stderr
     );
+}
+
+/// A network of `nodes` processes of one group under a fresh root; the root, the client's
+/// working directory and the processes, converged.
+async fn network(tag: &str, nodes: usize) -> (PathBuf, PathBuf, Vec<Proc>) {
+    let root = std::env::temp_dir().join(format!("qs-cli-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&root);
+    let work = root.join("work");
+    std::fs::create_dir_all(&work).expect("work dir");
+    std::fs::write(root.join("config.toml"), config(1)).expect("config");
+    let mut procs: Vec<Proc> = prepare(&root, identities(1, nodes));
+    procs[0].start(&root, &[]);
+    let first = procs[0].address.clone().expect("address");
+    for p in procs.iter_mut().skip(1) {
+        p.start(&root, std::slice::from_ref(&first));
+    }
+    wait_converged(&procs, 1, "convergence", Duration::from_secs(60)).await;
+    (root, work, procs)
+}
+
+/// The holders a `put --json` reported.
+fn holders_of(put: &Run) -> Vec<String> {
+    put.json()["holders"]
+        .as_array()
+        .expect("holders")
+        .iter()
+        .filter_map(|h| h.as_str().map(str::to_string))
+        .collect()
 }
 
 /// Runs the CLI with `args` until `done` says its run is the awaited one (at most 30 s),
