@@ -873,8 +873,8 @@ fn log_core_event(event: &Event<Peer>) {
         Event::MemberRecovered(p) => tracing::info!("member recovered {p}"),
         Event::MemberRemoved(p) => tracing::info!("member removed {p}"),
         Event::ContactAdded { group, id } => tracing::info!("contact added {id} group {group}"),
-        Event::ContactRemoved { group, id } => {
-            tracing::info!("contact removed {id} group {group}")
+        Event::ContactRemoved { group, id, reason } => {
+            tracing::info!("contact removed {id} group {group} ({reason:?})")
         }
         Event::Joined { founded } => tracing::info!("joined (founded: {founded})"),
         Event::IncarnationChanged(n) => tracing::info!("incarnation raised to {n}"),

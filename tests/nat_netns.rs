@@ -749,16 +749,29 @@ fn short_timings_do_not_make_peers_behind_relays_flap() {
     }
     let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let cluster = Cluster::start_with(NatKind::RandomFully, SHORT_TIMINGS, "-short");
+    let watched = ["contact removed", "member failed"];
+    let count = |what: &str| -> usize { HOSTS.iter().map(|h| log_lines(&cluster, h, what)).sum() };
+    let changes = || -> Vec<usize> { watched.iter().map(|w| count(w)).collect() };
+    // Converged, and quiet for t_fail (3 s): a contact copied from another node's view at the
+    // join may turn out unreachable at its first dial (its address record older than its
+    // relay reservation) and be dropped until a fresher record comes. That is the start, not a
+    // flap; one that comes back within t_fail keeps the network from converging here.
+    let quiet_for = Duration::from_secs(3);
     let started = Instant::now();
     let mut converged_after = None;
+    let mut last_change = (changes(), Instant::now());
     while started.elapsed() < Duration::from_secs(40) {
-        if converged(&cluster.statuses()) {
+        let now = changes();
+        if now != last_change.0 {
+            last_change = (now, Instant::now());
+        }
+        if converged(&cluster.statuses()) && last_change.1.elapsed() >= quiet_for {
             converged_after = Some(started.elapsed());
             break;
         }
         std::thread::sleep(Duration::from_millis(500));
     }
-    println!("converged after {converged_after:?}");
+    println!("converged (and quiet for {quiet_for:?}) after {converged_after:?}");
     // `QUICKSTORE_SETTLE_S`: seconds to wait before watching (to measure later periods).
     let settle = std::env::var("QUICKSTORE_SETTLE_S")
         .ok()
@@ -767,9 +780,7 @@ fn short_timings_do_not_make_peers_behind_relays_flap() {
     std::thread::sleep(Duration::from_secs(settle));
     // Watch the contacts and members for a while: every one is reached through the relay
     // (random-fully NATs cannot be punched) or over a LAN, and none may come and go.
-    let watched = ["contact removed", "member failed"];
-    let count = |what: &str| -> usize { HOSTS.iter().map(|h| log_lines(&cluster, h, what)).sum() };
-    let before: Vec<usize> = watched.iter().map(|w| count(w)).collect();
+    let before = changes();
     std::thread::sleep(Duration::from_secs(15));
     let flaps: Vec<usize> = watched
         .iter()
@@ -809,7 +820,7 @@ fn short_timings_do_not_make_peers_behind_relays_flap() {
     );
     assert!(
         converged_after.is_some(),
-        "converged within 40 s\n{}",
+        "converged and quiet within 40 s\n{}",
         describe(&cluster.statuses())
     );
     assert_eq!(

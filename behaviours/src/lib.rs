@@ -39,5 +39,7 @@ pub use config::{Config, ConfigError};
 pub use entry::{AddressRecord, Beat, Entry};
 pub use id::{NetworkId, NodeId, SimId};
 pub use message::{Envelope, Message};
-pub use node::{Event, Kelips, LookupError, LookupOutcome, LookupResult, Output, Refusal, Stats};
+pub use node::{
+    ContactRemoval, Event, Kelips, LookupError, LookupOutcome, LookupResult, Output, Refusal, Stats,
+};
 pub use tuple::{FileTuple, Version};

@@ -7,7 +7,7 @@
 //! reply vouches for those the receiver holds live, and the others are dropped. So every
 //! contact is checked every `groups / contact_fanout` rounds.
 
-use super::{Event, JoinState, Kelips, Refusal, Source};
+use super::{ContactRemoval, Event, JoinState, Kelips, Refusal, Source};
 use crate::Millis;
 use crate::digest::{DigestItem, HeartbeatDigest};
 use crate::entry::Entry;
@@ -374,7 +374,11 @@ impl<I: NodeId> Kelips<I> {
                     // no tombstone; a later relay may offer it again.
                     self.contacts.remove(&id);
                     self.remember(id.clone(), now);
-                    self.emit(Event::ContactRemoved { group, id });
+                    self.emit(Event::ContactRemoved {
+                        group,
+                        id,
+                        reason: ContactRemoval::NotVouched,
+                    });
                 }
             }
         }

@@ -47,6 +47,17 @@ pub enum Output<I> {
     Event(Event<I>),
 }
 
+/// Why a contact left the contact table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ContactRemoval {
+    /// A dial or request to it failed.
+    Unreachable,
+    /// A closer (lower RTT) or fresher contact took its slot.
+    Replaced,
+    /// A member of its group, asked at a hello, did not vouch for it.
+    NotVouched,
+}
+
 /// What the core reports.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Event<I> {
@@ -65,12 +76,14 @@ pub enum Event<I> {
         /// The contact.
         id: I,
     },
-    /// A contact was dropped (unreachable or replaced).
+    /// A contact was dropped (unreachable, replaced or not vouched for).
     ContactRemoved {
         /// Its group.
         group: u32,
         /// The contact.
         id: I,
+        /// Why it was dropped.
+        reason: ContactRemoval,
     },
     /// The join finished: `founded` when the own group was empty.
     Joined {
@@ -513,6 +526,7 @@ impl<I: NodeId> Kelips<I> {
             self.emit(Event::ContactRemoved {
                 group,
                 id: peer.clone(),
+                reason: ContactRemoval::Unreachable,
             });
             self.verification_failed(now, peer, group);
         }
@@ -673,6 +687,7 @@ impl<I: NodeId> Kelips<I> {
                     self.emit(Event::ContactRemoved {
                         group: facts.group,
                         id: evicted,
+                        reason: ContactRemoval::Replaced,
                     });
                 }
                 self.rtt_cache.remove(&entry.id);
