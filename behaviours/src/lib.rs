@@ -27,6 +27,7 @@ pub mod message;
 pub mod net;
 mod node;
 pub mod sim;
+pub mod structure;
 pub mod targets;
 pub mod tuple;
 pub mod tuple_store;
