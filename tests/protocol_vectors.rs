@@ -8,12 +8,16 @@
 //! * ```` ```cbor-diag ```` — the CBOR of the hex block above (after the length prefix, for a
 //!   frame) in RFC 8949 diagnostic notation;
 //! * ```` ```kv ```` — `key = value` lines (hashes, groups, constants, bounds, refusal reasons);
-//!   a value ending in `…` only has to be a prefix of the real one.
+//!   a value ending in `…` only has to be a prefix of the real one;
+//! * ```` ```json ```` — the JSON of a status answer (§12), as `serde_json` pretty-prints it.
 //!
 //! Every vector is rebuilt here from values, encoded with the real code (the wire codec
 //! `KelipsCodec`, `codec::encode`, the id functions, a `Kelips` node for bounds and refusals)
 //! and compared byte for byte; hex is decoded back with the real decoder and compared with the
-//! value. A name in the document unknown here, or a vector here missing from the document, fails.
+//! value. The frames of the file protocols (§11) and of the status protocol (§12) are written
+//! by the node's own writers (`files::wire::write_message`, `StatusCodec`) and read back by its
+//! readers. A name in the document unknown here, or a vector here missing from the document,
+//! fails.
 //!
 //! After a deliberate wire change, print every block in the document's format with
 //! `PROTOCOL_VECTORS_PRINT=1 cargo test --test protocol_vectors -- --nocapture` and paste.
@@ -21,6 +25,7 @@
 use std::collections::BTreeSet;
 use std::fmt::Write as _;
 use std::sync::Arc;
+use std::time::Duration;
 
 use futures::executor::block_on;
 use futures::io::Cursor;
@@ -28,6 +33,19 @@ use libp2p::Multiaddr;
 use libp2p::core::{PeerRecord, SignedEnvelope};
 use libp2p::identity::Keypair;
 use libp2p::request_response::Codec as _;
+use quickstore::blobs::BlobError;
+use quickstore::files::handle::MAX_PAGE;
+use quickstore::files::service::FilesCounters;
+use quickstore::files::wire::{
+    BLOB_PROTOCOL, BlobRequest, BlobResponse, BlobTrailer, CHUNK_BYTES, FILES_PROTOCOL,
+    FilesRequest, FilesResponse, MAX_REQUEST_BYTES, MAX_RESPONSE_BYTES, MAX_VERSIONS_LISTED,
+    PeerInfo, read_message, write_message,
+};
+use quickstore::reach::Reach;
+use quickstore::status::{
+    FilesView, MAX_STATUS_BYTES, NameCopies, STATUS_PROTOCOL, Status, StatusCodec, StatusRequest,
+    ViewMember,
+};
 use quickstore_behaviours::codec::{self, MAX_REPLY_BYTES, Reply};
 use quickstore_behaviours::digest::{DigestItem, HeartbeatDigest};
 use quickstore_behaviours::id::{
@@ -37,9 +55,12 @@ use quickstore_behaviours::limits::*;
 use quickstore_behaviours::message::*;
 use quickstore_behaviours::net::peer::{Peer, sign_record, verified_addresses};
 use quickstore_behaviours::net::protocol::{Inbound, KelipsCodec, PROTOCOL};
+use quickstore_behaviours::net::{Behaviour as KelipsBehaviour, DriverConfig};
 use quickstore_behaviours::tuple::{FileTuple, Version};
 use quickstore_behaviours::tuple_store::{bucket_of, tuple_fingerprint};
 use quickstore_behaviours::{AddressRecord, Config, Entry, Kelips, NetworkId, NodeId, Refusal};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
 
 const PRINT_ENV: &str = "PROTOCOL_VECTORS_PRINT";
 
@@ -181,6 +202,9 @@ fn hello_join() -> Hello<Peer> {
 
 // ---- what the document must hold --------------------------------------------------------------
 
+/// A check that the real reader reads a vector's bytes (or text) back to the value.
+type ReadsBack<T> = Box<dyn Fn(&T) -> Result<(), String>>;
+
 /// What a vector of the document must be.
 enum Expect {
     /// A request frame (varint length + CBOR `Envelope`), and the bytes it must be: the real
@@ -195,6 +219,19 @@ enum Expect {
     Bytes { bytes: Vec<u8>, cbor: bool },
     /// `key = value` lines, in this order.
     Facts(Vec<(String, String)>),
+    /// A frame of the file or status protocols (varint length + CBOR or JSON) as the real
+    /// writer writes it, and a check that the real reader reads the document's bytes back to
+    /// the same value.
+    Frame {
+        frame: Vec<u8>,
+        reads_back: ReadsBack<[u8]>,
+    },
+    /// JSON as `serde_json` pretty-prints the value, and a check of the document's text
+    /// against what the real codec writes and reads.
+    Json {
+        text: String,
+        reads_back: ReadsBack<str>,
+    },
 }
 
 fn facts(pairs: &[(&str, String)]) -> Expect {
@@ -373,6 +410,7 @@ fn expected() -> Vec<(&'static str, Expect)> {
     ));
     out.push(("refusal-reasons", refusal_reasons()));
     out.push(("bounds", bounds()));
+    out.extend(files_vectors());
     out
 }
 
@@ -1003,6 +1041,404 @@ fn bounds() -> Expect {
     facts(&pairs)
 }
 
+// ---- the file protocols and the status protocol (§11, §12) ------------------------------------
+
+/// Runs `future` on a runtime with a timer (the file protocols' reader and writer time out).
+fn run<T>(future: impl Future<Output = T>) -> T {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .expect("a runtime")
+        .block_on(future)
+}
+
+const FILES_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A frame of `/quickstore/files/1.0.0` or `/quickstore/blob/1.0.0` written by the real writer
+/// (`write_message`, within `limit`), read back by the real reader.
+fn files_frame<T>(value: T, limit: usize) -> Expect
+where
+    T: Serialize + DeserializeOwned + PartialEq + std::fmt::Debug + 'static,
+{
+    let mut io = Cursor::new(Vec::new());
+    run(write_message(&mut io, &value, limit, FILES_TIMEOUT)).expect("the frame is written");
+    let frame = io.into_inner();
+    Expect::Frame {
+        frame,
+        reads_back: Box::new(move |bytes: &[u8]| {
+            let mut io = Cursor::new(bytes.to_vec());
+            let read: T = run(read_message(&mut io, limit, FILES_TIMEOUT))
+                .map_err(|e| format!("the reader refuses it: {e}"))?;
+            if io.position() != bytes.len() as u64 {
+                return Err("bytes after the frame".into());
+            }
+            if read != value {
+                return Err(format!("reads back as {read:?}"));
+            }
+            Ok(())
+        }),
+    }
+}
+
+fn control_request(request: FilesRequest) -> Expect {
+    files_frame(request, MAX_REQUEST_BYTES)
+}
+
+fn control_response(response: FilesResponse) -> Expect {
+    files_frame(response, MAX_RESPONSE_BYTES)
+}
+
+fn blob_request(request: BlobRequest) -> Expect {
+    files_frame(request, MAX_REQUEST_BYTES)
+}
+
+fn blob_response(response: BlobResponse) -> Expect {
+    files_frame(response, MAX_RESPONSE_BYTES)
+}
+
+/// A peer with an empty record (real ones carry their signed record, §5.3).
+fn info(byte: u8) -> PeerInfo {
+    PeerInfo {
+        peer: peer(byte),
+        record: AddressRecord::default(),
+    }
+}
+
+fn files_tuple() -> FileTuple<Peer> {
+    FileTuple::clone(&tuple())
+}
+
+fn files_constants() -> Expect {
+    let files = quickstore::config::FilesConfig::default();
+    facts(&[
+        ("control protocol id", FILES_PROTOCOL.to_string()),
+        ("bytes protocol id", BLOB_PROTOCOL.to_string()),
+        ("status protocol id", STATUS_PROTOCOL.to_string()),
+        ("max request bytes", MAX_REQUEST_BYTES.to_string()),
+        ("max response bytes", MAX_RESPONSE_BYTES.to_string()),
+        ("max versions listed", MAX_VERSIONS_LISTED.to_string()),
+        ("max listing page", MAX_PAGE.to_string()),
+        ("chunk bytes", CHUNK_BYTES.to_string()),
+        ("default io timeout ms", files.io_timeout_ms.to_string()),
+        ("default put deadline ms", files.put_deadline_ms.to_string()),
+        ("default max streams", files.max_streams.to_string()),
+        ("max status bytes", MAX_STATUS_BYTES.to_string()),
+    ])
+}
+
+/// The file protocols' vectors, in the order of the document.
+fn files_vectors() -> Vec<(&'static str, Expect)> {
+    let tombstone = FileTuple {
+        name: NAME.into(),
+        version: Version {
+            lamport: 2,
+            blake3: [0; 32],
+        },
+        size: 0,
+        holders: vec![peer(A)],
+        epoch: 0,
+        deleted: true,
+    };
+    vec![
+        ("files-constants", files_constants()),
+        (
+            "files/locate",
+            control_request(FilesRequest::Locate { name: NAME.into() }),
+        ),
+        (
+            "files/located",
+            control_response(FilesResponse::Located {
+                tuple: files_tuple(),
+                holders: vec![info(A), info(B)],
+                hops: 1,
+            }),
+        ),
+        ("files/not-found", control_response(FilesResponse::NotFound)),
+        (
+            "files/unreachable",
+            control_response(FilesResponse::Unreachable {
+                reason: "no node of group 13 could be reached".into(),
+            }),
+        ),
+        (
+            "files/place",
+            control_request(FilesRequest::Place {
+                name: NAME.into(),
+                size: 6,
+                forwarded: false,
+            }),
+        ),
+        (
+            "files/placed",
+            control_response(FilesResponse::Placed {
+                homes: vec![info(B), info(A)],
+                group_size: 2,
+                newest: 0,
+                replication: 3,
+            }),
+        ),
+        (
+            "files/refused",
+            control_response(FilesResponse::Refused {
+                reason: BlobError::TooLarge {
+                    size: 1 << 40,
+                    max: 1 << 36,
+                }
+                .to_string(),
+            }),
+        ),
+        (
+            "files/list",
+            control_request(FilesRequest::List {
+                group: 13,
+                after: None,
+                limit: 256,
+                forwarded: false,
+            }),
+        ),
+        (
+            "files/list-after",
+            control_request(FilesRequest::List {
+                group: 13,
+                after: Some(NAME.into()),
+                limit: 256,
+                forwarded: true,
+            }),
+        ),
+        (
+            "files/listing",
+            control_response(FilesResponse::Listing {
+                tuples: vec![files_tuple()],
+                next: Some(NAME.into()),
+                groups: 16,
+            }),
+        ),
+        (
+            "files/delete",
+            control_request(FilesRequest::Delete {
+                name: NAME.into(),
+                forwarded: false,
+            }),
+        ),
+        (
+            "files/deleted",
+            control_response(FilesResponse::Deleted { tuple: tombstone }),
+        ),
+        (
+            "files/version",
+            control_request(FilesRequest::Version {
+                name: NAME.into(),
+                lamport: 1,
+                forwarded: false,
+            }),
+        ),
+        (
+            "files/has-version",
+            control_request(FilesRequest::HasVersion {
+                name: NAME.into(),
+                lamport: 1,
+            }),
+        ),
+        (
+            "files/commit",
+            control_request(FilesRequest::Commit {
+                tuple: files_tuple(),
+            }),
+        ),
+        (
+            "files/committed",
+            control_response(FilesResponse::Committed {}),
+        ),
+        (
+            "files/versions",
+            control_request(FilesRequest::Versions {
+                name: NAME.into(),
+                forwarded: false,
+            }),
+        ),
+        (
+            "files/kept",
+            control_request(FilesRequest::Kept { name: NAME.into() }),
+        ),
+        (
+            "files/kept-versions",
+            control_response(FilesResponse::KeptVersions {
+                versions: vec![files_tuple()],
+            }),
+        ),
+        ("files/site", control_request(FilesRequest::Site {})),
+        (
+            "files/site-reply",
+            control_response(FilesResponse::Site {
+                ip: Some("198.51.100.11".into()),
+            }),
+        ),
+        (
+            "blob/put",
+            blob_request(BlobRequest::Put {
+                name: NAME.into(),
+                size: 6,
+                homes: vec![info(A)],
+                after: 0,
+            }),
+        ),
+        ("blob/ready", blob_response(BlobResponse::Ready)),
+        (
+            "blob/trailer",
+            files_frame(BlobTrailer { blake3: blake3() }, MAX_REQUEST_BYTES),
+        ),
+        (
+            "blob/stored",
+            blob_response(BlobResponse::Stored {
+                tuple: files_tuple(),
+            }),
+        ),
+        (
+            "blob/refused",
+            blob_response(BlobResponse::Refused {
+                reason: format!(
+                    "{NAME:?} belongs to group {}; this node is in group 3",
+                    name_group(NAME, 16)
+                ),
+            }),
+        ),
+        (
+            "blob/forward",
+            blob_request(BlobRequest::Forward {
+                name: NAME.into(),
+                size: 6,
+            }),
+        ),
+        (
+            "blob/ready-after",
+            blob_response(BlobResponse::ReadyAfter { newest: 0 }),
+        ),
+        (
+            "blob/replicate",
+            blob_request(BlobRequest::Replicate {
+                tuple: files_tuple(),
+            }),
+        ),
+        (
+            "blob/get",
+            blob_request(BlobRequest::Get { blake3: blake3() }),
+        ),
+        (
+            "blob/sending",
+            blob_response(BlobResponse::Sending { size: 6 }),
+        ),
+        ("blob/not-found", blob_response(BlobResponse::NotFound)),
+        ("status/request", status_request()),
+        ("status/reply", status_reply()),
+    ]
+}
+
+fn status_request() -> Expect {
+    let mut io = Cursor::new(Vec::new());
+    block_on(StatusCodec::default().write_request(&STATUS_PROTOCOL, &mut io, StatusRequest {}))
+        .expect("the codec writes the request");
+    let frame = io.into_inner();
+    Expect::Frame {
+        frame,
+        reads_back: Box::new(|bytes: &[u8]| {
+            let mut io = Cursor::new(bytes.to_vec());
+            block_on(StatusCodec::default().read_request(&STATUS_PROTOCOL, &mut io))
+                .map(|_| ())
+                .map_err(|e| format!("the codec refuses it: {e}"))
+        }),
+    }
+}
+
+/// The status of node A as the node builds it (`Status::of`, `with_reach`, then the file
+/// counters and the files core's state as `node.rs` adds them), with a view, contacts and
+/// addresses filled in for the example.
+fn example_status() -> Status {
+    let driver = DriverConfig {
+        kelips: Config::default(),
+        incarnation: 3,
+        bootstraps: Vec::new(),
+        external_addresses: Vec::new(),
+        backoff: Duration::from_secs(1),
+        max_concurrent_streams: 64,
+    };
+    let kelips = KelipsBehaviour::new(keypair(A), driver).expect("a behaviour");
+    let reach = Reach::new(peer(A).0, quickstore::config::NatConfig::default(), &[]);
+    let mut status = Status::of(&kelips).with_reach(&reach);
+    let files = FilesCounters::default().snapshot().into_iter().chain([
+        ("storage_used_bytes", 6),
+        ("storage_free_bytes", 1_000_000_000),
+    ]);
+    status
+        .counters
+        .extend(files.map(|(k, v)| (k.to_string(), v)));
+    status.files = Some(FilesView {
+        settled: true,
+        names_tracked: 1,
+        transfers_in_flight: 0,
+        puts_in_progress: 0,
+    });
+    // The example's state: joined, with B in the view and C, D as contacts of group 3.
+    status.heartbeat = 42;
+    status.joined = true;
+    status.ready = quickstore::status::Ready::Local;
+    status.addresses = vec!["/ip4/192.168.1.10/tcp/4001".into()];
+    status.view = vec![ViewMember {
+        peer_id: peer(B).0.to_string(),
+        incarnation: 1,
+        heartbeat: 300,
+        age_ms: 250,
+        rtt_ms: Some(0.75),
+        failed: false,
+        path: Some(quickstore::reach::Path::Lan),
+    }];
+    status.paths = [(peer(B).0.to_string(), quickstore::reach::Path::Lan)].into();
+    status.contacts = [(3, vec![peer(C).0.to_string(), peer(D).0.to_string()])].into();
+    if let Some(view) = &mut status.network_view {
+        view.network_size_estimate = 4;
+        view.groups_without_node = (0..16).filter(|g| *g != 3 && *g != 13).collect();
+        view.names_below_replication = vec![NameCopies {
+            name: NAME.into(),
+            copies: 2,
+        }];
+        view.names_below_replication_total = 1;
+        view.names_in_group = 1;
+    }
+    for (name, value) in [("messages_in", 1200), ("messages_out", 1180)] {
+        status.counters.insert(name.into(), value);
+    }
+    status
+}
+
+fn status_reply() -> Expect {
+    let status = example_status();
+    let mut io = Cursor::new(Vec::new());
+    block_on(StatusCodec::default().write_response(&STATUS_PROTOCOL, &mut io, status.clone()))
+        .expect("the codec writes the reply");
+    let frame = io.into_inner();
+    let compact = serde_json::to_vec(&status).expect("JSON");
+    assert_eq!(
+        frame,
+        codec::frame(&compact),
+        "the codec frames compact JSON"
+    );
+    let text = serde_json::to_string_pretty(&status).expect("JSON");
+    Expect::Json {
+        text,
+        reads_back: Box::new(move |text: &str| {
+            // The document's JSON, compacted, is what the codec wrote; the codec reads it back.
+            let read: Status = serde_json::from_str(text).map_err(|e| e.to_string())?;
+            let again = serde_json::to_vec(&read).map_err(|e| e.to_string())?;
+            if again != compact {
+                return Err("the compact form differs from what the codec writes".into());
+            }
+            let mut io = Cursor::new(codec::frame(&again));
+            block_on(StatusCodec::default().read_response(&STATUS_PROTOCOL, &mut io))
+                .map(|_| ())
+                .map_err(|e| format!("the codec refuses it: {e}"))
+        }),
+    }
+}
+
 // ---- the document -----------------------------------------------------------------------------
 
 /// A vector as written in the document.
@@ -1013,9 +1449,10 @@ struct DocVector {
     hex: Option<Vec<u8>>,
     diag: Option<String>,
     kv: Option<Vec<(String, String)>>,
+    json: Option<String>,
 }
 
-const VECTOR_LANGS: [&str; 3] = ["hex", "cbor-diag", "kv"];
+const VECTOR_LANGS: [&str; 4] = ["hex", "cbor-diag", "kv", "json"];
 
 fn parse_doc(text: &str) -> Vec<DocVector> {
     let mut vectors = Vec::new();
@@ -1058,8 +1495,8 @@ fn parse_doc(text: &str) -> Vec<DocVector> {
     vectors.extend(current.take());
     for vector in &vectors {
         assert!(
-            vector.hex.is_some() || vector.kv.is_some(),
-            "line {}: vector {} has no ```hex or ```kv block",
+            vector.hex.is_some() || vector.kv.is_some() || vector.json.is_some(),
+            "line {}: vector {} has no ```hex, ```kv or ```json block",
             vector.line,
             vector.name
         );
@@ -1089,6 +1526,13 @@ fn attach(vector: &mut DocVector, lang: &str, start: usize, body: &[&str]) {
             }
             let lines: Vec<&str> = body.iter().map(|l| l.trim_end()).collect();
             vector.diag = Some(lines.join("\n").trim().to_string());
+        }
+        "json" => {
+            if vector.json.is_some() {
+                twice();
+            }
+            let lines: Vec<&str> = body.iter().map(|l| l.trim_end()).collect();
+            vector.json = Some(lines.join("\n").trim().to_string());
         }
         _ => {
             if vector.kv.is_some() {
@@ -1130,6 +1574,16 @@ fn render(name: &str, expect: &Expect) -> String {
             let (prefix, payload) = split_frame(frame).expect("a frame");
             hex_block(prefix, payload);
             diag = Some(payload.to_vec());
+        }
+        Expect::Frame { frame, .. } => {
+            let (prefix, payload) = split_frame(frame).expect("a frame");
+            hex_block(prefix, payload);
+            if parse_cbor(payload).is_ok() {
+                diag = Some(payload.to_vec());
+            }
+        }
+        Expect::Json { text, .. } => {
+            let _ = writeln!(out, "```json\n{text}\n```");
         }
         Expect::Bytes { bytes, cbor } => {
             hex_block(&[], bytes);
@@ -1210,6 +1664,26 @@ fn check(doc: &DocVector, expect: &Expect) -> Vec<String> {
                 need_diag = Some(bytes.clone());
             }
         }
+        Expect::Frame { frame, reads_back } => {
+            if doc.hex.as_ref() != Some(frame) {
+                problems.push("hex differs from the encoding".into());
+            } else if let Err(e) = reads_back(frame) {
+                problems.push(e);
+            }
+            need_diag = split_frame(frame)
+                .ok()
+                .filter(|(_, p)| parse_cbor(p).is_ok())
+                .map(|(_, p)| p.to_vec());
+        }
+        Expect::Json { text, reads_back } => match &doc.json {
+            None => problems.push("no ```json block".into()),
+            Some(shown) if shown != text => problems.push("json differs".into()),
+            Some(shown) => {
+                if let Err(e) = reads_back(shown) {
+                    problems.push(e);
+                }
+            }
+        },
         Expect::Facts(pairs) => match &doc.kv {
             None => problems.push("no ```kv block".into()),
             Some(written) => {
@@ -1232,6 +1706,12 @@ fn check(doc: &DocVector, expect: &Expect) -> Vec<String> {
     }
     if !matches!(expect, Expect::Facts(_)) && doc.kv.is_some() {
         problems.push("unexpected ```kv block".into());
+    }
+    if !matches!(expect, Expect::Json { .. }) && doc.json.is_some() {
+        problems.push("unexpected ```json block".into());
+    }
+    if matches!(expect, Expect::Json { .. }) && doc.hex.is_some() {
+        problems.push("unexpected ```hex block".into());
     }
     match (need_diag, &doc.diag) {
         (Some(bytes), Some(shown)) => match parse_cbor(&bytes) {
