@@ -88,7 +88,8 @@ pub struct FilesConfig {
     /// A put must have all its replicas durable within this (ms), replacing failed ones;
     /// else it fails. Default 600 000.
     pub put_deadline_ms: u64,
-    /// File streams (control and bytes) served at once; more are refused. Default 64.
+    /// File streams (control and bytes) served at once; more are answered `busy` (up to 16
+    /// at a time, then dropped unanswered). Default 64.
     pub max_streams: usize,
     /// How often a node checks the replicas of the names it holds (ms). Default 5 000.
     pub repair_period_ms: u64,

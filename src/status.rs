@@ -1,6 +1,6 @@
 //! `/quickstore/status/1.0.0`: a node's view of itself, for `quickstore status`.
 //!
-//! One request per stream: the client sends an empty frame; the node answers with a
+//! One request per stream: the client sends a frame holding the JSON `{}`; the node answers with a
 //! varint-length-prefixed JSON [`Status`] of at most [`MAX_STATUS_BYTES`].
 
 use std::collections::BTreeMap;

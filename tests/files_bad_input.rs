@@ -196,6 +196,32 @@ async fn file_protocols_refuse_bad_input_clearly_and_lose_nothing() {
         "{answer:?}"
     );
 
+    // Bad names in the version questions, too.
+    for request in [
+        FilesRequest::HasVersion {
+            name: String::new(),
+            lamport: 1,
+        },
+        FilesRequest::Kept {
+            name: "x".repeat(1025),
+        },
+    ] {
+        let answer = files_answer(&client, peer, &cbor(&request)).await;
+        assert!(!refusal(&answer).is_empty(), "{request:?}: {answer:?}");
+    }
+
+    // An undecodable blob request is refused.
+    let mut stream = open(&client, peer, BLOB_PROTOCOL).await;
+    stream
+        .write_all(&frame(&[0xff, 0x00, 0x13]))
+        .await
+        .expect("write");
+    stream.flush().await.expect("flush");
+    let answer: BlobResponse = read_message(&mut stream, MAX_RESPONSE_BYTES, IO)
+        .await
+        .expect("answer");
+    assert!(!blob_refusal(&answer).is_empty());
+
     // A get of an unknown blob is "not found".
     let mut stream = open(&client, peer, BLOB_PROTOCOL).await;
     let get = BlobRequest::Get { blake3: [3; 32] };
@@ -228,6 +254,59 @@ async fn file_protocols_refuse_bad_input_clearly_and_lose_nothing() {
     let mut rest = Vec::new();
     let _ = stream.read_to_end(&mut rest).await;
     assert_eq!(visible_blobs(&procs[0].dir), 1);
+    drop(procs);
+    let _ = std::fs::remove_dir_all(&root);
+}
+
+/// Streams over `files.max_streams` are answered `busy` instead of being dropped unanswered,
+/// and the node serves again once the held streams end.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn streams_over_the_limit_are_refused_busy() {
+    let root = std::env::temp_dir().join(format!("qs-files-busy-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&root);
+    std::fs::create_dir_all(&root).expect("temp dir");
+    let config = CONFIG.replace("[files]\n", "[files]\nmax_streams = 2\n");
+    std::fs::write(root.join("config.toml"), config).expect("config");
+    let mut procs = common::prepare(&root, common::identities(2, 1));
+    let node = &mut procs[0];
+    node.start(&root, &[]);
+    let mut address = node.address.clone().expect("address");
+    address.pop();
+    let peer = node.peer;
+    let client = ClientPeer::start(IO).expect("client peer");
+    client.book.add(peer, vec![address]);
+    let locate = cbor(&FilesRequest::Locate {
+        name: "some-name".into(),
+    });
+
+    // Two streams that announce a request and never send it hold both slots (for the node's
+    // 3 s I/O timeout).
+    let mut held = Vec::new();
+    for _ in 0..2 {
+        let mut stream = open(&client, peer, FILES_PROTOCOL).await;
+        stream.write_all(&locate[..2]).await.expect("write");
+        stream.flush().await.expect("flush");
+        held.push(stream);
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let answer = files_answer(&client, peer, &locate).await;
+    assert!(refusal(&answer).contains("busy"), "{answer:?}");
+    let (_, answer) = start_put(&client, peer, "busy-put", 10).await;
+    assert!(blob_refusal(&answer).contains("busy"), "{answer:?}");
+
+    // Once they end, the node answers again.
+    drop(held);
+    let started = std::time::Instant::now();
+    loop {
+        let answer = files_answer(&client, peer, &locate).await;
+        match &answer {
+            FilesResponse::Refused { reason } if reason.contains("busy") => {
+                assert!(started.elapsed() < Duration::from_secs(10), "still busy");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            _ => break,
+        }
+    }
     drop(procs);
     let _ = std::fs::remove_dir_all(&root);
 }

@@ -20,8 +20,8 @@ use super::source::FileSource;
 use super::versions::KeptVersions;
 use super::wire::{
     BLOB_PROTOCOL, BlobRequest, BlobResponse, ChunkReader, FILES_PROTOCOL, FilesRequest,
-    FilesResponse, MAX_REQUEST_BYTES, MAX_RESPONSE_BYTES, PeerInfo, WireError, read_message,
-    write_chunk, write_message,
+    FilesResponse, MAX_BUSY_REFUSALS, MAX_REQUEST_BYTES, MAX_RESPONSE_BYTES, PeerInfo, WireError,
+    read_message, write_chunk, write_message,
 };
 use crate::blobs::{BlobError, BlobStore, BlobWriter, Hash, is_disk_full, to_hex};
 use crate::store::NodeStore;
@@ -225,6 +225,9 @@ pub async fn files_request(
     read_message(&mut stream, MAX_RESPONSE_BYTES, timeout).await
 }
 
+/// How long a `busy` refusal may take to write and close.
+const BUSY_REFUSAL_TIMEOUT: Duration = Duration::from_secs(2);
+
 pub(super) fn refused(reason: impl ToString) -> FilesResponse {
     FilesResponse::Refused {
         reason: reason.to_string(),
@@ -270,7 +273,7 @@ impl FilesService {
 
     fn spawn_stream(self: &Arc<Self>, peer: PeerId, stream: Stream, blob: bool) {
         let Ok(permit) = self.streams.clone().try_acquire_owned() else {
-            tracing::warn!("file stream from {peer} dropped: too many streams");
+            self.refuse_busy(peer, stream, blob);
             return;
         };
         let service = self.clone();
@@ -283,6 +286,31 @@ impl FilesService {
             };
             if let Err(e) = result {
                 tracing::debug!("file stream from {peer}: {e}");
+            }
+        });
+    }
+
+    /// Answers a stream over `files.max_streams` with a refusal, without reading its request,
+    /// while fewer than [`MAX_BUSY_REFUSALS`] such answers are being written; drops it beyond.
+    fn refuse_busy(&self, peer: PeerId, mut stream: Stream, blob: bool) {
+        // One budget per process (in-process test networks share it).
+        static REFUSING: Semaphore = Semaphore::const_new(MAX_BUSY_REFUSALS);
+        let Ok(permit) = REFUSING.try_acquire() else {
+            tracing::warn!("file stream from {peer} dropped: too many streams");
+            return;
+        };
+        tracing::debug!("file stream from {peer} refused: too many streams");
+        let io = self.timeouts.io.min(BUSY_REFUSAL_TIMEOUT);
+        tokio::spawn(async move {
+            let _permit = permit;
+            let reason = "busy: too many file streams at this node; try again";
+            let written = if blob {
+                write_message(&mut stream, &blob_refused(reason), MAX_RESPONSE_BYTES, io).await
+            } else {
+                write_message(&mut stream, &refused(reason), MAX_RESPONSE_BYTES, io).await
+            };
+            if written.is_ok() {
+                let _ = crate::files::wire::timed(io, stream.close()).await;
             }
         });
     }
@@ -327,10 +355,16 @@ impl FilesService {
                 lamport,
                 forwarded,
             } => self.find_version(name, lamport, forwarded).await,
-            FilesRequest::HasVersion { name, lamport } => Ok(self.has_version(&name, lamport)),
+            FilesRequest::HasVersion { name, lamport } => Ok(match check_name(&name) {
+                Err(e) => refused(e),
+                Ok(()) => self.has_version(&name, lamport),
+            }),
             FilesRequest::Versions { name, forwarded } => self.versions(name, forwarded).await,
             FilesRequest::Commit { tuple } => self.take_commit(tuple).await,
-            FilesRequest::Kept { name } => Ok(self.kept_of(&name)),
+            FilesRequest::Kept { name } => Ok(match check_name(&name) {
+                Err(e) => refused(e),
+                Ok(()) => self.kept_of(&name),
+            }),
             FilesRequest::Site {} => Ok(FilesResponse::Site {
                 ip: self.handle.site().map(|ip| ip.to_string()),
             }),
@@ -568,7 +602,9 @@ impl FilesService {
             Ok(request) => request,
             Err(WireError::Malformed(reason)) => {
                 write_message(&mut stream, &blob_refused(reason), MAX_RESPONSE_BYTES, io).await?;
-                return Ok(());
+                // Closed like every other answer, so the requester reads the refusal and a
+                // clean end rather than a reset.
+                return crate::files::wire::timed(io, stream.close()).await;
             }
             Err(e) => return Err(e),
         };

@@ -1,5 +1,6 @@
 //! The two file protocols on the wire: `/quickstore/files/1.0.0` (control: locate, place, list,
-//! delete) and `/quickstore/blob/1.0.0` (bytes: put, replicate, get).
+//! delete, version lookups, kept versions, commit, site) and `/quickstore/blob/1.0.0` (bytes:
+//! put, replicate, forward, get).
 //!
 //! One request per stream. Every control message is a frame: an unsigned-varint length, then
 //! that many bytes of CBOR, checked against a limit before any byte is read. File bytes travel
@@ -29,6 +30,9 @@ pub const MAX_RESPONSE_BYTES: usize = 1 << 20;
 /// Versions of one name in a [`FilesResponse::KeptVersions`] at most (each holder keeps the
 /// newest and `files.keep_versions` older ones, 1 by default).
 pub const MAX_VERSIONS_LISTED: usize = 32;
+/// Streams over `files.max_streams` that are still answered with a refusal (`busy`) at once;
+/// beyond these, a flood's streams are dropped unanswered.
+pub const MAX_BUSY_REFUSALS: usize = 16;
 /// File bytes move in chunks of this size.
 pub const CHUNK_BYTES: usize = 256 * 1024;
 
