@@ -200,6 +200,12 @@ impl NodeConfig {
     /// Refuses values that cannot work, naming the key.
     pub fn validate(&self) -> anyhow::Result<()> {
         self.kelips.validate()?;
+        anyhow::ensure!(
+            !self.kelips.self_sizing(),
+            "invalid configuration `kelips.groups`: 0 (groups that size themselves) runs in the \
+             simulator only so far; give the number of groups, 1 to {}",
+            quickstore_behaviours::limits::MAX_GROUPS
+        );
         let n = &self.node;
         if n.listen.is_empty() {
             bail!("invalid configuration `node.listen`: at least one address is needed");

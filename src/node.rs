@@ -876,6 +876,18 @@ fn log_core_event(event: &Event<Peer>) {
         Event::ContactRemoved { group, id, reason } => {
             tracing::info!("contact removed {id} group {group} ({reason:?})")
         }
+        Event::StructureChanged(change) => tracing::info!(
+            "group structure: {} groups (epoch {}) -> {} groups (epoch {}){}",
+            1u32 << change.from.level,
+            change.from.epoch,
+            1u32 << change.to.level,
+            change.to.epoch,
+            if change.proposed {
+                ", proposed here"
+            } else {
+                ""
+            }
+        ),
         Event::Joined { founded } => tracing::info!("joined (founded: {founded})"),
         Event::IncarnationChanged(n) => tracing::info!("incarnation raised to {n}"),
         Event::Lookup(outcome) => tracing::debug!("lookup done: {outcome:?}"),

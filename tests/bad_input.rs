@@ -226,6 +226,7 @@ async fn bad_input_is_refused_and_the_node_keeps_serving() {
     let envelope = Envelope {
         network: other,
         message: hello(entry(client_id, Default::default()), Vec::new()),
+        structure: None,
     };
     let reply = ask(
         &mut client,
@@ -251,6 +252,7 @@ async fn bad_input_is_refused_and_the_node_keeps_serving() {
     let envelope = Envelope {
         network,
         message: hello(entry(client_id, own), vec![entry(victim, forged)]),
+        structure: None,
     };
     let reply = ask(
         &mut client,

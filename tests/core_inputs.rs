@@ -58,6 +58,7 @@ fn envelope(node: &Kelips<SimId>, message: Message<SimId>) -> Envelope<SimId> {
     Envelope {
         network: node.network(),
         message,
+        structure: None,
     }
 }
 

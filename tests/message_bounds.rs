@@ -74,6 +74,12 @@ fn envelope(message: Message<WideId>) -> Envelope<WideId> {
     Envelope {
         network: NetworkId::new("a network name that is long enough", 1024),
         message,
+        // The largest structure note (groups that size themselves), so the bound holds there.
+        structure: Some(quickstore_behaviours::message::StructureNote {
+            epoch: u32::MAX,
+            level: u8::MAX,
+            estimate: u64::MAX,
+        }),
     }
 }
 

@@ -167,6 +167,7 @@ fn envelope(message: Message<Peer>) -> Envelope<Peer> {
     Envelope {
         network: network(),
         message,
+        structure: None,
     }
 }
 
@@ -841,6 +842,7 @@ fn refusal_reasons() -> Expect {
             Envelope {
                 network: NetworkId::new("quickstore", 100),
                 message: Message::Want(Want { shorts: Vec::new() }),
+                structure: None,
             },
         )
         .expect_err("refused");

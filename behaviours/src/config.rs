@@ -17,7 +17,9 @@ pub struct Config {
     /// Name of the network; hashed with `groups` and the protocol version into the network id
     /// that every message carries. Default `"quickstore"`.
     pub network_name: String,
-    /// Number of affinity groups `k`, fixed when a network is created (about √N). Default 16.
+    /// Number of affinity groups `k`, fixed when a network is created (about √N); 0: groups
+    /// that size themselves (`k = 2^b` prefix groups, `b` following the network's size, see
+    /// [`crate::structure`]; the simulator runs it, the node not yet). Default 16.
     pub groups: u32,
     /// Contacts kept per foreign group (`c`). Default 3.
     pub contacts_per_group: usize,
@@ -90,6 +92,13 @@ pub struct Config {
     pub remembered_peers: usize,
     /// Replicas per file (`R`). Default 3.
     pub replication: usize,
+    /// With `groups = 0`: how long a node's estimate of the network's size must ask for
+    /// another level before the node proposes it. Default 10 000 ms.
+    pub structure_hold_ms: u64,
+    /// With `groups = 0`: how long after a change of level the previous structure is kept
+    /// (lookups ask under both, tuples that left the group are kept to answer them).
+    /// Default 60 000 ms.
+    pub structure_transition_ms: u64,
 }
 
 impl Default for Config {
@@ -123,6 +132,8 @@ impl Default for Config {
             orphan_tuple_ttl_ms: 3_600_000,
             remembered_peers: 64,
             replication: 3,
+            structure_hold_ms: 10_000,
+            structure_transition_ms: 60_000,
         }
     }
 }
@@ -167,7 +178,14 @@ impl Config {
             "network_name",
             || "must be 1 to 64 bytes".into(),
         )?;
-        in_range("groups", self.groups, 1, limits::MAX_GROUPS)?;
+        in_range("groups", self.groups, 0, limits::MAX_GROUPS)?;
+        in_range("structure_hold_ms", self.structure_hold_ms, 0, 86_400_000)?;
+        in_range(
+            "structure_transition_ms",
+            self.structure_transition_ms,
+            0,
+            86_400_000,
+        )?;
         in_range(
             "orphan_tuple_ttl_ms",
             self.orphan_tuple_ttl_ms,
@@ -252,9 +270,25 @@ impl Config {
         2 * self.t_fail_ms
     }
 
-    /// Contacts kept at most, over all foreign groups.
+    /// Contacts kept at most, over all foreign groups (with `groups = 0`, at the deepest
+    /// level, [`limits::MAX_GROUPS`]).
     pub fn max_contacts(&self) -> usize {
-        self.groups.saturating_sub(1) as usize * self.contacts_per_group
+        self.max_groups().saturating_sub(1) as usize * self.contacts_per_group
+    }
+
+    /// The most groups this network can have: `groups`, or [`limits::MAX_GROUPS`] when they
+    /// size themselves.
+    pub fn max_groups(&self) -> u32 {
+        if self.groups == 0 {
+            limits::MAX_GROUPS
+        } else {
+            self.groups
+        }
+    }
+
+    /// Whether groups size themselves (`groups = 0`).
+    pub fn self_sizing(&self) -> bool {
+        self.groups == 0
     }
 }
 
@@ -270,7 +304,7 @@ mod tests {
     #[test]
     fn bad_values_name_their_key() {
         let bad = Config {
-            groups: 0,
+            groups: limits::MAX_GROUPS + 1,
             ..Config::default()
         };
         assert_eq!(bad.validate().unwrap_err().key, "groups");

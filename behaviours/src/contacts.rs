@@ -76,6 +76,17 @@ impl<I: Ord + Clone + std::hash::Hash> Contacts<I> {
         }
     }
 
+    /// Takes every contact out (the group structure changed: they are offered again under
+    /// the new one); the memory of dead contacts stays.
+    pub fn drain(&mut self) -> Vec<Contact<I>> {
+        self.group_of.clear();
+        self.verified.clear();
+        std::mem::take(&mut self.groups)
+            .into_iter()
+            .flatten()
+            .collect()
+    }
+
     /// Total number of contacts.
     pub fn len(&self) -> usize {
         self.group_of.len()

@@ -81,6 +81,63 @@ pub fn name_facts(name: &str, groups: u32) -> (u32, u64) {
     (digest_mod(&digest, groups), u64::from_be_bytes(fp))
 }
 
+/// How a network chooses groups: a fixed `k` (`SHA-1 mod k`, the network id says which) or,
+/// in a network whose groups size themselves ([`crate::structure`]), the first `level` bits of
+/// the SHA-1 (`k = 2^level`). The short id and the name fingerprint are the same either way.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Grouping {
+    /// `k` groups, `SHA-1 mod k`.
+    Fixed(u32),
+    /// `2^level` groups, the first `level` bits of the SHA-1.
+    Prefix(u8),
+}
+
+impl Grouping {
+    /// The number of groups.
+    pub fn groups(&self) -> u32 {
+        match *self {
+            Grouping::Fixed(k) => k.max(1),
+            Grouping::Prefix(level) => 1 << level.min(crate::structure::MAX_LEVEL),
+        }
+    }
+
+    /// The group and short id of `id`.
+    pub fn id_facts<I: NodeId>(&self, id: &I) -> IdFacts {
+        match *self {
+            Grouping::Fixed(k) => id.facts(k),
+            Grouping::Prefix(level) => {
+                let short = id.facts(1).short;
+                IdFacts {
+                    group: crate::structure::prefix_group(&short.to_be_bytes(), level),
+                    short,
+                }
+            }
+        }
+    }
+
+    /// The group and 64-bit fingerprint of a file name.
+    pub fn name_facts(&self, name: &str) -> (u32, u64) {
+        match *self {
+            Grouping::Fixed(k) => name_facts(name, k),
+            Grouping::Prefix(level) => {
+                let (_, fp) = name_facts(name, 1);
+                (crate::structure::prefix_group(&fp.to_be_bytes(), level), fp)
+            }
+        }
+    }
+
+    /// The group of a name whose fingerprint is `fp` (prefix grouping only: a fixed `k` needs
+    /// the whole SHA-1, and gives `None`).
+    pub fn group_of_fingerprint(&self, fp: u64) -> Option<u32> {
+        match *self {
+            Grouping::Fixed(_) => None,
+            Grouping::Prefix(level) => {
+                Some(crate::structure::prefix_group(&fp.to_be_bytes(), level))
+            }
+        }
+    }
+}
+
 /// A big-endian integer modulo `k`.
 fn digest_mod(digest: &[u8], k: u32) -> u32 {
     let k = u64::from(k.max(1));

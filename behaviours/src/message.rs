@@ -20,6 +20,25 @@ pub struct Envelope<I> {
     /// The message.
     #[serde(rename = "m")]
     pub message: Message<I>,
+    /// The sender's group structure and size estimate, in networks whose groups size
+    /// themselves (`groups = 0`); absent (not written) in fixed-k networks.
+    #[serde(rename = "s", default, skip_serializing_if = "Option::is_none")]
+    pub structure: Option<StructureNote>,
+}
+
+/// A node's group structure and its estimate of the network's size, carried by every envelope
+/// of a network whose groups size themselves ([`crate::structure`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StructureNote {
+    /// The structure's epoch.
+    #[serde(rename = "e")]
+    pub epoch: u32,
+    /// Its level: `2^level` groups.
+    #[serde(rename = "l")]
+    pub level: u8,
+    /// The sender's estimate of the number of nodes.
+    #[serde(rename = "n")]
+    pub estimate: u64,
 }
 
 /// The Kelips messages.

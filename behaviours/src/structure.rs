@@ -1,14 +1,17 @@
 //! Groups that size themselves: the rule every node applies alike to choose how many affinity
-//! groups the network has (design of issue 15; not yet wired into [`crate::Kelips`], which
-//! still takes a fixed k from its [`crate::Config`]).
+//! groups the network has. [`crate::Kelips`] runs it when its config says `groups = 0`
+//! (`node/restructure.rs` re-sorts the view, contacts and tuples at each change).
 //!
 //! * **Groups as prefixes.** At level `b` there are `k = 2^b` groups and the group of a node or
 //!   a name is the first `b` bits of its SHA-1 ([`prefix_group`]). Going up a level splits
 //!   every group in two (the next bit says which half); going down merges each pair of
 //!   siblings. Nothing else moves: a name's group at level `b + 1` lies inside its group at
 //!   level `b`.
-//! * **The estimate.** A node estimates the network's size as the live members of its own
-//!   group (itself included) times `2^b` ([`estimate`]): exact when groups are even. Groups
+//! * **The estimate.** A node estimates the network's size from the other live members of its
+//!   own group: `others · 2^b + 1` ([`estimate`]). For a node taken at random, `others` is
+//!   binomial with mean `(N - 1) / 2^b`, so the estimate is unbiased; counting the node itself
+//!   too would not be (a node is likelier to sit in a big group: at 4 per group that bias
+//!   was +10 to +40%). Groups
 //!   are not even (binomial: at N = 10⁴ and 64 groups they run from 121 to 184), so each node
 //!   gossips its estimate and blends what it hears into its own (an average with weight ⅛ per
 //!   sample): every node then acts on nearly the network's mean instead of its group's.
@@ -44,10 +47,14 @@ pub fn prefix_group(digest: &[u8], level: u8) -> u32 {
     u32::from_be_bytes(top) >> (32 - u32::from(level))
 }
 
-/// The network size a node at `level` estimates from the live members of its group
-/// (itself included): `live_in_group · 2^level`.
-pub fn estimate(live_in_group: u64, level: u8) -> u64 {
-    live_in_group.saturating_mul(1u64 << level.min(MAX_LEVEL))
+/// The network size a node at `level` estimates from the live members of its group (itself
+/// included): `(live_in_group - 1) · 2^level + 1`, unbiased over the nodes of a network (see
+/// the module docs).
+pub fn estimate(live_in_group: u64, level: u64) -> u64 {
+    live_in_group
+        .saturating_sub(1)
+        .saturating_mul(1u64 << level.min(u64::from(MAX_LEVEL)))
+        .saturating_add(1)
 }
 
 /// The level and the epoch at which it was chosen: the greater pair wins.
@@ -212,7 +219,7 @@ impl StructureState {
     /// the change this node proposes, once the blended estimate has asked for it for `hold_ms`.
     pub fn observe(&mut self, now: Millis, live_in_group: u64) -> Option<Change> {
         let level = self.current.level;
-        self.blend(estimate(live_in_group, level));
+        self.blend(estimate(live_in_group, u64::from(level)));
         let wanted = self.rule.next(level, self.estimate());
         if wanted == level {
             self.out_of_band = None;
@@ -248,6 +255,24 @@ impl StructureState {
             self.blend(estimate);
         }
         if !self.current.is_superseded_by(&heard) {
+            return None;
+        }
+        Some(self.change(now, heard, false))
+    }
+
+    /// Like [`heard`](Self::heard), for a node that has not joined yet: any valid structure
+    /// greater than its own is taken, however many levels away (it starts at one group and
+    /// knows nothing of the network it joins).
+    pub fn adopt(
+        &mut self,
+        now: Millis,
+        heard: Structure,
+        estimate: Option<u64>,
+    ) -> Option<Change> {
+        if let Some(estimate) = estimate {
+            self.blend(estimate);
+        }
+        if heard <= self.current || heard.level > self.rule.max_level.min(MAX_LEVEL) {
             return None;
         }
         Some(self.change(now, heard, false))

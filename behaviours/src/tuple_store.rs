@@ -328,6 +328,21 @@ impl<I: Ord + Clone> TupleStore<I> {
         dead.len()
     }
 
+    /// Drops the tuples whose name fingerprint `keep` refuses (the names left the group when
+    /// it split); returns how many.
+    pub fn retain_fingerprints(&mut self, keep: impl Fn(u64) -> bool) -> usize {
+        let gone: Vec<TupleKey> = self
+            .tuples
+            .keys()
+            .filter(|(fp, _)| !keep(*fp))
+            .cloned()
+            .collect();
+        for key in &gone {
+            self.remove(key);
+        }
+        gone.len()
+    }
+
     /// The anti-entropy digest: per bucket, the XOR of the fingerprints of its tuples.
     pub fn bucket_digest(&self) -> Vec<u64> {
         self.buckets.to_vec()

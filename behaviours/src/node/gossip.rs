@@ -6,7 +6,7 @@ use std::sync::Arc;
 use super::{Event, Kelips, Refusal, Source};
 use crate::Millis;
 use crate::entry::Entry;
-use crate::id::{NodeId, name_facts};
+use crate::id::NodeId;
 use crate::limits::{MAX_RATION_ENTRIES, MAX_RATION_TUPLES, MAX_REPLY_ENTRIES, MAX_WANTED};
 use crate::message::{Entries, GroupGossip, Message, TuplePull, Want};
 use crate::targets;
@@ -30,9 +30,18 @@ impl<I: NodeId> Kelips<I> {
         let view = &self.view;
         let me = &self.me.id;
         let ttl = self.config.orphan_tuple_ttl_ms;
+        // Where groups size themselves, a split can leave a name's holders in the sibling
+        // group: the view cannot tell whether they live, so they do not make a tuple an
+        // orphan (the files layer copies the bytes into the name's group and the holder set
+        // then lists members).
+        let grouping = self.grouping();
+        let own = self.facts.group;
+        let sizing = self.structure.is_some();
         self.tuples
             .sweep(super::TUPLE_SWEEP_BUDGET, now, ttl, |holder| {
-                holder == me || view.get(holder).is_some()
+                holder == me
+                    || view.get(holder).is_some()
+                    || (sizing && grouping.id_facts(holder).group != own)
             });
         self.tuples
             .expire_pulls(now, self.config.request_timeout_ms);
@@ -208,7 +217,7 @@ impl<I: NodeId> Kelips<I> {
 
     /// Merges a tuple that must belong to the own group and be well formed.
     pub(super) fn learn_tuple(&mut self, tuple: &Arc<FileTuple<I>>) {
-        let (group, fp) = name_facts(&tuple.name, self.config.groups);
+        let (group, fp) = self.grouping().name_facts(&tuple.name);
         let valid = group == self.facts.group && tuple.is_normal();
         if !valid || self.merge_tuple(fp, tuple).is_err() {
             self.stats.refused_items += 1;

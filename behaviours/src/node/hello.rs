@@ -73,7 +73,7 @@ impl<I: NodeId> Kelips<I> {
     /// nobody to send hellos to: it asks a member of its own group for a join page instead,
     /// one per round until it holds a contact again.
     fn refill_contacts(&mut self, now: Millis) {
-        if self.config.groups <= 1 || !self.contacts.is_empty() {
+        if self.groups() <= 1 || !self.contacts.is_empty() {
             return;
         }
         let members = self.live_member_ids();
@@ -163,9 +163,10 @@ impl<I: NodeId> Kelips<I> {
     /// Up to `limit` groups this node knows nobody of, starting at a random group; the own
     /// group counts while the view is empty.
     fn groups_without_contacts(&mut self, limit: usize) -> Vec<u32> {
-        let k = self.config.groups;
+        let k = self.groups();
         let own_empty = self.view.is_empty();
-        if (self.contacts.len() >= self.config.max_contacts() && !own_empty) || k <= 1 {
+        let max_contacts = (k as usize).saturating_sub(1) * self.config.contacts_per_group;
+        if (self.contacts.len() >= max_contacts && !own_empty) || k <= 1 {
             return Vec::new();
         }
         let start = rand::Rng::random_range(&mut self.rng, 0..k);
@@ -294,7 +295,7 @@ impl<I: NodeId> Kelips<I> {
         let mut first = self.entries_of_group(joiner_group, JOIN_GROUP_ENTRIES);
         first.retain(|e| e.id != *joiner);
         per_group.push(first);
-        for group in 0..self.config.groups {
+        for group in 0..self.groups() {
             if group != joiner_group {
                 per_group.push(self.entries_of_group(group, 2));
             }

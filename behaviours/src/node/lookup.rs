@@ -12,7 +12,7 @@ use std::sync::Arc;
 use super::{Event, Kelips, Refusal};
 use crate::Millis;
 use crate::entry::Entry;
-use crate::id::{NodeId, name_facts};
+use crate::id::NodeId;
 use crate::limits::{MAX_HOLDERS, MAX_NAME_BYTES};
 use crate::message::{LookupReply, LookupRequest, Message};
 use crate::tuple::{FileTuple, TupleError, check_name};
@@ -144,7 +144,7 @@ impl<I: NodeId> Kelips<I> {
         }
         let query = self.lookups.next_query;
         self.lookups.next_query += 1;
-        let (group, fp) = name_facts(name, self.config.groups);
+        let (group, fp) = self.grouping().name_facts(name);
         let name: Arc<str> = name.into();
         let mut pending = Pending {
             name,
@@ -373,7 +373,7 @@ impl<I: NodeId> Kelips<I> {
         if request.name.len() > MAX_NAME_BYTES {
             return Err(Refusal::OverBound("name"));
         }
-        let (group, fp) = name_facts(&request.name, self.config.groups);
+        let (group, fp) = self.grouping().name_facts(&request.name);
         if group != self.facts.group {
             if request.proxy
                 && self
@@ -430,6 +430,7 @@ impl<I: NodeId> Kelips<I> {
         }
         self.contacts.heard(&from, now);
         let query = reply.query;
+        let grouping = self.grouping();
         let Some(pending) = self.lookups.pending.get_mut(&query) else {
             return Ok(()); // late or unsolicited
         };
@@ -438,13 +439,11 @@ impl<I: NodeId> Kelips<I> {
         }
         let group = pending.group;
         if let Some(tuple) = reply.tuple.filter(|t| *t.name == *pending.name) {
-            let groups = self.config.groups;
             let holders: Vec<Entry<I>> = reply
                 .holders
                 .into_iter()
                 .filter(|e| {
-                    tuple.holders.contains(&e.id)
-                        && crate::id::id_facts(&e.id, groups).group == group
+                    tuple.holders.contains(&e.id) && grouping.id_facts(&e.id).group == group
                 })
                 .collect();
             if !holders.is_empty() {
@@ -464,7 +463,7 @@ impl<I: NodeId> Kelips<I> {
         }
         pending.not_found = true;
         if let Some(next) = reply.next {
-            let next_group = crate::id::id_facts(&next.id, self.config.groups).group;
+            let next_group = grouping.id_facts(&next.id).group;
             if next_group == group && !pending.tried.contains(&next.id) {
                 pending.walk.push(next);
             }

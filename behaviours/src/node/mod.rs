@@ -9,6 +9,7 @@
 mod gossip;
 mod hello;
 mod lookup;
+mod restructure;
 mod sync;
 
 use std::collections::{BTreeMap, VecDeque};
@@ -21,8 +22,9 @@ use crate::Millis;
 use crate::config::{Config, ConfigError};
 use crate::contacts::{Contacts, Offered};
 use crate::entry::{AddressRecord, Beat, Entry};
-use crate::id::{IdFacts, NetworkId, NodeId, id_facts};
-use crate::message::{Envelope, Message};
+use crate::id::{Grouping, IdFacts, NetworkId, NodeId};
+use crate::message::{Envelope, Message, StructureNote};
+use crate::structure::{LevelRule, Structure, StructureState};
 use crate::tuple::{FileTuple, TupleError};
 use crate::tuple_store::TupleStore;
 use crate::view::{Change, GroupView};
@@ -56,6 +58,8 @@ pub enum ContactRemoval {
     Replaced,
     /// A member of its group, asked at a hello, did not vouch for it.
     NotVouched,
+    /// The group structure changed and its group kept others (two groups merged).
+    Restructured,
 }
 
 /// What the core reports.
@@ -85,6 +89,8 @@ pub enum Event<I> {
         /// Why it was dropped.
         reason: ContactRemoval,
     },
+    /// The group structure changed (groups that size themselves): adopted or proposed.
+    StructureChanged(crate::structure::Change),
     /// The join finished: `founded` when the own group was empty.
     Joined {
         /// Whether this node founded its group.
@@ -209,6 +215,13 @@ pub struct Kelips<I: NodeId> {
     stats: Stats,
     /// This round's group gossip, for retargeting.
     round_gossip: Option<gossip::RoundGossip<I>>,
+    /// The group structure, when groups size themselves (`groups = 0`).
+    structure: Option<StructureState>,
+    /// When tuples of names that left the group at a split are dropped (the transition's end,
+    /// once they have all been handed over).
+    trim_tuples_at: Option<Millis>,
+    /// Tuples of names that left the group at a split, still to push to the sibling group.
+    handover: VecDeque<Arc<FileTuple<I>>>,
 }
 
 impl<I: NodeId> Kelips<I> {
@@ -223,7 +236,23 @@ impl<I: NodeId> Kelips<I> {
         now: Millis,
     ) -> Result<Self, ConfigError> {
         config.validate()?;
-        let facts = id_facts(&id, config.groups);
+        let structure = config.self_sizing().then(|| {
+            let rule = LevelRule {
+                replication: config.replication as u64,
+                max_level: crate::limits::MAX_GROUPS.ilog2() as u8,
+            };
+            StructureState::new(
+                rule,
+                Structure::SINGLE,
+                config.structure_hold_ms,
+                config.structure_transition_ms,
+            )
+        });
+        let grouping = match &structure {
+            Some(s) => Grouping::Prefix(s.current().level),
+            None => Grouping::Fixed(config.groups),
+        };
+        let facts = grouping.id_facts(&id);
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
         // The lookup maps' key, drawn from the seed apart from the RNG stream.
         let hash_seed = ChaCha8Rng::seed_from_u64(seed ^ 0x6c6f_6f6b_7570_6d61).random();
@@ -264,6 +293,9 @@ impl<I: NodeId> Kelips<I> {
             outputs: VecDeque::new(),
             stats: Stats::default(),
             round_gossip: None,
+            structure,
+            trim_tuples_at: None,
+            handover: VecDeque::new(),
             config,
         })
     }
@@ -289,6 +321,26 @@ impl<I: NodeId> Kelips<I> {
     /// This node's group.
     pub fn group(&self) -> u32 {
         self.facts.group
+    }
+
+    /// How groups are chosen now: the fixed k, or the current level of a network whose groups
+    /// size themselves.
+    pub fn grouping(&self) -> Grouping {
+        match &self.structure {
+            Some(s) => Grouping::Prefix(s.current().level),
+            None => Grouping::Fixed(self.config.groups),
+        }
+    }
+
+    /// The number of groups now.
+    pub fn groups(&self) -> u32 {
+        self.grouping().groups()
+    }
+
+    /// The group structure and this node's estimate of the network's size, when groups size
+    /// themselves.
+    pub fn structure(&self) -> Option<(Structure, u64)> {
+        self.structure.as_ref().map(|s| (s.current(), s.estimate()))
     }
 
     /// The network id every message carries.
@@ -375,7 +427,7 @@ impl<I: NodeId> Kelips<I> {
     /// Publishes (or merges) a file tuple as a node of its group, e.g. the home node of a put.
     pub fn publish(&mut self, tuple: FileTuple<I>) -> Result<(), TupleError> {
         let tuple = tuple.normalize()?;
-        let (group, fp) = crate::id::name_facts(&tuple.name, self.config.groups);
+        let (group, fp) = self.grouping().name_facts(&tuple.name);
         if group != self.facts.group {
             return Err(TupleError::WrongGroup {
                 expected: self.facts.group,
@@ -448,6 +500,7 @@ impl<I: NodeId> Kelips<I> {
                 next_period(self.next_heartbeat, now, self.config.heartbeat_period_ms);
         }
         if now >= self.next_round {
+            self.observe_structure(now);
             self.gossip_round(now);
             self.next_round = next_period(self.next_round, now, self.config.gossip_period_ms);
         }
@@ -480,6 +533,9 @@ impl<I: NodeId> Kelips<I> {
         }
         if from == self.me.id {
             return Ok(());
+        }
+        if let Some(note) = envelope.structure {
+            self.hear_structure(now, note);
         }
         let result = match envelope.message {
             Message::Group(gossip) => self.on_group(now, from, &gossip),
@@ -550,9 +606,15 @@ impl<I: NodeId> Kelips<I> {
 
     fn send(&mut self, to: I, message: Message<I>) {
         self.stats.messages_out += 1;
+        let structure = self.structure.as_ref().map(|s| StructureNote {
+            epoch: s.current().epoch,
+            level: s.current().level,
+            estimate: s.estimate(),
+        });
         let envelope = Envelope {
             network: self.network,
             message,
+            structure,
         };
         self.push_output(Output::Send { to, envelope });
     }
@@ -592,7 +654,7 @@ impl<I: NodeId> Kelips<I> {
                 group: self.facts.group,
                 short: member.short,
             },
-            None => id_facts(id, self.config.groups),
+            None => self.grouping().id_facts(id),
         }
     }
 
@@ -620,7 +682,7 @@ impl<I: NodeId> Kelips<I> {
                     short: self.view.at(index).short,
                 },
             ),
-            None => (None, id_facts(id, self.config.groups)),
+            None => (None, self.grouping().id_facts(id)),
         }
     }
 
@@ -735,7 +797,7 @@ impl<I: NodeId> Kelips<I> {
     /// always checked before they go stale.
     fn t_contact(&self) -> Millis {
         let fanout = self.config.contact_fanout.max(1) as u64;
-        let cycle = u64::from(self.config.groups).div_ceil(fanout) * self.config.gossip_period_ms;
+        let cycle = u64::from(self.groups()).div_ceil(fanout) * self.config.gossip_period_ms;
         self.config.t_contact_ms.max(2 * cycle)
     }
 

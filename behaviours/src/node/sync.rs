@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use super::{Kelips, Refusal};
-use crate::id::{NodeId, name_facts};
+use crate::id::NodeId;
 use crate::limits::{MAX_SYNC_TUPLES, SYNC_BUCKETS};
 use crate::message::{Message, SyncPush, SyncReply, SyncRequest, TuplePull};
 use crate::tuple::Version;
@@ -100,7 +100,11 @@ impl<I: NodeId> Kelips<I> {
     }
 
     pub(super) fn on_sync_push(&mut self, from: I, push: SyncPush<I>) -> Result<(), Refusal> {
-        self.check_member(&from)?;
+        // A member, or (groups that size themselves) a node of the sibling group handing over
+        // the tuples of a split; each tuple is checked against the own group below.
+        if !self.is_sibling(&from) {
+            self.check_member(&from)?;
+        }
         if push.tuples.len() > MAX_SYNC_TUPLES {
             return Err(Refusal::OverBound("sync push"));
         }
@@ -112,6 +116,6 @@ impl<I: NodeId> Kelips<I> {
 
     /// The fingerprint and group of a name (exposed for drivers that pre-check names).
     pub fn name_facts(&self, name: &str) -> (u32, u64) {
-        name_facts(name, self.config.groups)
+        self.grouping().name_facts(name)
     }
 }

@@ -1,0 +1,252 @@
+//! Groups that size themselves (`groups = 0`), in the simulator: a network that grows from one
+//! node to a few hundred agrees on one structure, at the level the rule gives for its size,
+//! every node's view is exactly its group under that structure, and names published while the
+//! network was smaller (under other structures) are still found by lookups from anywhere.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use quickstore_behaviours::sim::{SimConfig, Simulator};
+use quickstore_behaviours::structure::{LevelRule, Structure};
+use quickstore_behaviours::{Config, Event, FileTuple, LookupResult, SimId, Version};
+
+const NODES: u32 = 300;
+/// Joins are spread over this many ms.
+const GROWTH_MS: u64 = 90_000;
+
+fn config() -> Config {
+    Config {
+        groups: 0,
+        structure_hold_ms: 5_000,
+        structure_transition_ms: 30_000,
+        ..Config::default()
+    }
+}
+
+fn tuple(name: &str, holder: u32) -> FileTuple<SimId> {
+    FileTuple {
+        name: Arc::from(name),
+        version: Version {
+            lamport: 1,
+            blake3: [7; 32],
+        },
+        size: 1,
+        holders: vec![SimId(holder)],
+        epoch: 0,
+        deleted: false,
+    }
+}
+
+/// Node 0 founds the network, the others join through earlier ones over [`GROWTH_MS`]; every
+/// 10th join a name is published by a node of its group under that node's structure (as a
+/// put's home would): names of every stage of the growth. Returns the names published.
+fn grow() -> (Simulator, Vec<(String, u32)>) {
+    let mut sim = Simulator::new(SimConfig {
+        nodes: NODES as usize,
+        seed: 5,
+        kelips: config(),
+        threads: 1,
+        ..SimConfig::default()
+    });
+    sim.start(0, &[]);
+    let mut published = Vec::new();
+    let mut started = vec![0u32];
+    for i in 1..NODES {
+        let at = u64::from(i) * GROWTH_MS / u64::from(NODES);
+        sim.run_until(at);
+        if i % 10 == 0 {
+            let name = format!("name-{i}");
+            let holder = started.iter().copied().find(|&n| {
+                sim.node(n).is_some_and(|core| {
+                    core.is_joined() && core.grouping().name_facts(&name).0 == core.group()
+                })
+            });
+            if let Some(holder) = holder
+                && sim.publish(holder, tuple(&name, holder))
+            {
+                published.push((name, holder));
+            }
+        }
+        sim.start(i, &[started[(i as usize * 7) % started.len()]]);
+        started.push(i);
+    }
+    (sim, published)
+}
+
+/// The one structure every running node holds (panics if they differ).
+fn agreed(sim: &Simulator) -> Structure {
+    let structures: BTreeSet<Structure> = (0..NODES)
+        .filter_map(|i| sim.node(i)?.structure().map(|(s, _)| s))
+        .collect();
+    assert_eq!(structures.len(), 1, "{structures:?}");
+    *structures.first().expect("one")
+}
+
+/// How many running nodes' views differ from their group among the running nodes; panics if
+/// a view holds a member of another group.
+fn wrong_views(sim: &Simulator) -> u32 {
+    let mut wrong = 0;
+    for i in (0..NODES).filter(|&i| sim.is_alive(i)) {
+        let core = sim.node(i).expect("running");
+        let truth: BTreeSet<SimId> = (0..NODES)
+            .filter(|&j| j != i && sim.is_alive(j))
+            .map(SimId)
+            .filter(|id| core.grouping().id_facts(id).group == core.group())
+            .collect();
+        let view: BTreeSet<SimId> = core.view().iter().map(|m| m.entry.id).collect();
+        let foreign = view
+            .difference(&truth)
+            .filter(|id| core.grouping().id_facts(*id).group != core.group());
+        assert_eq!(
+            foreign.count(),
+            0,
+            "node {i}: members of other groups in its view"
+        );
+        if view != truth {
+            wrong += 1;
+        }
+    }
+    wrong
+}
+
+/// Looks each name up from some running node; returns (found, unavailable, the others).
+fn look_up(sim: &mut Simulator, names: &[String]) -> (usize, usize, Vec<String>) {
+    let alive: Vec<u32> = (0..NODES).filter(|&i| sim.is_alive(i)).collect();
+    let mut queries = Vec::new();
+    for (k, name) in names.iter().enumerate() {
+        let from = alive[(k * 37 + 11) % alive.len()];
+        if let Some(q) = sim.lookup(from, name) {
+            queries.push(q);
+        }
+    }
+    sim.run_until(sim.now() + 10_000);
+    let (mut found, mut unavailable, mut missing) = (0, 0, Vec::new());
+    for (_, _, event) in sim.take_events() {
+        if let Event::Lookup(outcome) = event
+            && queries.contains(&outcome.query)
+        {
+            match outcome.result {
+                LookupResult::Found { .. } => found += 1,
+                LookupResult::Unavailable { .. } => unavailable += 1,
+                other => missing.push(format!("{}: {other:?}", outcome.name)),
+            }
+        }
+    }
+    (found, unavailable, missing)
+}
+
+const RULE: LevelRule = LevelRule {
+    replication: 3,
+    max_level: 10,
+};
+
+#[test]
+fn a_growing_network_agrees_on_its_structure_and_keeps_finding_names() {
+    let (mut sim, published) = grow();
+    sim.run_until(GROWTH_MS + 60_000);
+    let changes: Vec<_> = sim
+        .take_events()
+        .into_iter()
+        .filter_map(|(_, _, e)| match e {
+            Event::StructureChanged(c) => Some(c),
+            _ => None,
+        })
+        .collect();
+    let proposals = changes.iter().filter(|c| c.proposed).count();
+    println!(
+        "{} structure changes at nodes ({proposals} proposed), {} names published",
+        changes.len(),
+        published.len()
+    );
+
+    // One structure, at a level the rule keeps for this size.
+    let structure = agreed(&sim);
+    assert_eq!(
+        RULE.next(structure.level, u64::from(NODES)),
+        structure.level,
+        "{structure:?} is not a level the rule keeps for {NODES} nodes"
+    );
+    assert!(structure.level >= 3, "{structure:?}: the network grew");
+    let estimates: Vec<u64> = (0..NODES)
+        .filter_map(|i| sim.node(i)?.structure().map(|(_, n)| n))
+        .collect();
+    println!(
+        "structure {structure:?}, estimates {:?}..{:?}",
+        estimates.iter().min(),
+        estimates.iter().max()
+    );
+
+    // Every view is the node's group under that structure, exactly.
+    let wrong = wrong_views(&sim);
+    assert!(
+        wrong <= NODES / 100,
+        "{wrong} views differ from their group"
+    );
+
+    // Each node knows a contact of nearly every other group.
+    let uncovered: usize = (0..NODES)
+        .map(|i| {
+            let core = sim.node(i).expect("running");
+            assert_eq!(core.groups(), structure.groups());
+            (0..core.groups())
+                .filter(|&g| g != core.group() && core.contacts().of_group(g).is_empty())
+                .count()
+        })
+        .sum();
+    assert!(
+        uncovered <= NODES as usize / 20,
+        "{uncovered} groups without a contact"
+    );
+
+    // Names published under smaller structures are found (their tuple: the holder may now sit
+    // in the sibling group, which the files layer's hand-off is for).
+    let names: Vec<String> = published.iter().map(|(n, _)| n.clone()).collect();
+    let (found, unavailable, missing) = look_up(&mut sim, &names);
+    println!("lookups: {found} found, {unavailable} unavailable, missing {missing:?}");
+    assert!(names.len() >= 20);
+    assert_eq!(found + unavailable, names.len(), "{missing:?}");
+}
+
+#[test]
+fn a_network_that_loses_most_of_its_nodes_merges_groups_and_keeps_its_names() {
+    let (mut sim, published) = grow();
+    sim.run_until(GROWTH_MS + 60_000);
+    let before = agreed(&sim);
+    // 80% of the nodes crash at once, the holders of the published names excepted.
+    let holders: BTreeSet<u32> = published.iter().map(|(_, h)| *h).collect();
+    let mut killed = 0;
+    for i in (0..NODES).rev() {
+        if killed < NODES * 4 / 5 && !holders.contains(&i) {
+            sim.kill(i);
+            killed += 1;
+        }
+    }
+    let left = u64::from(NODES - killed);
+    sim.run_until(sim.now() + 180_000);
+    let after = agreed(&sim);
+    let estimates: Vec<u64> = (0..NODES)
+        .filter_map(|i| sim.node(i)?.structure().map(|(_, n)| n))
+        .collect();
+    println!(
+        "{before:?} -> {after:?} with {left} nodes left, estimates {:?}..{:?}",
+        estimates.iter().min(),
+        estimates.iter().max()
+    );
+    assert!(after.level < before.level, "{before:?} -> {after:?}");
+    assert_eq!(
+        RULE.next(after.level, left),
+        after.level,
+        "{after:?} for {left} nodes"
+    );
+    let wrong = wrong_views(&sim);
+    assert!(
+        wrong <= NODES / 100,
+        "{wrong} views differ from their group"
+    );
+    // Tuples of both halves of each merged group are known to the merged group.
+    let names: Vec<String> = published.iter().map(|(n, _)| n.clone()).collect();
+    let (found, unavailable, missing) = look_up(&mut sim, &names);
+    println!("lookups: {found} found, {unavailable} unavailable, missing {missing:?}");
+    assert_eq!(found + unavailable, names.len(), "{missing:?}");
+    assert!(found > 0);
+}
