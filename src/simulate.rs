@@ -13,7 +13,7 @@ pub struct SimulateArgs {
     /// Nodes.
     #[arg(long, default_value_t = 1000)]
     pub nodes: usize,
-    /// Affinity groups k.
+    /// Affinity groups k; 0: groups that size themselves (k = 2^b follows the network's size).
     #[arg(long, default_value_t = 32)]
     pub groups: u32,
     /// Names inserted (R holders each, at random in the name's group).

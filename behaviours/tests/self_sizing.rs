@@ -250,3 +250,58 @@ fn a_network_that_loses_most_of_its_nodes_merges_groups_and_keeps_its_names() {
     assert_eq!(found + unavailable, names.len(), "{missing:?}");
     assert!(found > 0);
 }
+
+/// The scenario runner with `groups = 0`: 600 nodes join over 4 virtual minutes with 5% loss,
+/// names go in after, lookups run throughout. The ground truth follows the structure most
+/// nodes hold; at the end every view and contact table matches it and lookups succeed.
+#[test]
+fn a_scenario_grows_to_the_level_its_size_calls_for_with_lookups_succeeding() {
+    let report = quickstore_behaviours::sim::scenario::Scenario {
+        nodes: 600,
+        files: 1200,
+        seconds: 420,
+        join_window_s: 240.0,
+        loss: 0.05,
+        kelips: Config {
+            groups: 0,
+            ..Config::default()
+        },
+        ..Default::default()
+    }
+    .run();
+    let timeline: Vec<(u64, u64, u32, u64)> = report
+        .structure_timeline
+        .iter()
+        .map(|s| (s.t_s, s.nodes, s.groups, s.group_median))
+        .collect();
+    println!(
+        "groups {} after {} changes, lookups {} ({} one hop), {} B/node/s, timeline {timeline:?}",
+        report.groups,
+        report.structure_changes,
+        report.lookup_success_ratio,
+        report.lookup_one_hop_ratio,
+        report.bytes_per_node_per_s
+    );
+    let level = report.groups.ilog2() as u8;
+    assert_eq!(
+        RULE.next(level, 600),
+        level,
+        "{} groups for 600 nodes",
+        report.groups
+    );
+    assert!(
+        report.structure_changes >= 4,
+        "{}",
+        report.structure_changes
+    );
+    assert_eq!(report.unconverged_views, 0);
+    assert_eq!(report.uncovered_groups, 0);
+    assert!(report.lookups > 1000);
+    assert!(
+        report.lookup_success_ratio >= 0.999,
+        "{}",
+        report.lookup_success_ratio
+    );
+    let last = report.structure_timeline.last().expect("samples");
+    assert_eq!(last.nodes_elsewhere, 0, "one structure at the end");
+}

@@ -4,13 +4,45 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
+/// The group structure at one moment of a run whose groups size themselves.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct StructureSample {
+    /// Virtual seconds.
+    pub t_s: u64,
+    /// Running nodes.
+    pub nodes: u64,
+    /// √nodes.
+    pub sqrt_nodes: f64,
+    /// Groups of the structure most running nodes hold.
+    pub groups: u32,
+    /// Running nodes on another structure.
+    pub nodes_elsewhere: u64,
+    /// Running members of the smallest, median and largest group.
+    pub group_min: u64,
+    /// …
+    pub group_median: u64,
+    /// …
+    pub group_max: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
 /// What a run measured. Times in seconds of virtual time unless named otherwise.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct Report {
     /// Nodes.
     pub nodes: usize,
-    /// Groups `k`.
+    /// Groups `k` (at the end, when groups size themselves).
     pub groups: u32,
+    /// Groups that size themselves: changes of the structure most running nodes hold.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub structure_changes: u64,
+    /// Groups that size themselves: one sample a minute of the structure most running nodes
+    /// hold against the network's size.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub structure_timeline: Vec<StructureSample>,
     /// Names inserted.
     pub files: usize,
     /// Virtual seconds run.

@@ -14,7 +14,7 @@ use super::store::{Store, StoreConfig, name_of};
 use super::{SimConfig, Simulator};
 use crate::Millis;
 use crate::config::Config;
-use crate::id::{SimId, name_group};
+use crate::id::{Grouping, SimId};
 use crate::node::{Event, LookupOutcome, LookupResult};
 use crate::tuple::{FileTuple, Version};
 
@@ -189,11 +189,23 @@ struct Inserted {
     holders: Vec<u32>,
 }
 
+/// Node slots `0..slots` by group under `grouping`.
+fn members_by_group(grouping: Grouping, slots: usize) -> Vec<Vec<u32>> {
+    let mut members_of = vec![Vec::new(); grouping.groups() as usize];
+    for i in 0..slots as u32 {
+        members_of[grouping.id_facts(&SimId(i)).group as usize].push(i);
+    }
+    members_of
+}
+
 /// A scenario in progress.
 struct Run<'a> {
     scenario: &'a Scenario,
     sim: Simulator,
     rng: ChaCha8Rng,
+    /// The ground truth's groups: the fixed k, or (groups that size themselves) the structure
+    /// most running nodes hold, followed every second.
+    grouping: Grouping,
     members_of: Vec<Vec<u32>>,
     joins: std::iter::Peekable<std::vec::IntoIter<(Millis, u32)>>,
     started: Vec<u32>,
@@ -263,10 +275,12 @@ impl<'a> Run<'a> {
             .map(|_| rng.random_range(join_end..insert_end))
             .collect();
         inserts.sort_unstable();
-        let mut members_of = vec![Vec::new(); k as usize];
-        for i in 0..slots as u32 {
-            members_of[sim.group_of(i) as usize].push(i);
-        }
+        let grouping = if scenario.kelips.self_sizing() {
+            Grouping::Prefix(0)
+        } else {
+            Grouping::Fixed(k)
+        };
+        let members_of = members_by_group(grouping, slots);
         let report = Report {
             nodes: scenario.nodes,
             groups: k,
@@ -294,6 +308,7 @@ impl<'a> Run<'a> {
             scenario,
             sim,
             rng,
+            grouping,
             members_of,
             joins: joins.into_iter().peekable(),
             started: vec![0],
@@ -523,14 +538,14 @@ impl<'a> Run<'a> {
     /// Names due by `t`: R holders at random among the live, joined nodes of the name's group;
     /// every holder publishes the tuple, as the home nodes of a put do.
     fn insert_names(&mut self, t: Millis) {
-        let k = self.scenario.kelips.groups;
+        let grouping = self.grouping;
         if self.store.is_some() {
             while self.inserts.next_if(|at| *at <= t).is_some() {
                 let Some(store) = &mut self.store else {
                     return;
                 };
                 let name = name_of(store.names_len());
-                let group = name_group(&name, k) as usize;
+                let group = grouping.name_facts(&name).0 as usize;
                 store.put(&mut self.sim, &self.members_of[group], t);
             }
             return;
@@ -538,7 +553,7 @@ impl<'a> Run<'a> {
         while let Some(at) = self.inserts.next_if(|at| *at <= t) {
             let name = format!("file-{}", self.inserted.len());
             let sim = &self.sim;
-            let live: Vec<u32> = self.members_of[name_group(&name, k) as usize]
+            let live: Vec<u32> = self.members_of[grouping.name_facts(&name).0 as usize]
                 .iter()
                 .copied()
                 .filter(|&i| sim.node(i).is_some_and(|n| n.is_joined()))
@@ -743,7 +758,55 @@ impl<'a> Run<'a> {
         self.lookup_ms.truncate(lookup_ms_before);
     }
 
+    /// Groups that size themselves: the ground truth follows the structure most running nodes
+    /// hold; a sample a minute goes into the report.
+    fn follow_structure(&mut self, t: Millis) {
+        if !self.scenario.kelips.self_sizing() {
+            return;
+        }
+        let mut held: BTreeMap<crate::structure::Structure, u64> = BTreeMap::new();
+        let mut running = 0u64;
+        for i in 0..self.sim.len() as u32 {
+            if let Some(core) = self.sim.node(i).filter(|_| self.sim.is_running(i))
+                && let Some((structure, _)) = core.structure()
+            {
+                *held.entry(structure).or_default() += 1;
+                running += 1;
+            }
+        }
+        let Some((&major, &count)) = held.iter().max_by_key(|(s, n)| (**n, **s)) else {
+            return;
+        };
+        let grouping = Grouping::Prefix(major.level);
+        if grouping != self.grouping {
+            self.grouping = grouping;
+            self.members_of = members_by_group(grouping, self.sim.len());
+            self.report.structure_changes += 1;
+        }
+        if (t / 1000).is_multiple_of(60) {
+            let mut sizes: Vec<u64> = self
+                .members_of
+                .iter()
+                .map(|m| m.iter().filter(|&&i| self.sim.is_running(i)).count() as u64)
+                .collect();
+            sizes.sort_unstable();
+            self.report
+                .structure_timeline
+                .push(crate::sim::report::StructureSample {
+                    t_s: t / 1000,
+                    nodes: running,
+                    sqrt_nodes: (running as f64).sqrt(),
+                    groups: grouping.groups(),
+                    nodes_elsewhere: running - count,
+                    group_min: sizes.first().copied().unwrap_or(0),
+                    group_median: sizes.get(sizes.len() / 2).copied().unwrap_or(0),
+                    group_max: sizes.last().copied().unwrap_or(0),
+                });
+        }
+    }
+
     fn every_second(&mut self, t: Millis) {
+        self.follow_structure(t);
         if let Some((_, heal)) = self.scenario.partition
             && self.report.healed_after_s.is_none()
             && t > heal * 1000
@@ -783,6 +846,7 @@ impl<'a> Run<'a> {
 
     fn finish(mut self) -> Report {
         let mut report = std::mem::take(&mut self.report);
+        report.groups = self.grouping.groups();
         if let Some(kill) = &self.kill {
             let detection = kill.detection();
             report.detection_p50_s = detection.p50_s;
