@@ -161,7 +161,7 @@ fn main() {
                 }
                 for (structure, estimate) in &heard[k] {
                     let estimate = (*estimate > 0).then_some(*estimate);
-                    if state.heard(now, *structure, estimate).is_some() {
+                    if state.heard(now, *structure, estimate, true).is_some() {
                         figures.changes_adopted += 1;
                     }
                 }

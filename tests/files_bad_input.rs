@@ -105,21 +105,27 @@ fn visible_blobs(dir: &std::path::Path) -> usize {
         .unwrap_or(0)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn file_protocols_refuse_bad_input_clearly_and_lose_nothing() {
-    let root = std::env::temp_dir().join(format!("qs-files-bad-{}", std::process::id()));
+/// One node (group 0 of 2) started with `config` in a fresh directory, and a client peer that
+/// knows its address.
+fn one_node(tag: &str, config: &str) -> (std::path::PathBuf, Vec<common::Proc>, ClientPeer) {
+    let root = std::env::temp_dir().join(format!("qs-files-{tag}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&root);
     std::fs::create_dir_all(&root).expect("temp dir");
-    std::fs::write(root.join("config.toml"), CONFIG).expect("config");
+    std::fs::write(root.join("config.toml"), config).expect("config");
     let mut procs = common::prepare(&root, common::identities(2, 1));
-    let node = &mut procs[0];
-    node.start(&root, &[]);
-    let mut address = node.address.clone().expect("address");
+    procs[0].start(&root, &[]);
+    let mut address = procs[0].address.clone().expect("address");
     address.pop();
-    let peer = node.peer;
-    let own_group = node.group;
     let client = ClientPeer::start(IO).expect("client peer");
-    client.book.add(peer, vec![address]);
+    client.book.add(procs[0].peer, vec![address]);
+    (root, procs, client)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn file_protocols_refuse_bad_input_clearly_and_lose_nothing() {
+    let (root, procs, client) = one_node("bad", CONFIG);
+    let peer = procs[0].peer;
+    let own_group = procs[0].group;
 
     // An oversized request frame is refused without being read.
     let mut huge = Vec::new();
@@ -262,19 +268,9 @@ async fn file_protocols_refuse_bad_input_clearly_and_lose_nothing() {
 /// and the node serves again once the held streams end.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn streams_over_the_limit_are_refused_busy() {
-    let root = std::env::temp_dir().join(format!("qs-files-busy-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&root);
-    std::fs::create_dir_all(&root).expect("temp dir");
     let config = CONFIG.replace("[files]\n", "[files]\nmax_streams = 2\n");
-    std::fs::write(root.join("config.toml"), config).expect("config");
-    let mut procs = common::prepare(&root, common::identities(2, 1));
-    let node = &mut procs[0];
-    node.start(&root, &[]);
-    let mut address = node.address.clone().expect("address");
-    address.pop();
-    let peer = node.peer;
-    let client = ClientPeer::start(IO).expect("client peer");
-    client.book.add(peer, vec![address]);
+    let (root, procs, client) = one_node("busy", &config);
+    let peer = procs[0].peer;
     let locate = cbor(&FilesRequest::Locate {
         name: "some-name".into(),
     });

@@ -244,38 +244,27 @@ impl StructureState {
     }
 
     /// A structure and estimate heard from a peer at `now`; returns the change if this node
-    /// adopts the structure. The estimate is blended into this node's (none: not known).
+    /// adopts the structure. The estimate is blended into this node's (none: not known). A
+    /// node that has `joined` takes only a structure within one level of its own
+    /// ([`Structure::is_superseded_by`]); one that has not takes any valid greater structure,
+    /// however many levels away (it starts at one group and knows nothing of the network it
+    /// joins).
     pub fn heard(
         &mut self,
         now: Millis,
         heard: Structure,
         estimate: Option<u64>,
+        joined: bool,
     ) -> Option<Change> {
         if let Some(estimate) = estimate {
             self.blend(estimate);
         }
-        if !self.current.is_superseded_by(&heard) {
-            return None;
-        }
-        Some(self.change(now, heard, false))
-    }
-
-    /// Like [`heard`](Self::heard), for a node that has not joined yet: any valid structure
-    /// greater than its own is taken, however many levels away (it starts at one group and
-    /// knows nothing of the network it joins).
-    pub fn adopt(
-        &mut self,
-        now: Millis,
-        heard: Structure,
-        estimate: Option<u64>,
-    ) -> Option<Change> {
-        if let Some(estimate) = estimate {
-            self.blend(estimate);
-        }
-        if heard <= self.current || heard.level > self.rule.max_level.min(MAX_LEVEL) {
-            return None;
-        }
-        Some(self.change(now, heard, false))
+        let adopted = if joined {
+            self.current.is_superseded_by(&heard)
+        } else {
+            heard > self.current && heard.level <= self.rule.max_level.min(MAX_LEVEL)
+        };
+        adopted.then(|| self.change(now, heard, false))
     }
 
     fn change(&mut self, now: Millis, to: Structure, proposed: bool) -> Change {
@@ -397,17 +386,26 @@ mod tests {
     fn the_greater_epoch_wins_and_levels_more_than_one_away_are_ignored() {
         let mut s = state();
         let far = Structure { epoch: 9, level: 3 };
-        assert_eq!(s.heard(0, far, None), None);
+        assert_eq!(s.heard(0, far, None, true), None);
+        let mut joining = state();
+        assert!(
+            joining.heard(0, far, None, false).is_some(),
+            "a joiner takes any"
+        );
         let next = Structure { epoch: 1, level: 1 };
-        assert!(s.heard(0, next, None).is_some());
-        assert_eq!(s.heard(0, next, None), None, "heard again: nothing new");
+        assert!(s.heard(0, next, None, true).is_some());
         assert_eq!(
-            s.heard(0, Structure { epoch: 0, level: 2 }, None),
+            s.heard(0, next, None, true),
+            None,
+            "heard again: nothing new"
+        );
+        assert_eq!(
+            s.heard(0, Structure { epoch: 0, level: 2 }, None, true),
             None,
             "older epoch"
         );
         let back = Structure { epoch: 2, level: 0 };
-        assert_eq!(s.heard(0, back, None).map(|c| c.to), Some(back));
+        assert_eq!(s.heard(0, back, None, true).map(|c| c.to), Some(back));
     }
 
     #[test]
@@ -415,10 +413,10 @@ mod tests {
         let mut s = state();
         s.observe(0, 150);
         for _ in 0..64 {
-            s.heard(0, Structure::SINGLE, Some(100));
+            s.heard(0, Structure::SINGLE, Some(100), true);
         }
         assert!((100..=101).contains(&s.estimate()), "{}", s.estimate());
-        s.heard(0, Structure::SINGLE, None);
+        s.heard(0, Structure::SINGLE, None, true);
         assert!((100..=101).contains(&s.estimate()), "none blends nothing");
     }
 
@@ -427,7 +425,7 @@ mod tests {
         let mut s = state();
         let digest = [0b1000_0000, 0, 0, 0];
         assert_eq!(s.lookup_groups(0, &digest).len(), 1);
-        s.heard(100, Structure { epoch: 1, level: 1 }, None);
+        s.heard(100, Structure { epoch: 1, level: 1 }, None, true);
         let both = s.lookup_groups(200, &digest);
         assert_eq!(
             both,

@@ -82,6 +82,15 @@ fn agreed(sim: &Simulator) -> Structure {
     *structures.first().expect("one")
 }
 
+/// The smallest and largest estimate of N among the running nodes.
+fn estimates(sim: &Simulator) -> (u64, u64) {
+    let all: Vec<u64> = (0..NODES)
+        .filter_map(|i| sim.node(i)?.structure().map(|(_, n)| n))
+        .collect();
+    let min = all.iter().copied().min().unwrap_or(0);
+    (min, all.iter().copied().max().unwrap_or(0))
+}
+
 /// How many running nodes' views differ from their group among the running nodes; panics if
 /// a view holds a member of another group.
 fn wrong_views(sim: &Simulator) -> u32 {
@@ -167,14 +176,7 @@ fn a_growing_network_agrees_on_its_structure_and_keeps_finding_names() {
         "{structure:?} is not a level the rule keeps for {NODES} nodes"
     );
     assert!(structure.level >= 3, "{structure:?}: the network grew");
-    let estimates: Vec<u64> = (0..NODES)
-        .filter_map(|i| sim.node(i)?.structure().map(|(_, n)| n))
-        .collect();
-    println!(
-        "structure {structure:?}, estimates {:?}..{:?}",
-        estimates.iter().min(),
-        estimates.iter().max()
-    );
+    println!("structure {structure:?}, estimates {:?}", estimates(&sim));
 
     // Every view is the node's group under that structure, exactly.
     let wrong = wrong_views(&sim);
@@ -224,13 +226,9 @@ fn a_network_that_loses_most_of_its_nodes_merges_groups_and_keeps_its_names() {
     let left = u64::from(NODES - killed);
     sim.run_until(sim.now() + 180_000);
     let after = agreed(&sim);
-    let estimates: Vec<u64> = (0..NODES)
-        .filter_map(|i| sim.node(i)?.structure().map(|(_, n)| n))
-        .collect();
     println!(
-        "{before:?} -> {after:?} with {left} nodes left, estimates {:?}..{:?}",
-        estimates.iter().min(),
-        estimates.iter().max()
+        "{before:?} -> {after:?} with {left} nodes left, estimates {:?}",
+        estimates(&sim)
     );
     assert!(after.level < before.level, "{before:?} -> {after:?}");
     assert_eq!(

@@ -39,11 +39,7 @@ impl<I: NodeId> Kelips<I> {
         let estimate = (note.estimate > 0).then_some(note.estimate.min(MAX_HEARD_ESTIMATE));
         // A node that has not joined takes the structure of the network it joins, however far
         // from its own (it starts at one group and knows nothing yet).
-        let change = if joined {
-            state.heard(now, heard, estimate)
-        } else {
-            state.adopt(now, heard, estimate)
-        };
+        let change = state.heard(now, heard, estimate, joined);
         if let Some(change) = change {
             self.restructure(now, change);
         }
