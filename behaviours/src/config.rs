@@ -270,22 +270,6 @@ impl Config {
         2 * self.t_fail_ms
     }
 
-    /// Contacts kept at most, over all foreign groups (with `groups = 0`, at the deepest
-    /// level, [`limits::MAX_GROUPS`]).
-    pub fn max_contacts(&self) -> usize {
-        self.max_groups().saturating_sub(1) as usize * self.contacts_per_group
-    }
-
-    /// The most groups this network can have: `groups`, or [`limits::MAX_GROUPS`] when they
-    /// size themselves.
-    pub fn max_groups(&self) -> u32 {
-        if self.groups == 0 {
-            limits::MAX_GROUPS
-        } else {
-            self.groups
-        }
-    }
-
     /// Whether groups size themselves (`groups = 0`).
     pub fn self_sizing(&self) -> bool {
         self.groups == 0

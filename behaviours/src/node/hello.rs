@@ -165,6 +165,7 @@ impl<I: NodeId> Kelips<I> {
     fn groups_without_contacts(&mut self, limit: usize) -> Vec<u32> {
         let k = self.groups();
         let own_empty = self.view.is_empty();
+        // Contacts kept at most, over all foreign groups of the current structure.
         let max_contacts = (k as usize).saturating_sub(1) * self.config.contacts_per_group;
         if (self.contacts.len() >= max_contacts && !own_empty) || k <= 1 {
             return Vec::new();

@@ -185,6 +185,14 @@ enum JoinState<I> {
     Joined,
 }
 
+/// The fixed k of `config`, or the current level of `structure` when groups size themselves.
+fn grouping_of(config: &Config, structure: Option<&StructureState>) -> Grouping {
+    match structure {
+        Some(s) => Grouping::Prefix(s.current().level),
+        None => Grouping::Fixed(config.groups),
+    }
+}
+
 /// The Kelips protocol state of one node.
 pub struct Kelips<I: NodeId> {
     config: Config,
@@ -248,11 +256,7 @@ impl<I: NodeId> Kelips<I> {
                 config.structure_transition_ms,
             )
         });
-        let grouping = match &structure {
-            Some(s) => Grouping::Prefix(s.current().level),
-            None => Grouping::Fixed(config.groups),
-        };
-        let facts = grouping.id_facts(&id);
+        let facts = grouping_of(&config, structure.as_ref()).id_facts(&id);
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
         // The lookup maps' key, drawn from the seed apart from the RNG stream.
         let hash_seed = ChaCha8Rng::seed_from_u64(seed ^ 0x6c6f_6f6b_7570_6d61).random();
@@ -326,10 +330,7 @@ impl<I: NodeId> Kelips<I> {
     /// How groups are chosen now: the fixed k, or the current level of a network whose groups
     /// size themselves.
     pub fn grouping(&self) -> Grouping {
-        match &self.structure {
-            Some(s) => Grouping::Prefix(s.current().level),
-            None => Grouping::Fixed(self.config.groups),
-        }
+        grouping_of(&self.config, self.structure.as_ref())
     }
 
     /// The number of groups now.

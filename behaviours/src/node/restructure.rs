@@ -10,6 +10,7 @@
 //! * Every contact is filed again under its group at the new level (two groups' contacts
 //!   become one group's at a merge, the surplus is dropped as `Restructured`).
 
+use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use super::{ContactRemoval, Event, Kelips, Source};
@@ -123,7 +124,7 @@ impl<I: NodeId> Kelips<I> {
         }
         // Every contact is filed again; those of the own group now (a merge) join the view.
         let drained = self.contacts.drain();
-        let previous: Vec<I> = drained.iter().map(|c| c.entry.id.clone()).collect();
+        let previous: BTreeSet<I> = drained.iter().map(|c| c.entry.id.clone()).collect();
         for contact in drained {
             let fresh = !contact.is_stale(now, t_contact);
             candidates.push((contact.entry, contact.rtt_us, fresh));
