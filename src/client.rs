@@ -240,7 +240,13 @@ fn files_line(f: &crate::status::FilesView) -> String {
 fn print_status(s: &Status) {
     println!("peer      {}", s.peer_id);
     println!("network   {} ({})", s.network, s.network_id);
-    println!("group     {} of {}", s.group, s.groups);
+    match s.structure_epoch {
+        Some(epoch) => println!(
+            "group     {} of {} (groups size themselves: structure epoch {epoch})",
+            s.group, s.groups
+        ),
+        None => println!("group     {} of {} (fixed)", s.group, s.groups),
+    }
     println!(
         "stamp     incarnation {} heartbeat {}",
         s.incarnation, s.heartbeat

@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 pub const DEFAULT_TOML: &str = include_str!("../config/default.toml");
 
 /// Everything a node is configured with.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct NodeConfig {
     /// Networking and limits of this node.
@@ -25,6 +25,22 @@ pub struct NodeConfig {
     pub files: FilesConfig,
     /// LAN discovery, reachability, relays and hole punching.
     pub nat: NatConfig,
+}
+
+impl Default for NodeConfig {
+    /// The Kelips core's defaults, but groups that size themselves (`kelips.groups = 0`):
+    /// a node needs no k chosen for a network it cannot see yet.
+    fn default() -> Self {
+        Self {
+            node: NetConfig::default(),
+            kelips: KelipsConfig {
+                groups: 0,
+                ..KelipsConfig::default()
+            },
+            files: FilesConfig::default(),
+            nat: NatConfig::default(),
+        }
+    }
 }
 
 /// LAN discovery, reachability, relays and hole punching. Defaults in `config/default.toml`.
@@ -179,8 +195,23 @@ impl NodeConfig {
     /// Parses a TOML document over the defaults. The error is one line: `line L, column C:
     /// what is wrong` (toml's own message spans several lines with a drawing of the spot).
     pub fn from_toml(text: &str) -> anyhow::Result<Self> {
-        toml::from_str(text)
+        Self::parse(text)
             .map_err(|e| anyhow::anyhow!("invalid configuration: {}", toml_error(text, &e)))
+    }
+
+    /// Parses TOML; a `[kelips]` table without `groups` means groups that size themselves,
+    /// as a file without `[kelips]` does (the Kelips core's own default is a fixed k).
+    fn parse(text: &str) -> Result<Self, toml::de::Error> {
+        let mut config: Self = toml::from_str(text)?;
+        let table: toml::Table = toml::from_str(text)?;
+        let groups_given = table
+            .get("kelips")
+            .and_then(|k| k.as_table())
+            .is_some_and(|k| k.contains_key("groups"));
+        if !groups_given {
+            config.kelips.groups = 0;
+        }
+        Ok(config)
     }
 
     /// Loads `path`. Every error is one line naming the file (and, for a syntax error or a
@@ -188,7 +219,7 @@ impl NodeConfig {
     pub fn load(path: &Path) -> anyhow::Result<Self> {
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("cannot read config file {}", path.display()))?;
-        toml::from_str(&text).map_err(|e| {
+        Self::parse(&text).map_err(|e| {
             anyhow::anyhow!(
                 "invalid config file {}: {}",
                 path.display(),
@@ -200,12 +231,6 @@ impl NodeConfig {
     /// Refuses values that cannot work, naming the key.
     pub fn validate(&self) -> anyhow::Result<()> {
         self.kelips.validate()?;
-        anyhow::ensure!(
-            !self.kelips.self_sizing(),
-            "invalid configuration `kelips.groups`: 0 (groups that size themselves) runs in the \
-             simulator only so far; give the number of groups, 1 to {}",
-            quickstore_behaviours::limits::MAX_GROUPS
-        );
         let n = &self.node;
         if n.listen.is_empty() {
             bail!("invalid configuration `node.listen`: at least one address is needed");
@@ -419,11 +444,21 @@ mod tests {
 
     #[test]
     fn bad_values_name_their_key() {
-        let e = NodeConfig::from_toml("[kelips]\ngroups = 0\n")
+        let e = NodeConfig::from_toml("[kelips]\ngroups = 100000\n")
             .unwrap()
             .validate()
             .unwrap_err();
         assert!(e.to_string().contains("groups"), "{e}");
+        // 0: groups that size themselves, the default.
+        NodeConfig::from_toml("[kelips]\ngroups = 0\n")
+            .unwrap()
+            .validate()
+            .unwrap();
+        assert_eq!(NodeConfig::default().kelips.groups, 0);
+        let partial = NodeConfig::from_toml("[kelips]\nnetwork_name = \"lab\"\n").unwrap();
+        assert_eq!(partial.kelips.groups, 0);
+        let fixed = NodeConfig::from_toml("[kelips]\ngroups = 4\n").unwrap();
+        assert_eq!(fixed.kelips.groups, 4);
         let e = NodeConfig::from_toml("[kelips]\ngrups = 3\n").unwrap_err();
         assert!(format!("{e:#}").contains("grups"), "{e:#}");
         let e = NodeConfig::from_toml("[node]\nbootstrap = [\"/ip4/127.0.0.1/tcp/1\"]\n")

@@ -23,7 +23,7 @@ use tokio::sync::{Semaphore, mpsc, watch};
 use crate::blobs::BlobStore;
 use crate::config::NodeConfig;
 use crate::files::handle::{
-    NodeCommand, NodeHandle, PendingLookups, answer, nearest_first, snapshot,
+    GroupPlace, NodeCommand, NodeHandle, PendingLookups, answer, nearest_first, snapshot,
 };
 use crate::files::service::{FilesService, Timeouts};
 use crate::files::versions::KeptVersions;
@@ -55,8 +55,9 @@ pub struct NodeArgs {
     /// Network name.
     #[arg(long)]
     pub network: Option<String>,
-    /// Number of groups k.
-    #[arg(long)]
+    /// Fix the number of groups k for experiments and benchmarks (every node of the network
+    /// alike). Default: groups that size themselves (0), following the network's size.
+    #[arg(long, value_name = "K")]
     pub groups: Option<u32>,
     /// Gossip period (ms); the heartbeat period follows it.
     #[arg(long)]
@@ -238,7 +239,14 @@ impl NodeArgs {
         tracing::info!(
             "node {peer_id} incarnation {incarnation} group {} of {} in network {:?}",
             swarm.behaviour().kelips.core().group(),
-            config.kelips.groups,
+            if config.kelips.self_sizing() {
+                format!(
+                    "{} (groups size themselves)",
+                    swarm.behaviour().kelips.core().groups()
+                )
+            } else {
+                config.kelips.groups.to_string()
+            },
             config.kelips.network_name
         );
         let files_config = &config.files;
@@ -267,8 +275,10 @@ impl NodeArgs {
         let core = swarm.behaviour().kelips.core();
         let (handle, commands) = NodeHandle::new(
             peer_id,
-            core.group(),
-            config.kelips.groups,
+            GroupPlace {
+                grouping: core.grouping(),
+                group: core.group(),
+            },
             config.kelips.replication,
         );
         let mut kept = KeptVersions::new(files_config.keep_versions);
@@ -761,6 +771,13 @@ impl Runner {
                     let mut outcome = outcome.clone();
                     nearest_first(&self.swarm.behaviour().kelips, &mut outcome);
                     let _ = reply.send(Ok(outcome));
+                }
+                if let Event::StructureChanged(_) = &event {
+                    let core = self.swarm.behaviour().kelips.core();
+                    self.files.handle.set_place(GroupPlace {
+                        grouping: core.grouping(),
+                        group: core.group(),
+                    });
                 }
                 if let Event::IncarnationChanged(incarnation) = event {
                     let store = self.store.clone();

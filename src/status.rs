@@ -59,8 +59,13 @@ pub struct Status {
     pub network_id: String,
     /// Its group.
     pub group: u32,
-    /// k.
+    /// The number of groups now (k; in a network whose groups size themselves, 2^level of
+    /// the current structure).
     pub groups: u32,
+    /// The epoch of the current group structure when groups size themselves (none with a
+    /// fixed k).
+    #[serde(default)]
+    pub structure_epoch: Option<u32>,
     /// Its incarnation.
     pub incarnation: u64,
     /// Its heartbeat.
@@ -104,9 +109,11 @@ pub struct Status {
 /// of its own group that have fewer than R live copies.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NetworkView {
-    /// Nodes in the network, estimated as the live members of the own group (itself
-    /// included) times the groups that have a node (the own group and every group with a
-    /// contact): exact when groups are even, and it counts only what this node knows of.
+    /// Nodes in the network. Where groups size themselves, the estimate the nodes gossip and
+    /// blend (the one the structure follows); with a fixed k, the live members of the own
+    /// group (itself included) times the groups that have a node (the own group and every
+    /// group with a contact): exact when groups are even, and it counts only what this node
+    /// knows of.
     pub network_size_estimate: u64,
     /// Groups of which this node knows no live node (no contact): names of these groups
     /// can be neither stored nor found through it.
@@ -155,7 +162,7 @@ impl NetworkView {
     /// What `kelips`'s core knows of the network.
     pub fn of(kelips: &KelipsBehaviour) -> Self {
         let core = kelips.core();
-        let groups = core.config().groups;
+        let groups = core.groups();
         let own_group = core.group();
         let me = core.own_entry().id;
         let contacts = core.contacts();
@@ -188,8 +195,14 @@ impl NetworkView {
         below.sort_by(|a, b| a.copies.cmp(&b.copies).then_with(|| a.name.cmp(&b.name)));
         let total = below.len() as u64;
         below.truncate(MAX_NAMES_BELOW);
+        // Self-sizing groups gossip an estimate of N that the whole network blends; a fixed
+        // k is estimated from what this node sees.
+        let network_size_estimate = match core.structure() {
+            Some((_, estimate)) => estimate,
+            None => members.saturating_mul(groups_with_node),
+        };
         NetworkView {
-            network_size_estimate: members.saturating_mul(groups_with_node),
+            network_size_estimate,
             groups_without_node,
             replication: replication as u32,
             names_below_replication: below,
@@ -310,7 +323,8 @@ impl Status {
             network: core.config().network_name.clone(),
             network_id: core.network().to_string(),
             group: core.group(),
-            groups: core.config().groups,
+            groups: core.groups(),
+            structure_epoch: core.structure().map(|(s, _)| s.epoch),
             incarnation: own.incarnation,
             heartbeat: own.heartbeat,
             joined: core.is_joined(),

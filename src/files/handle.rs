@@ -6,6 +6,7 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use libp2p::PeerId;
+pub use quickstore_behaviours::files_core::GroupPlace;
 use quickstore_behaviours::files_core::MemberState;
 use quickstore_behaviours::net::{Behaviour as KelipsBehaviour, Peer};
 use quickstore_behaviours::{Entry, FileTuple, LookupOutcome, LookupResult, Millis};
@@ -19,6 +20,9 @@ pub const MAX_QUEUED_COMMANDS: usize = 256;
 /// A lookup a file task waits for is abandoned after this (the core's own fallbacks take a
 /// few request timeouts).
 pub const LOOKUP_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+/// Tuples of the own group whose holders are all of other groups (a split brought the
+/// name here) passed to the files core per snapshot at most.
+pub const MAX_FOREIGN_SETS: usize = 256;
 /// Tuples in one listing page at most.
 pub const MAX_PAGE: usize = 256;
 
@@ -107,12 +111,11 @@ pub struct NodeHandle {
     commands: mpsc::Sender<NodeCommand>,
     /// This node.
     pub me: PeerId,
-    /// Its group.
-    pub group: u32,
-    /// k.
-    pub groups: u32,
     /// Copies per file.
     pub replication: usize,
+    /// How groups are chosen and this node's group, kept current by the swarm task (in a
+    /// network whose groups size themselves both change as the network grows and shrinks).
+    place: Arc<std::sync::Mutex<GroupPlace>>,
     /// The public IP this node is seen from (kept current by the swarm task).
     site: Arc<std::sync::Mutex<Option<std::net::IpAddr>>>,
 }
@@ -126,8 +129,7 @@ impl NodeHandle {
     /// A handle and the receiving end for the swarm task.
     pub fn new(
         me: PeerId,
-        group: u32,
-        groups: u32,
+        place: GroupPlace,
         replication: usize,
     ) -> (Self, mpsc::Receiver<NodeCommand>) {
         let (commands, receiver) = mpsc::channel(MAX_QUEUED_COMMANDS);
@@ -135,13 +137,27 @@ impl NodeHandle {
             Self {
                 commands,
                 me,
-                group,
-                groups,
                 replication,
+                place: Arc::new(std::sync::Mutex::new(place)),
                 site: Arc::default(),
             },
             receiver,
         )
+    }
+
+    /// How groups are chosen now and this node's group.
+    pub fn place_now(&self) -> GroupPlace {
+        match self.place.lock() {
+            Ok(place) => *place,
+            Err(poisoned) => *poisoned.into_inner(),
+        }
+    }
+
+    /// Records the structure after a change (called by the swarm task).
+    pub fn set_place(&self, place: GroupPlace) {
+        if let Ok(mut shown) = self.place.lock() {
+            *shown = place;
+        }
     }
 
     /// The public IP this node is seen from, once known.
@@ -275,7 +291,7 @@ pub fn answer(kelips: &mut KelipsBehaviour, lookups: &mut PendingLookups, comman
         }
         NodeCommand::Tuple { name, reply } => {
             let core = kelips.core();
-            let (_, fp) = quickstore_behaviours::id::name_facts(&name, core.config().groups);
+            let (_, fp) = core.grouping().name_facts(&name);
             let _ = reply.send(core.tuples().get(fp, &name).cloned());
         }
         NodeCommand::Publish { tuple, reply } => {
@@ -354,6 +370,8 @@ pub struct FilesSnapshot {
     pub members: Vec<MemberState<Peer>>,
     /// The tuples asked for, one per name.
     pub tuples: Vec<Arc<FileTuple<Peer>>>,
+    /// How groups are chosen now and this node's group.
+    pub place: Option<GroupPlace>,
     /// Versions of names this node held that newer ones replaced since the last snapshot
     /// (Kelips `VersionSuperseded`), oldest first.
     pub superseded: Vec<Arc<FileTuple<Peer>>>,
@@ -379,19 +397,34 @@ pub fn snapshot(kelips: &KelipsBehaviour, query: Option<&TupleQuery>) -> FilesSn
     let mut tuples = Vec::new();
     if let Some(query) = query {
         let me = core.id();
+        let grouping = core.grouping();
+        let own_group = core.group();
+        let self_sizing = core.config().self_sizing();
+        // Names a split brought here whose copies are all in the group they left.
+        let mut foreign_sets = 0;
         let mut seen: BTreeSet<Arc<str>> = BTreeSet::new();
         for tuple in core.tuples().iter() {
-            if tuple.holders.contains(me) || query.blobs.contains(&tuple.version.blake3) {
+            let foreign_set = self_sizing
+                && !tuple.deleted
+                && foreign_sets < MAX_FOREIGN_SETS
+                && tuple
+                    .holders
+                    .iter()
+                    .all(|h| grouping.id_facts(h).group != own_group);
+            if tuple.holders.contains(me)
+                || query.blobs.contains(&tuple.version.blake3)
+                || foreign_set
+            {
+                foreign_sets += usize::from(foreign_set);
                 seen.insert(tuple.name.clone());
                 tuples.push(tuple.clone());
             }
         }
-        let groups = core.config().groups;
         for name in &query.names {
             if seen.contains(name) {
                 continue;
             }
-            let (_, fp) = quickstore_behaviours::id::name_facts(name, groups);
+            let (_, fp) = grouping.name_facts(name);
             if let Some(tuple) = core.tuples().get(fp, name) {
                 tuples.push(tuple.clone());
             }
@@ -403,6 +436,10 @@ pub fn snapshot(kelips: &KelipsBehaviour, query: Option<&TupleQuery>) -> FilesSn
         messages_in: core.stats().messages_in,
         members,
         tuples,
+        place: core.config().self_sizing().then(|| GroupPlace {
+            grouping: core.grouping(),
+            group: core.group(),
+        }),
         superseded: Vec::new(),
     }
 }

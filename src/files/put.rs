@@ -8,7 +8,6 @@
 use futures::AsyncWriteExt;
 use futures::future::join_all;
 use libp2p::{PeerId, Stream};
-use quickstore_behaviours::id::name_facts;
 use quickstore_behaviours::net::Peer;
 use quickstore_behaviours::tuple::check_name;
 use quickstore_behaviours::{FileTuple, Version};
@@ -47,11 +46,11 @@ impl FilesService {
         if let Err(e) = check_name(&name) {
             return write_message(stream, &blob_refused(e), MAX_RESPONSE_BYTES, io).await;
         }
-        let group = name_facts(&name, self.handle.groups).0;
-        if group != self.handle.group {
+        let group = self.handle.place_now().group_of(&name);
+        if group != self.handle.place_now().group {
             let reason = format!(
                 "{name:?} belongs to group {group}; this node is in group {}",
-                self.handle.group
+                self.handle.place_now().group
             );
             return write_message(stream, &blob_refused(reason), MAX_RESPONSE_BYTES, io).await;
         }
@@ -174,10 +173,10 @@ impl FilesService {
         if let Err(e) = check_name(&tuple.name) {
             return Ok(refused(e));
         }
-        if name_facts(&tuple.name, self.handle.groups).0 != self.handle.group {
+        if self.handle.place_now().group_of(&tuple.name) != self.handle.place_now().group {
             return Ok(refused(format!(
                 "not a name of group {}",
-                self.handle.group
+                self.handle.place_now().group
             )));
         }
         if tuple.deleted || !tuple.holders.contains(&Peer(self.handle.me)) {
@@ -229,9 +228,9 @@ impl FilesService {
         size: u64,
     ) -> Result<(), WireError> {
         let io = self.timeouts.io;
-        let group = name_facts(&name, self.handle.groups).0;
-        if check_name(&name).is_err() || group != self.handle.group {
-            let reason = format!("not a copy for group {}", self.handle.group);
+        let group = self.handle.place_now().group_of(&name);
+        if check_name(&name).is_err() || group != self.handle.place_now().group {
+            let reason = format!("not a copy for group {}", self.handle.place_now().group);
             return write_message(stream, &blob_refused(reason), MAX_RESPONSE_BYTES, io).await;
         }
         let known = self.handle.tuple(&name).await.map_err(gone)?;

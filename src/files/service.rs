@@ -9,7 +9,6 @@ use std::time::Duration;
 
 use futures::{AsyncWriteExt, StreamExt};
 use libp2p::{PeerId, Stream, StreamProtocol};
-use quickstore_behaviours::id::name_facts;
 use quickstore_behaviours::net::Peer;
 use quickstore_behaviours::tuple::check_name;
 use quickstore_behaviours::{FileTuple, LookupResult, Version};
@@ -406,7 +405,7 @@ impl FilesService {
             LookupResult::Unreachable => FilesResponse::Unreachable {
                 reason: format!(
                     "no node of group {} could be reached",
-                    name_facts(name, self.handle.groups).0
+                    self.handle.place_now().group_of(name)
                 ),
             },
         })
@@ -427,8 +426,8 @@ impl FilesService {
                 max: self.blobs.max_file_size(),
             }));
         }
-        let group = name_facts(&name, self.handle.groups).0;
-        if group == self.handle.group {
+        let group = self.handle.place_now().group_of(&name);
+        if group == self.handle.place_now().group {
             let (homes, live) = self
                 .handle
                 .place(size, Vec::new(), self.handle.replication)
@@ -471,13 +470,13 @@ impl FilesService {
         limit: u32,
         forwarded: bool,
     ) -> Result<FilesResponse, WireError> {
-        if group >= self.handle.groups {
+        if group >= self.handle.place_now().groups() {
             return Ok(refused(format!(
                 "group {group} does not exist (k = {})",
-                self.handle.groups
+                self.handle.place_now().groups()
             )));
         }
-        if group == self.handle.group {
+        if group == self.handle.place_now().group {
             let (tuples, next) = self
                 .handle
                 .list(after, limit as usize)
@@ -486,7 +485,7 @@ impl FilesService {
             return Ok(FilesResponse::Listing {
                 tuples,
                 next,
-                groups: self.handle.groups,
+                groups: self.handle.place_now().groups(),
             });
         }
         self.forward(
@@ -506,8 +505,8 @@ impl FilesService {
         if let Err(e) = check_name(&name) {
             return Ok(refused(e));
         }
-        let group = name_facts(&name, self.handle.groups).0;
-        if group != self.handle.group {
+        let group = self.handle.place_now().group_of(&name);
+        if group != self.handle.place_now().group {
             return self
                 .forward(
                     group,
@@ -575,14 +574,14 @@ impl FilesService {
         if forwarded {
             return Ok(refused(format!(
                 "forwarded request for group {group} reached a node of group {}",
-                self.handle.group
+                self.handle.place_now().group
             )));
         }
         let contacts = self.handle.contacts(group).await.map_err(gone)?;
         let mut last = format!(
             "no node of group {group} is known; a network with fewer nodes than its {} groups \
              leaves groups empty (every node of a small network wants the same smaller --groups)",
-            self.handle.groups
+            self.handle.place_now().groups()
         );
         for contact in contacts.iter().take(FORWARD_TRIES) {
             match files_request(&self.control, contact.peer.0, &request, self.timeouts.io).await {
@@ -720,9 +719,9 @@ impl FilesService {
             Ok(tuple) => tuple,
             Err(e) => return write_message(stream, &blob_refused(e), MAX_RESPONSE_BYTES, io).await,
         };
-        let group = name_facts(&tuple.name, self.handle.groups).0;
-        if group != self.handle.group || tuple.deleted {
-            let reason = format!("not a copy for group {}", self.handle.group);
+        let group = self.handle.place_now().group_of(&tuple.name);
+        if group != self.handle.place_now().group || tuple.deleted {
+            let reason = format!("not a copy for group {}", self.handle.place_now().group);
             return write_message(stream, &blob_refused(reason), MAX_RESPONSE_BYTES, io).await;
         }
         let hash = tuple.version.blake3;

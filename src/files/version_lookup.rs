@@ -6,7 +6,6 @@
 
 use std::collections::BTreeMap;
 
-use quickstore_behaviours::id::name_facts;
 use quickstore_behaviours::net::Peer;
 use quickstore_behaviours::tuple::check_name;
 use quickstore_behaviours::{FileTuple, Version};
@@ -48,8 +47,8 @@ impl FilesService {
         if let Err(e) = check_name(&name) {
             return Ok(refused(e));
         }
-        let group = name_facts(&name, self.handle.groups).0;
-        if group != self.handle.group {
+        let group = self.handle.place_now().group_of(&name);
+        if group != self.handle.place_now().group {
             let request = FilesRequest::Version {
                 name,
                 lamport,
@@ -125,8 +124,8 @@ impl FilesService {
         if let Err(e) = check_name(&name) {
             return Ok(refused(e));
         }
-        let group = name_facts(&name, self.handle.groups).0;
-        if group != self.handle.group {
+        let group = self.handle.place_now().group_of(&name);
+        if group != self.handle.place_now().group {
             let request = FilesRequest::Versions {
                 name,
                 forwarded: true,

@@ -30,6 +30,7 @@ pub mod put;
 pub mod rank;
 pub mod repair;
 pub mod tombstone;
+pub mod transition;
 pub mod versions;
 
 #[cfg(test)]
@@ -54,6 +55,7 @@ pub use output::{Command, CopyPurpose, Event, Hash, Output, PutFailure, PutId};
 pub use put::{CommitError, PutError, PutStart};
 pub use repair::FetchFailure;
 pub use tombstone::DeleteError;
+pub use transition::GroupPlace;
 pub use versions::{KeptVersion, KeptVersions};
 
 use health::HealthChange;
@@ -85,6 +87,10 @@ pub struct Stats {
     pub names_untracked: u64,
     /// Outputs dropped because the outbox was full.
     pub outbox_dropped: u64,
+    /// Confirmations asked of a name's new group (after a split).
+    pub confirms_started: u64,
+    /// Names forgotten because their new group holds them.
+    pub names_emigrated: u64,
 }
 
 /// A fetch in flight for a name.
@@ -130,6 +136,10 @@ pub struct FilesCore<I: NodeId> {
     cursor: Option<Arc<str>>,
     next_repair: Millis,
     stopping: bool,
+    /// The structure, when groups size themselves (see [`transition`]).
+    place: Option<GroupPlace>,
+    /// Names of other groups whose confirmation is asked for.
+    confirming: BTreeSet<Arc<str>>,
     outbox: Outbox<I>,
     stats: Stats,
 }
@@ -157,6 +167,8 @@ impl<I: NodeId> FilesCore<I> {
             cursor: None,
             next_repair: 0,
             stopping: false,
+            place: None,
+            confirming: BTreeSet::new(),
             outbox: Outbox::default(),
             stats: Stats::default(),
         })
@@ -373,7 +385,8 @@ impl<I: NodeId> FilesCore<I> {
         let relevant = tuple.holders.contains(&self.me)
             || self.blobs.contains_key(&tuple.version.blake3)
             || self.names.contains_key(&tuple.name)
-            || self.kept.contains(&tuple.name);
+            || self.kept.contains(&tuple.name)
+            || (!tuple.deleted && self.is_own_name(&tuple.name) && self.is_foreign_set(tuple));
         if !relevant {
             return;
         }

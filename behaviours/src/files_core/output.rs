@@ -73,6 +73,14 @@ pub enum Command<I> {
         /// The blob.
         hash: Hash,
     },
+    /// Look `name` up in its group (a Kelips lookup: the name left this node's group when the
+    /// groups split) and report the newest tuple found, or none, with
+    /// [`handle_confirmed`](super::FilesCore::handle_confirmed). This node keeps its copy
+    /// until that group lists R holders of its own.
+    Confirm {
+        /// The name.
+        name: Arc<str>,
+    },
 }
 
 /// Why a put failed.
@@ -152,6 +160,15 @@ pub enum Event<I> {
         name: Arc<str>,
         /// Who took the copy.
         to: I,
+    },
+    /// A name that left this node's group (a split) is held by its new group (R holders of
+    /// that group listed, or a newer version): this node forgets it, and its copy becomes
+    /// garbage.
+    Emigrated {
+        /// The name.
+        name: Arc<str>,
+        /// Holders its group lists.
+        holders: usize,
     },
     /// This node's own timers fired late (a gap of `gap_ms` between inputs) or it stopped
     /// hearing its group: it will not shrink, trim or delete until settled again.

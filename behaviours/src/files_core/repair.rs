@@ -80,11 +80,18 @@ impl<I: NodeId> FilesCore<I> {
         if tuple.deleted {
             return false;
         }
+        if !self.is_own_name(name) {
+            // The name left this group (a split): its new group takes it over.
+            return self.emigrate(name);
+        }
         let hash = tuple.version.blake3;
         let have = self.blobs.contains_key(&hash);
         if !tuple.holders.contains(&self.me) {
             if have {
                 self.readd(now, name);
+            } else if self.is_foreign_set(&tuple) && self.leads_immigration(name) {
+                // Its copies are all in the group it left: fetch one here.
+                return self.fetch_next(now, name);
             }
             return false;
         }
@@ -144,7 +151,7 @@ impl<I: NodeId> FilesCore<I> {
         let tried: BTreeSet<I> = BTreeSet::new();
         let next = others
             .iter()
-            .find(|h| self.view.is_live(h) && !tracked.knowledge.missing.contains(*h))
+            .find(|h| self.is_fetch_source(h) && !tracked.knowledge.missing.contains(*h))
             .cloned();
         match next {
             Some(from) => {
@@ -210,7 +217,7 @@ impl<I: NodeId> FilesCore<I> {
             return false;
         }
         let settled = self.is_settled(now);
-        let decision = plan(
+        let mut decision = plan(
             &tuple.name,
             &tracked.knowledge,
             &tuple.holders,
@@ -218,6 +225,11 @@ impl<I: NodeId> FilesCore<I> {
             |id| self.is_live(id),
             |id| self.is_dead(now, id),
         );
+        if decision.next.iter().filter(|h| self.is_live(h)).count() >= target {
+            // Holders of other groups (the name came here in a split) leave the set once the
+            // own group lists enough live copies: they are not dead, they are elsewhere.
+            decision.next.retain(|h| self.is_own_member(h));
+        }
         let in_flight = tracked.copying.len();
         if !settled {
             // (b) Local health before acting: nothing that could shrink, trim or copy on
@@ -359,18 +371,14 @@ impl<I: NodeId> FilesCore<I> {
         let Some(mut fetch) = tracked.fetch.take() else {
             return;
         };
-        self.in_flight = self.in_flight.saturating_sub(1);
         fetch.tried.insert(from);
         let tuple = tracked.tuple.clone();
+        let missing = tracked.knowledge.missing.clone();
+        self.in_flight = self.in_flight.saturating_sub(1);
         let next = tuple
             .holders
             .iter()
-            .find(|h| {
-                **h != self.me
-                    && !fetch.tried.contains(*h)
-                    && self.view.is_live(h)
-                    && !tracked.knowledge.missing.contains(*h)
-            })
+            .find(|h| !fetch.tried.contains(*h) && self.is_fetch_source(h) && !missing.contains(*h))
             .cloned();
         let name: Arc<str> = tuple.name.clone();
         match next {

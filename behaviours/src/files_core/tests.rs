@@ -823,3 +823,120 @@ fn an_unsettled_node_does_not_let_a_small_set_replace_what_it_knows() {
         set(&[r[0], r[1], r[2]])
     );
 }
+
+// ---- names that change group (groups that size themselves) -------------------------------
+
+/// Two groups: the first bit of the SHA-1.
+const SPLIT: crate::id::Grouping = crate::id::Grouping::Prefix(1);
+
+/// `n` ids of group `group` under [`SPLIT`].
+fn of_group(group: u32, n: usize) -> Vec<SimId> {
+    (1..)
+        .map(id)
+        .filter(|i| SPLIT.id_facts(i).group == group)
+        .take(n)
+        .collect()
+}
+
+fn confirms(node: &Node) -> usize {
+    node.commands()
+        .iter()
+        .filter(|c| matches!(c, Command::Confirm { .. }))
+        .count()
+}
+
+#[test]
+fn a_name_whose_copies_all_stayed_in_the_old_group_is_fetched_and_restored_in_the_new_one() {
+    let group = SPLIT.name_facts(NAME).0;
+    let own = by_rank(NAME, of_group(group, 4));
+    let foreign = of_group(1 - group, 3);
+    let (me, others) = (own[0], &own[1..]);
+    let mut node = Node::settled(me, others);
+    node.core.handle_structure(node.now, SPLIT, group);
+    // A member ranked lower sees the same set and leaves it to the first.
+    let mut second = Node::settled(own[1], &[own[0], own[2], own[3]]);
+    second.core.handle_structure(second.now, SPLIT, group);
+    let moved = tuple(1, &foreign, 4);
+    node.core.handle_tuple(node.now, moved.clone());
+    second.core.handle_tuple(second.now, moved.clone());
+    node.run(6_000);
+    second.run(6_000);
+    assert!(second.commands().is_empty(), "{:?}", second.commands());
+    let from = match node.commands().as_slice() {
+        [Command::FetchFrom { from, .. }] => *from,
+        other => panic!("expected one fetch, got {other:?}"),
+    };
+    assert!(foreign.contains(&from));
+    node.core.handle_fetch_done(node.now, NAME, from);
+    node.out.clear();
+    node.run(6_000);
+    // The copy lists itself beside the foreign holders, then copies to R within the group.
+    let readded = node.publishes();
+    assert_eq!(readded.len(), 1);
+    assert!(readded[0].holders.contains(&me) && readded[0].holders.len() == 4);
+    node.run(6_000);
+    let copies: Vec<SimId> = node
+        .commands()
+        .into_iter()
+        .filter_map(|c| match c {
+            Command::CopyTo { to, .. } => Some(to),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(copies.len(), 2);
+    assert!(copies.iter().all(|c| others.contains(c)));
+    node.out.clear();
+    for to in copies.clone() {
+        node.core
+            .handle_copy_done(node.now, NAME, to, CopyPurpose::Repair);
+    }
+    node.drain();
+    let last = node.publishes().pop().expect("a set with R own copies");
+    let mut expected = copies;
+    expected.push(me);
+    assert_eq!(set(&last.holders), set(&expected), "foreign holders leave");
+}
+
+#[test]
+fn a_copy_of_a_name_that_left_the_group_stays_until_its_new_group_lists_r_holders() {
+    let name_group = SPLIT.name_facts(NAME).0;
+    let own = of_group(1 - name_group, 3);
+    let theirs = of_group(name_group, 4);
+    let (me, others) = (own[0], &own[1..]);
+    let mut node = Node::settled(me, others);
+    node.core.handle_structure(node.now, SPLIT, 1 - name_group);
+    let held = tuple(1, &own, 2);
+    node.holds(&held);
+    node.run(6_000);
+    // Neither led nor repaired here: only asked about.
+    assert_eq!(confirms(&node), 1, "{:?}", node.commands());
+    assert!(node.publishes().is_empty());
+    node.core.handle_confirmed(node.now, NAME, None);
+    node.core.handle_confirmed(
+        node.now,
+        NAME,
+        Some(FileTuple::clone(&tuple(1, &[me, theirs[0], theirs[1]], 5))),
+    );
+    node.out.clear();
+    node.run(6_000);
+    assert_eq!(
+        confirms(&node),
+        1,
+        "asked again: two of its group are not R"
+    );
+    node.core.handle_confirmed(
+        node.now,
+        NAME,
+        Some(FileTuple::clone(&tuple(1, &theirs[..3], 6))),
+    );
+    node.drain();
+    assert!(
+        node.events()
+            .iter()
+            .any(|e| matches!(e, Event::Emigrated { .. }))
+    );
+    assert!(node.core.tuple(NAME).is_none());
+    node.out.clear();
+    node.run(FilesConfig::default().orphan_grace_ms + 12_000);
+    assert_eq!(node.deletes(), vec![held.version.blake3]);
+}

@@ -794,6 +794,9 @@ impl workers::Item for NodeWork {
             if let Some(files) = files.as_deref_mut()
                 && self.files_due <= now
             {
+                if core.config().self_sizing() {
+                    files.handle_structure(now, core.grouping(), core.group());
+                }
                 files.handle_view(now, view_of(core));
                 files.handle_tick(now);
                 self.files_due = files.next_deadline(now).max(now + 1);

@@ -684,7 +684,7 @@ impl<'a> Run<'a> {
                 LookupResult::Found { tuple, .. } => Some(&**tuple),
                 _ => None,
             };
-            if store.lookup_done(&self.sim, node, outcome.query, tuple) {
+            if store.lookup_done(&mut self.sim, node, outcome.query, tuple) {
                 return;
             }
         }

@@ -89,6 +89,8 @@ pub struct StoreMetrics {
     pub gets_ok: u64,
     /// `CopiesLost` events.
     pub copies_lost_events: u64,
+    /// Names a node forgot because their new group (after a split) holds them.
+    pub names_emigrated: u64,
     /// `ShrinkDeferred` events.
     pub shrinks_deferred: u64,
     /// `HealthLost` events.
@@ -210,6 +212,9 @@ pub struct Store {
     jobs: BTreeMap<(Millis, u64), Job>,
     seq: u64,
     gets: BTreeMap<(u32, u64), usize>,
+    /// Lookups a files core asked for to confirm a name's new group holds it, by (node,
+    /// query): the name and the node's generation.
+    confirms: BTreeMap<(u32, u64), (Arc<str>, u32)>,
     /// Names acknowledged since the last [`take_acknowledged`](Self::take_acknowledged):
     /// (name, when, holders).
     acknowledged: Vec<(String, Millis, Vec<u32>)>,
@@ -274,6 +279,7 @@ impl Store {
             jobs: BTreeMap::new(),
             seq: 0,
             gets: BTreeMap::new(),
+            confirms: BTreeMap::new(),
             acknowledged: Vec::new(),
             metrics: StoreMetrics::default(),
         }
@@ -548,11 +554,18 @@ impl Store {
     /// A lookup finished at `node`; returns true when it was a get (counted here).
     pub fn lookup_done(
         &mut self,
-        sim: &Simulator,
+        sim: &mut Simulator,
         node: u32,
         query: u64,
         tuple: Option<&FileTuple<SimId>>,
     ) -> bool {
+        if let Some((name, generation)) = self.confirms.remove(&(node, query)) {
+            if sim.generation(node) == generation {
+                let found = tuple.cloned();
+                sim.files_input(node, |files, now| files.handle_confirmed(now, &name, found));
+            }
+            return true;
+        }
         let Some(n) = self.gets.remove(&(node, query)) else {
             return false;
         };
@@ -698,6 +711,14 @@ impl Store {
                     sim.files_input(i, |files, now| files.handle_blob_removed(now, hash));
                 }
                 Command::Publish { .. } => {}
+                Command::Confirm { name } => match sim.lookup(i, &name) {
+                    Some(query) => {
+                        self.confirms.insert((i, query), (name, generation));
+                    }
+                    None => {
+                        sim.files_input(i, |files, now| files.handle_confirmed(now, &name, None));
+                    }
+                },
             },
             crate::files_core::Output::Event(event) => match event {
                 Event::PutAcknowledged { tuple, .. } => {
@@ -727,6 +748,7 @@ impl Store {
                 Event::CopiesLost { .. } => self.metrics.copies_lost_events += 1,
                 Event::ShrinkDeferred { .. } => self.metrics.shrinks_deferred += 1,
                 Event::HealthLost { .. } => self.metrics.health_lost += 1,
+                Event::Emigrated { .. } => self.metrics.names_emigrated += 1,
                 Event::HandedOff { .. } | Event::Settled => {}
             },
         }

@@ -35,11 +35,11 @@ use quickstore_behaviours::files_core::{
     Command, CopyPurpose, Event, FetchFailure, FilesCore, KeptVersions, Output, PutId,
 };
 use quickstore_behaviours::net::Peer;
-use quickstore_behaviours::{FileTuple, Millis};
+use quickstore_behaviours::{FileTuple, LookupResult, Millis};
 use tokio::sync::{Semaphore, mpsc, oneshot};
 use tokio::time::Instant;
 
-use super::handle::{FilesSnapshot, NodeGone, TupleQuery};
+use super::handle::{FilesSnapshot, LOOKUP_TIMEOUT, NodeGone, TupleQuery};
 use super::repair;
 use super::service::{FilesCounters, FilesService, files_request};
 use super::wire::{FilesRequest, FilesResponse};
@@ -70,6 +70,10 @@ enum Report {
     },
     Deleted {
         hash: Hash,
+    },
+    Confirmed {
+        name: Arc<str>,
+        found: Option<FileTuple<Peer>>,
     },
     Corrupt {
         hash: Hash,
@@ -206,6 +210,9 @@ impl Driver {
         if snapshot.messages_in > self.messages_in {
             self.messages_in = snapshot.messages_in;
             self.core.handle_heard(now);
+        }
+        if let Some(place) = snapshot.place {
+            self.core.handle_structure(now, place.grouping, place.group);
         }
         self.core.handle_view(now, snapshot.members);
         self.core.set_free_space(self.service.blobs.free());
@@ -364,6 +371,7 @@ impl Driver {
                 self.inventory.remove(&hash);
                 self.core.handle_blob_removed(now, hash);
             }
+            Report::Confirmed { name, found } => self.core.handle_confirmed(now, &name, found),
             Report::Corrupt { hash } => {
                 self.inventory.remove(&hash);
                 self.core.handle_blob_corrupt(now, hash);
@@ -459,6 +467,26 @@ impl Driver {
                     let _ = reports.send(Report::Deleted { hash }).await;
                 });
             }
+            Command::Confirm { name } => {
+                let service = self.service.clone();
+                let reports = self.reports_tx.clone();
+                tokio::spawn(async move {
+                    let found =
+                        match tokio::time::timeout(LOOKUP_TIMEOUT, service.handle.lookup(&name))
+                            .await
+                        {
+                            Ok(Ok(Ok(outcome))) => match outcome.result {
+                                LookupResult::Found { tuple, .. }
+                                | LookupResult::Unavailable { tuple } => {
+                                    Some(FileTuple::clone(&tuple))
+                                }
+                                LookupResult::NotFound | LookupResult::Unreachable => None,
+                            },
+                            _ => None,
+                        };
+                    let _ = reports.send(Report::Confirmed { name, found }).await;
+                });
+            }
             Command::SendCommit { put, to, tuple } => {
                 let service = self.service.clone();
                 let reports = self.reports_tx.clone();
@@ -549,6 +577,9 @@ impl Driver {
                 FilesCounters::add(&counters.repair_holds, 1);
             }
             Event::Settled => tracing::info!("repair settled: acting on the group view"),
+            Event::Emigrated { name, holders } => tracing::info!(
+                "{name:?} moved to its new group ({holders} holders there): this copy is garbage"
+            ),
             Event::PutAcknowledged { put, tuple, .. } => {
                 FilesCounters::add(&counters.puts_stored, 1);
                 if let Some(outcome) = self.puts.remove(&put) {
