@@ -793,10 +793,19 @@ impl Runner {
                 inbound,
                 reason,
             } => {
-                if inbound {
-                    tracing::warn!("refused a message from {peer}: {reason}");
+                // A network id folds in the name, the protocol version and the groups: say
+                // which settings to compare.
+                let hint = if reason.starts_with("wrong network") {
+                    " (the network name, the quickstore version or the groups differ: a node \
+                     with a fixed --groups and one whose groups size themselves are in \
+                     different networks)"
                 } else {
-                    tracing::warn!("{peer} refused our message: {reason}");
+                    ""
+                };
+                if inbound {
+                    tracing::warn!("refused a message from {peer}: {reason}{hint}");
+                } else {
+                    tracing::warn!("{peer} refused our message: {reason}{hint}");
                 }
             }
             BehaviourEvent::AddressesChanged(addresses) => {

@@ -17,7 +17,7 @@
 //!   sample): every node then acts on nearly the network's mean instead of its group's.
 //! * **The rule** ([`LevelRule::next`]): with `g` the group size, Kelips wants `g ≈ √N`, so
 //!   `r² = g / 2^b = N / 4^b` should stay near 1. Up a level when `r > 2` and each half would
-//!   still hold `2R` members; down when `r < ½` or the group holds fewer than `R`. The band
+//!   still hold `3R` members; down when `r < ½` or the group holds fewer than `R`. The band
 //!   between the two is a factor of 4 in N, so one change never calls for the opposite one.
 //! * **Agreement** ([`Structure`], [`StructureState`]): a level travels with an epoch; the
 //!   greater `(epoch, level)` wins everywhere. A node proposes a change (epoch + 1) only when
@@ -104,9 +104,11 @@ impl LevelRule {
         let groups = 1u64 << level.min(MAX_LEVEL);
         let squared = groups.saturating_mul(groups);
         let r = self.replication.max(1);
-        // r² = N / 4^b > 4, and each of the 2^(b+1) halves would hold ≥ 2R.
+        // r² = N / 4^b > 4, and each of the 2^(b+1) halves would hold ≥ 3R on average (prefix
+        // halves are binomially uneven: at 2R one in 25 splits of 12 nodes leaves a half
+        // below R, at 3R about one in 800 splits of 18).
         let up = estimate > squared.saturating_mul(4)
-            && estimate >= groups.saturating_mul(2).saturating_mul(2 * r);
+            && estimate >= groups.saturating_mul(2).saturating_mul(3 * r);
         // r² < ¼, or fewer than R per group.
         let down = level > 0 && (estimate.saturating_mul(4) < squared || estimate < groups * r);
         if up && level < self.max_level.min(MAX_LEVEL) {
@@ -116,6 +118,14 @@ impl LevelRule {
         } else {
             level
         }
+    }
+
+    /// The smallest estimate for which a network at `level` goes up a level.
+    pub fn split_size(&self, level: u8) -> u64 {
+        let groups = 1u64 << level.min(MAX_LEVEL);
+        let by_ratio = groups.saturating_mul(groups).saturating_mul(4) + 1;
+        let by_replication = groups.saturating_mul(6 * self.replication.max(1));
+        by_ratio.max(by_replication)
     }
 
     /// The level the rule settles at for a network of `estimate` nodes, from level 0 up (the
@@ -156,6 +166,10 @@ pub struct StructureState {
     out_of_band: Option<(u8, Millis)>,
     /// The blended estimate of N, in 1/1024 nodes (none before the first sample).
     blended: Option<u64>,
+    /// After a merge from a level: that level and the estimate below which this node does
+    /// not propose to split back into it (half again the estimate at the merge). The same
+    /// prefix groups would come back as uneven as they went.
+    split_floor: Option<(u8, u64)>,
 }
 
 /// The blended estimate's fixed-point scale.
@@ -174,6 +188,7 @@ impl StructureState {
             previous: None,
             out_of_band: None,
             blended: None,
+            split_floor: None,
         }
     }
 
@@ -203,24 +218,36 @@ impl StructureState {
             .map(|(structure, _)| structure)
     }
 
-    /// The groups to ask for a name with SHA-1 `digest`: the current one first, then the one
-    /// under the previous structure while a transition lasts (if different).
-    pub fn lookup_groups(&self, now: Millis, digest: &[u8]) -> Vec<(Structure, u32)> {
-        let mut groups = vec![(self.current, self.current.group_of(digest))];
-        if let Some(previous) = self.previous(now)
-            && previous.level != self.current.level
-        {
-            groups.push((previous, previous.group_of(digest)));
-        }
-        groups
+    /// Where a lookup that found nothing in `group` asks next while a transition lasts:
+    /// after a split, the sibling group (the other half of the name's group before it),
+    /// whose members held the name until the hand-over reached `group`. After a merge the
+    /// old groups are both inside the new one: nowhere else to ask.
+    pub fn fallback_group(&self, now: Millis, group: u32) -> Option<u32> {
+        let previous = self.previous(now)?;
+        (previous.level < self.current.level && self.current.level > 0).then_some(group ^ 1)
     }
 
     /// Feeds the number of live members of the own group (itself included) at `now`; returns
-    /// the change this node proposes, once the blended estimate has asked for it for `hold_ms`.
+    /// the change this node proposes, once it has asked for it for `hold_ms`: the level the
+    /// blended estimate calls for, but a merge when the own group has fewer than R live
+    /// members (an uneven split, or failures in one group: the group could not keep R
+    /// copies), and no split back into a level merged from until the estimate has grown by
+    /// half.
     pub fn observe(&mut self, now: Millis, live_in_group: u64) -> Option<Change> {
         let level = self.current.level;
         self.blend(estimate(live_in_group, u64::from(level)));
-        let wanted = self.rule.next(level, self.estimate());
+        let estimate = self.estimate();
+        let mut wanted = self.rule.next(level, estimate);
+        if level > 0 && live_in_group < self.rule.replication {
+            wanted = level - 1;
+        }
+        if wanted > level
+            && self
+                .split_floor
+                .is_some_and(|(from, floor)| from == wanted && estimate < floor)
+        {
+            wanted = level;
+        }
         if wanted == level {
             self.out_of_band = None;
             return None;
@@ -274,6 +301,12 @@ impl StructureState {
         if from.level != to.level {
             self.previous = Some((from, now.saturating_add(self.transition_ms)));
         }
+        if to.level < from.level {
+            // A node of the small group merged on a local count, its estimate dragged down
+            // by its own samples: the floor is at least half again the size that split.
+            let base = self.estimate().max(self.rule.split_size(to.level));
+            self.split_floor = Some((from.level, base.saturating_mul(3).div_ceil(2)));
+        }
         Change { from, to, proposed }
     }
 }
@@ -312,10 +345,10 @@ mod tests {
 
     #[test]
     fn one_node_and_small_networks_keep_one_group() {
-        for n in 1..12 {
+        for n in 1..18 {
             assert_eq!(RULE.settled(n), 0, "{n} nodes");
         }
-        assert_eq!(RULE.settled(12), 1, "12 nodes: two groups of 6 = 2R");
+        assert_eq!(RULE.settled(18), 1, "18 nodes: two groups of 9 = 3R");
     }
 
     #[test]
@@ -357,22 +390,22 @@ mod tests {
     fn a_change_is_proposed_only_after_the_estimate_held_out_of_band() {
         let mut s = state();
         assert_eq!(
-            s.observe(0, 20),
+            s.observe(0, 30),
             None,
             "first out-of-band sample starts the hold"
         );
-        assert_eq!(s.observe(500, 20), None);
-        // Back in band (the blend of 20 and six samples of 1 is below 12): the hold restarts.
+        assert_eq!(s.observe(500, 30), None);
+        // Back in band (the blend of 30 and six samples of 1 is below 18): the hold restarts.
         for t in 600..606 {
             s.observe(t, 1);
         }
-        assert!(s.estimate() < 12, "{}", s.estimate());
-        assert_eq!(s.observe(800, 20), None);
-        while s.estimate() < 12 {
-            assert_eq!(s.observe(900, 20), None);
+        assert!(s.estimate() < 18, "{}", s.estimate());
+        assert_eq!(s.observe(800, 30), None);
+        while s.estimate() < 18 {
+            assert_eq!(s.observe(900, 30), None);
         }
-        assert_eq!(s.observe(1_800, 20), None, "900 ms held of 1,000");
-        let change = s.observe(1_900, 20).expect("held 1,000 ms");
+        assert_eq!(s.observe(1_800, 30), None, "900 ms held of 1,000");
+        let change = s.observe(1_900, 30).expect("held 1,000 ms");
         assert!(change.proposed);
         assert_eq!(change.to, Structure { epoch: 1, level: 1 });
         assert_eq!(
@@ -421,19 +454,55 @@ mod tests {
     }
 
     #[test]
-    fn lookups_try_both_groups_while_a_transition_lasts() {
+    fn a_group_below_r_asks_for_a_merge_and_the_split_waits_for_growth() {
         let mut s = state();
-        let digest = [0b1000_0000, 0, 0, 0];
-        assert_eq!(s.lookup_groups(0, &digest).len(), 1);
+        s.heard(0, Structure { epoch: 1, level: 1 }, Some(19), true);
+        // Nineteen nodes, but this half holds two: R = 3 copies cannot be kept in it.
+        let mut merged = None;
+        for t in 1..=30 {
+            merged = merged.or(s.observe(t * 100, 2));
+        }
+        let merged = merged.expect("a merge is proposed after the hold");
+        assert_eq!(merged.to, Structure { epoch: 2, level: 0 });
+        // Back in one group of 19: the rule alone would split again at once.
+        assert_eq!(RULE.next(0, 19), 1);
+        for t in 31..=200 {
+            assert_eq!(s.observe(t * 100, 19), None, "no split back at {t}");
+        }
+        for level in 0..8 {
+            let size = RULE.split_size(level);
+            assert_eq!(
+                RULE.next(level, size - 1),
+                level,
+                "below the split size of {level}"
+            );
+            assert_eq!(
+                RULE.next(level, size),
+                level + 1,
+                "at the split size of {level}"
+            );
+        }
+        // Grown by half of the size that splits: the split comes.
+        let mut split = None;
+        for t in 201..=400 {
+            split = split.or(s.observe(t * 100, 28));
+        }
+        assert_eq!(split.map(|c| c.to.level), Some(1));
+    }
+
+    #[test]
+    fn lookups_ask_the_sibling_group_while_a_split_lasts() {
+        let mut s = state();
+        assert_eq!(s.fallback_group(0, 0), None, "no transition");
         s.heard(100, Structure { epoch: 1, level: 1 }, None, true);
-        let both = s.lookup_groups(200, &digest);
+        assert_eq!(s.fallback_group(200, 1), Some(0));
+        assert_eq!(s.fallback_group(200, 0), Some(1));
+        assert_eq!(s.fallback_group(10_100, 1), None, "transition over");
+        s.heard(20_000, Structure { epoch: 2, level: 0 }, None, true);
         assert_eq!(
-            both,
-            vec![
-                (Structure { epoch: 1, level: 1 }, 1),
-                (Structure::SINGLE, 0)
-            ]
+            s.fallback_group(20_100, 0),
+            None,
+            "a merge leaves nowhere else"
         );
-        assert_eq!(s.lookup_groups(10_100, &digest).len(), 1, "transition over");
     }
 }

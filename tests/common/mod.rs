@@ -21,6 +21,19 @@ use quickstore_behaviours::net::Peer;
 /// A configuration for fast multi-process tests on loopback: heartbeats and gossip every
 /// 100 ms, t_fail 1.5 s, repair every 300 ms, unnamed blobs deleted after 2 s.
 pub fn fast_config(network: &str, groups: u32) -> String {
+    fast_config_with(network, &format!("groups = {groups}"))
+}
+
+/// [`fast_config`] for groups that size themselves: no `groups` key (the default), a level
+/// change asked for 1 s is proposed, the previous structure is kept 5 s.
+pub fn fast_config_self_sizing(network: &str) -> String {
+    fast_config_with(
+        network,
+        "structure_hold_ms = 1000\nstructure_transition_ms = 5000",
+    )
+}
+
+fn fast_config_with(network: &str, kelips_extra: &str) -> String {
     format!(
         r#"
 [node]
@@ -29,7 +42,7 @@ backoff_ms = 300
 
 [kelips]
 network_name = "{network}"
-groups = {groups}
+{kelips_extra}
 heartbeat_period_ms = 100
 gossip_period_ms = 100
 t_fail_ms = 1500

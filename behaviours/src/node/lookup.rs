@@ -94,6 +94,9 @@ struct Pending<I> {
     first_targets: Vec<I>,
     /// A proxied lookup answers this peer and query id.
     requester: Option<(I, u64)>,
+    /// It found nothing in the name's group and asks the sibling group (a split is under
+    /// way); it does so once.
+    fell_back: bool,
 }
 
 /// The lookups in flight.
@@ -144,9 +147,9 @@ impl<I: NodeId> Kelips<I> {
         }
         let query = self.lookups.next_query;
         self.lookups.next_query += 1;
-        let (group, fp) = self.grouping().name_facts(name);
+        let (group, _) = self.grouping().name_facts(name);
         let name: Arc<str> = name.into();
-        let mut pending = Pending {
+        let pending = Pending {
             name,
             group,
             started: now,
@@ -161,12 +164,21 @@ impl<I: NodeId> Kelips<I> {
             proxied: false,
             first_targets: Vec::new(),
             requester,
+            fell_back: false,
         };
-        if group == self.facts.group {
+        self.resolve_in(now, query, pending);
+        Ok(query)
+    }
+
+    /// Runs `pending` toward its group: from the local store when that is the own group
+    /// (asking other members when the name is not known here yet), else through contacts.
+    fn resolve_in(&mut self, now: Millis, query: u64, mut pending: Pending<I>) {
+        if pending.group == self.facts.group {
+            let (_, fp) = self.grouping().name_facts(&pending.name);
             if let Some(tuple) = self.tuples.get(fp, &pending.name).cloned() {
                 let result = self.found(tuple);
                 self.finish(now, query, pending, result);
-                return Ok(query);
+                return;
             }
             // Not known here yet: ask other members, then give up.
             pending.stage = Stage::Walk;
@@ -176,7 +188,38 @@ impl<I: NodeId> Kelips<I> {
         }
         self.lookups.pending.insert(query, pending);
         self.advance(now, query);
-        Ok(query)
+    }
+
+    /// A lookup that found nothing during a split asks the sibling group once: its members
+    /// held the name until the hand-over reached the name's new group. Returns the lookup
+    /// when there is nowhere else to ask.
+    fn fall_back(
+        &mut self,
+        now: Millis,
+        query: u64,
+        mut pending: Pending<I>,
+    ) -> Option<Pending<I>> {
+        if pending.fell_back {
+            return Some(pending);
+        }
+        let Some(sibling) = self
+            .structure
+            .as_ref()
+            .and_then(|s| s.fallback_group(now, pending.group))
+        else {
+            return Some(pending);
+        };
+        pending.fell_back = true;
+        pending.group = sibling;
+        pending.stage = Stage::Contacts;
+        pending.outstanding.clear();
+        pending.tried.clear();
+        pending.walk.clear();
+        pending.walk_steps = 0;
+        pending.not_found = false;
+        pending.proxied = false;
+        self.resolve_in(now, query, pending);
+        None
     }
 
     /// The local result for a tuple: it and the entries of its live holders, or unavailable
@@ -340,6 +383,14 @@ impl<I: NodeId> Kelips<I> {
     }
 
     fn finish(&mut self, now: Millis, query: u64, pending: Pending<I>, result: LookupResult<I>) {
+        let pending = if matches!(result, LookupResult::NotFound) {
+            match self.fall_back(now, query, pending) {
+                Some(pending) => pending,
+                None => return,
+            }
+        } else {
+            pending
+        };
         if let Some((requester, their_query)) = pending.requester {
             let (tuple, holders) = match result {
                 LookupResult::Found { tuple, holders } => (Some(tuple), holders),
