@@ -634,6 +634,7 @@ impl Runner {
             SwarmEvent::Behaviour(NodeBehaviourEvent::Identify(event)) => {
                 self.libp2p_metrics.record(&event);
                 if let identify::Event::Received { peer_id, info, .. } = event {
+                    warn_if_old_protocol(peer_id, &info.protocols);
                     let mut actions = self.reach.on_observed(&info.observed_addr, &self.listen);
                     actions.extend(self.reach.on_identify(
                         peer_id,
@@ -890,6 +891,28 @@ async fn write_atomically(path: &Path, file: &NodeFile) -> anyhow::Result<()> {
     tokio::fs::write(&tmp, serde_json::to_vec_pretty(file)?).await?;
     tokio::fs::rename(&tmp, path).await?;
     Ok(())
+}
+
+/// The Kelips protocol ids of earlier quickstore versions (fixed k only): a node that speaks
+/// one of them and not this version's cannot talk to this node, and is told apart from a
+/// mere stranger in the log.
+const OLD_KELIPS_PROTOCOLS: [&str; 1] = ["/quickstore/kelips/1.0.0"];
+
+fn warn_if_old_protocol(peer: PeerId, protocols: &[libp2p::StreamProtocol]) {
+    use quickstore_behaviours::net::protocol::PROTOCOL as KELIPS_PROTOCOL;
+    if protocols.contains(&KELIPS_PROTOCOL) {
+        return;
+    }
+    if let Some(old) = protocols
+        .iter()
+        .find(|p| OLD_KELIPS_PROTOCOLS.contains(&p.as_ref()))
+    {
+        tracing::warn!(
+            "{peer} runs an older quickstore ({old}, a fixed number of groups); this node \
+             speaks {KELIPS_PROTOCOL} (groups that size themselves) and cannot exchange \
+             messages with it: upgrade that node"
+        );
+    }
 }
 
 fn log_core_event(event: &Event<Peer>) {

@@ -25,9 +25,16 @@ pub struct SimulateArgs {
     /// Probability that a message is lost.
     #[arg(long, default_value_t = 0.0)]
     pub loss: f64,
-    /// Fraction of nodes killed at once at half time.
+    /// Fraction of nodes killed at once at half time (or from --kill-at-s, over
+    /// --kill-window-s).
     #[arg(long, default_value_t = 0.0)]
     pub kill_fraction: f64,
+    /// When the killing starts, virtual seconds (default: half time).
+    #[arg(long)]
+    pub kill_at_s: Option<f64>,
+    /// Spread the kills evenly over this many virtual seconds (default 0: all at once).
+    #[arg(long, default_value_t = 0.0)]
+    pub kill_window_s: f64,
     /// Seed: same seed, same trace.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
@@ -222,6 +229,8 @@ impl SimulateArgs {
             seconds: self.seconds,
             loss: self.loss,
             kill_fraction: self.kill_fraction,
+            kill_at_s: self.kill_at_s,
+            kill_window_s: self.kill_window_s,
             seed: self.seed,
             lookups_per_s: self.lookups_per_s,
             join_window_s: self

@@ -285,6 +285,10 @@ fn expected() -> Vec<(&'static str, Expect)> {
             "network-id/quickstore-100",
             network_facts("quickstore", 100),
         ),
+        (
+            "network-id/quickstore-self-sizing",
+            network_facts("quickstore", 0),
+        ),
         ("peer/a", peer_facts(A)),
         ("peer/b", peer_facts(B)),
         ("peer/c", peer_facts(C)),
@@ -397,6 +401,22 @@ fn expected() -> Vec<(&'static str, Expect)> {
     for (name, message) in requests {
         out.push((name, request(envelope(message))));
     }
+    // The same Want in a network whose groups size themselves: k = 0 in the network id, and
+    // the structure with the sender's estimate of N.
+    out.push((
+        "request/want-self-sizing",
+        request(Envelope {
+            network: NetworkId::new("quickstore", 0),
+            message: Message::Want(Want {
+                shorts: vec![short(A)],
+            }),
+            structure: Some(StructureNote {
+                epoch: 3,
+                level: 2,
+                estimate: 57,
+            }),
+        }),
+    ));
     out.push(("request/lookup-reordered", lookup_reordered()));
     out.push(("reply/ack", reply(Reply::Ack)));
     out.push((

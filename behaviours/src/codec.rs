@@ -61,7 +61,7 @@ pub fn encoded_len<T: Serialize>(value: &T) -> usize {
     }
 }
 
-/// The answer to every request on `/quickstore/kelips/1.0.0`: the message was taken in, or
+/// The answer to every request on `/quickstore/kelips/2.0.0`: the message was taken in, or
 /// refused with a reason (wrong network, wrong group, over a bound, undecodable…).
 ///
 /// CBOR: the text string `"ack"`, or a map `{"refused": "<reason>"}`.

@@ -12,9 +12,9 @@ use serde::{Deserialize, Serialize};
 use sha1::{Digest, Sha1};
 
 /// Version of the Kelips wire protocol; part of the network id.
-pub const PROTOCOL_VERSION: u16 = 1;
+pub const PROTOCOL_VERSION: u16 = 2;
 /// The libp2p protocol name of Kelips control messages.
-pub const PROTOCOL_NAME: &str = "/quickstore/kelips/1.0.0";
+pub const PROTOCOL_NAME: &str = "/quickstore/kelips/2.0.0";
 
 /// An identity the core can work with: the node uses libp2p `PeerId`s, the simulator compact
 /// integers that encode like PeerIds.

@@ -6,7 +6,7 @@
 //!   hash-map iteration inside, so a seeded run is reproducible.
 //! * It is generic over the node id ([`NodeId`]): the node uses libp2p `PeerId`s, the
 //!   simulator compact [`SimId`]s that encode like PeerIds.
-//! * Protocol name `/quickstore/kelips/1.0.0` ([`id::PROTOCOL_NAME`]); every message is an
+//! * Protocol name `/quickstore/kelips/2.0.0` ([`id::PROTOCOL_NAME`]); every message is an
 //!   [`Envelope`] carrying the [`NetworkId`], a hash of (network name, k, protocol version).
 //! * Defaults and units of every parameter: [`Config`]. Wire bounds: [`limits`].
 //! * [`sim`]: N nodes on a plane (RTT = distance), virtual clock, seeded loss, partitions,

@@ -1,5 +1,5 @@
 //! [`Behaviour`]: the libp2p `NetworkBehaviour` that drives one [`Kelips`] core over
-//! `/quickstore/kelips/1.0.0`.
+//! `/quickstore/kelips/2.0.0`.
 //!
 //! Every core message is one request; the answer is `ack` or `refused: reason`. Timers come
 //! from this behaviour's `poll` (a [`Delay`] to the core's next deadline); RTT samples are fed
@@ -283,7 +283,7 @@ impl Behaviour {
         self.site
     }
 
-    /// A peer found outside Kelips (mDNS) that speaks `/quickstore/kelips/1.0.0`: it is
+    /// A peer found outside Kelips (mDNS) that speaks `/quickstore/kelips/2.0.0`: it is
     /// dialed at `addresses` and greeted; a peer of another network refuses the greeting and
     /// is never taken in.
     pub fn introduce(&mut self, peer: PeerId, addresses: Vec<Multiaddr>) {

@@ -1,7 +1,7 @@
 //! Kelips on libp2p: the node id ([`peer::Peer`]), the wire ([`protocol`]) and the
 //! `NetworkBehaviour` that drives the sans-I/O core ([`behaviour::Behaviour`]).
 //!
-//! Protocol id `/quickstore/kelips/1.0.0`; framing and messages in `docs/PROTOCOL.md`.
+//! Protocol id `/quickstore/kelips/2.0.0`; framing and messages in `docs/PROTOCOL.md`.
 
 pub mod behaviour;
 pub mod peer;

@@ -1,4 +1,4 @@
-//! The wire of `/quickstore/kelips/1.0.0`: one request per stream, a varint-length-prefixed
+//! The wire of `/quickstore/kelips/2.0.0`: one request per stream, a varint-length-prefixed
 //! CBOR [`Envelope`], answered by a varint-length-prefixed CBOR [`Reply`] (`docs/PROTOCOL.md`).
 //!
 //! Unlike libp2p's built-in CBOR codec, this one checks the announced length against
@@ -40,7 +40,7 @@ pub struct WireCounters {
     pub bytes_out: AtomicU64,
 }
 
-/// The request-response codec of `/quickstore/kelips/1.0.0`.
+/// The request-response codec of `/quickstore/kelips/2.0.0`.
 #[derive(Debug, Clone, Default)]
 pub struct KelipsCodec {
     /// Shared byte counters.

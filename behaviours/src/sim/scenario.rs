@@ -32,8 +32,14 @@ pub struct Scenario {
     pub seconds: u64,
     /// Message loss probability.
     pub loss: f64,
-    /// Fraction of the nodes killed at once at half time.
+    /// Fraction of the nodes killed at `kill_at_s` (at once, or spread over
+    /// `kill_window_s`).
     pub kill_fraction: f64,
+    /// When the killing starts, virtual seconds (None: half time).
+    pub kill_at_s: Option<f64>,
+    /// The kills are spread evenly over this many virtual seconds (0: all at once, with the
+    /// detection and removal figures of a mass failure).
+    pub kill_window_s: f64,
     /// Seed.
     pub seed: u64,
     /// Lookups started per virtual second.
@@ -112,6 +118,8 @@ impl Default for Scenario {
             seconds: 120,
             loss: 0.0,
             kill_fraction: 0.0,
+            kill_at_s: None,
+            kill_window_s: 0.0,
             seed: 1,
             lookups_per_s: 20.0,
             join_window_s: 10.0,
@@ -162,7 +170,10 @@ impl Scenario {
     }
 
     fn kill_at(&self) -> Millis {
-        self.seconds * 1000 / 2
+        match self.kill_at_s {
+            Some(at) => (at * 1000.0) as Millis,
+            None => self.seconds * 1000 / 2,
+        }
     }
 
     fn join_end(&self) -> Millis {
@@ -218,6 +229,9 @@ struct Run<'a> {
     staleness: Histogram,
     dissemination: Histogram,
     kill: Option<KillWatch>,
+    /// Nodes to kill over the kill window (fixed when it opens), and killed so far.
+    kill_target: Option<usize>,
+    killed_gradually: usize,
     partitioned: bool,
     node_ms: u128,
     lookup_credit: f64,
@@ -321,6 +335,8 @@ impl<'a> Run<'a> {
             staleness: Histogram::new(),
             dissemination: Histogram::new(),
             kill: None,
+            kill_target: None,
+            killed_gradually: 0,
             partitioned: false,
             node_ms: 0,
             lookup_credit: 0.0,
@@ -500,7 +516,11 @@ impl<'a> Run<'a> {
         self.run_churn(t);
         self.insert_names(t);
         self.update_partition(t);
-        if self.kill.is_none() && self.scenario.kill_fraction > 0.0 && t >= self.scenario.kill_at()
+        if self.scenario.kill_window_s > 0.0 {
+            self.kill_gradually(t);
+        } else if self.kill.is_none()
+            && self.scenario.kill_fraction > 0.0
+            && t >= self.scenario.kill_at()
         {
             self.kill(t);
         }
@@ -596,6 +616,38 @@ impl<'a> Run<'a> {
         } else if self.partitioned && t >= to * 1000 {
             self.sim.heal();
             self.partitioned = false;
+        }
+    }
+
+    /// Kills spread over the window: by each second, the share of the window elapsed of
+    /// the nodes live when it opened (crashes; each dead for good).
+    fn kill_gradually(&mut self, t: Millis) {
+        let start = self.scenario.kill_at();
+        let window = (self.scenario.kill_window_s * 1000.0) as Millis;
+        if self.scenario.kill_fraction <= 0.0 || t < start || !t.is_multiple_of(1000) {
+            return;
+        }
+        let target = *self.kill_target.get_or_insert_with(|| {
+            let live = (0..self.scenario.nodes as u32)
+                .filter(|&i| self.sim.is_alive(i))
+                .count();
+            ((live as f64) * self.scenario.kill_fraction).round() as usize
+        });
+        let elapsed = (t - start).min(window);
+        let due = (target as u128 * u128::from(elapsed) / u128::from(window.max(1))) as usize;
+        while self.killed_gradually < due {
+            let live: Vec<u32> = (0..self.scenario.nodes as u32)
+                .filter(|&i| self.sim.is_alive(i))
+                .collect();
+            if live.is_empty() {
+                return;
+            }
+            let d = live[self.rng.random_range(0..live.len())];
+            self.sim.kill(d);
+            if let Some(store) = &mut self.store {
+                store.node_died(&self.sim, d, t, true);
+            }
+            self.killed_gradually += 1;
         }
     }
 
