@@ -35,6 +35,10 @@ pub struct SimulateArgs {
     /// Spread the kills evenly over this many virtual seconds (default 0: all at once).
     #[arg(long, default_value_t = 0.0)]
     pub kill_window_s: f64,
+    /// Names go in from this virtual second (default: when the joins end) until 30 s before
+    /// the kills.
+    #[arg(long)]
+    pub puts_from_s: Option<f64>,
     /// Seed: same seed, same trace.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
@@ -231,6 +235,7 @@ impl SimulateArgs {
             kill_fraction: self.kill_fraction,
             kill_at_s: self.kill_at_s,
             kill_window_s: self.kill_window_s,
+            puts_from_s: self.puts_from_s,
             seed: self.seed,
             lookups_per_s: self.lookups_per_s,
             join_window_s: self

@@ -426,9 +426,19 @@ impl<I: NodeId> Kelips<I> {
     }
 
     /// Publishes (or merges) a file tuple as a node of its group, e.g. the home node of a put.
+    /// A tuple of the sibling group (groups that size themselves: a put or a repair that began
+    /// before a split) is handed over to that group like the tuples the split moved.
     pub fn publish(&mut self, tuple: FileTuple<I>) -> Result<(), TupleError> {
         let tuple = tuple.normalize()?;
         let (group, fp) = self.grouping().name_facts(&tuple.name);
+        if group != self.facts.group
+            && matches!(self.grouping(), Grouping::Prefix(level) if level > 0)
+            && group == self.facts.group ^ 1
+            && self.handover.len() < self.config.max_tuples
+        {
+            self.handover.push_back(Arc::new(tuple));
+            return Ok(());
+        }
         if group != self.facts.group {
             return Err(TupleError::WrongGroup {
                 expected: self.facts.group,

@@ -40,6 +40,9 @@ pub struct Scenario {
     /// The kills are spread evenly over this many virtual seconds (0: all at once, with the
     /// detection and removal figures of a mass failure).
     pub kill_window_s: f64,
+    /// Names go in from this virtual second (None: when the joins end) until 30 s before the
+    /// kill (or the end).
+    pub puts_from_s: Option<f64>,
     /// Seed.
     pub seed: u64,
     /// Lookups started per virtual second.
@@ -120,6 +123,7 @@ impl Default for Scenario {
             kill_fraction: 0.0,
             kill_at_s: None,
             kill_window_s: 0.0,
+            puts_from_s: None,
             seed: 1,
             lookups_per_s: 20.0,
             join_window_s: 10.0,
@@ -280,13 +284,16 @@ impl<'a> Run<'a> {
         if let Some(store) = &mut store {
             store.node_started(&mut sim, 0, 0);
         }
-        // Names go in between the end of joins and 30 s before the kill.
+        // Names go in between the end of joins (or `puts_from_s`) and 30 s before the kill.
+        let insert_start = scenario
+            .puts_from_s
+            .map_or(join_end, |s| (s * 1000.0) as Millis);
         let insert_end = scenario
             .kill_at()
             .saturating_sub(LOOKUP_AFTER_MS)
-            .max(join_end + 1);
+            .max(insert_start + 1);
         let mut inserts: Vec<Millis> = (0..scenario.files)
-            .map(|_| rng.random_range(join_end..insert_end))
+            .map(|_| rng.random_range(insert_start..insert_end))
             .collect();
         inserts.sort_unstable();
         let grouping = if scenario.kelips.self_sizing() {
