@@ -12,7 +12,7 @@ use std::sync::Arc;
 use super::{Event, Kelips, Refusal};
 use crate::Millis;
 use crate::entry::Entry;
-use crate::id::NodeId;
+use crate::id::{Grouping, NodeId};
 use crate::limits::{MAX_HOLDERS, MAX_NAME_BYTES};
 use crate::message::{LookupReply, LookupRequest, Message};
 use crate::tuple::{FileTuple, TupleError, check_name};
@@ -239,11 +239,12 @@ impl<I: NodeId> Kelips<I> {
             .filter_map(|holder| {
                 if *holder == self.me.id {
                     Some(self.me.clone())
+                } else if let Some(member) = self.view.get(holder) {
+                    (!member.failed).then(|| member.entry.clone())
                 } else {
-                    self.view
-                        .get(holder)
-                        .filter(|m| !m.failed)
-                        .map(|m| m.entry.clone())
+                    // A holder of another group (a split left the copy there until the
+                    // name's new group has its own): known as a contact, it is reachable.
+                    self.contacts.get(holder).map(|c| c.entry.clone())
                 }
             })
             .collect()
@@ -494,7 +495,8 @@ impl<I: NodeId> Kelips<I> {
                 .holders
                 .into_iter()
                 .filter(|e| {
-                    tuple.holders.contains(&e.id) && grouping.id_facts(&e.id).group == group
+                    tuple.holders.contains(&e.id)
+                        && holder_group_fits(grouping, grouping.id_facts(&e.id).group, group)
                 })
                 .collect();
             if !holders.is_empty() {
@@ -605,4 +607,12 @@ impl<I: NodeId> Kelips<I> {
             self.advance(now, query);
         }
     }
+}
+
+/// Whether a holder of group `holder` may be named in an answer for a name of group `name`:
+/// the same group, or (groups that size themselves) the sibling, where a split leaves copies
+/// until the name's new group holds its own.
+fn holder_group_fits(grouping: Grouping, holder: u32, name: u32) -> bool {
+    holder == name
+        || (matches!(grouping, Grouping::Prefix(level) if level > 0) && holder ^ name == 1)
 }
