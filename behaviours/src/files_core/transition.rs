@@ -52,15 +52,20 @@ impl GroupPlace {
 
 impl<I: NodeId> FilesCore<I> {
     /// The structure now (each tick, before [`handle_view`](Self::handle_view)). Without it
-    /// every name counts as the own group's (a fixed k, where names never move).
-    pub fn handle_structure(&mut self, now: Millis, grouping: Grouping, group: u32) {
+    /// every name counts as the own group's (a fixed k, where names never move). Returns
+    /// whether it changed: the driver then feeds the own group's tuples again
+    /// ([`handle_tuple`](Self::handle_tuple)), since a set that was the group's own before
+    /// may be foreign now.
+    pub fn handle_structure(&mut self, now: Millis, grouping: Grouping, group: u32) -> bool {
         self.input(now);
         let place = GroupPlace { grouping, group };
-        if self.place != Some(place) {
-            self.place = Some(place);
-            // Confirmations asked under the old structure may answer for the wrong group.
-            self.confirming.clear();
+        if self.place == Some(place) {
+            return false;
         }
+        self.place = Some(place);
+        // Confirmations asked under the old structure may answer for the wrong group.
+        self.confirming.clear();
+        true
     }
 
     /// Whether `name` belongs to this node's group.

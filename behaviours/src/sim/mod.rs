@@ -795,7 +795,13 @@ impl workers::Item for NodeWork {
                 && self.files_due <= now
             {
                 if core.config().self_sizing() {
-                    files.handle_structure(now, core.grouping(), core.group());
+                    let changed = files.handle_structure(now, core.grouping(), core.group());
+                    if changed || files.repair_due(now) {
+                        // As the node's driver does before each repair round: the own group's
+                        // sets whose holders are all of other groups (a split brought the
+                        // name here), whichever message brought them.
+                        feed_foreign_sets(core, files, now);
+                    }
                 }
                 files.handle_view(now, view_of(core));
                 files.handle_tick(now);
@@ -829,6 +835,22 @@ fn view_of(core: &Kelips<SimId>) -> Vec<MemberState<SimId>> {
     let mut members: Vec<MemberState<SimId>> = core.view().iter().map(MemberState::of).collect();
     members.sort_unstable_by_key(|m| m.id);
     members
+}
+
+/// Feeds `files` the own group's tuples none of whose holders is of the own group.
+fn feed_foreign_sets(core: &Kelips<SimId>, files: &mut FilesCore<SimId>, now: Millis) {
+    let grouping = core.grouping();
+    let own = core.group();
+    for tuple in core.tuples().iter() {
+        let foreign = !tuple.deleted
+            && tuple
+                .holders
+                .iter()
+                .all(|h| grouping.id_facts(h).group != own);
+        if foreign {
+            files.handle_tuple(now, tuple.clone());
+        }
+    }
 }
 
 /// The earlier of the Kelips core's deadline and the files core's.

@@ -212,7 +212,8 @@ impl Driver {
             self.core.handle_heard(now);
         }
         if let Some(place) = snapshot.place {
-            self.core.handle_structure(now, place.grouping, place.group);
+            // A change needs no feeding here: the tuple query below finds foreign sets.
+            let _ = self.core.handle_structure(now, place.grouping, place.group);
         }
         self.core.handle_view(now, snapshot.members);
         self.core.set_free_space(self.service.blobs.free());
