@@ -508,14 +508,19 @@ async fn unavailable_names_can_be_removed() {
     );
 }
 
-/// A network of `nodes` processes of one group under a fresh root; the root, the client's
+/// A network of `nodes` processes (one group: fewer than 6R) under a fresh root; the root, the client's
 /// working directory and the processes, converged.
 async fn network(tag: &str, nodes: usize) -> (PathBuf, PathBuf, Vec<Proc>) {
     let root = std::env::temp_dir().join(format!("qs-cli-{tag}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&root);
     let work = root.join("work");
     std::fs::create_dir_all(&work).expect("work dir");
-    std::fs::write(root.join("config.toml"), config(1)).expect("config");
+    // Groups that size themselves (the default): five nodes are one group.
+    std::fs::write(
+        root.join("config.toml"),
+        common::fast_config_self_sizing("cli-test"),
+    )
+    .expect("config");
     let mut procs: Vec<Proc> = prepare(&root, identities(1, nodes));
     procs[0].start(&root, &[]);
     let first = procs[0].address.clone().expect("address");
@@ -592,7 +597,12 @@ async fn first_home_fills_up() {
     let _ = std::fs::remove_dir_all(&root);
     let work = root.join("work");
     std::fs::create_dir_all(&work).expect("work dir");
-    std::fs::write(root.join("config.toml"), config(1)).expect("config");
+    // Groups that size themselves (the default): five nodes are one group.
+    std::fs::write(
+        root.join("config.toml"),
+        common::fast_config_self_sizing("cli-test"),
+    )
+    .expect("config");
     let mut procs: Vec<Proc> = prepare(&root, identities(1, 5));
     let mut disks = Vec::new();
     for p in &procs {

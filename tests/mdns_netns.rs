@@ -20,7 +20,6 @@ backoff_ms = 500
 
 [kelips]
 network_name = "lan-test"
-groups = 1
 heartbeat_period_ms = 200
 gossip_period_ms = 200
 t_fail_ms = 4000

@@ -22,7 +22,6 @@ mdns = false
 
 [kelips]
 network_name = "startup-test"
-groups = 1
 heartbeat_period_ms = 100
 gossip_period_ms = 100
 "#;

@@ -115,11 +115,7 @@ fn the_readme_tryout_works_as_written() {
     // put, get, ls and rm against a one-node network, the same way.
     let lone = tmp.path().join("lone");
     let dir = lone.display().to_string();
-    let (node, _) = start(
-        &["node", "--data-dir", &dir, "--groups", "1"],
-        tmp.path(),
-        |_| true,
-    );
+    let (node, _) = start(&["node", "--data-dir", &dir], tmp.path(), |_| true);
     let run = |args: &[&str]| {
         let out = Command::new(BIN)
             .args(args)

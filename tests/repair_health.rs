@@ -60,7 +60,7 @@ async fn stored(tag: &str) -> Stored {
     std::fs::create_dir_all(&root).expect("root");
     std::fs::write(
         root.join("config.toml"),
-        common::fast_config("repair-health", 1),
+        common::fast_config_self_sizing("repair-health"),
     )
     .expect("config");
     let mut procs = prepare(&root, identities(1, 5));

@@ -21,7 +21,6 @@ backoff_ms = 500
 
 [kelips]
 network_name = "upnp-test"
-groups = 1
 heartbeat_period_ms = 200
 gossip_period_ms = 200
 t_fail_ms = 6000

@@ -46,11 +46,12 @@ impl FilesService {
         if let Err(e) = check_name(&name) {
             return write_message(stream, &blob_refused(e), MAX_RESPONSE_BYTES, io).await;
         }
-        let group = self.handle.place_now().group_of(&name);
-        if group != self.handle.place_now().group {
+        let place = self.handle.place_now();
+        let group = place.group_of(&name);
+        if group != place.group {
             let reason = format!(
                 "{name:?} belongs to group {group}; this node is in group {}",
-                self.handle.place_now().group
+                place.group
             );
             return write_message(stream, &blob_refused(reason), MAX_RESPONSE_BYTES, io).await;
         }
@@ -173,11 +174,9 @@ impl FilesService {
         if let Err(e) = check_name(&tuple.name) {
             return Ok(refused(e));
         }
-        if self.handle.place_now().group_of(&tuple.name) != self.handle.place_now().group {
-            return Ok(refused(format!(
-                "not a name of group {}",
-                self.handle.place_now().group
-            )));
+        let place = self.handle.place_now();
+        if place.group_of(&tuple.name) != place.group {
+            return Ok(refused(format!("not a name of group {}", place.group)));
         }
         if tuple.deleted || !tuple.holders.contains(&Peer(self.handle.me)) {
             return Ok(refused("this node is not listed as a holder"));
@@ -228,9 +227,10 @@ impl FilesService {
         size: u64,
     ) -> Result<(), WireError> {
         let io = self.timeouts.io;
-        let group = self.handle.place_now().group_of(&name);
-        if check_name(&name).is_err() || group != self.handle.place_now().group {
-            let reason = format!("not a copy for group {}", self.handle.place_now().group);
+        let place = self.handle.place_now();
+        let group = place.group_of(&name);
+        if check_name(&name).is_err() || group != place.group {
+            let reason = format!("not a copy for group {}", place.group);
             return write_message(stream, &blob_refused(reason), MAX_RESPONSE_BYTES, io).await;
         }
         let known = self.handle.tuple(&name).await.map_err(gone)?;

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use futures::{AsyncWriteExt, StreamExt};
 use libp2p::{PeerId, Stream, StreamProtocol};
+use quickstore_behaviours::id::Grouping;
 use quickstore_behaviours::net::Peer;
 use quickstore_behaviours::tuple::check_name;
 use quickstore_behaviours::{FileTuple, LookupResult, Version};
@@ -426,8 +427,9 @@ impl FilesService {
                 max: self.blobs.max_file_size(),
             }));
         }
-        let group = self.handle.place_now().group_of(&name);
-        if group == self.handle.place_now().group {
+        let place = self.handle.place_now();
+        let group = place.group_of(&name);
+        if group == place.group {
             let (homes, live) = self
                 .handle
                 .place(size, Vec::new(), self.handle.replication)
@@ -470,13 +472,14 @@ impl FilesService {
         limit: u32,
         forwarded: bool,
     ) -> Result<FilesResponse, WireError> {
-        if group >= self.handle.place_now().groups() {
+        let place = self.handle.place_now();
+        if group >= place.groups() {
             return Ok(refused(format!(
                 "group {group} does not exist (k = {})",
-                self.handle.place_now().groups()
+                place.groups()
             )));
         }
-        if group == self.handle.place_now().group {
+        if group == place.group {
             let (tuples, next) = self
                 .handle
                 .list(after, limit as usize)
@@ -485,7 +488,7 @@ impl FilesService {
             return Ok(FilesResponse::Listing {
                 tuples,
                 next,
-                groups: self.handle.place_now().groups(),
+                groups: place.groups(),
             });
         }
         self.forward(
@@ -505,8 +508,9 @@ impl FilesService {
         if let Err(e) = check_name(&name) {
             return Ok(refused(e));
         }
-        let group = self.handle.place_now().group_of(&name);
-        if group != self.handle.place_now().group {
+        let place = self.handle.place_now();
+        let group = place.group_of(&name);
+        if group != place.group {
             return self
                 .forward(
                     group,
@@ -571,18 +575,26 @@ impl FilesService {
         forwarded: bool,
         request: FilesRequest,
     ) -> Result<FilesResponse, WireError> {
+        let place = self.handle.place_now();
         if forwarded {
             return Ok(refused(format!(
                 "forwarded request for group {group} reached a node of group {}",
-                self.handle.place_now().group
+                place.group
             )));
         }
         let contacts = self.handle.contacts(group).await.map_err(gone)?;
-        let mut last = format!(
-            "no node of group {group} is known; a network with fewer nodes than its {} groups \
-             leaves groups empty (every node of a small network wants the same smaller --groups)",
-            self.handle.place_now().groups()
-        );
+        let mut last = match place.grouping {
+            Grouping::Prefix(_) => format!(
+                "no node of group {group} of {} is known yet (the groups may be splitting or \
+                 merging: try again in a moment)",
+                place.groups()
+            ),
+            Grouping::Fixed(k) => format!(
+                "no node of group {group} is known; a network with fewer nodes than its {k} \
+                 groups leaves groups empty (every node of a small network wants the same \
+                 smaller --groups)"
+            ),
+        };
         for contact in contacts.iter().take(FORWARD_TRIES) {
             match files_request(&self.control, contact.peer.0, &request, self.timeouts.io).await {
                 Ok(FilesResponse::Unreachable { reason }) => last = reason,
@@ -719,9 +731,10 @@ impl FilesService {
             Ok(tuple) => tuple,
             Err(e) => return write_message(stream, &blob_refused(e), MAX_RESPONSE_BYTES, io).await,
         };
-        let group = self.handle.place_now().group_of(&tuple.name);
-        if group != self.handle.place_now().group || tuple.deleted {
-            let reason = format!("not a copy for group {}", self.handle.place_now().group);
+        let place = self.handle.place_now();
+        let group = place.group_of(&tuple.name);
+        if group != place.group || tuple.deleted {
+            let reason = format!("not a copy for group {}", place.group);
             return write_message(stream, &blob_refused(reason), MAX_RESPONSE_BYTES, io).await;
         }
         let hash = tuple.version.blake3;

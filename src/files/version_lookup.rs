@@ -47,8 +47,9 @@ impl FilesService {
         if let Err(e) = check_name(&name) {
             return Ok(refused(e));
         }
-        let group = self.handle.place_now().group_of(&name);
-        if group != self.handle.place_now().group {
+        let place = self.handle.place_now();
+        let group = place.group_of(&name);
+        if group != place.group {
             let request = FilesRequest::Version {
                 name,
                 lamport,
@@ -124,8 +125,9 @@ impl FilesService {
         if let Err(e) = check_name(&name) {
             return Ok(refused(e));
         }
-        let group = self.handle.place_now().group_of(&name);
-        if group != self.handle.place_now().group {
+        let place = self.handle.place_now();
+        let group = place.group_of(&name);
+        if group != place.group {
             let request = FilesRequest::Versions {
                 name,
                 forwarded: true,
