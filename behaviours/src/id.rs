@@ -126,6 +126,12 @@ impl Grouping {
         }
     }
 
+    /// Whether groups `a` and `b` are siblings: the two halves of one group of the level above
+    /// (prefix grouping below level 0 only), where a split moves names and copies.
+    pub fn are_siblings(&self, a: u32, b: u32) -> bool {
+        matches!(*self, Grouping::Prefix(level) if level > 0) && a ^ b == 1
+    }
+
     /// The group of a name whose fingerprint is `fp` (prefix grouping only: a fixed `k` needs
     /// the whole SHA-1, and gives `None`).
     pub fn group_of_fingerprint(&self, fp: u64) -> Option<u32> {

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use super::{Event, Kelips, Refusal};
 use crate::Millis;
 use crate::entry::Entry;
-use crate::id::{Grouping, NodeId};
+use crate::id::NodeId;
 use crate::limits::{MAX_HOLDERS, MAX_NAME_BYTES};
 use crate::message::{LookupReply, LookupRequest, Message};
 use crate::tuple::{FileTuple, TupleError, check_name};
@@ -495,8 +495,12 @@ impl<I: NodeId> Kelips<I> {
                 .holders
                 .into_iter()
                 .filter(|e| {
-                    tuple.holders.contains(&e.id)
-                        && holder_group_fits(grouping, grouping.id_facts(&e.id).group, group)
+                    tuple.holders.contains(&e.id) && {
+                        // The sibling too: a split leaves copies there until the name's
+                        // new group holds its own.
+                        let holder = grouping.id_facts(&e.id).group;
+                        holder == group || grouping.are_siblings(holder, group)
+                    }
                 })
                 .collect();
             if !holders.is_empty() {
@@ -607,12 +611,4 @@ impl<I: NodeId> Kelips<I> {
             self.advance(now, query);
         }
     }
-}
-
-/// Whether a holder of group `holder` may be named in an answer for a name of group `name`:
-/// the same group, or (groups that size themselves) the sibling, where a split leaves copies
-/// until the name's new group holds its own.
-fn holder_group_fits(grouping: Grouping, holder: u32, name: u32) -> bool {
-    holder == name
-        || (matches!(grouping, Grouping::Prefix(level) if level > 0) && holder ^ name == 1)
 }

@@ -431,9 +431,7 @@ impl<I: NodeId> Kelips<I> {
     pub fn publish(&mut self, tuple: FileTuple<I>) -> Result<(), TupleError> {
         let tuple = tuple.normalize()?;
         let (group, fp) = self.grouping().name_facts(&tuple.name);
-        if group != self.facts.group
-            && matches!(self.grouping(), Grouping::Prefix(level) if level > 0)
-            && group == self.facts.group ^ 1
+        if self.grouping().are_siblings(group, self.facts.group)
             && self.handover.len() < self.config.max_tuples
         {
             self.handover.push_back(Arc::new(tuple));

@@ -89,8 +89,6 @@ pub struct StoreMetrics {
     pub gets_ok: u64,
     /// `CopiesLost` events.
     pub copies_lost_events: u64,
-    /// Names a node forgot because their new group (after a split) holds them.
-    pub names_emigrated: u64,
     /// `ShrinkDeferred` events.
     pub shrinks_deferred: u64,
     /// `HealthLost` events.
@@ -748,8 +746,7 @@ impl Store {
                 Event::CopiesLost { .. } => self.metrics.copies_lost_events += 1,
                 Event::ShrinkDeferred { .. } => self.metrics.shrinks_deferred += 1,
                 Event::HealthLost { .. } => self.metrics.health_lost += 1,
-                Event::Emigrated { .. } => self.metrics.names_emigrated += 1,
-                Event::HandedOff { .. } | Event::Settled => {}
+                Event::Emigrated { .. } | Event::HandedOff { .. } | Event::Settled => {}
             },
         }
     }
