@@ -29,10 +29,10 @@ use std::time::Duration;
 
 use futures::executor::block_on;
 use futures::io::Cursor;
-use libp2p::Multiaddr;
 use libp2p::core::{PeerRecord, SignedEnvelope};
 use libp2p::identity::Keypair;
 use libp2p::request_response::Codec as _;
+use libp2p::{Multiaddr, PeerId};
 use quickstore::blobs::BlobError;
 use quickstore::files::handle::MAX_PAGE;
 use quickstore::files::service::FilesCounters;
@@ -581,15 +581,24 @@ fn name_vector(name: &str) -> Expect {
     facts(&pairs)
 }
 
-/// The tuple fingerprint as the document spells it out.
-fn documented_tuple_fingerprint(name_fp: u64, lamport: u64, blake3: &[u8; 32]) -> u64 {
+/// The tuple fingerprint as the document spells it out (§4.4), for a tuple of epoch 0.
+fn documented_tuple_fingerprint(
+    name_fp: u64,
+    lamport: u64,
+    blake3: &[u8; 32],
+    holders: &[PeerId],
+) -> u64 {
     fn mix(mut x: u64) -> u64 {
         x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
         x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
         x ^ (x >> 31)
     }
     let h = u64::from_le_bytes(blake3[..8].try_into().expect("8 bytes"));
-    mix(name_fp ^ mix(lamport ^ mix(h)))
+    let s = holders.iter().fold(0u64, |s, holder| {
+        let hash = blake3::hash(&holder.to_bytes());
+        s ^ u64::from_le_bytes(hash.as_bytes()[..8].try_into().expect("8 bytes"))
+    });
+    mix(name_fp ^ mix(lamport ^ mix(h ^ s)))
 }
 
 fn tuple_fingerprint_facts() -> Expect {
@@ -598,7 +607,12 @@ fn tuple_fingerprint_facts() -> Expect {
     let real = tuple_fingerprint(fp, &tuple);
     assert_eq!(
         real,
-        documented_tuple_fingerprint(fp, tuple.version.lamport, &tuple.version.blake3),
+        documented_tuple_fingerprint(
+            fp,
+            tuple.version.lamport,
+            &tuple.version.blake3,
+            &tuple.holders.iter().map(|h| h.0).collect::<Vec<_>>(),
+        ),
         "the documented tuple fingerprint formula"
     );
     facts(&[
@@ -606,6 +620,15 @@ fn tuple_fingerprint_facts() -> Expect {
         ("name fingerprint", format!("0x{fp:016x}")),
         ("lamport", tuple.version.lamport.to_string()),
         ("blake3", hex(&tuple.version.blake3)),
+        (
+            "holders",
+            tuple
+                .holders
+                .iter()
+                .map(|h| h.0.to_string())
+                .collect::<Vec<_>>()
+                .join(", "),
+        ),
         ("tuple fingerprint", format!("0x{real:016x} ({real})")),
     ])
 }

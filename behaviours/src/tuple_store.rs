@@ -7,6 +7,7 @@ use std::sync::Arc;
 use rand::Rng;
 
 use crate::Millis;
+use crate::id::NodeId;
 use crate::limits::SYNC_BUCKETS;
 use crate::lookup_map::{LookupMap, lookup_map};
 use crate::tuple::{FileTuple, TupleError};
@@ -27,15 +28,29 @@ fn mix(mut x: u64) -> u64 {
     x ^ (x >> 31)
 }
 
-/// The fingerprint of a tuple version: name fingerprint, version, holder-set epoch and
-/// tombstone flag mixed into 64 bits. It is what fresh-tuple announcements carry and what the
-/// sync buckets XOR together.
-pub fn tuple_fingerprint<I>(fp: u64, tuple: &FileTuple<I>) -> u64 {
+/// The fingerprint of a tuple: name fingerprint, version, holder-set epoch, tombstone flag
+/// and holder set mixed into 64 bits. It is what fresh-tuple announcements carry and what the
+/// sync buckets XOR together. The holders are in it because two holder sets of one epoch
+/// merge by union (a re-add, or two leaders during a split): were they left out, gossip and
+/// anti-entropy would take the two sets for one and never bring them together.
+pub fn tuple_fingerprint<I: NodeId>(fp: u64, tuple: &FileTuple<I>) -> u64 {
     let mut hash8 = [0u8; 8];
     hash8.copy_from_slice(&tuple.version.blake3[..8]);
     let rewrite = (u64::from(tuple.epoch) << 1) | u64::from(tuple.deleted);
     let rewrite = if rewrite == 0 { 0 } else { mix(rewrite) };
-    mix(fp ^ mix(tuple.version.lamport ^ mix(u64::from_le_bytes(hash8) ^ rewrite)))
+    let holders = holders_digest(&tuple.holders);
+    mix(fp ^ mix(tuple.version.lamport ^ mix(u64::from_le_bytes(hash8) ^ rewrite ^ holders)))
+}
+
+/// The XOR over `holders` of the first 8 bytes (little-endian) of BLAKE3 of each one's
+/// canonical bytes: the same for a set in any order.
+pub fn holders_digest<I: NodeId>(holders: &[I]) -> u64 {
+    holders.iter().fold(0, |digest, holder| {
+        let hash = blake3::hash(&holder.to_bytes());
+        let mut first8 = [0u8; 8];
+        first8.copy_from_slice(&hash.as_bytes()[..8]);
+        digest ^ u64::from_le_bytes(first8)
+    })
 }
 
 /// A tuple waiting to be sent in rations.
@@ -83,7 +98,7 @@ pub enum Merged {
     Unchanged,
 }
 
-impl<I: Ord + Clone> TupleStore<I> {
+impl<I: NodeId> TupleStore<I> {
     /// An empty store holding at most `max_tuples`; `hash_seed` keys its lookup maps.
     pub fn new(max_tuples: usize, hash_seed: u64) -> Self {
         Self {
@@ -390,11 +405,11 @@ impl<I: Ord + Clone> TupleStore<I> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::id::name_facts;
+    use crate::id::{SimId, name_facts};
     use crate::tuple::Version;
     use rand::SeedableRng;
 
-    fn tuple(name: &str, lamport: u64, holders: Vec<u32>) -> (u64, Arc<FileTuple<u32>>) {
+    fn tuple(name: &str, lamport: u64, holders: Vec<u32>) -> (u64, Arc<FileTuple<SimId>>) {
         let (_, fp) = name_facts(name, 1);
         let t = FileTuple {
             name: name.into(),
@@ -403,7 +418,7 @@ mod tests {
                 blake3: [lamport as u8; 32],
             },
             size: 1,
-            holders,
+            holders: holders.into_iter().map(SimId).collect(),
             epoch: 0,
             deleted: false,
         };
@@ -448,12 +463,12 @@ mod tests {
         let (fp, t) = tuple("overflow", 1, vec![0]);
         assert_eq!(store.merge(fp, &t, 1), Err(TupleError::StoreFull(3)));
         // No holder left yet: nothing to sweep.
-        assert_eq!(store.sweep(10, 0, 0, |holder| *holder != 1), 0);
+        assert_eq!(store.sweep(10, 0, 0, |holder| holder.0 != 1), 0);
         assert_eq!(store.len(), 3);
         store.holders_left();
         let mut dropped = 0;
         for _ in 0..3 {
-            dropped += store.sweep(1, 0, 0, |holder| *holder != 1);
+            dropped += store.sweep(1, 0, 0, |holder| holder.0 != 1);
         }
         assert_eq!(dropped, 1);
         assert_eq!(store.len(), 2);
@@ -471,7 +486,7 @@ mod tests {
         assert_eq!(store.sweep(10, 1_000, 5_000, |_| false), 0);
         assert_eq!(store.len(), 2);
         // Holder 2 is back before the TTL: its tuple is no orphan any more.
-        assert_eq!(store.sweep(10, 3_000, 5_000, |h| *h == 2), 0);
+        assert_eq!(store.sweep(10, 3_000, 5_000, |h| h.0 == 2), 0);
         // At 6,000 the orphan of holder 1 has been kept 5 s: dropped; the other stays, even
         // though its holder is gone again (its clock restarted).
         assert_eq!(store.sweep(10, 6_000, 5_000, |_| false), 1);
@@ -500,10 +515,47 @@ mod tests {
         assert_eq!(sent.len(), 6);
         // Every announced fingerprint resolves to a tuple; a peer lacking them pulls each once.
         assert_eq!(store.by_fingerprints(&sent).len(), 6);
-        let mut empty: TupleStore<u32> = TupleStore::new(10, 0);
+        let mut empty: TupleStore<SimId> = TupleStore::new(10, 0);
         assert_eq!(empty.to_pull(&sent[..3], 0, 1000).len(), 3);
         assert!(empty.to_pull(&sent[..3], 500, 1000).is_empty());
         assert_eq!(empty.to_pull(&sent[..3], 1500, 1000).len(), 3);
         assert!(store.to_pull(&sent, 0, 1000).is_empty());
+    }
+
+    #[test]
+    fn two_holder_sets_of_one_epoch_reach_each_other_and_become_their_union() {
+        let (fp, first) = tuple("split/f", 1, vec![1, 2, 3]);
+        let (_, second) = tuple("split/f", 1, vec![3, 4, 5]);
+        assert_ne!(
+            tuple_fingerprint(fp, &first),
+            tuple_fingerprint(fp, &second),
+            "sets of one epoch differ in their fingerprints"
+        );
+        let mut a = TupleStore::new(10, 0);
+        let mut b = TupleStore::new(10, 0);
+        a.merge(fp, &first, 2).unwrap();
+        b.merge(fp, &second, 2).unwrap();
+        // Anti-entropy sees the difference.
+        assert_eq!(a.differing_buckets(&b.bucket_digest()).len(), 1);
+        // A announces; B lacks that fingerprint, pulls it and merges it: the union.
+        let announced = a.fresh_ration(4);
+        let wanted = b.to_pull(&announced, 0, 1000);
+        assert_eq!(wanted.len(), 1);
+        for t in a.by_fingerprints(&wanted) {
+            b.merge(fp, &t, 2).unwrap();
+        }
+        let union: Vec<SimId> = [1, 2, 3, 4, 5].into_iter().map(SimId).collect();
+        assert_eq!(b.get(fp, "split/f").unwrap().holders, union);
+        // B's union is fresh news; A pulls it back and both agree.
+        let announced = b.fresh_ration(4);
+        let wanted = a.to_pull(&announced, 0, 1000);
+        for t in b.by_fingerprints(&wanted) {
+            a.merge(fp, &t, 2).unwrap();
+        }
+        assert_eq!(a.get(fp, "split/f").unwrap().holders, union);
+        assert!(a.differing_buckets(&b.bucket_digest()).is_empty());
+        // The digest of a holder set does not depend on its order.
+        let reversed: Vec<SimId> = union.iter().rev().copied().collect();
+        assert_eq!(holders_digest(&union), holders_digest(&reversed));
     }
 }
