@@ -44,7 +44,7 @@ use rand_chacha::ChaCha8Rng;
 
 use crate::Millis;
 use crate::id::NodeId;
-use crate::tuple::FileTuple;
+use crate::tuple::{FileTuple, Version};
 
 pub use availability::Availability;
 pub use config::{FilesConfig, FilesConfigError};
@@ -140,6 +140,10 @@ pub struct FilesCore<I: NodeId> {
     place: Option<GroupPlace>,
     /// Names of other groups whose confirmation is asked for.
     confirming: BTreeSet<Arc<str>>,
+    /// Names that moved to their new group, with the version handed on: a tuple of that
+    /// version (still listing this node, or naming its blob) does not bring them back.
+    /// Forgotten at the next structure change; at most `MAX_TRACKED_NAMES`.
+    emigrated: BTreeMap<Arc<str>, Version>,
     outbox: Outbox<I>,
     stats: Stats,
 }
@@ -169,6 +173,7 @@ impl<I: NodeId> FilesCore<I> {
             stopping: false,
             place: None,
             confirming: BTreeSet::new(),
+            emigrated: BTreeMap::new(),
             outbox: Outbox::default(),
             stats: Stats::default(),
         })
@@ -387,7 +392,7 @@ impl<I: NodeId> FilesCore<I> {
             || self.names.contains_key(&tuple.name)
             || self.kept.contains(&tuple.name)
             || (!tuple.deleted && self.is_own_name(&tuple.name) && self.is_foreign_set(tuple));
-        if !relevant {
+        if !relevant || self.has_emigrated(tuple) {
             return;
         }
         let target = self.target();

@@ -936,7 +936,12 @@ fn a_copy_of_a_name_that_left_the_group_stays_until_its_new_group_lists_r_holder
             .any(|e| matches!(e, Event::Emigrated { .. }))
     );
     assert!(node.core.tuple(NAME).is_none());
+    // The tuple this node still has (listing it, naming its blob) does not bring the name
+    // back to be asked about again.
+    node.core.handle_tuple(node.now, held.clone());
+    assert!(node.core.tuple(NAME).is_none(), "tracked again");
     node.out.clear();
     node.run(FilesConfig::default().orphan_grace_ms + 12_000);
+    assert_eq!(confirms(&node), 0, "asked again after it moved");
     assert_eq!(node.deletes(), vec![held.version.blake3]);
 }

@@ -26,6 +26,7 @@ use crate::id::{Grouping, NodeId};
 use crate::tuple::FileTuple;
 
 use super::FilesCore;
+use super::limits::MAX_TRACKED_NAMES;
 use super::output::{Command, Event};
 use super::rank::leader;
 
@@ -63,8 +64,10 @@ impl<I: NodeId> FilesCore<I> {
             return false;
         }
         self.place = Some(place);
-        // Confirmations asked under the old structure may answer for the wrong group.
+        // Confirmations asked under the old structure may answer for the wrong group, and a
+        // name that left may be the own group's again.
         self.confirming.clear();
+        self.emigrated.clear();
         true
     }
 
@@ -158,6 +161,9 @@ impl<I: NodeId> FilesCore<I> {
                 .count()
                 >= self.config.replication;
         if newer || settled_there {
+            if self.emigrated.len() < MAX_TRACKED_NAMES {
+                self.emigrated.insert(key.clone(), ours);
+            }
             self.emit(Event::Emigrated {
                 name: key,
                 holders: found.holders.len(),
@@ -165,6 +171,17 @@ impl<I: NodeId> FilesCore<I> {
             self.stats.names_emigrated += 1;
             self.forget(name);
         }
+    }
+
+    /// Whether `tuple` is of a name that moved to its new group at this version: the
+    /// tuples the node still has (listing it, or naming its blob, until the transition
+    /// ends) must not start the confirmation over each round.
+    pub(crate) fn has_emigrated(&self, tuple: &FileTuple<I>) -> bool {
+        !self.is_own_name(&tuple.name)
+            && self
+                .emigrated
+                .get(&tuple.name)
+                .is_some_and(|v| *v == tuple.version)
     }
 
     /// Stops tracking `name` (its blob is garbage unless something else names it).
