@@ -132,22 +132,46 @@ impl Drop for LocalNode {
     }
 }
 
-/// Every node's (PeerId, group among `groups`, status now), in order.
+/// Every node's (PeerId, group among `groups`, status now), in order. With `groups` = 0
+/// (groups that size themselves) each node's group is the one its status reports.
 pub async fn snapshot(nodes: &[LocalNode], groups: u32) -> Vec<SnapshotNode> {
     let mut out = Vec::with_capacity(nodes.len());
     for node in nodes {
-        let group = id_facts(&Peer(node.peer_id), groups).group;
-        out.push((node.peer_id, group, node.status().await));
+        let status = node.status().await;
+        let group = if groups == 0 {
+            status.as_ref().map_or(u32::MAX, |s| s.group)
+        } else {
+            id_facts(&Peer(node.peer_id), groups).group
+        };
+        out.push((node.peer_id, group, status));
     }
     out
+}
+
+/// The one structure (number of groups, epoch) every node of `nodes` reports, if they agree.
+pub fn agreed_structure(nodes: &[SnapshotNode]) -> Option<(u32, Option<u32>)> {
+    let mut structures = nodes
+        .iter()
+        .map(|(_, _, s)| s.as_ref().map(|s| (s.groups, s.structure_epoch)));
+    let first = structures.next()??;
+    structures.all(|s| s == Some(first)).then_some(first)
 }
 
 /// One node of a snapshot: (PeerId, group, status).
 pub type SnapshotNode = (PeerId, u32, Option<Status>);
 
 /// Whether every node's live view is exactly its group's other nodes and it has a contact in
-/// every other group that has nodes.
+/// every other group that has nodes. With `groups` = 0 (groups that size themselves) every
+/// node must also report the same structure, and its groups are the ones checked.
 pub fn converged(nodes: &[SnapshotNode], groups: u32) -> bool {
+    let groups = if groups == 0 {
+        match agreed_structure(nodes) {
+            Some((groups, _)) => groups,
+            None => return false,
+        }
+    } else {
+        groups
+    };
     let members = GroupMembers::of(nodes);
     nodes
         .iter()
@@ -254,5 +278,27 @@ mod tests {
         let members = GroupMembers::of(&nodes);
         let behind: Vec<bool> = nodes.iter().map(|n| members.node_converged(n, 2)).collect();
         assert_eq!(behind, [false, true, true]);
+    }
+
+    #[test]
+    fn with_groups_that_size_themselves_every_node_must_hold_the_same_structure() {
+        let (a, b, c) = (PeerId::random(), PeerId::random(), PeerId::random());
+        let at = |group: u32, live: &[&PeerId], others: &[u32], epoch: u32| {
+            let mut s = status(group, live, &[], others);
+            s.structure_epoch = Some(epoch);
+            Some(s)
+        };
+        let nodes = |c_epoch: u32| {
+            vec![
+                (a, 0, at(0, &[&b], &[1], 3)),
+                (b, 0, at(0, &[&a], &[1], 3)),
+                (c, 1, at(1, &[], &[0], c_epoch)),
+            ]
+        };
+        assert_eq!(agreed_structure(&nodes(3)), Some((2, Some(3))));
+        assert!(converged(&nodes(3), 0));
+        // One node still on another epoch: not converged, whatever its view.
+        assert_eq!(agreed_structure(&nodes(2)), None);
+        assert!(!converged(&nodes(2), 0));
     }
 }

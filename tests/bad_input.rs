@@ -132,7 +132,8 @@ fn refused(reply: &Reply) -> &str {
 fn config() -> Config {
     Config {
         network_name: "bad-input".into(),
-        groups: 2,
+        // Groups that size themselves, as a node runs by default.
+        groups: 0,
         heartbeat_period_ms: 100,
         gossip_period_ms: 100,
         t_fail_ms: 2000,
@@ -202,7 +203,8 @@ async fn bad_input_is_refused_and_the_node_keeps_serving() {
     let client_key = Keypair::generate_ed25519();
     let client_id = client_key.public().to_peer_id();
     let mut client = raw_client(client_key.clone());
-    let network = NetworkId::new("bad-input", 2);
+    // The network id of groups that size themselves is hashed with k = 0.
+    let network = NetworkId::new("bad-input", 0);
 
     // Undecodable.
     let reply = ask(
@@ -221,7 +223,7 @@ async fn bad_input_is_refused_and_the_node_keeps_serving() {
     let reply = ask(&mut client, node.peer_id, &node.address, oversized).await;
     assert!(refused(&reply).contains("exceeds"), "{reply:?}");
 
-    // Another network (same name, other k): refused with the reason, view untouched.
+    // Another network (same name, a fixed k = 3): refused with the reason, view untouched.
     let other = NetworkId::new("bad-input", 3);
     let envelope = Envelope {
         network: other,

@@ -1,16 +1,18 @@
 //! The CLI as a newcomer meets it, against real `quickstore node` processes on loopback: one
 //! regression test per defect seen when trying it (issue 13), through the real binary.
 //!
-//! * `one_node`: a node of a 2-group network (so one group has no node): `ls` lists what
+//! * `one_node`: a node of a 2-group network in the fixed mode (`--groups`-style k = 2, so one
+//!   group has no node; groups that size themselves never leave one empty): `ls` lists what
 //!   exists and names the group it missed; streams (`put -`, a FIFO) are stored whole;
 //!   `get -o -` and `-o /dev/stdout` write in place; copies are reported honestly and
 //!   `--min-copies` fails; stale `.part` files go; errors are one line naming the thing;
 //!   `--force`; a tree of 1,000 small and a few large files round-trips; `status` shows the
 //!   network's size, the group without a node and the names below R.
-//! * `dead_holders`: 5 nodes, k = 1: a get right after `kill -9` of a holder is served by a
-//!   live one at once; with every holder dead it says `unreachable`, not `not found`.
-//! * `first_home_fills_up`: 5 nodes, k = 1, each on a tmpfs: the first home's disk fills up
-//!   while the bytes flow; the next home takes them and the put ends with 3 copies.
+//! * `dead_holders`: 5 nodes on the defaults (one group): a get right after `kill -9` of a
+//!   holder is served by a live one at once; with every holder dead it says `unreachable`,
+//!   not `not found`.
+//! * `first_home_fills_up`: 5 nodes on the defaults, each on a tmpfs: the first home's disk
+//!   fills up while the bytes flow; the next home takes them and the put ends with 3 copies.
 
 mod common;
 

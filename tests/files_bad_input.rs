@@ -3,6 +3,9 @@
 //! moves), a put cut short or with the wrong hash (nothing becomes visible), a put for
 //! another group, a get of an unknown blob. Each gets a clear answer, and the node keeps
 //! serving.
+//!
+//! A test of the fixed mode (`groups = 2`) on purpose: only with k fixed is one node outside
+//! the group of half the names, so that a put for another group can be sent to it.
 
 mod common;
 

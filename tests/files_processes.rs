@@ -1,5 +1,6 @@
-//! Files end to end, with real `quickstore node` processes on loopback (k = 2 groups of 5,
-//! so every file's group has 5 members) and the real `quickstore` CLI as the client:
+//! Files end to end, with real `quickstore node` processes on loopback (10 nodes with the
+//! default groups that size themselves: one group, since the rule splits from 18 nodes with
+//! R = 3) and the real `quickstore` CLI as the client:
 //! put through one node and get through another, byte-identical, for sizes from 0 bytes up;
 //! hostile and missing names; a corrupted copy; concurrent puts of one name; a clean stop of
 //! a holder; `kill -9` of two holders and repair; `kill -9` of a node during a put.
@@ -13,10 +14,12 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use common::{Proc, identities, prepare, wait_converged};
-use quickstore_behaviours::id::name_facts;
 use serde_json::Value;
 
-const GROUPS: u32 = 2;
+/// Nodes started.
+const NODES: usize = 10;
+/// `wait_converged` reads each node's group and structure from its status.
+const SELF_SIZING: u32 = 0;
 const T_FAIL_MS: u64 = 1500;
 
 const CONFIG: &str = r#"
@@ -27,7 +30,6 @@ idle_connection_timeout_ms = 5000
 
 [kelips]
 network_name = "files-test"
-groups = 2
 heartbeat_period_ms = 100
 gossip_period_ms = 100
 t_fail_ms = 1500
@@ -193,13 +195,13 @@ async fn files_move_survive_failures_and_stay_at_three_copies() {
     let work = root.join("work");
     std::fs::create_dir_all(&work).expect("temp dir");
     std::fs::write(root.join("config.toml"), CONFIG).expect("config");
-    let mut procs = prepare(&root, identities(GROUPS, 5));
+    let mut procs = prepare(&root, identities(1, NODES));
     procs[0].start(&root, &[]);
     let first = procs[0].address.clone().expect("bootstrap address");
     for p in procs.iter_mut().skip(1) {
         p.start(&root, std::slice::from_ref(&first));
     }
-    wait_converged(&procs, GROUPS, "convergence", Duration::from_secs(60)).await;
+    wait_converged(&procs, SELF_SIZING, "convergence", Duration::from_secs(60)).await;
     let n = procs.len();
 
     // ---- put through one node, get through another, log-uniform sizes ----------------------
@@ -534,11 +536,12 @@ async fn files_move_survive_failures_and_stay_at_three_copies() {
 
     // ---- kill -9 of a home node during a put: an answer, never a silent half ----------------
     let name = "big/during-kill";
-    let group = name_facts(name, GROUPS).0;
     let big = work.join("big");
     write_file(&big, 48 << 20, 1234);
-    let entry = procs.iter().position(|p| p.group != group).expect("entry");
-    let members: Vec<usize> = (1..n).filter(|&i| procs[i].group == group).collect();
+    // One group: the entry is a member too (the put's first home or a forwarder); the
+    // victim is another member caught receiving.
+    let entry = 0;
+    let members: Vec<usize> = (1..n).collect();
     let putting = {
         let peer = peer_arg(&procs[entry]);
         let big = big.clone();

@@ -4,7 +4,8 @@
 //!
 //! Groups are chosen so that group 1 is exactly LAN A's two nodes: a file of group 1 is held
 //! only behind NAT A, so getting it from LAN B must cross both NATs, by hole punching or
-//! through the relay.
+//! through the relay. That needs the fixed mode (`groups = 2`): five nodes whose groups size
+//! themselves are one group.
 
 mod common;
 

@@ -1,4 +1,5 @@
-//! Real `quickstore node` processes over TCP loopback, k = 4 groups of 3: they converge; a
+//! Real `quickstore node` processes over TCP loopback, 12 of them with the default groups that
+//! size themselves (fewer than 6R nodes are one group, so every node watches 11): they converge; a
 //! `kill -9`ed member is removed by its group in time (read from the timestamped logs) and
 //! nobody else is suspected; restarted on its data dir it comes back with the same PeerId and
 //! a higher incarnation; with the bootstrap killed, the network keeps working and a new node
@@ -10,10 +11,11 @@ use std::time::{Duration, Instant};
 
 use common::{Proc, identities, log_lines, prepare, statuses, wait_converged};
 use libp2p::identity::Keypair;
-use quickstore_behaviours::id::id_facts;
-use quickstore_behaviours::net::Peer;
 
-const GROUPS: u32 = 4;
+/// Nodes started (one group: the rule splits only from 18 nodes with R = 3).
+const NODES: usize = 12;
+/// `wait_converged` reads each node's group and structure from its status.
+const SELF_SIZING: u32 = 0;
 const PERIOD_MS: u64 = 100;
 const T_FAIL_MS: u64 = 1500;
 /// The simulator's dissemination p99 is about 7 gossip periods (BENCHMARKS.md).
@@ -27,7 +29,6 @@ idle_connection_timeout_ms = 5000
 
 [kelips]
 network_name = "process-test"
-groups = 4
 heartbeat_period_ms = 100
 gossip_period_ms = 100
 t_fail_ms = 1500
@@ -44,7 +45,7 @@ async fn processes_converge_detect_a_kill_restart_and_survive_the_bootstrap() {
     std::fs::create_dir_all(&root).expect("temp dir");
     std::fs::write(root.join("config.toml"), CONFIG).expect("config");
 
-    let mut procs: Vec<Proc> = prepare(&root, identities(GROUPS, 3));
+    let mut procs: Vec<Proc> = prepare(&root, identities(1, NODES));
 
     // Bootstrap first, then everyone through it.
     procs[0].start(&root, &[]);
@@ -52,7 +53,13 @@ async fn processes_converge_detect_a_kill_restart_and_survive_the_bootstrap() {
     for p in procs.iter_mut().skip(1) {
         p.start(&root, std::slice::from_ref(&first));
     }
-    wait_converged(&procs, GROUPS, "first convergence", Duration::from_secs(60)).await;
+    wait_converged(
+        &procs,
+        SELF_SIZING,
+        "first convergence",
+        Duration::from_secs(60),
+    )
+    .await;
 
     // kill -9 a member (not the bootstrap): its group removes it in time, nobody else fails.
     let victim = 5;
@@ -96,7 +103,13 @@ async fn processes_converge_detect_a_kill_restart_and_survive_the_bootstrap() {
 
     // Restart on the same data dir: same PeerId (checked in start), higher incarnation.
     procs[victim].start(&root, std::slice::from_ref(&first));
-    wait_converged(&procs, GROUPS, "after restart", Duration::from_secs(60)).await;
+    wait_converged(
+        &procs,
+        SELF_SIZING,
+        "after restart",
+        Duration::from_secs(60),
+    )
+    .await;
     let seen = statuses(&procs).await;
     for (peer, group, status) in &seen {
         if *group == victim_group && *peer != victim_peer {
@@ -121,7 +134,7 @@ async fn processes_converge_detect_a_kill_restart_and_survive_the_bootstrap() {
     let fresh_peer = fresh_key.public().to_peer_id();
     let mut fresh = Proc {
         peer: fresh_peer,
-        group: id_facts(&Peer(fresh_peer), GROUPS).group,
+        group: 0,
         dir: fresh_dir,
         child: None,
         address: None,
@@ -131,7 +144,7 @@ async fn processes_converge_detect_a_kill_restart_and_survive_the_bootstrap() {
     // The bootstrap is removed everywhere after 2·t_fail; wait for that, then convergence.
     wait_converged(
         &procs,
-        GROUPS,
+        SELF_SIZING,
         "after the bootstrap died",
         Duration::from_secs(60),
     )

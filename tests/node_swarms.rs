@@ -1,5 +1,7 @@
 //! Real libp2p swarms in one process, over loopback TCP or libp2p's memory transport (Noise,
-//! Yamux either way): they form a Kelips network through one bootstrap and converge.
+//! Yamux either way): they form a Kelips network through one bootstrap and converge, with
+//! groups that size themselves (the default): 12 swarms are one group, 200 split into the
+//! groups the rule chooses for their number and converge on that structure.
 
 use std::time::{Duration, Instant};
 
@@ -11,6 +13,10 @@ use quickstore_behaviours::Config;
 fn fast_config(groups: u32, period_ms: u64) -> Config {
     Config {
         groups,
+        // A level change is proposed after 10 periods of asking for it, and the previous
+        // structure is kept for 50 (the defaults' ratios, scaled to the period).
+        structure_hold_ms: 10 * period_ms,
+        structure_transition_ms: 50 * period_ms,
         heartbeat_period_ms: period_ms,
         gossip_period_ms: period_ms,
         t_fail_ms: 30 * period_ms,
@@ -70,19 +76,40 @@ async fn converge_on(listen: &str, nodes: usize, groups: u32, period_ms: u64, li
                 if live != expected {
                     wrong_views += 1;
                 }
-                let missing: Vec<u32> = (0..groups)
+                let missing: Vec<u32> = (0..status.groups)
                     .filter(|g| *g != *group && status.contacts.get(g).is_none_or(|c| c.is_empty()))
                     .collect();
                 if !missing.is_empty() {
                     missing_contacts.push((me.to_string(), missing, status.counters.clone()));
                 }
             }
+            let mut structures: std::collections::BTreeMap<String, usize> = Default::default();
+            for (_, _, status) in &snapshot {
+                let held = status
+                    .as_ref()
+                    .map(|s| format!("{} groups, epoch {:?}", s.groups, s.structure_epoch));
+                *structures.entry(held.unwrap_or_default()).or_default() += 1;
+            }
             panic!(
                 "{nodes} nodes not converged after {limit:?}: {wrong_views} wrong views, \
-                 missing contact groups: {missing_contacts:?}"
+                 missing contact groups: {missing_contacts:?}, structures held: {structures:?}"
             );
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    if groups == 0 {
+        let snapshot = snapshot(&all, groups).await;
+        let (k, epoch) = quickstore::local::agreed_structure(&snapshot).expect("converged");
+        // ALGORITHM.md's invariant: once N is stable, group size within a factor of 2 of √N.
+        let size = nodes as f64 / f64::from(k);
+        let root = (nodes as f64).sqrt();
+        eprintln!(
+            "{nodes} swarms: {k} groups (epoch {epoch:?}), {size:.1} per group, √N {root:.1}"
+        );
+        assert!(
+            size <= 2.0 * root && size >= root / 2.0 || k == 1,
+            "{nodes} nodes in {k} groups: {size:.1} per group is not within 2× of √N = {root:.1}"
+        );
     }
     for node in all {
         node.stop().await;
@@ -91,16 +118,16 @@ async fn converge_on(listen: &str, nodes: usize, groups: u32, period_ms: u64, li
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn twelve_swarms_converge() {
-    converge(12, 4, 100, Duration::from_secs(30)).await;
+    converge(12, 0, 100, Duration::from_secs(30)).await;
 }
 
 /// Without sockets: libp2p's in-process memory transport, Noise and Yamux on top.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn twelve_swarms_converge_over_the_memory_transport() {
-    converge_on("/memory/0", 12, 4, 100, Duration::from_secs(30)).await;
+    converge_on("/memory/0", 12, 0, 100, Duration::from_secs(30)).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn two_hundred_swarms_converge() {
-    converge(200, 8, 1000, Duration::from_secs(120)).await;
+async fn two_hundred_swarms_split_into_groups_and_converge() {
+    converge(200, 0, 1000, Duration::from_secs(180)).await;
 }

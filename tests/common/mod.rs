@@ -210,7 +210,9 @@ pub async fn statuses(procs: &[Proc]) -> Vec<(PeerId, u32, Option<Status>)> {
     out
 }
 
-/// Waits until every running process sees its whole group and a contact per group.
+/// Waits until every running process sees its whole group and a contact per group. With
+/// `groups` = 0 (groups that size themselves) a process's group is the one its status
+/// reports, and every process must report the same structure.
 pub async fn wait_converged(procs: &[Proc], groups: u32, what: &str, limit: Duration) {
     let started = Instant::now();
     loop {
@@ -219,7 +221,13 @@ pub async fn wait_converged(procs: &[Proc], groups: u32, what: &str, limit: Dura
             .into_iter()
             .zip(procs)
             .filter(|(_, p)| p.child.is_some())
-            .map(|(s, _)| s)
+            .map(|((peer, group, status), _)| {
+                let group = match (&status, groups) {
+                    (Some(s), 0) => s.group,
+                    _ => group,
+                };
+                (peer, group, status)
+            })
             .collect();
         if quickstore::local::converged(&live, groups) {
             return;
