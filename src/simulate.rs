@@ -35,6 +35,10 @@ pub struct SimulateArgs {
     /// Spread the kills evenly over this many virtual seconds (default 0: all at once).
     #[arg(long, default_value_t = 0.0)]
     pub kill_window_s: f64,
+    /// Share of the departures of the kill window that are clean stops: with --store the
+    /// node hands its names off (at most 30 s, as Ctrl-C does) before it goes.
+    #[arg(long, default_value_t = 0.0)]
+    pub graceful_fraction: f64,
     /// Names go in from this virtual second (default: when the joins end) until 30 s before
     /// the kills.
     #[arg(long)]
@@ -103,6 +107,10 @@ pub struct SimulateArgs {
     /// Print one JSON object instead of a table.
     #[arg(long)]
     pub json: bool,
+    /// After the report, draw group sizes against √N over time (`--groups 0`; on stderr
+    /// with `--json`).
+    #[arg(long)]
+    pub plot: bool,
     /// The file layer's flags.
     #[command(flatten)]
     pub store: Box<StoreArgs>,
@@ -235,6 +243,7 @@ impl SimulateArgs {
             kill_fraction: self.kill_fraction,
             kill_at_s: self.kill_at_s,
             kill_window_s: self.kill_window_s,
+            graceful_fraction: self.graceful_fraction.clamp(0.0, 1.0),
             puts_from_s: self.puts_from_s,
             seed: self.seed,
             lookups_per_s: self.lookups_per_s,
@@ -260,6 +269,14 @@ impl SimulateArgs {
         } else if let serde_json::Value::Object(fields) = value {
             for (key, value) in fields {
                 println!("{key:<28} {value}");
+            }
+        }
+        if self.plot {
+            let plot = report.structure_plot(72);
+            if self.json {
+                eprint!("{plot}");
+            } else {
+                print!("{plot}");
             }
         }
         Ok(())

@@ -3,13 +3,17 @@
 //! durable, publishes the set without itself and with the new holder under the next epoch.
 //! The count of copies never drops: the set loses this node only after gaining the new one,
 //! and every other holder stays listed. The driver keeps gossiping a few periods after the
-//! last `HandedOff` so the sets spread. A stopping node starts no more repairs.
+//! last `HandedOff` so the sets spread. A stopping node starts no more repairs. A hand-off
+//! copy that fails (the member went too, or is full) is tried on another member, up to
+//! [`MAX_HAND_OFF_ATTEMPTS`] in all; then `HandOffFailed` says this node stays listed.
 
 use std::sync::Arc;
 
 use crate::Millis;
 use crate::id::NodeId;
 use crate::limits::MAX_HOLDERS;
+
+use super::limits::MAX_HAND_OFF_ATTEMPTS;
 use crate::tuple::FileTuple;
 
 use super::FilesCore;
@@ -35,36 +39,62 @@ impl<I: NodeId> FilesCore<I> {
             .collect();
         let mut asked = 0;
         for tuple in held {
-            let mut exclude: Vec<I> = tuple.holders.clone();
-            if let Some(t) = self.names.get(&tuple.name) {
-                exclude.extend(t.knowledge.known.iter().cloned());
-            }
-            let picked = place(
-                &mut self.rng,
-                &self.me,
-                0,
-                &self.view,
-                tuple.size,
-                &exclude,
-                1,
-            );
-            let Some(to) = picked.into_iter().next() else {
-                continue;
-            };
-            if self.command(Command::CopyTo {
-                tuple: tuple.clone(),
-                to: to.clone(),
-                purpose: CopyPurpose::HandOff,
-            }) {
-                self.in_flight += 1;
-                self.stats.copies_started += 1;
-                if let Some(t) = self.names.get_mut(&tuple.name) {
-                    t.copying.insert(to);
-                }
+            if self.send_hand_off(&tuple) {
                 asked += 1;
             }
         }
         asked
+    }
+
+    /// Sends the hand-off copy of `tuple` to a member that is not a known holder and has
+    /// not failed a copy of it; returns whether one was found.
+    fn send_hand_off(&mut self, tuple: &Arc<FileTuple<I>>) -> bool {
+        let mut exclude: Vec<I> = tuple.holders.clone();
+        if let Some(t) = self.names.get(&tuple.name) {
+            exclude.extend(t.knowledge.known.iter().cloned());
+            exclude.extend(t.copy_failed.iter().cloned());
+        }
+        let picked = place(
+            &mut self.rng,
+            &self.me,
+            0,
+            &self.view,
+            tuple.size,
+            &exclude,
+            1,
+        );
+        let Some(to) = picked.into_iter().next() else {
+            return false;
+        };
+        if !self.command(Command::CopyTo {
+            tuple: tuple.clone(),
+            to: to.clone(),
+            purpose: CopyPurpose::HandOff,
+        }) {
+            return false;
+        }
+        self.in_flight += 1;
+        self.stats.copies_started += 1;
+        if let Some(t) = self.names.get_mut(&tuple.name) {
+            t.copying.insert(to);
+        }
+        true
+    }
+
+    /// A hand-off copy of `name` failed (its member is in `copy_failed` now): another
+    /// member is tried, or the hand-off of `name` gives up.
+    pub(crate) fn retry_hand_off(&mut self, _now: Millis, name: &str) {
+        let Some(tracked) = self.names.get(name) else {
+            return;
+        };
+        let tuple = tracked.tuple.clone();
+        let tried = tracked.copy_failed.len();
+        if tried < MAX_HAND_OFF_ATTEMPTS && self.send_hand_off(&tuple) {
+            return;
+        }
+        self.emit(Event::HandOffFailed {
+            name: tuple.name.clone(),
+        });
     }
 
     /// The hand-off copy of `name` to `to` is durable: publish the set without this node.

@@ -20,3 +20,6 @@ pub const MAX_VIEW_MEMBERS: usize = crate::limits::MAX_DIGEST_ITEMS;
 pub const MAX_KEEP_VERSIONS: usize = 16;
 /// Holders a put may use at most (its copies; the tuple's own cap).
 pub const MAX_COPIES: usize = crate::limits::MAX_HOLDERS;
+/// Members a clean stop tries in turn for the hand-off copy of one name: a failed copy (the
+/// member went too, or its disk is full) is tried again on another one while time remains.
+pub const MAX_HAND_OFF_ATTEMPTS: usize = 3;

@@ -161,6 +161,13 @@ pub enum Event<I> {
         /// Who took the copy.
         to: I,
     },
+    /// A hand-off copy of `name` failed on every member tried (at most
+    /// `MAX_HAND_OFF_ATTEMPTS`, or no member left to try): this node stays listed, and its
+    /// group's repair restores R once it has gone.
+    HandOffFailed {
+        /// The name.
+        name: Arc<str>,
+    },
     /// A name that left this node's group (a split) is held by its new group (R holders of
     /// that group listed, or a newer version): this node forgets it, and its copy becomes
     /// garbage.

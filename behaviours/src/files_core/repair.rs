@@ -338,6 +338,9 @@ impl<I: NodeId> FilesCore<I> {
                 {
                     self.in_flight = self.in_flight.saturating_sub(1);
                     tracked.copy_failed.insert(to);
+                    if purpose == CopyPurpose::HandOff {
+                        self.retry_hand_off(now, name);
+                    }
                 }
             }
         }

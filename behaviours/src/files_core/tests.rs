@@ -710,6 +710,47 @@ fn a_clean_stop_hands_each_copy_off_before_leaving_the_set() {
     }));
 }
 
+#[test]
+fn a_failed_hand_off_copy_is_tried_on_another_member_then_given_up() {
+    let t = tuple(1, &[id(1), id(2), id(3)], 0);
+    let mut node = Node::settled(id(1), &[id(2), id(3), id(4), id(5), id(6), id(7)]);
+    node.holds(&t);
+    node.out.clear();
+    assert_eq!(node.core.hand_off(node.now), 1);
+    let mut tried = Vec::new();
+    for _ in 0..super::limits::MAX_HAND_OFF_ATTEMPTS {
+        node.drain();
+        let to = node.commands().into_iter().find_map(|c| match c {
+            Command::CopyTo {
+                to,
+                purpose: CopyPurpose::HandOff,
+                ..
+            } => Some(to),
+            _ => None,
+        });
+        let to = to.expect("a hand-off copy");
+        assert!(!tried.contains(&to) && ![id(1), id(2), id(3)].contains(&to));
+        tried.push(to);
+        node.out.clear();
+        node.core
+            .handle_copy_failed(node.now, NAME, to, CopyPurpose::HandOff);
+    }
+    node.drain();
+    assert!(
+        node.commands().is_empty(),
+        "no fourth try: {:?}",
+        node.commands()
+    );
+    assert!(
+        node.events()
+            .contains(&Event::HandOffFailed { name: NAME.into() })
+    );
+    assert!(
+        node.publishes().is_empty(),
+        "still listed: nothing published"
+    );
+}
+
 // ---- versions ----------------------------------------------------------------------------
 
 #[test]

@@ -19,6 +19,7 @@
 //!   of threads.
 
 pub mod measure;
+pub mod phases;
 mod queue;
 pub mod report;
 pub mod scenario;

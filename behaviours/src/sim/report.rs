@@ -166,6 +166,10 @@ pub struct Report {
     pub restore_bound_s: f64,
     /// Bytes moved by repair copies and fetches per live node per second.
     pub repair_bytes_per_node_per_s: f64,
+    /// Groups that size themselves: bytes fetched from another group (names a split moved
+    /// into their new group) per node of the run; the copies that then restore R inside the
+    /// new group count as repair bytes.
+    pub transition_bytes_per_node: f64,
     /// Repair copies started while R listed holders were alive with intact copies.
     pub needless_repairs: u64,
     /// Holder sets published smaller than before and than min(R, live copies).
@@ -191,12 +195,70 @@ pub struct Report {
     pub newcomers: u64,
     /// …
     pub pauses: u64,
+    /// Departures of the kill window that were clean stops (`graceful_fraction`).
+    pub departures_clean: u64,
+    /// Hand-off copies those nodes asked for, made durable before they went, and given up
+    /// (every member tried failed).
+    pub hand_offs_asked: u64,
+    /// …
+    pub hand_offs_done: u64,
+    /// …
+    pub hand_offs_failed: u64,
+    /// Figures per phase: `grow` (joins), `hold`, `leave` (the kill window), `after`.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub phases: Vec<crate::sim::phases::PhaseFigures>,
     /// Wall-clock seconds of the run.
     pub wall_s: f64,
     /// Messages and bytes sent per message kind.
     pub traffic_by_kind: BTreeMap<&'static str, KindTraffic>,
     /// Hash of the delivery trace (same seed, same trace).
     pub trace: String,
+}
+
+impl Report {
+    /// The `structure_timeline` as a text chart, one line per sample: the smallest to the
+    /// largest group drawn with `-`, the median group `M`, and √N `*` (where √N and a group
+    /// size fall on one column, `#`), on a scale `width` columns wide. Empty without a
+    /// timeline.
+    pub fn structure_plot(&self, width: usize) -> String {
+        let timeline = &self.structure_timeline;
+        let top = timeline
+            .iter()
+            .map(|s| (s.group_max as f64).max(s.sqrt_nodes))
+            .fold(1.0, f64::max);
+        let width = width.max(10);
+        let column = |v: f64| ((v / top) * (width - 1) as f64).round() as usize;
+        let mut out = String::new();
+        if timeline.is_empty() {
+            return out;
+        }
+        out.push_str(&format!(
+            "{:>6} {:>6} {:>6}  group sizes 0 … {top:.0} (- smallest to largest, M median, * √N)\n",
+            "t (s)", "nodes", "groups"
+        ));
+        for sample in timeline {
+            let mut line = vec![' '; width];
+            let (low, high) = (
+                column(sample.group_min as f64),
+                column(sample.group_max as f64),
+            );
+            for cell in &mut line[low..=high.max(low)] {
+                *cell = '-';
+            }
+            line[column(sample.group_median as f64)] = 'M';
+            let root = column(sample.sqrt_nodes);
+            line[root] = if line[root] == ' ' { '*' } else { '#' };
+            let line: String = line.into_iter().collect();
+            out.push_str(&format!(
+                "{:>6} {:>6} {:>6}  |{}|\n",
+                sample.t_s,
+                sample.nodes,
+                sample.groups,
+                line.trim_end()
+            ));
+        }
+        out
+    }
 }
 
 /// Traffic of one message kind.
@@ -264,4 +326,40 @@ pub(crate) fn quantile(sorted: &[f64], q: f64) -> f64 {
     }
     let index = ((sorted.len() as f64 * q).ceil() as usize).clamp(1, sorted.len()) - 1;
     sorted[index]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_structure_plot_draws_group_sizes_against_the_root_of_n() {
+        let sample = |t_s, nodes: u64, groups, min, median, max| StructureSample {
+            t_s,
+            nodes,
+            sqrt_nodes: (nodes as f64).sqrt(),
+            groups,
+            nodes_elsewhere: 0,
+            group_min: min,
+            group_median: median,
+            group_max: max,
+        };
+        let report = Report {
+            structure_timeline: vec![
+                sample(60, 100, 8, 9, 12, 16),
+                sample(120, 400, 16, 18, 25, 30),
+            ],
+            ..Report::default()
+        };
+        let plot = report.structure_plot(31);
+        let lines: Vec<&str> = plot.lines().collect();
+        assert_eq!(lines.len(), 3, "{plot}");
+        assert!(lines[0].contains("group sizes 0 … 30"), "{plot}");
+        // 400 nodes: √N = 20 inside the span 18..30, median 25; the largest at the edge.
+        let bar = lines[2].split('|').nth(1).expect("a bar");
+        assert_eq!(bar.find('#'), Some(20), "{plot}");
+        assert_eq!(bar.find('M'), Some(25), "{plot}");
+        assert_eq!(bar.len(), 31, "{plot}");
+        assert!(Report::default().structure_plot(40).is_empty());
+    }
 }

@@ -9,6 +9,7 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
 use super::measure::{KillWatch, converged, convergence_gaps, sample_staleness, sample_state};
+use super::phases::{Counters, Phases};
 use super::report::{Histogram, KindTraffic, Report, quantile};
 use super::store::{Store, StoreConfig, name_of};
 use super::{SimConfig, Simulator};
@@ -40,6 +41,10 @@ pub struct Scenario {
     /// The kills are spread evenly over this many virtual seconds (0: all at once, with the
     /// detection and removal figures of a mass failure).
     pub kill_window_s: f64,
+    /// Share of the departures of the kill window that are clean stops (Ctrl-C): with files,
+    /// the node hands its names off for at most [`HAND_OFF_LIMIT_MS`] (the node's default)
+    /// before it goes; the others crash. Either way the node is gone for good.
+    pub graceful_fraction: f64,
     /// Names go in from this virtual second (None: when the joins end) until 30 s before the
     /// kill (or the end).
     pub puts_from_s: Option<f64>,
@@ -123,6 +128,7 @@ impl Default for Scenario {
             kill_fraction: 0.0,
             kill_at_s: None,
             kill_window_s: 0.0,
+            graceful_fraction: 0.0,
             puts_from_s: None,
             seed: 1,
             lookups_per_s: 20.0,
@@ -194,8 +200,21 @@ fn exponential_ms(rng: &mut ChaCha8Rng, median_s: f64) -> Millis {
 
 /// Granularity of the scenario's own actions (the simulator itself runs to the millisecond).
 const STEP_MS: Millis = 100;
+/// How long a node stopping cleanly hands its names off at most, ms: the node's default
+/// (`files.io_timeout_ms`, 30 s).
+pub const HAND_OFF_LIMIT_MS: Millis = 30_000;
+/// Gossip periods a node that handed everything off keeps running, so the new holder sets
+/// spread (as the node's driver does).
+const HAND_OFF_LINGER_PERIODS: u64 = 3;
 /// Names are looked up only once they are this old.
 const LOOKUP_AFTER_MS: Millis = 30_000;
+
+/// A node stopping cleanly.
+struct Leaving {
+    asked: usize,
+    deadline: Millis,
+    linger_until: Option<Millis>,
+}
 
 /// Ground truth of one inserted name.
 struct Inserted {
@@ -236,6 +255,10 @@ struct Run<'a> {
     /// Nodes to kill over the kill window (fixed when it opens), and killed so far.
     kill_target: Option<usize>,
     killed_gradually: usize,
+    /// Nodes stopping cleanly: the hand-offs they asked for, when they go at the latest, and
+    /// (once every hand-off is done) when they go.
+    leaving: BTreeMap<u32, Leaving>,
+    phases: Phases,
     partitioned: bool,
     node_ms: u128,
     lookup_credit: f64,
@@ -344,6 +367,17 @@ impl<'a> Run<'a> {
             kill: None,
             kill_target: None,
             killed_gradually: 0,
+            leaving: BTreeMap::new(),
+            phases: Phases::new(
+                join_end,
+                (scenario.kill_fraction > 0.0).then(|| {
+                    (
+                        scenario.kill_at(),
+                        (scenario.kill_window_s * 1000.0) as Millis,
+                    )
+                }),
+                scenario.seconds * 1000,
+            ),
             partitioned: false,
             node_ms: 0,
             lookup_credit: 0.0,
@@ -540,10 +574,17 @@ impl<'a> Run<'a> {
                 self.inserted.push(Inserted { name, at, holders });
             }
         }
+        if !self.leaving.is_empty() {
+            self.finish_departures(t);
+        }
         let live = (0..self.sim.len() as u32)
             .filter(|&i| self.sim.is_alive(i))
             .count();
         self.node_ms += live as u128 * u128::from(STEP_MS);
+        while self.phases.due(t) {
+            let counters = self.counters(live as u64);
+            self.phases.mark(t, counters);
+        }
         for (at, node, event) in self.sim.take_events() {
             self.observe(at, node, event);
         }
@@ -644,17 +685,72 @@ impl<'a> Run<'a> {
         let due = (target as u128 * u128::from(elapsed) / u128::from(window.max(1))) as usize;
         while self.killed_gradually < due {
             let live: Vec<u32> = (0..self.scenario.nodes as u32)
-                .filter(|&i| self.sim.is_alive(i))
+                .filter(|&i| self.sim.is_alive(i) && !self.leaving.contains_key(&i))
                 .collect();
             if live.is_empty() {
                 return;
             }
             let d = live[self.rng.random_range(0..live.len())];
-            self.sim.kill(d);
-            if let Some(store) = &mut self.store {
-                store.node_died(&self.sim, d, t, true);
+            let fraction = self.scenario.graceful_fraction.clamp(0.0, 1.0);
+            if fraction > 0.0 && self.rng.random_bool(fraction) {
+                self.depart_cleanly(d, t);
+            } else {
+                self.crash(d, t);
             }
             self.killed_gradually += 1;
+        }
+    }
+
+    /// Node `d` crashes at `t`, for good (its disk with it).
+    fn crash(&mut self, d: u32, t: Millis) {
+        self.sim.kill(d);
+        if let Some(store) = &mut self.store {
+            store.node_died(&self.sim, d, t, true);
+        }
+    }
+
+    /// Node `d` stops cleanly at `t`: it hands its names off (with files), then goes.
+    fn depart_cleanly(&mut self, d: u32, t: Millis) {
+        self.report.departures_clean += 1;
+        let asked = if self.store.is_some() {
+            self.sim
+                .files_input(d, |files, now| files.hand_off(now))
+                .unwrap_or(0)
+        } else {
+            0
+        };
+        self.report.hand_offs_asked += asked as u64;
+        if asked == 0 {
+            self.crash(d, t);
+            return;
+        }
+        self.leaving.insert(
+            d,
+            Leaving {
+                asked,
+                deadline: t + HAND_OFF_LIMIT_MS,
+                linger_until: None,
+            },
+        );
+    }
+
+    /// Nodes stopping cleanly go once their hand-offs are finished (durable or given up, and
+    /// the sets had a few gossip periods to spread) or their time is up.
+    fn finish_departures(&mut self, t: Millis) {
+        let linger = HAND_OFF_LINGER_PERIODS * self.scenario.kelips.gossip_period_ms;
+        let mut gone = Vec::new();
+        for (&d, leaving) in &mut self.leaving {
+            let handed = self.store.as_ref().map_or(0, |s| s.hand_offs_finished(d));
+            if handed >= leaving.asked && leaving.linger_until.is_none() {
+                leaving.linger_until = Some(t + linger);
+            }
+            if t >= leaving.deadline || leaving.linger_until.is_some_and(|at| t >= at) {
+                gone.push(d);
+            }
+        }
+        for d in gone {
+            self.leaving.remove(&d);
+            self.crash(d, t);
         }
     }
 
@@ -864,6 +960,23 @@ impl<'a> Run<'a> {
         }
     }
 
+    /// The cumulative counters now, for the phase figures.
+    fn counters(&self, running: u64) -> Counters {
+        let metrics = self.store.as_ref().map(|s| &s.metrics);
+        Counters {
+            lookups: self.report.lookups,
+            found: self.found,
+            one_hop: self.one_hop,
+            bytes: self.sim.traffic().bytes,
+            node_ms: self.node_ms,
+            gets: metrics.map_or(0, |m| m.gets),
+            gets_ok: metrics.map_or(0, |m| m.gets_ok),
+            repair_bytes: metrics.map_or(0, |m| m.repair_bytes),
+            transition_bytes: metrics.map_or(0, |m| m.transition_bytes),
+            running,
+        }
+    }
+
     fn every_second(&mut self, t: Millis) {
         self.follow_structure(t);
         if let Some((_, heal)) = self.scenario.partition
@@ -959,6 +1072,7 @@ impl<'a> Run<'a> {
             .filter(|n| self.scenario.nodes > 1 && n.view().is_empty() && n.contacts().is_empty())
             .count() as u64;
         report.trace = format!("{:016x}", self.sim.trace());
+        report.phases = self.phases.figures();
         if let Some(store) = &self.store {
             let end = self.scenario.seconds * 1000;
             let metrics = &store.metrics;
@@ -982,6 +1096,10 @@ impl<'a> Run<'a> {
             report.restore_bound_s = (2 * files.t_fail_ms + files.repair_period_ms) as f64 / 1000.0
                 + store.config().size_max as f64 / median_up / 1000.0;
             report.repair_bytes_per_node_per_s = metrics.repair_bytes as f64 / node_s;
+            report.transition_bytes_per_node =
+                metrics.transition_bytes as f64 / self.scenario.nodes.max(1) as f64;
+            report.hand_offs_done = metrics.handed_off;
+            report.hand_offs_failed = metrics.hand_offs_failed;
             report.needless_repairs = metrics.needless_repairs;
             report.holder_set_shrinks = metrics.holder_set_shrinks;
             report.gets = metrics.gets;

@@ -79,6 +79,13 @@ pub struct StoreMetrics {
     pub restore_ms: Vec<f64>,
     /// Bytes moved by repair copies and fetches.
     pub repair_bytes: u64,
+    /// Of those, bytes fetched from a node of another group (groups that size themselves:
+    /// a split's names fetched into their new group).
+    pub transition_bytes: u64,
+    /// Hand-off copies made durable (`HandedOff`) by nodes stopping cleanly.
+    pub handed_off: u64,
+    /// Hand-offs given up (`HandOffFailed`: every member tried failed).
+    pub hand_offs_failed: u64,
     /// Repair copies started while R listed holders were alive with intact copies.
     pub needless_repairs: u64,
     /// Holder sets published smaller than before and than min(R, live copies).
@@ -216,6 +223,8 @@ pub struct Store {
     /// Names acknowledged since the last [`take_acknowledged`](Self::take_acknowledged):
     /// (name, when, holders).
     acknowledged: Vec<(String, Millis, Vec<u32>)>,
+    /// Hand-offs finished (durable or given up) by each node stopping cleanly.
+    handed: BTreeMap<u32, usize>,
     /// What was measured.
     pub metrics: StoreMetrics,
 }
@@ -279,6 +288,7 @@ impl Store {
             gets: BTreeMap::new(),
             confirms: BTreeMap::new(),
             acknowledged: Vec::new(),
+            handed: BTreeMap::new(),
             metrics: StoreMetrics::default(),
         }
     }
@@ -328,8 +338,24 @@ impl Store {
         }
     }
 
+    /// Hand-offs node `i` finished (durable or given up) since it started stopping cleanly.
+    pub fn hand_offs_finished(&self, i: u32) -> usize {
+        self.handed.get(&i).copied().unwrap_or(0)
+    }
+
+    /// Whether `node` and `from` are of different groups under `node`'s structure (none
+    /// with a fixed k).
+    fn across_groups(sim: &Simulator, node: u32, from: u32) -> bool {
+        let Some((structure, _)) = sim.node(node).and_then(|n| n.structure()) else {
+            return false;
+        };
+        let grouping = crate::id::Grouping::Prefix(structure.level);
+        grouping.id_facts(&SimId(node)).group != grouping.id_facts(&SimId(from)).group
+    }
+
     /// Node `i` died at `now` (after [`Simulator::kill`]); `permanent`: its disk is gone.
     pub fn node_died(&mut self, sim: &Simulator, i: u32, now: Millis, permanent: bool) {
+        self.handed.remove(&i);
         let disk = &mut self.disks[i as usize];
         let held: Vec<usize> = disk.blobs.iter().map(index_of_hash).collect();
         if permanent {
@@ -746,7 +772,15 @@ impl Store {
                 Event::CopiesLost { .. } => self.metrics.copies_lost_events += 1,
                 Event::ShrinkDeferred { .. } => self.metrics.shrinks_deferred += 1,
                 Event::HealthLost { .. } => self.metrics.health_lost += 1,
-                Event::Emigrated { .. } | Event::HandedOff { .. } | Event::Settled => {}
+                Event::HandedOff { .. } => {
+                    self.metrics.handed_off += 1;
+                    *self.handed.entry(i).or_default() += 1;
+                }
+                Event::HandOffFailed { .. } => {
+                    self.metrics.hand_offs_failed += 1;
+                    *self.handed.entry(i).or_default() += 1;
+                }
+                Event::Emigrated { .. } | Event::Settled => {}
             },
         }
     }
@@ -853,6 +887,9 @@ impl Store {
                     && self.store_blob(sim, node, n, now);
                 if ok {
                     self.metrics.repair_bytes += tuple.size;
+                    if Self::across_groups(sim, node, from) {
+                        self.metrics.transition_bytes += tuple.size;
+                    }
                     let (hash, size) = (tuple.version.blake3, tuple.size);
                     sim.files_input(node, |files, now| {
                         files.handle_blob_stored(now, hash, size);

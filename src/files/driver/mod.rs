@@ -341,12 +341,9 @@ impl Driver {
             } => match result {
                 Ok(()) => self.core.handle_copy_done(now, &name, Peer(to), purpose),
                 Err(e) => {
+                    // A failed hand-off copy is tried on another member; the core says
+                    // when it gives up (`HandOffFailed`).
                     tracing::info!("copy of {name:?} to {to} failed: {e}");
-                    if purpose == CopyPurpose::HandOff
-                        && let Some(h) = &mut self.hand_off
-                    {
-                        h.failed += 1;
-                    }
                     self.core.handle_copy_failed(now, &name, Peer(to), purpose);
                 }
             },
@@ -561,6 +558,15 @@ impl Driver {
                 tracing::info!("handed {name:?} to {to}");
                 if let Some(h) = &mut self.hand_off {
                     h.handed += 1;
+                }
+            }
+            Event::HandOffFailed { name } => {
+                tracing::warn!(
+                    "could not hand {name:?} off: every member tried failed; its group \
+                     restores the copy after this node has gone"
+                );
+                if let Some(h) = &mut self.hand_off {
+                    h.failed += 1;
                 }
             }
             Event::HealthLost { gap_ms } => {
