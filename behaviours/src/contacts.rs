@@ -3,7 +3,10 @@
 //! A contact is *heard* when a message or reply comes from it, or when gossip brings it a
 //! higher stamp. One not heard for `t_contact` is *stale*: it is probed first and any fresh
 //! candidate replaces it. One that cannot be reached is removed at once. When a group is full,
-//! a candidate with a measured RTT evicts the farthest contact if it is closer.
+//! a candidate with a measured RTT evicts the farthest contact if it is clearly closer: by a
+//! quarter of its own RTT and by at least [`RTT_MARGIN_US`]. (Any improvement used to do: on
+//! a LAN, where every RTT is a fraction of a millisecond, contacts then changed on noise, a
+//! few times a minute per node, each change a log line.)
 
 use std::collections::BTreeMap;
 
@@ -11,6 +14,10 @@ use crate::Millis;
 use crate::entry::Entry;
 use crate::lookup_map::{LookupMap, lookup_map};
 use crate::view::smooth_rtt;
+
+/// The least RTT gain, in microseconds, for which a candidate evicts a contact (besides a
+/// quarter of its own RTT).
+pub const RTT_MARGIN_US: u32 = 1000;
 
 /// One contact.
 #[derive(Debug, Clone)]
@@ -206,9 +213,10 @@ impl<I: Ord + Clone + std::hash::Hash> Contacts<I> {
             .map(|(i, _)| i)
             .or_else(|| {
                 let rtt = rtt_us?;
+                let worse_than = rtt.saturating_add((rtt / 4).max(RTT_MARGIN_US));
                 slot.iter()
                     .enumerate()
-                    .filter(|(_, c)| c.rtt_us.is_some_and(|theirs| theirs > rtt))
+                    .filter(|(_, c)| c.rtt_us.is_some_and(|theirs| theirs > worse_than))
                     .max_by_key(|(_, c)| c.rtt_us)
                     .map(|(i, _)| i)
             });
@@ -355,7 +363,19 @@ mod tests {
             contacts.offer(&entry(3, 0), 5, 3, 10, true, None, t),
             Offered::Unchanged
         );
-        // A closer candidate evicts the farthest.
+        // A candidate closer only by noise does not: 50 ms against 45 ms (less than a
+        // quarter), nor 0.3 ms against 0.2 ms on a LAN (less than the margin).
+        assert_eq!(
+            contacts.offer(&entry(7, 0), 5, 7, 20, false, Some(45_000), t),
+            Offered::Unchanged
+        );
+        let mut lan = Contacts::new(1, 0);
+        lan.offer(&entry(8, 0), 5, 8, 0, true, Some(300), t);
+        assert_eq!(
+            lan.offer(&entry(9, 0), 5, 9, 0, false, Some(200), t),
+            Offered::Unchanged
+        );
+        // A clearly closer candidate evicts the farthest.
         assert_eq!(
             contacts.offer(&entry(4, 0), 5, 4, 20, false, Some(20_000), t),
             Offered::Added { evicted: Some(2) }
