@@ -152,6 +152,14 @@ impl Node {
             .collect()
     }
 
+    /// The member the first `CopyTo` for `purpose` goes to.
+    fn copy_target(&self, purpose: CopyPurpose) -> Option<SimId> {
+        self.commands().into_iter().find_map(|c| match c {
+            Command::CopyTo { to, purpose: p, .. } if p == purpose => Some(to),
+            _ => None,
+        })
+    }
+
     fn events(&self) -> Vec<Event<SimId>> {
         self.out
             .iter()
@@ -522,14 +530,7 @@ fn the_leader_restores_r_copies_when_a_holder_dies() {
     assert!(node.commands().is_empty());
     node.fail(b);
     node.run(6_000);
-    let copy = node.commands().into_iter().find_map(|c| match c {
-        Command::CopyTo {
-            to,
-            purpose: CopyPurpose::Repair,
-            ..
-        } => Some(to),
-        _ => None,
-    });
+    let copy = node.copy_target(CopyPurpose::Repair);
     assert_eq!(copy, Some(spare));
     assert!(
         node.publishes().is_empty(),
@@ -688,14 +689,7 @@ fn a_clean_stop_hands_each_copy_off_before_leaving_the_set() {
         node.publishes().is_empty(),
         "not before the copy is durable"
     );
-    let to = node.commands().into_iter().find_map(|c| match c {
-        Command::CopyTo {
-            to,
-            purpose: CopyPurpose::HandOff,
-            ..
-        } => Some(to),
-        _ => None,
-    });
+    let to = node.copy_target(CopyPurpose::HandOff);
     assert_eq!(to, Some(id(4)));
     node.core
         .handle_copy_done(node.now, NAME, id(4), CopyPurpose::HandOff);
@@ -720,14 +714,7 @@ fn a_failed_hand_off_copy_is_tried_on_another_member_then_given_up() {
     let mut tried = Vec::new();
     for _ in 0..super::limits::MAX_HAND_OFF_ATTEMPTS {
         node.drain();
-        let to = node.commands().into_iter().find_map(|c| match c {
-            Command::CopyTo {
-                to,
-                purpose: CopyPurpose::HandOff,
-                ..
-            } => Some(to),
-            _ => None,
-        });
+        let to = node.copy_target(CopyPurpose::HandOff);
         let to = to.expect("a hand-off copy");
         assert!(!tried.contains(&to) && ![id(1), id(2), id(3)].contains(&to));
         tried.push(to);
