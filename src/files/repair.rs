@@ -85,8 +85,7 @@ pub async fn scrub(
     corrupt: tokio::sync::mpsc::Sender<Hash>,
 ) {
     let per_round = (bytes_per_s as u128 * period.as_millis() / 1000) as u64;
-    let mut cursor: Option<Hash> = None;
-    let mut credit = 0u64;
+    let mut budget = ScrubBudget::default();
     let mut tick = tokio::time::interval(period);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -98,24 +97,7 @@ pub async fn scrub(
             continue;
         };
         let sizes: BTreeMap<Hash, u64> = stored.into_iter().collect();
-        let largest = sizes.values().copied().max().unwrap_or(0);
-        // The credit may grow up to the largest blob, so every blob is scrubbed in time.
-        credit = (credit + per_round).min(largest.max(per_round));
-        loop {
-            let next = cursor
-                .and_then(|a| {
-                    sizes
-                        .range((std::ops::Bound::Excluded(a), std::ops::Bound::Unbounded))
-                        .next()
-                })
-                .or_else(|| sizes.iter().next())
-                .map(|(hash, size)| (*hash, *size));
-            let Some((hash, size)) = next else { break };
-            if size > credit {
-                break;
-            }
-            credit -= size;
-            cursor = Some(hash);
+        for hash in budget.round(&sizes, per_round) {
             match service.blobs.verify(&hash).await {
                 Ok(true) => {}
                 Ok(false) => {
@@ -129,9 +111,80 @@ pub async fn scrub(
                 }
                 Err(e) => tracing::warn!("cannot verify blob {}: {e}", to_hex(&hash)),
             }
-            if sizes.len() == 1 || credit == 0 {
+        }
+    }
+}
+
+/// Where the scrub is and the bytes it may still hash.
+#[derive(Debug, Default)]
+struct ScrubBudget {
+    /// The last blob verified; the next round goes on after it.
+    cursor: Option<Hash>,
+    /// Bytes that may be hashed; grows by the per-round budget up to the largest blob, so
+    /// every blob is verified in time.
+    credit: u64,
+}
+
+impl ScrubBudget {
+    /// The blobs of `sizes` to verify this round, in order, within the credit after adding
+    /// `per_round`: each at most once a round, however small. (A round used to go round
+    /// the store until the credit ran out: a node holding a few kilobytes re-hashed them
+    /// thousands of times a round, and ten such processes on two cores starved the rest.)
+    fn round(&mut self, sizes: &BTreeMap<Hash, u64>, per_round: u64) -> Vec<Hash> {
+        let largest = sizes.values().copied().max().unwrap_or(0);
+        self.credit = (self.credit + per_round).min(largest.max(per_round));
+        // From after the cursor to the end, then from the start up to the cursor: one pass.
+        let start = self.cursor;
+        let after = start.map_or(std::ops::Bound::Unbounded, std::ops::Bound::Excluded);
+        let order = sizes.range((after, std::ops::Bound::Unbounded)).chain(
+            sizes
+                .iter()
+                .take_while(move |(h, _)| start.is_some_and(|c| **h <= c)),
+        );
+        let mut chosen = Vec::new();
+        for (hash, size) in order {
+            if *size > self.credit {
                 break;
             }
+            self.credit -= size;
+            self.cursor = Some(*hash);
+            chosen.push(*hash);
         }
+        chosen
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hash(i: u8) -> Hash {
+        [i; 32]
+    }
+
+    #[test]
+    fn a_scrub_round_verifies_each_blob_at_most_once_within_its_budget() {
+        // Tiny blobs: a budget of a million bytes still verifies each once a round.
+        let tiny: BTreeMap<Hash, u64> = [(hash(1), 0), (hash(2), 2), (hash(3), 1000)].into();
+        let mut budget = ScrubBudget::default();
+        assert_eq!(
+            budget.round(&tiny, 1_000_000),
+            vec![hash(1), hash(2), hash(3)]
+        );
+        assert_eq!(
+            budget.round(&tiny, 1_000_000),
+            vec![hash(1), hash(2), hash(3)]
+        );
+        let empty: BTreeMap<Hash, u64> = [(hash(1), 0), (hash(2), 0)].into();
+        assert_eq!(ScrubBudget::default().round(&empty, 10).len(), 2);
+        // A blob larger than a round's budget waits for the credit to grow, then goes on
+        // from where the last round stopped.
+        let mixed: BTreeMap<Hash, u64> = [(hash(1), 10), (hash(2), 100), (hash(3), 10)].into();
+        let mut budget = ScrubBudget::default();
+        assert_eq!(budget.round(&mixed, 40), vec![hash(1)]);
+        assert_eq!(budget.round(&mixed, 40), Vec::<Hash>::new());
+        assert_eq!(budget.round(&mixed, 40), vec![hash(2)]);
+        // The rest of the budget goes on past the end of the store, round to the start.
+        assert_eq!(budget.round(&mixed, 40), vec![hash(3), hash(1)]);
     }
 }
