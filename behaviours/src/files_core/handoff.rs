@@ -12,11 +12,10 @@ use std::sync::Arc;
 use crate::Millis;
 use crate::id::NodeId;
 use crate::limits::MAX_HOLDERS;
-
-use super::limits::MAX_HAND_OFF_ATTEMPTS;
 use crate::tuple::FileTuple;
 
 use super::FilesCore;
+use super::limits::MAX_HAND_OFF_ATTEMPTS;
 use super::output::{Command, CopyPurpose, Event};
 use super::placement::place;
 
