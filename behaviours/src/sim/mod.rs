@@ -18,6 +18,7 @@
 //!   the trace are then settled in a fixed order, and the outcome does not depend on the number
 //!   of threads.
 
+mod links;
 pub mod measure;
 pub mod phases;
 mod queue;

@@ -3,10 +3,11 @@
 //!
 //! * **Names** have sizes drawn log-uniformly between `size_min` and `size_max`; every name
 //!   is put once (one version), its bytes named by a hash that encodes its index.
-//! * **Links.** Every node has an upload and a download bandwidth (log-uniform in their
-//!   ranges). A transfer from `a` to `b` takes one RTT plus size ÷ its rate, the smaller
-//!   of its shares of `a`'s upload and `b`'s download: a link is shared equally by the
-//!   transfers running on it when a transfer starts (the rate is then kept).
+//! * **Links** ([`links`](super::links)). Every node has an upload and a download bandwidth
+//!   (log-uniform in their ranges). A transfer from `a` to `b` takes one RTT plus its bytes
+//!   at its rate, the smaller of its equal shares of `a`'s upload and `b`'s download; the
+//!   shares are worked out again whenever a transfer starts or ends on either link. A
+//!   node's death cuts its transfers (their partners' links are freed).
 //! * **Disks** have a capacity; a copy that does not fit fails. A disk outlives a crash: a
 //!   node that returns finds its blobs again; a node that leaves for good loses them.
 //! * **Puts** enter at a first home (a live member of the name's group), which forwards the
@@ -28,6 +29,7 @@ use std::sync::Arc;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
+use super::links::{FlowId, Links};
 use super::{FilesOutput, Simulator};
 use crate::Millis;
 use crate::files_core::{
@@ -201,20 +203,31 @@ impl Job {
     }
 }
 
+/// The bytes of one transfer.
+struct Transfer {
+    /// The sender; `None`: a put's client (outside the simulation).
+    from: Option<u32>,
+    to: u32,
+    size: u64,
+    /// Round trips on top of the bytes.
+    latency_ms: Millis,
+    /// The earliest its job may run.
+    not_before: Millis,
+}
+
 /// The file layer of one simulation.
 pub struct Store {
     config: StoreConfig,
     rng: ChaCha8Rng,
     disks: Vec<Disk>,
-    /// Bytes per ms.
-    up: Vec<f64>,
-    down: Vec<f64>,
-    /// When each transfer on a node's upload (download) link ends.
-    up_ends: Vec<Vec<Millis>>,
-    down_ends: Vec<Vec<Millis>>,
+    /// Every node's links and the transfers on them.
+    links: Links,
     median_up: f64,
     names: Vec<Truth>,
-    jobs: BTreeMap<(Millis, u64), Job>,
+    /// Jobs by when they are due, each with the transfer it waits for.
+    jobs: BTreeMap<(Millis, u64), (Job, Option<FlowId>)>,
+    /// Where the job of each running transfer is scheduled, and the earliest it may run.
+    flow_jobs: BTreeMap<FlowId, ((Millis, u64), Millis)>,
     seq: u64,
     gets: BTreeMap<(u32, u64), usize>,
     /// Lookups a files core asked for to confirm a name's new group holds it, by (node,
@@ -277,13 +290,11 @@ impl Store {
             config,
             rng,
             disks: (0..slots).map(|_| Disk::default()).collect(),
-            up,
-            down,
-            up_ends: vec![Vec::new(); slots],
-            down_ends: vec![Vec::new(); slots],
+            links: Links::new(up, down),
             median_up,
             names: Vec::new(),
             jobs: BTreeMap::new(),
+            flow_jobs: BTreeMap::new(),
             seq: 0,
             gets: BTreeMap::new(),
             confirms: BTreeMap::new(),
@@ -319,8 +330,6 @@ impl Store {
             let size = self.names[index_of_hash(hash)].size;
             core.handle_blob_stored(now, *hash, size);
         }
-        self.up_ends[i as usize].clear();
-        self.down_ends[i as usize].clear();
         core
     }
 
@@ -356,6 +365,16 @@ impl Store {
     /// Node `i` died at `now` (after [`Simulator::kill`]); `permanent`: its disk is gone.
     pub fn node_died(&mut self, sim: &Simulator, i: u32, now: Millis, permanent: bool) {
         self.handed.remove(&i);
+        // Its transfers stop; their jobs stay where they were due (they fail then).
+        let (cut, moved) = self.links.cut_node(i, now);
+        for id in cut {
+            if let Some((key, _)) = self.flow_jobs.remove(&id)
+                && let Some((_, flow)) = self.jobs.get_mut(&key)
+            {
+                *flow = None;
+            }
+        }
+        self.move_jobs(moved);
         let disk = &mut self.disks[i as usize];
         let held: Vec<usize> = disk.blobs.iter().map(index_of_hash).collect();
         if permanent {
@@ -448,28 +467,42 @@ impl Store {
 
     fn schedule(&mut self, at: Millis, job: Job) {
         self.seq += 1;
-        self.jobs.insert((at, self.seq), job);
+        self.jobs.insert((at, self.seq), (job, None));
     }
 
-    /// The share of `rate` a new transfer gets on a link whose transfers end at `ends`
-    /// (those still running at `now` share it equally with the new one).
-    fn share(ends: &mut Vec<Millis>, rate: f64, now: Millis) -> f64 {
-        ends.retain(|&end| end > now);
-        rate / (ends.len() + 1) as f64
-    }
-
-    /// Starts a transfer of `size` bytes from `from` to `to` at `now`; returns when it ends.
-    /// It gets an equal share of each link with the transfers running on it when it starts
-    /// (and keeps that rate).
-    fn transfer(&mut self, sim: &Simulator, from: u32, to: u32, size: u64, now: Millis) -> Millis {
-        let (f, t) = (from as usize, to as usize);
-        let up = Self::share(&mut self.up_ends[f], self.up[f], now);
-        let down = Self::share(&mut self.down_ends[t], self.down[t], now);
-        let rate = up.min(down).max(1.0);
-        let end = now + (size as f64 / rate).ceil() as Millis + 2 * sim.one_way_ms(from, to);
-        self.up_ends[f].push(end);
-        self.down_ends[t].push(end);
+    /// Starts `transfer` at `now` and schedules `job` at its end, but not before
+    /// `transfer.not_before`; returns when that is as things stand (later starts and ends
+    /// on its links move it).
+    fn transfer(&mut self, transfer: Transfer, now: Millis, job: Job) -> Millis {
+        let Transfer {
+            from,
+            to,
+            size,
+            latency_ms,
+            not_before,
+        } = transfer;
+        let (id, end, moved) = self.links.start(from, to, size, latency_ms, now);
+        self.move_jobs(moved);
+        self.seq += 1;
+        let key = (end.max(not_before), self.seq);
+        self.jobs.insert(key, (job, Some(id)));
+        self.flow_jobs.insert(id, (key, not_before));
         end
+    }
+
+    /// Moves the jobs of transfers whose end moved.
+    fn move_jobs(&mut self, moved: Vec<(FlowId, Millis)>) {
+        for (id, end) in moved {
+            let Some((key, not_before)) = self.flow_jobs.get(&id).copied() else {
+                continue;
+            };
+            let Some(job) = self.jobs.remove(&key) else {
+                continue;
+            };
+            let new_key = (end.max(not_before), key.1);
+            self.jobs.insert(new_key, job);
+            self.flow_jobs.insert(id, (new_key, not_before));
+        }
     }
 
     /// Puts a new name of random size at a random live member of its group (`members`),
@@ -523,16 +556,18 @@ impl Store {
         };
         self.metrics.puts_started += 1;
         let first_gen = sim.generation(first);
-        // The client streams to the first home; it forwards to the others as bytes arrive.
-        let rate = Self::share(
-            &mut self.down_ends[first as usize],
-            self.down[first as usize],
+        // The client streams to the first home; it forwards to the others as bytes arrive
+        // (a forward ends no sooner than the client's stream did when the put began).
+        let own = Transfer {
+            from: None,
+            to: first,
+            size,
+            latency_ms: 0,
+            not_before: 0,
+        };
+        let own_end = self.transfer(
+            own,
             now,
-        );
-        let own_end = now + (size as f64 / rate.max(1.0)) as Millis;
-        self.down_ends[first as usize].push(own_end);
-        self.schedule(
-            own_end,
             Job::PutStored {
                 put: start.put,
                 first,
@@ -543,10 +578,18 @@ impl Store {
             },
         );
         for SimId(home) in start.forward_to {
-            let end = self.transfer(sim, first, home, size, now).max(own_end);
             let home_gen = sim.generation(home);
-            self.schedule(
-                end,
+            let latency = 2 * sim.one_way_ms(first, home);
+            let forward = Transfer {
+                from: Some(first),
+                to: home,
+                size,
+                latency_ms: latency,
+                not_before: own_end,
+            };
+            self.transfer(
+                forward,
+                now,
                 Job::PutStored {
                     put: start.put,
                     first,
@@ -624,7 +667,12 @@ impl Store {
                 if entry.key().0 > now {
                     break;
                 }
-                let job = entry.remove();
+                let (job, flow) = entry.remove();
+                if let Some(id) = flow {
+                    self.flow_jobs.remove(&id);
+                    let moved = self.links.finish(id, now);
+                    self.move_jobs(moved);
+                }
                 self.run_job(sim, job, now);
             }
         }
@@ -670,9 +718,16 @@ impl Store {
                         );
                         return;
                     }
-                    let end = self.transfer(sim, i, to, tuple.size, now);
-                    self.schedule(
-                        end,
+                    let copy = Transfer {
+                        from: Some(i),
+                        to,
+                        size: tuple.size,
+                        latency_ms: 2 * sim.one_way_ms(i, to),
+                        not_before: 0,
+                    };
+                    self.transfer(
+                        copy,
+                        now,
                         Job::Copy {
                             from: i,
                             from_gen: generation,
@@ -704,9 +759,16 @@ impl Store {
                             },
                         ),
                         None => {
-                            let end = self.transfer(sim, from, i, tuple.size, now);
-                            self.schedule(
-                                end,
+                            let fetch = Transfer {
+                                from: Some(from),
+                                to: i,
+                                size: tuple.size,
+                                latency_ms: 2 * sim.one_way_ms(i, from),
+                                not_before: 0,
+                            };
+                            self.transfer(
+                                fetch,
+                                now,
                                 Job::Fetch {
                                     node: i,
                                     node_gen: generation,
