@@ -16,7 +16,8 @@
 //! * **Garbage** ([`orphans`](super::orphans)) and **versions**
 //!   ([`versions`](super::versions)) are kept up in the same round.
 //!
-//! At most `max_repairs` copies and fetches are in flight; names are served round-robin.
+//! At most `max_repairs` copies and fetches are in flight; names with the fewest live copies
+//! are served first, and round-robin among equals.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -58,6 +59,9 @@ impl<I: NodeId> FilesCore<I> {
             let start = names.partition_point(|n| n <= cursor);
             names.rotate_left(start);
         }
+        // Fewest live copies first: with `max_repairs` slots, a name down to its last copy
+        // must not wait behind names down to two (the sort is stable: round-robin within).
+        names.sort_by_cached_key(|name| self.live_copies(name));
         for name in names {
             if self.in_flight >= self.config.max_repairs {
                 break;
@@ -69,6 +73,21 @@ impl<I: NodeId> FilesCore<I> {
         for tracked in self.names.values_mut() {
             tracked.copy_failed.clear();
         }
+    }
+
+    /// Live listed holders of `name` not known to lack the bytes, at most `target`
+    /// (names with enough copies all rank alike).
+    fn live_copies(&self, name: &str) -> usize {
+        let Some(tracked) = self.names.get(name) else {
+            return usize::MAX;
+        };
+        tracked
+            .tuple
+            .holders
+            .iter()
+            .filter(|h| self.is_live(h) && !tracked.knowledge.missing.contains(*h))
+            .take(self.target())
+            .count()
     }
 
     /// Looks at one name; returns whether it started a transfer.

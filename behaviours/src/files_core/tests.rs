@@ -550,6 +550,44 @@ fn the_leader_restores_r_copies_when_a_holder_dies() {
 }
 
 #[test]
+fn a_name_down_to_one_copy_is_repaired_before_names_down_to_two() {
+    // One repair slot; in name order `NAME` comes first, but `LAST` has lost two of its
+    // three holders and `NAME` one: `LAST` takes the slot.
+    const LAST: &str = "zz/last.bin";
+    let r = ranked();
+    let (me, a, b, c, d, spare) = (r[0], r[1], r[2], r[3], r[4], r[5]);
+    let config = FilesConfig {
+        max_repairs: 1,
+        ..FilesConfig::default()
+    };
+    let mut node = Node::settled_with(me, &[a, b, c, d, spare], config);
+    node.holds(&tuple(1, &[me, a, b], 0));
+    let mut last = FileTuple::clone(&tuple(1, &[me, c, d], 0));
+    last.name = LAST.into();
+    last.version.blake3 = [0xee; 32];
+    node.holds(&Arc::new(last));
+    node.run(6_000);
+    assert!(node.commands().is_empty());
+    for dead in [b, c, d] {
+        node.fail(dead);
+    }
+    node.run(6_000);
+    let repaired: Vec<String> = node
+        .commands()
+        .into_iter()
+        .filter_map(|c| match c {
+            Command::CopyTo {
+                tuple,
+                purpose: CopyPurpose::Repair,
+                ..
+            } => Some(tuple.name.to_string()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(repaired, vec![LAST.to_string()]);
+}
+
+#[test]
 fn a_new_version_frees_the_repair_slots_of_the_old_one() {
     let r = ranked();
     let (me, a, b, spare) = (r[0], r[1], r[2], r[3]);
