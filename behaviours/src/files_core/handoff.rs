@@ -1,5 +1,6 @@
 //! Hand-off at a clean stop: before exiting, a node copies each name it holds to another
-//! member (placed like a repair copy, excluding every known holder) and, once that copy is
+//! member (placed like a repair copy, excluding every known holder; names with the fewest
+//! live copies first, then the smallest) and, once that copy is
 //! durable, publishes the set without itself and with the new holder under the next epoch.
 //! The count of copies never drops: the set loses this node only after gaining the new one,
 //! and every other holder stays listed. The driver keeps gossiping a few periods after the
@@ -25,7 +26,7 @@ impl<I: NodeId> FilesCore<I> {
     pub fn hand_off(&mut self, now: Millis) -> usize {
         self.input(now);
         self.stopping = true;
-        let held: Vec<Arc<FileTuple<I>>> = self
+        let mut held: Vec<Arc<FileTuple<I>>> = self
             .names
             .values()
             .filter(|t| {
@@ -36,6 +37,9 @@ impl<I: NodeId> FilesCore<I> {
             })
             .map(|t| t.tuple.clone())
             .collect();
+        // The driver serves copies in the order asked, and a stop has little time: names
+        // with the fewest other live copies first, then the smallest.
+        held.sort_by_cached_key(|t| (self.live_copies(&t.name), t.size));
         let mut asked = 0;
         for tuple in held {
             if self.send_hand_off(&tuple) {

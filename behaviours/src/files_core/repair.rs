@@ -77,7 +77,7 @@ impl<I: NodeId> FilesCore<I> {
 
     /// Live listed holders of `name` not known to lack the bytes, at most `target`
     /// (names with enough copies all rank alike).
-    fn live_copies(&self, name: &str) -> usize {
+    pub(crate) fn live_copies(&self, name: &str) -> usize {
         let Some(tracked) = self.names.get(name) else {
             return usize::MAX;
         };

@@ -743,6 +743,47 @@ fn a_clean_stop_hands_each_copy_off_before_leaving_the_set() {
 }
 
 #[test]
+fn a_clean_stop_hands_off_last_copies_first_then_small_names() {
+    // The driver serves copies in the order asked: what only this node still holds goes
+    // first, then the names that take least time.
+    let r = ranked();
+    let (me, a, b, c, d, spare) = (r[0], r[1], r[2], r[3], r[4], r[5]);
+    let mut node = Node::settled(me, &[a, b, c, d, spare]);
+    let named = |name: &str, size: u64, holders: &[SimId], mark: u8| {
+        let mut t = FileTuple::clone(&tuple(1, holders, 0));
+        t.name = name.into();
+        t.size = size;
+        t.version.blake3 = [mark; 32];
+        Arc::new(t)
+    };
+    node.holds(&named("a-big", 1 << 30, &[me, a, b], 0xa0));
+    node.holds(&named("b-small", 1 << 10, &[me, a, b], 0xb0));
+    node.holds(&named("c-last", 1 << 30, &[me, c, d], 0xc0));
+    // The stop comes as the view learns that c and d failed (no repair round between).
+    node.fail(c);
+    node.fail(d);
+    let view = node.snapshot();
+    node.core.handle_view(node.now, view);
+    node.drain();
+    node.out.clear();
+    assert_eq!(node.core.hand_off(node.now), 3);
+    node.drain();
+    let order: Vec<String> = node
+        .commands()
+        .into_iter()
+        .filter_map(|c| match c {
+            Command::CopyTo {
+                tuple,
+                purpose: CopyPurpose::HandOff,
+                ..
+            } => Some(tuple.name.to_string()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(order, vec!["c-last", "b-small", "a-big"]);
+}
+
+#[test]
 fn a_failed_hand_off_copy_is_tried_on_another_member_then_given_up() {
     let t = tuple(1, &[id(1), id(2), id(3)], 0);
     let mut node = Node::settled(id(1), &[id(2), id(3), id(4), id(5), id(6), id(7)]);

@@ -26,7 +26,9 @@ mod handle;
 pub use config::DriverConfig;
 pub use handle::{DriverGone, DriverHandle, DriverInbox, PutHome, PutOutcome, PutStarted, channel};
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -80,6 +82,9 @@ enum Report {
     },
 }
 
+/// A copy or fetch waiting for a permit: its report if it times out, and the transfer.
+type WaitingTransfer = (Report, Pin<Box<dyn Future<Output = Report> + Send>>);
+
 /// A hand-off in progress.
 struct HandOff {
     reply: oneshot::Sender<usize>,
@@ -118,6 +123,7 @@ pub fn spawn(
         messages_in: 0,
         inventory: BTreeMap::new(),
         reports_tx,
+        waiting: VecDeque::new(),
         hand_off: None,
         puts: BTreeMap::new(),
     };
@@ -138,6 +144,10 @@ struct Driver {
     reports_tx: mpsc::Sender<Report>,
     /// Copies and fetches running at once.
     transfers: Arc<Semaphore>,
+    /// Copies and fetches waiting for a permit, in the order the core asked for them (it
+    /// asks for the most endangered names first; tasks spawned at once would take permits
+    /// in no promised order). At most as long as what the core has in flight.
+    waiting: VecDeque<WaitingTransfer>,
     hand_off: Option<HandOff>,
     /// Where each put's outcome goes.
     puts: BTreeMap<PutId, oneshot::Sender<PutOutcome>>,
@@ -331,6 +341,7 @@ impl Driver {
     }
 
     fn on_report(&mut self, report: Report) {
+        self.start_waiting();
         let now = self.now();
         match report {
             Report::Copy {
@@ -518,22 +529,34 @@ impl Driver {
     /// Runs a copy or fetch behind the transfer limit and the transfer timeout; its report
     /// (or `timed_out`) comes back on the channel, so the core always learns the outcome.
     fn spawn_transfer(
-        &self,
+        &mut self,
         timed_out: Report,
-        transfer: impl std::future::Future<Output = Report> + Send + 'static,
+        transfer: impl Future<Output = Report> + Send + 'static,
     ) {
-        let permits = self.transfers.clone();
-        let reports = self.reports_tx.clone();
-        let limit = self.config.transfer_timeout;
-        tokio::spawn(async move {
-            let report = match permits.acquire_owned().await {
-                Ok(_permit) => tokio::time::timeout(limit, transfer)
-                    .await
-                    .unwrap_or(timed_out),
-                Err(_) => timed_out,
+        self.waiting.push_back((timed_out, Box::pin(transfer)));
+        self.start_waiting();
+    }
+
+    /// Starts waiting transfers, first asked first, while permits are free. (A transfer
+    /// frees its permit before it reports, and every report calls this.)
+    fn start_waiting(&mut self) {
+        while !self.waiting.is_empty() {
+            let Ok(permit) = self.transfers.clone().try_acquire_owned() else {
+                return;
             };
-            let _ = reports.send(report).await;
-        });
+            let Some((timed_out, transfer)) = self.waiting.pop_front() else {
+                return;
+            };
+            let reports = self.reports_tx.clone();
+            let limit = self.config.transfer_timeout;
+            tokio::spawn(async move {
+                let report = tokio::time::timeout(limit, transfer)
+                    .await
+                    .unwrap_or(timed_out);
+                drop(permit);
+                let _ = reports.send(report).await;
+            });
+        }
     }
 
     fn on_event(&mut self, event: Event<Peer>) {
