@@ -267,11 +267,45 @@ async fn file_protocols_refuse_bad_input_clearly_and_lose_nothing() {
     let _ = std::fs::remove_dir_all(&root);
 }
 
+/// A files stream that sent `partial` (a request begun) and is still open at the node.
+///
+/// libp2p-stream hands the node's accept loop one inbound stream per protocol at a time and
+/// drops a second that arrives before the loop took the first: a stream that ends at once
+/// was dropped so, and is opened again.
+async fn hold(client: &ClientPeer, peer: PeerId, partial: &[u8]) -> Stream {
+    for _ in 0..20 {
+        let mut stream = open(client, peer, FILES_PROTOCOL).await;
+        if stream.write_all(partial).await.is_err() || stream.flush().await.is_err() {
+            continue;
+        }
+        let mut byte = [0u8; 1];
+        match tokio::time::timeout(Duration::from_millis(300), stream.read(&mut byte)).await {
+            Err(_) => return stream,
+            Ok(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+        }
+    }
+    panic!("no files stream stayed open at the node");
+}
+
+/// The answer to `raw` on a new files stream; None when the stream was dropped unanswered
+/// (see [`hold`]).
+async fn probe_answer(client: &ClientPeer, peer: PeerId, raw: &[u8]) -> Option<FilesResponse> {
+    let mut stream = open(client, peer, FILES_PROTOCOL).await;
+    stream.write_all(raw).await.ok()?;
+    stream.flush().await.ok()?;
+    read_message(&mut stream, MAX_RESPONSE_BYTES, IO).await.ok()
+}
+
 /// Streams over `files.max_streams` are answered `busy` instead of being dropped unanswered,
 /// and the node serves again once the held streams end.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn streams_over_the_limit_are_refused_busy() {
-    let config = CONFIG.replace("[files]\n", "[files]\nmax_streams = 2\n");
+    // Held streams stay for the node's I/O timeout: 20 s here, so that the checks below
+    // never race it.
+    let config = CONFIG
+        .replace("[files]\n", "[files]\nmax_streams = 2\n")
+        .replace("io_timeout_ms = 3000", "io_timeout_ms = 20000");
+    assert!(config.contains("io_timeout_ms = 20000"));
     let (root, procs, client) = one_node("busy", &config);
     let peer = procs[0].peer;
     let locate = cbor(&FilesRequest::Locate {
@@ -279,17 +313,26 @@ async fn streams_over_the_limit_are_refused_busy() {
     });
 
     // Two streams that announce a request and never send it hold both slots (for the node's
-    // 3 s I/O timeout).
+    // I/O timeout). The node takes them in when it gets to them: until then a third stream
+    // is served, so probe with undecodable bytes (answered at once, holding a slot only
+    // for that) until the answer is "busy".
     let mut held = Vec::new();
     for _ in 0..2 {
-        let mut stream = open(&client, peer, FILES_PROTOCOL).await;
-        stream.write_all(&locate[..2]).await.expect("write");
-        stream.flush().await.expect("flush");
-        held.push(stream);
+        held.push(hold(&client, peer, &locate[..2]).await);
     }
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let answer = files_answer(&client, peer, &locate).await;
-    assert!(refusal(&answer).contains("busy"), "{answer:?}");
+    let started = std::time::Instant::now();
+    let probe = frame(&[0xff, 0x00, 0x13]);
+    loop {
+        let answer = probe_answer(&client, peer, &probe).await;
+        if matches!(&answer, Some(FilesResponse::Refused { reason }) if reason.contains("busy")) {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(15),
+            "two held streams never filled the node's 2 slots: {answer:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     let (_, answer) = start_put(&client, peer, "busy-put", 10).await;
     assert!(blob_refusal(&answer).contains("busy"), "{answer:?}");
 
