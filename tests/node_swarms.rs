@@ -63,6 +63,10 @@ async fn converge_on(listen: &str, nodes: usize, groups: u32, period_ms: u64, li
             || quickstore::local::agreed_structure(&snapshot)
                 .is_some_and(|(k, _)| within_band(nodes, k));
         if sized && converged(&snapshot, groups) {
+            eprintln!(
+                "{nodes} swarms converged {:.1} s after the last start",
+                started.elapsed().as_secs_f64()
+            );
             break;
         }
         if started.elapsed() > limit {
