@@ -14,7 +14,7 @@ use std::time::Duration;
 use futures::{AsyncReadExt, AsyncWriteExt};
 use libp2p::{PeerId, Stream, StreamProtocol};
 use quickstore::files::client::ClientPeer;
-use quickstore::files::service::open_stream;
+use quickstore::files::service::{files_request, open_stream};
 use quickstore::files::wire::{
     BLOB_PROTOCOL, BlobRequest, BlobResponse, BlobTrailer, FILES_PROTOCOL, FilesRequest,
     FilesResponse, MAX_REQUEST_BYTES, MAX_RESPONSE_BYTES, read_message, write_message,
@@ -348,6 +348,32 @@ async fn streams_over_the_limit_are_refused_busy() {
             }
             _ => break,
         }
+    }
+    drop(procs);
+    let _ = std::fs::remove_dir_all(&root);
+}
+
+/// A control request sent right behind another stream is answered. libp2p-stream hands the
+/// node one pending inbound stream per protocol and drops a second that arrives before the
+/// node took the first (one in five such pairs here); `files_request` sends it again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_right_behind_another_stream_is_answered() {
+    let (root, procs, client) = one_node("behind", CONFIG);
+    let peer = procs[0].peer;
+    let name = (0..)
+        .map(|i| format!("name-{i}"))
+        .find(|n| name_facts(n, 2).0 == procs[0].group)
+        .expect("a name of the node's group");
+    let request = FilesRequest::Locate { name };
+    let begun = cbor(&request);
+    for round in 0..20 {
+        // A stream that has begun a request, then the request on a stream of its own.
+        let mut first = open(&client, peer, FILES_PROTOCOL).await;
+        let _ = first.write_all(&begun[..1]).await;
+        let _ = first.flush().await;
+        let answer = files_request(&client.control, peer, &request, IO).await;
+        assert!(answer.is_ok(), "round {round}: {answer:?}");
+        drop(first);
     }
     drop(procs);
     let _ = std::fs::remove_dir_all(&root);

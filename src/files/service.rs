@@ -213,16 +213,51 @@ pub async fn open_stream(
     }
 }
 
-/// Sends one control request to `peer` and reads the answer.
+/// How many times a control request is sent again when its stream ends before any answer.
+///
+/// libp2p-stream hands a node's accept loop one pending inbound stream per protocol and
+/// drops one that arrives before the loop took the previous: a stream opened right behind
+/// another (by this client or anyone) can end unanswered. Every control request is safe to
+/// repeat (a lookup, a placement, a page, a tuple merged again).
+const DROPPED_STREAM_RETRIES: u32 = 2;
+
+/// Sends one control request to `peer` and reads the answer; a stream that ends before any
+/// answer is tried again, [`DROPPED_STREAM_RETRIES`] times at most.
 pub async fn files_request(
     control: &libp2p_stream::Control,
     peer: PeerId,
     request: &FilesRequest,
     timeout: Duration,
 ) -> Result<FilesResponse, WireError> {
-    let mut stream = open_stream(control, peer, FILES_PROTOCOL, timeout).await?;
-    write_message(&mut stream, request, MAX_REQUEST_BYTES, timeout).await?;
-    read_message(&mut stream, MAX_RESPONSE_BYTES, timeout).await
+    let mut retries = 0;
+    loop {
+        let answer = async {
+            let mut stream = open_stream(control, peer, FILES_PROTOCOL, timeout).await?;
+            write_message(&mut stream, request, MAX_REQUEST_BYTES, timeout).await?;
+            read_message(&mut stream, MAX_RESPONSE_BYTES, timeout).await
+        }
+        .await;
+        match answer {
+            Err(WireError::Io(e)) if retries < DROPPED_STREAM_RETRIES && ended_unanswered(&e) => {
+                retries += 1;
+                tracing::debug!("files stream to {peer} ended unanswered ({e}); again");
+                tokio::time::sleep(Duration::from_millis(20 * u64::from(retries))).await;
+            }
+            other => return other,
+        }
+    }
+}
+
+/// Whether a stream error says the other side closed or reset it (not a dial failure or a
+/// timeout).
+fn ended_unanswered(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::UnexpectedEof
+            | io::ErrorKind::WriteZero
+            | io::ErrorKind::ConnectionReset
+            | io::ErrorKind::BrokenPipe
+    )
 }
 
 /// How long a `busy` refusal may take to write and close.
