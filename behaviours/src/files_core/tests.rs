@@ -160,6 +160,19 @@ impl Node {
         })
     }
 
+    /// The names of the `CopyTo`s for `purpose`, in the order asked.
+    fn copied_names(&self, purpose: CopyPurpose) -> Vec<String> {
+        self.commands()
+            .into_iter()
+            .filter_map(|c| match c {
+                Command::CopyTo {
+                    tuple, purpose: p, ..
+                } if p == purpose => Some(tuple.name.to_string()),
+                _ => None,
+            })
+            .collect()
+    }
+
     fn events(&self) -> Vec<Event<SimId>> {
         self.out
             .iter()
@@ -572,19 +585,10 @@ fn a_name_down_to_one_copy_is_repaired_before_names_down_to_two() {
         node.fail(dead);
     }
     node.run(6_000);
-    let repaired: Vec<String> = node
-        .commands()
-        .into_iter()
-        .filter_map(|c| match c {
-            Command::CopyTo {
-                tuple,
-                purpose: CopyPurpose::Repair,
-                ..
-            } => Some(tuple.name.to_string()),
-            _ => None,
-        })
-        .collect();
-    assert_eq!(repaired, vec![LAST.to_string()]);
+    assert_eq!(
+        node.copied_names(CopyPurpose::Repair),
+        vec![LAST.to_string()]
+    );
 }
 
 #[test]
@@ -768,19 +772,10 @@ fn a_clean_stop_hands_off_last_copies_first_then_small_names() {
     node.out.clear();
     assert_eq!(node.core.hand_off(node.now), 3);
     node.drain();
-    let order: Vec<String> = node
-        .commands()
-        .into_iter()
-        .filter_map(|c| match c {
-            Command::CopyTo {
-                tuple,
-                purpose: CopyPurpose::HandOff,
-                ..
-            } => Some(tuple.name.to_string()),
-            _ => None,
-        })
-        .collect();
-    assert_eq!(order, vec!["c-last", "b-small", "a-big"]);
+    assert_eq!(
+        node.copied_names(CopyPurpose::HandOff),
+        vec!["c-last", "b-small", "a-big"]
+    );
 }
 
 #[test]
