@@ -164,6 +164,9 @@ pub struct Report {
     /// 2·t_fail + the transfer time of the largest file at the median upload bandwidth +
     /// one repair period, seconds.
     pub restore_bound_s: f64,
+    /// The same bound with the largest file sent at the slowest upload bandwidth of the run's
+    /// range (a transfer's time depends on its link: from this to the median form).
+    pub restore_bound_slowest_link_s: f64,
     /// Bytes moved by repair copies and fetches per live node per second.
     pub repair_bytes_per_node_per_s: f64,
     /// Groups that size themselves: bytes fetched from another group (names a split moved

@@ -1093,8 +1093,10 @@ impl<'a> Run<'a> {
             let files = &store.config().files;
             let (up_low, up_high) = store.config().up_mbps;
             let median_up = (up_low * up_high).sqrt() * 125.0;
-            report.restore_bound_s = (2 * files.t_fail_ms + files.repair_period_ms) as f64 / 1000.0
-                + store.config().size_max as f64 / median_up / 1000.0;
+            let detect_s = (2 * files.t_fail_ms + files.repair_period_ms) as f64 / 1000.0;
+            let largest = store.config().size_max as f64;
+            report.restore_bound_s = detect_s + largest / median_up / 1000.0;
+            report.restore_bound_slowest_link_s = detect_s + largest / (up_low * 125.0) / 1000.0;
             report.repair_bytes_per_node_per_s = metrics.repair_bytes as f64 / node_s;
             report.transition_bytes_per_node =
                 metrics.transition_bytes as f64 / self.scenario.nodes.max(1) as f64;
