@@ -140,8 +140,14 @@ fn clean_stops_hand_every_name_on() {
     assert_eq!(report.names_lost, 0, "{why}");
     assert_eq!(report.names_lost_all_holders_died, 0, "{why}");
     // A few names do dip below R: a node that took a hand-off copy and stops before it
-    // hears that it is listed does not hand that copy on; repair restores it.
-    assert!(report.restores <= 10, "{why}");
+    // hears that it is listed does not hand that copy on; repair restores it. And a node
+    // whose group is down to R members has nobody to hand to: those names are counted
+    // apart (groups of 16 at 200 nodes shrink to 3 members before they merge).
+    assert!(
+        report.restores <= 10 + report.hand_offs_without_member,
+        "{why}"
+    );
+    assert!(report.hand_offs_without_member <= 60, "{why}");
     assert_eq!(report.names_degraded_at_end, 0, "{why}");
     let phases: Vec<&str> = report.phases.iter().map(|p| p.phase).collect();
     assert_eq!(phases, ["grow", "hold", "leave", "after"], "{why}");

@@ -7,6 +7,9 @@
 //! last `HandedOff` so the sets spread. A stopping node starts no more repairs. A hand-off
 //! copy that fails (the member went too, or is full) is tried on another member, up to
 //! [`MAX_HAND_OFF_ATTEMPTS`] in all; then `HandOffFailed` says this node stays listed.
+//! A name that no other member can take (every member already holds it, as in a group of
+//! R members, or none has room) is counted in [`HandOffStart::without_member`]: it stays
+//! one copy short once this node goes, until repair finds a member for it.
 
 use std::sync::Arc;
 
@@ -20,10 +23,20 @@ use super::limits::MAX_HAND_OFF_ATTEMPTS;
 use super::output::{Command, CopyPurpose, Event};
 use super::placement::place;
 
+/// What [`FilesCore::hand_off`] started.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct HandOffStart {
+    /// Hand-off copies asked for; each ends with `Event::HandedOff` or `HandOffFailed`.
+    pub asked: usize,
+    /// Held names no other member could take (every member holds it already or lacks
+    /// room): they lose a copy when this node goes.
+    pub without_member: usize,
+}
+
 impl<I: NodeId> FilesCore<I> {
-    /// Starts handing off every held name at `now`; returns how many copies were asked for.
-    /// Each ends with `Event::HandedOff` when its copy is durable.
-    pub fn hand_off(&mut self, now: Millis) -> usize {
+    /// Starts handing off every held name at `now`. Each copy asked for ends with
+    /// `Event::HandedOff` when it is durable.
+    pub fn hand_off(&mut self, now: Millis) -> HandOffStart {
         self.input(now);
         self.stopping = true;
         let mut held: Vec<Arc<FileTuple<I>>> = self
@@ -40,13 +53,15 @@ impl<I: NodeId> FilesCore<I> {
         // The driver serves copies in the order asked, and a stop has little time: names
         // with the fewest other live copies first, then the smallest.
         held.sort_by_cached_key(|t| (self.live_copies(&t.name), t.size));
-        let mut asked = 0;
+        let mut start = HandOffStart::default();
         for tuple in held {
             if self.send_hand_off(&tuple) {
-                asked += 1;
+                start.asked += 1;
+            } else {
+                start.without_member += 1;
             }
         }
-        asked
+        start
     }
 
     /// Sends the hand-off copy of `tuple` to a member that is not a known holder and has

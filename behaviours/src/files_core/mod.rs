@@ -48,6 +48,7 @@ use crate::tuple::{FileTuple, Version};
 
 pub use availability::Availability;
 pub use config::{FilesConfig, FilesConfigError};
+pub use handoff::HandOffStart;
 pub use health::Health;
 pub use holders::HolderKnowledge;
 pub use membership::{MemberState, Membership};

@@ -725,7 +725,7 @@ fn a_clean_stop_hands_each_copy_off_before_leaving_the_set() {
     let mut node = Node::settled(id(1), &[id(2), id(3), id(4)]);
     node.holds(&t);
     node.out.clear();
-    assert_eq!(node.core.hand_off(node.now), 1);
+    assert_eq!(node.core.hand_off(node.now).asked, 1);
     node.drain();
     assert!(
         node.publishes().is_empty(),
@@ -770,7 +770,7 @@ fn a_clean_stop_hands_off_last_copies_first_then_small_names() {
     node.core.handle_view(node.now, view);
     node.drain();
     node.out.clear();
-    assert_eq!(node.core.hand_off(node.now), 3);
+    assert_eq!(node.core.hand_off(node.now).asked, 3);
     node.drain();
     assert_eq!(
         node.copied_names(CopyPurpose::HandOff),
@@ -779,12 +779,31 @@ fn a_clean_stop_hands_off_last_copies_first_then_small_names() {
 }
 
 #[test]
+fn a_name_every_other_member_holds_is_counted_as_without_member_not_asked() {
+    // A group of exactly R members: nobody can take the copy, and the stop says so.
+    let t = tuple(1, &[id(1), id(2), id(3)], 0);
+    let mut node = Node::settled(id(1), &[id(2), id(3)]);
+    node.holds(&t);
+    node.out.clear();
+    let start = node.core.hand_off(node.now);
+    assert_eq!(
+        start,
+        HandOffStart {
+            asked: 0,
+            without_member: 1
+        }
+    );
+    node.drain();
+    assert!(node.copy_target(CopyPurpose::HandOff).is_none());
+}
+
+#[test]
 fn a_failed_hand_off_copy_is_tried_on_another_member_then_given_up() {
     let t = tuple(1, &[id(1), id(2), id(3)], 0);
     let mut node = Node::settled(id(1), &[id(2), id(3), id(4), id(5), id(6), id(7)]);
     node.holds(&t);
     node.out.clear();
-    assert_eq!(node.core.hand_off(node.now), 1);
+    assert_eq!(node.core.hand_off(node.now).asked, 1);
     let mut tried = Vec::new();
     for _ in 0..super::limits::MAX_HAND_OFF_ATTEMPTS {
         node.drain();

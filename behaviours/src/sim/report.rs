@@ -207,6 +207,9 @@ pub struct Report {
     pub hand_offs_done: u64,
     /// …
     pub hand_offs_failed: u64,
+    /// Held names a stopping node found no member to hand to (every other member held
+    /// them already, as in a group of R, or lacked room): each loses a copy at the stop.
+    pub hand_offs_without_member: u64,
     /// Figures per phase: `grow` (joins), `hold`, `leave` (the kill window), `after`.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub phases: Vec<crate::sim::phases::PhaseFigures>,

@@ -712,14 +712,16 @@ impl<'a> Run<'a> {
     /// Node `d` stops cleanly at `t`: it hands its names off (with files), then goes.
     fn depart_cleanly(&mut self, d: u32, t: Millis) {
         self.report.departures_clean += 1;
-        let asked = if self.store.is_some() {
+        let start = if self.store.is_some() {
             self.sim
                 .files_input(d, |files, now| files.hand_off(now))
-                .unwrap_or(0)
+                .unwrap_or_default()
         } else {
-            0
+            Default::default()
         };
+        let asked = start.asked;
         self.report.hand_offs_asked += asked as u64;
+        self.report.hand_offs_without_member += start.without_member as u64;
         if asked == 0 {
             self.crash(d, t);
             return;

@@ -390,8 +390,16 @@ impl Driver {
     }
 
     fn start_hand_off(&mut self, reply: oneshot::Sender<usize>) {
-        let asked = self.core.hand_off(self.now());
+        let start = self.core.hand_off(self.now());
+        let asked = start.asked;
         tracing::info!("handing off {asked} names");
+        if start.without_member > 0 {
+            tracing::warn!(
+                "{} names have no other member to take them (every member holds them or \
+                 lacks room): they keep one copy fewer until repair finds a member",
+                start.without_member
+            );
+        }
         self.hand_off = Some(HandOff {
             reply,
             asked,
