@@ -635,6 +635,10 @@ impl Runner {
                 self.libp2p_metrics.record(&event);
                 if let identify::Event::Received { peer_id, info, .. } = event {
                     warn_if_old_protocol(peer_id, &info.protocols);
+                    self.swarm
+                        .behaviour_mut()
+                        .kelips
+                        .observed_by(peer_id, &info.observed_addr);
                     let mut actions = self.reach.on_observed(&info.observed_addr, &self.listen);
                     actions.extend(self.reach.on_identify(
                         peer_id,

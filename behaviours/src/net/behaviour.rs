@@ -30,6 +30,7 @@ use libp2p::swarm::{
 use super::peer::Peer;
 use super::protocol::{Inbound, KelipsCodec, PROTOCOL, WireCounters};
 use super::record::{Scope, first_ip, is_private, sign_scoped, verified_record};
+use super::site::{SiteGuess, Witness};
 use crate::Millis;
 use crate::codec::Reply;
 use crate::config::{Config, ConfigError};
@@ -44,8 +45,6 @@ pub const MAX_QUEUED_EVENTS: usize = 1024;
 pub const MAX_OWN_ADDRESSES: usize = 8;
 /// Relayed (`/p2p-circuit`) addresses among them at most.
 pub const MAX_RELAYED_ADDRESSES: usize = 2;
-/// Public IPs counted as this node's possible sites at most.
-const MAX_SIGHTINGS: usize = 8;
 /// Peers found outside Kelips (mDNS) whose addresses are kept at most.
 pub const MAX_DISCOVERED: usize = 256;
 /// A node joins at the latest this long after it started, with or without a listen address.
@@ -126,10 +125,9 @@ pub struct Behaviour {
     configured: Vec<Multiaddr>,
     /// Addresses confirmed reachable (AutoNAT v2, relay reservations).
     external: Vec<Multiaddr>,
-    /// The public IP others see this node from (the site of its LAN addresses).
-    site: Option<std::net::IpAddr>,
-    /// How often peers outside the LAN saw this node at each public IP.
-    sightings: BTreeMap<std::net::IpAddr, u64>,
+    /// The public IP others see this node from (the site of its LAN addresses), by the
+    /// distinct peers outside the LAN that named it.
+    site: SiteGuess,
     /// The site in the record signed last.
     signed_site: Option<std::net::IpAddr>,
     /// Peers found outside Kelips (mDNS) with their addresses.
@@ -149,10 +147,7 @@ impl Behaviour {
     /// (founding a network when there are none).
     pub fn new(keypair: Keypair, config: DriverConfig) -> Result<Self, ConfigError> {
         let me = Peer(keypair.public().to_peer_id());
-        let id_bytes = me.0.to_bytes();
-        let tail = id_bytes.len().saturating_sub(8);
-        let seed =
-            u64::from_le_bytes(id_bytes[tail..].try_into().unwrap_or([0; 8])) ^ config.incarnation;
+        let seed = secret_seed();
         let timeout = Duration::from_millis(config.kelips.request_timeout_ms);
         let core = Kelips::new(
             me,
@@ -184,9 +179,8 @@ impl Behaviour {
             listen: BTreeSet::new(),
             configured: config.external_addresses,
             external: Vec::new(),
-            site: None,
+            site: SiteGuess::default(),
             signed_site: None,
-            sightings: BTreeMap::new(),
             discovered: BTreeMap::new(),
             advertised: Vec::new(),
             backoff_for: config.backoff,
@@ -267,7 +261,7 @@ impl Behaviour {
             .core
             .entry_of(&Peer(*peer))
             .and_then(|entry| verified_record(*peer, &entry.address))
-            .map(|record| record.dialable(self.site))
+            .map(|record| record.dialable(self.site.site()))
             .unwrap_or_default();
         let extra = self.discovered.get(peer).into_iter().flatten();
         for address in extra.chain(self.bootstraps.get(peer).into_iter().flatten()) {
@@ -280,7 +274,15 @@ impl Behaviour {
 
     /// The public IP this node is seen from, once a peer outside its LAN told it.
     pub fn site(&self) -> Option<std::net::IpAddr> {
-        self.site
+        self.site.site()
+    }
+
+    /// `peer` told this node the address it sees it at (identify's observed address): a
+    /// public IP there is a vote for this node's site, one per peer ([`SiteGuess`]).
+    pub fn observed_by(&mut self, peer: PeerId, address: &Multiaddr) {
+        if self.learn_site(address, Witness::Peer(peer)) {
+            self.refresh_record();
+        }
     }
 
     /// A peer found outside Kelips (mDNS) that speaks `/quickstore/kelips/2.0.0`: it is
@@ -461,13 +463,13 @@ impl Behaviour {
             }
         }
         let advertised = own_addresses(&self.listen, &external);
-        if advertised == self.advertised && self.site == self.signed_site {
+        if advertised == self.advertised && self.site.site() == self.signed_site {
             return;
         }
-        match sign_scoped(&self.keypair, &advertised, self.site) {
+        match sign_scoped(&self.keypair, &advertised, self.site.site()) {
             Ok(record) => {
                 self.core.set_address(record);
-                self.signed_site = self.site;
+                self.signed_site = self.site.site();
                 self.advertised = advertised.clone();
                 self.push_event(BehaviourEvent::AddressesChanged(advertised));
                 if let Some(waker) = &self.waker {
@@ -479,38 +481,32 @@ impl Behaviour {
     }
 }
 
+/// The seed of the core's hash maps and gossip choices: the OS's randomness, so no peer can
+/// compute it (a seed from public facts such as the PeerId would let anyone grind keys that
+/// collide in the core's maps, or predict whom it gossips to). Should the OS fail to give
+/// any, a warning says so and the clock's nanoseconds stand in.
+fn secret_seed() -> u64 {
+    use rand::TryRngCore;
+    rand::rngs::OsRng.try_next_u64().unwrap_or_else(|e| {
+        tracing::warn!("no randomness from the OS ({e}): seeding from the clock");
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64)
+    })
+}
+
 impl Behaviour {
-    /// A peer outside the LAN saw this node at `address`: its IP names the site. True when the
-    /// site changed.
-    fn learn_site(&mut self, address: &Multiaddr) -> bool {
+    /// `witness` saw this node at `address` from outside the LAN: its IP is a vote for the
+    /// site. True when the site changed.
+    fn learn_site(&mut self, address: &Multiaddr, witness: Witness) -> bool {
         let site = match first_ip(address) {
             Some(ip) if !is_private(ip) && Scope::of(address) != Scope::Relayed => ip,
             _ => return false,
         };
-        // One peer's word is not enough to move the site: observations are counted (the
-        // oldest forgotten past a bound) and the most observed IP wins; ties keep the current.
-        *self.sightings.entry(site).or_insert(0) += 1;
-        if self.sightings.len() > MAX_SIGHTINGS {
-            let least = self
-                .sightings
-                .iter()
-                .filter(|(ip, _)| Some(**ip) != self.site)
-                .min_by_key(|(_, n)| **n)
-                .map(|(ip, _)| *ip);
-            if let Some(least) = least {
-                self.sightings.remove(&least);
-            }
-        }
-        let current = self
-            .site
-            .and_then(|ip| self.sightings.get(&ip))
-            .copied()
-            .unwrap_or(0);
-        if self.site == Some(site) || self.sightings[&site] <= current {
+        if !self.site.observe(site, witness) {
             return false;
         }
         tracing::info!("seen from {site}: the site of this node's LAN addresses");
-        self.site = Some(site);
         true
     }
 }
@@ -650,16 +646,15 @@ impl NetworkBehaviour for Behaviour {
                 if !self.external.contains(e.addr) && self.external.len() < MAX_OWN_ADDRESSES {
                     self.external.push(e.addr.clone());
                 }
-                self.learn_site(e.addr);
+                self.learn_site(e.addr, Witness::Confirmed);
                 self.refresh_record();
             }
             FromSwarm::ExternalAddrExpired(e) => {
                 self.external.retain(|a| a != e.addr);
                 self.refresh_record();
             }
-            FromSwarm::NewExternalAddrCandidate(e) if self.learn_site(e.addr) => {
-                self.refresh_record();
-            }
+            // Candidates (identify's observed addresses) carry no peer: the node passes
+            // them on with theirs ([`Behaviour::observed_by`]).
             _ => {}
         }
         self.inner.on_swarm_event(event);
@@ -725,4 +720,16 @@ impl NetworkBehaviour for Behaviour {
 /// `map_out` needs a value for events that cannot occur (only `GenerateEvent` carries one).
 fn unreachable_event() -> BehaviourEvent {
     BehaviourEvent::AddressesChanged(Vec::new())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_core_seed_is_not_derived_from_public_facts() {
+        // The same key and incarnation (all a peer knows of a node) give different seeds.
+        let seeds: BTreeSet<u64> = (0..8).map(|_| secret_seed()).collect();
+        assert_eq!(seeds.len(), 8);
+    }
 }

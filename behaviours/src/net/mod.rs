@@ -7,6 +7,7 @@ pub mod behaviour;
 pub mod peer;
 pub mod protocol;
 pub mod record;
+pub mod site;
 
 pub use behaviour::{Behaviour, BehaviourEvent, DriverConfig, NetStats};
 pub use peer::Peer;
