@@ -180,6 +180,7 @@ async fn main() -> anyhow::Result<()> {
     let entry = Target {
         peer: None,
         data_dir: Some(root.join("n0")),
+        network_key: None,
     };
     let timeout = Duration::from_secs(60);
     let started = Instant::now();
@@ -197,6 +198,7 @@ async fn main() -> anyhow::Result<()> {
     let other = Target {
         peer: None,
         data_dir: Some(root.join("n1")),
+        network_key: None,
     };
     tokio::time::sleep(Duration::from_secs(arg("--pause-s", 0))).await;
     let target = root.join("got");

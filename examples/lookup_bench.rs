@@ -116,7 +116,9 @@ async fn main() -> anyhow::Result<()> {
             let Some(Protocol::P2p(peer)) = bare.pop() else {
                 anyhow::bail!("no /p2p in {}", node.address)
             };
-            let status = fetch_status(peer, bare, Duration::from_secs(3)).await.ok();
+            let status = fetch_status(peer, bare, Duration::from_secs(3), None)
+                .await
+                .ok();
             let group = status.as_ref().map_or(0, |s| s.group);
             statuses.push((peer, group, status));
         }
@@ -139,6 +141,7 @@ async fn main() -> anyhow::Result<()> {
     let target_of = |i: usize| Target {
         peer: Some(cluster[i % nodes].address.to_string()),
         data_dir: None,
+        network_key: None,
     };
     for f in 0..files {
         let name = format!("bench/small-{f}");

@@ -7,6 +7,7 @@ use anyhow::{Context, bail};
 use clap::Args;
 use futures::StreamExt;
 use libp2p::multiaddr::Protocol;
+use libp2p::pnet::PreSharedKey;
 use libp2p::swarm::SwarmEvent;
 use libp2p::{Multiaddr, PeerId, request_response};
 
@@ -25,9 +26,33 @@ pub struct Target {
     /// directory.
     #[arg(long)]
     pub data_dir: Option<PathBuf>,
+    /// The private network's key file (`quickstore keygen --network FILE`). Default: the
+    /// one the local node named in its node.json, else none (an open network).
+    #[arg(long, value_name = "FILE")]
+    pub network_key: Option<PathBuf>,
 }
 
 impl Target {
+    /// The private network's key: `--network-key`, else the local node's (when this command
+    /// finds the node by its node.json), else none.
+    pub fn network_key(&self) -> anyhow::Result<Option<PreSharedKey>> {
+        if let Some(path) = &self.network_key {
+            return Ok(Some(crate::network_key::load(path)?));
+        }
+        if self.peer.is_some() {
+            return Ok(None);
+        }
+        let dir = self.data_dir.clone().unwrap_or_else(default_data_dir);
+        let Ok(text) = std::fs::read_to_string(dir.join("node.json")) else {
+            return Ok(None);
+        };
+        let file: Option<NodeFile> = serde_json::from_str(&text).ok();
+        match file.and_then(|f| f.network_key_file) {
+            Some(path) => Ok(Some(crate::network_key::load(std::path::Path::new(&path))?)),
+            None => Ok(None),
+        }
+    }
+
     /// The node's PeerId and an address to dial.
     pub fn resolve(&self) -> anyhow::Result<(PeerId, Multiaddr)> {
         if let Some(peer) = &self.peer {
@@ -97,7 +122,8 @@ impl StatusArgs {
     /// Asks the node and prints.
     pub async fn run(self) -> anyhow::Result<()> {
         let (peer, address) = self.target.resolve()?;
-        let status = fetch_status(peer, address, Duration::from_secs(10)).await?;
+        let key = self.target.network_key()?;
+        let status = fetch_status(peer, address, Duration::from_secs(10), key).await?;
         if self.json {
             println!("{}", serde_json::to_string_pretty(&status)?);
         } else {
@@ -112,8 +138,9 @@ pub async fn fetch_status(
     peer: PeerId,
     address: Multiaddr,
     timeout: Duration,
+    network_key: Option<PreSharedKey>,
 ) -> anyhow::Result<Status> {
-    let mut swarm = crate::swarm::client(timeout)?;
+    let mut swarm = crate::swarm::client(timeout, network_key)?;
     swarm
         .dial(address.clone().with(Protocol::P2p(peer)))
         .with_context(|| format!("cannot dial {address}"))?;
@@ -122,7 +149,10 @@ pub async fn fetch_status(
     tokio::pin!(deadline);
     loop {
         tokio::select! {
-            _ = &mut deadline => bail!("no answer from {peer} at {address} within {timeout:?}"),
+            _ = &mut deadline => bail!(
+                "no answer from {peer} at {address} within {timeout:?} ({}?)",
+                crate::network_key::mismatch_hint(network_key.is_some())
+            ),
             event = swarm.select_next_some() => match event {
                 SwarmEvent::Behaviour(request_response::Event::Message {
                     message: request_response::Message::Response { response, .. }, ..
@@ -131,7 +161,14 @@ pub async fn fetch_status(
                     bail!("status request to {peer} at {address} failed: {error}")
                 }
                 SwarmEvent::OutgoingConnectionError { error, .. } => {
-                    bail!("cannot reach {peer} at {address}: {error}")
+                    let text = error.to_string();
+                    if crate::network_key::looks_like_key_mismatch(&text) {
+                        bail!(
+                            "cannot reach {peer} at {address}: the handshake failed ({}?): {text}",
+                            crate::network_key::mismatch_hint(network_key.is_some())
+                        )
+                    }
+                    bail!("cannot reach {peer} at {address}: {text}")
                 }
                 _ => {}
             }

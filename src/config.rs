@@ -25,6 +25,24 @@ pub struct NodeConfig {
     pub files: FilesConfig,
     /// LAN discovery, reachability, relays and hole punching.
     pub nat: NatConfig,
+    /// Who may connect: an open network, or a private one with a pre-shared key.
+    pub network: NetworkConfig,
+}
+
+/// Who may connect. Defaults in `config/default.toml`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct NetworkConfig {
+    /// A private network's pre-shared key file (`quickstore keygen --network FILE`), or empty
+    /// for an open network. Default empty.
+    pub key_file: String,
+}
+
+impl NetworkConfig {
+    /// The key file, when the network is private.
+    pub fn key_path(&self) -> Option<&Path> {
+        (!self.key_file.is_empty()).then(|| Path::new(&self.key_file))
+    }
 }
 
 impl Default for NodeConfig {
@@ -39,6 +57,7 @@ impl Default for NodeConfig {
             },
             files: FilesConfig::default(),
             nat: NatConfig::default(),
+            network: NetworkConfig::default(),
         }
     }
 }
@@ -324,8 +343,23 @@ impl NodeConfig {
     }
 
     /// The listen addresses.
+    /// In a private network only the TCP ones: pnet covers TCP only.
     pub fn listen_addrs(&self) -> anyhow::Result<Vec<Multiaddr>> {
-        parse_addrs("node.listen", &self.node.listen)
+        let all = parse_addrs("node.listen", &self.node.listen)?;
+        if self.network.key_path().is_none() {
+            return Ok(all);
+        }
+        let tcp: Vec<Multiaddr> = all
+            .into_iter()
+            .filter(|a| !a.iter().any(|p| matches!(p, Protocol::Udp(_))))
+            .collect();
+        if tcp.is_empty() {
+            bail!(
+                "invalid configuration `node.listen`: a private network (`network.key_file`) \
+                 runs over TCP only, and no listen address is TCP"
+            );
+        }
+        Ok(tcp)
     }
 
     /// The extra advertised addresses.

@@ -13,6 +13,7 @@ pub mod files;
 pub mod identity;
 pub mod local;
 pub mod metrics;
+pub mod network_key;
 pub mod node;
 pub mod output_path;
 pub mod reach;

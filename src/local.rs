@@ -75,7 +75,7 @@ impl LocalNode {
             autonat_probe_interval_ms: 3_600_000,
             ..Default::default()
         };
-        let mut swarm = swarm::build(keypair, driver, limits, &nat, None)?;
+        let mut swarm = swarm::build(keypair, driver, limits, &nat, None, None)?;
         swarm.listen_on(listen)?;
         let address = loop {
             if let SwarmEvent::NewListenAddr { address, .. } = swarm.select_next_some().await {

@@ -1,6 +1,7 @@
 //! The `quickstore` command.
 
 use std::io::IsTerminal;
+use std::path::PathBuf;
 
 use clap::{CommandFactory, Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
@@ -49,6 +50,15 @@ enum Command {
     Rm(quickstore::files::cli::RmArgs),
     /// List names with their newest version, size and copies.
     Ls(quickstore::files::cli::LsArgs),
+    /// Make a key: `--network FILE` writes a new private network key (never overwrites).
+    #[command(after_help = "Example:
+  quickstore keygen --network swarm.key
+  quickstore node --network-key swarm.key")]
+    Keygen {
+        /// Where to write the private network's pre-shared key.
+        #[arg(long, value_name = "FILE")]
+        network: PathBuf,
+    },
     /// Run the seeded Kelips simulator and print what it measured.
     Simulate(quickstore::simulate::SimulateArgs),
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
@@ -106,6 +116,16 @@ fn run() -> anyhow::Result<()> {
     quickstore::files::cli::set_quiet(cli.quiet);
     match cli.command {
         Command::Simulate(args) => args.run(),
+        Command::Keygen { network } => {
+            let key = quickstore::network_key::generate(&network)?;
+            println!(
+                "wrote {} (fingerprint {}): give it to every node and client of the network \
+                 (--network-key), and to nobody else",
+                network.display(),
+                key.fingerprint()
+            );
+            Ok(())
+        }
         Command::Node(args) => runtime()?.block_on(args.run()),
         Command::Status(args) => runtime()?.block_on(args.run()),
         Command::Put(args) => runtime()?.block_on(args.run()),

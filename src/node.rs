@@ -78,6 +78,10 @@ pub struct NodeArgs {
     /// Ask the LAN's router for a port mapping with UPnP (`nat.upnp`).
     #[arg(long)]
     pub upnp: bool,
+    /// Run a private network: only nodes and clients holding this key file can connect
+    /// (`quickstore keygen --network FILE`; config `network.key_file`). TCP only: QUIC is off.
+    #[arg(long, value_name = "FILE")]
+    pub network_key: Option<PathBuf>,
 }
 
 /// What `DATA_DIR/node.json` holds, so local commands find the node.
@@ -89,6 +93,9 @@ pub struct NodeFile {
     pub listen_addrs: Vec<String>,
     /// Its process id.
     pub pid: u32,
+    /// The private network's key file it runs with (local clients use it), if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network_key_file: Option<String>,
 }
 
 /// The default data directory.
@@ -121,6 +128,9 @@ impl NodeArgs {
         config.nat.mdns &= !self.no_mdns;
         config.nat.relay_server |= self.relay_server;
         config.nat.upnp |= self.upnp;
+        if let Some(path) = &self.network_key {
+            config.network.key_file = path.display().to_string();
+        }
         let k = &mut config.kelips;
         if let Some(network) = &self.network {
             k.network_name = network.clone();
@@ -158,6 +168,20 @@ impl NodeArgs {
             None => None,
         };
         raise_open_files_limit();
+        let network_key = crate::network_key::load_optional(config.network.key_path())?;
+        let network_key_file = config.network.key_path().map(|path| {
+            std::fs::canonicalize(path)
+                .unwrap_or_else(|_| path.to_path_buf())
+                .display()
+                .to_string()
+        });
+        if let Some(key) = &network_key {
+            tracing::info!(
+                "private network (key fingerprint {}): only holders of the key can connect; \
+                 TCP only, QUIC is off",
+                key.fingerprint()
+            );
+        }
         let keypair = crate::identity::load_or_create(&dir)?;
         let peer_id = keypair.public().to_peer_id();
         let store_dir = dir.clone();
@@ -205,6 +229,7 @@ impl NodeArgs {
             driver,
             limits,
             &config.nat,
+            network_key,
             metrics_listener.is_some().then_some(&mut registry),
         )?;
         for (name, bytes) in held {
@@ -325,6 +350,8 @@ impl NodeArgs {
             listen: Vec::new(),
             disk: Arc::new(Semaphore::new(1)),
             node_file: spawn_node_file_writer(runner_dir.join("node.json")),
+            network_key_file,
+            handshake_failures: Default::default(),
             commands,
             lookups: PendingLookups::new(),
             blobs,
@@ -422,6 +449,10 @@ struct Runner {
     disk: Arc<Semaphore>,
     /// The latest content of `node.json`, written by one task in order.
     node_file: watch::Sender<Option<NodeFile>>,
+    /// The private network's key file (absolute), for `node.json`.
+    network_key_file: Option<String>,
+    /// Failed handshakes already logged (by remote IP or peer).
+    handshake_failures: crate::network_key::HandshakeFailures,
     /// Questions from file tasks.
     commands: mpsc::Receiver<NodeCommand>,
     /// Lookups file tasks wait for.
@@ -623,7 +654,44 @@ impl Runner {
                 error,
                 ..
             } => {
-                tracing::info!("incoming connection from {send_back_addr} dropped: {error}");
+                let text = format!("{error}");
+                if crate::network_key::looks_like_key_mismatch(&text) {
+                    // Once per remote IP: a peer with another key retries every few seconds.
+                    let ip = send_back_addr
+                        .iter()
+                        .find_map(|p| match p {
+                            libp2p::multiaddr::Protocol::Ip4(ip) => Some(ip.to_string()),
+                            libp2p::multiaddr::Protocol::Ip6(ip) => Some(ip.to_string()),
+                            _ => None,
+                        })
+                        .unwrap_or_else(|| send_back_addr.to_string());
+                    if self.handshake_failures.first(ip) {
+                        tracing::warn!(
+                            "incoming connection from {send_back_addr} failed the handshake: \
+                             {} (logged once per address)",
+                            crate::network_key::mismatch_hint(self.network_key_file.is_some())
+                        );
+                        return;
+                    }
+                    tracing::debug!("incoming connection from {send_back_addr} dropped: {text}");
+                    return;
+                }
+                tracing::info!("incoming connection from {send_back_addr} dropped: {text}");
+            }
+            SwarmEvent::OutgoingConnectionError {
+                peer_id: Some(peer),
+                error,
+                ..
+            } => {
+                let text = format!("{error}");
+                if crate::network_key::looks_like_key_mismatch(&text)
+                    && self.handshake_failures.first(peer.to_string())
+                {
+                    tracing::warn!(
+                        "cannot connect to {peer}: the handshake failed: {} (logged once per peer)",
+                        crate::network_key::mismatch_hint(self.network_key_file.is_some())
+                    );
+                }
             }
             SwarmEvent::Behaviour(NodeBehaviourEvent::Kelips(event)) => self.on_kelips(event),
             SwarmEvent::Behaviour(NodeBehaviourEvent::Ping(ping::Event {
@@ -861,6 +929,7 @@ impl Runner {
             peer_id: self.swarm.local_peer_id().to_string(),
             listen_addrs: self.listen.iter().map(|a| a.to_string()).collect(),
             pid: std::process::id(),
+            network_key_file: self.network_key_file.clone(),
         };
         self.node_file.send_replace(Some(file));
     }

@@ -5,6 +5,7 @@
 use std::time::Duration;
 
 use libp2p::identity::Keypair;
+use libp2p::pnet::{PnetConfig, PreSharedKey};
 use libp2p::swarm::NetworkBehaviour;
 use libp2p::swarm::behaviour::toggle::Toggle;
 use libp2p::{
@@ -88,12 +89,58 @@ pub fn identify_config(key: &Keypair) -> identify::Config {
         .with_cache_size(0)
 }
 
-/// Builds a node's swarm; `registry` receives libp2p's metrics when given.
+/// The transports under DNS and the relay client: TCP (+ Noise + Yamux), encrypted first with
+/// `network_key` in a private network (libp2p's `pnet`), and QUIC only in an open one (pnet
+/// covers TCP only); with `memory`, libp2p's in-process transport too (`/memory/N`, open
+/// networks only: in-process clusters run without sockets).
+pub(crate) fn transport(
+    key: &Keypair,
+    network_key: Option<PreSharedKey>,
+    memory: bool,
+) -> Result<
+    libp2p::core::transport::Boxed<(libp2p::PeerId, libp2p::core::muxing::StreamMuxerBox)>,
+    Box<dyn std::error::Error + Send + Sync>,
+> {
+    use futures::future::Either;
+    use libp2p::Transport;
+    use libp2p::core::muxing::StreamMuxerBox;
+    use libp2p::core::upgrade::Version;
+    let tcp = tcp::tokio::Transport::new(tcp::Config::default().nodelay(true));
+    let Some(psk) = network_key else {
+        let tcp = tcp
+            .upgrade(Version::V1)
+            .authenticate(noise::Config::new(key)?)
+            .multiplex(yamux::Config::default());
+        let quic = libp2p::quic::tokio::Transport::new(libp2p::quic::Config::new(key));
+        let open = tcp.or_transport(quic).map(|either, _| match either {
+            Either::Left((peer, muxer)) => (peer, StreamMuxerBox::new(muxer)),
+            Either::Right((peer, muxer)) => (peer, StreamMuxerBox::new(muxer)),
+        });
+        return Ok(if memory {
+            open.or_transport(memory_transport(key)?)
+                .map(|either, _| either.into_inner())
+                .boxed()
+        } else {
+            open.boxed()
+        });
+    };
+    Ok(tcp
+        .and_then(move |socket, _| PnetConfig::new(psk).handshake(socket))
+        .upgrade(Version::V1)
+        .authenticate(noise::Config::new(key)?)
+        .multiplex(yamux::Config::default())
+        .map(|(peer, muxer), _| (peer, StreamMuxerBox::new(muxer)))
+        .boxed())
+}
+
+/// Builds a node's swarm; `registry` receives libp2p's metrics when given. With
+/// `network_key` the node is in a private network ([`crate::network_key`]): TCP only.
 pub fn build(
     keypair: Keypair,
     driver: DriverConfig,
     limits: SwarmLimits,
     nat: &NatConfig,
+    network_key: Option<PreSharedKey>,
     registry: Option<&mut Registry>,
 ) -> anyhow::Result<Swarm<NodeBehaviour>> {
     let make = |key: &Keypair,
@@ -142,13 +189,7 @@ pub fn build(
     let idle = limits.idle_timeout;
     let builder = SwarmBuilder::with_existing_identity(keypair)
         .with_tokio()
-        .with_tcp(
-            tcp::Config::default().nodelay(true),
-            noise::Config::new,
-            yamux::Config::default,
-        )?
-        .with_quic()
-        .with_other_transport(memory_transport)?
+        .with_other_transport(|key| transport(key, network_key, true))?
         .with_dns()?
         .with_relay_client(noise::Config::new, yamux::Config::default)?;
     let swarm = match registry {
@@ -174,11 +215,13 @@ fn memory_transport(
     Box<dyn std::error::Error + Send + Sync>,
 > {
     use libp2p::Transport;
+    use libp2p::core::muxing::StreamMuxerBox;
     use libp2p::core::upgrade::Version;
     Ok(libp2p::core::transport::MemoryTransport::default()
         .upgrade(Version::V1)
         .authenticate(noise::Config::new(key)?)
         .multiplex(yamux::Config::default())
+        .map(|(peer, muxer), _| (peer, StreamMuxerBox::new(muxer)))
         .boxed())
 }
 
@@ -195,19 +238,15 @@ fn relay_server(me: libp2p::PeerId, nat: &NatConfig) -> relay::Behaviour {
     relay::Behaviour::new(me, config)
 }
 
-/// A small swarm for one-shot client commands (`quickstore status`): TCP and QUIC, status
-/// protocol only.
+/// A small swarm for one-shot client commands (`quickstore status`): TCP and QUIC (TCP
+/// alone in a private network, `network_key`), status protocol only.
 pub fn client(
     timeout: Duration,
+    network_key: Option<PreSharedKey>,
 ) -> anyhow::Result<Swarm<request_response::Behaviour<StatusCodec>>> {
     Ok(SwarmBuilder::with_new_identity()
         .with_tokio()
-        .with_tcp(
-            tcp::Config::default().nodelay(true),
-            noise::Config::new,
-            yamux::Config::default,
-        )?
-        .with_quic()
+        .with_other_transport(|key| transport(key, network_key, false))?
         .with_dns()?
         .with_behaviour(|_| {
             request_response::Behaviour::with_codec(

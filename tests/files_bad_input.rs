@@ -119,7 +119,7 @@ fn one_node(tag: &str, config: &str) -> (std::path::PathBuf, Vec<common::Proc>, 
     procs[0].start(&root, &[]);
     let mut address = procs[0].address.clone().expect("address");
     address.pop();
-    let client = ClientPeer::start(IO).expect("client peer");
+    let client = ClientPeer::start(IO, None).expect("client peer");
     client.book.add(procs[0].peer, vec![address]);
     (root, procs, client)
 }

@@ -696,7 +696,7 @@ fn a_dial_whose_direct_addresses_fail_goes_through_the_relay_at_once() {
             .expect("a runtime");
         runtime.block_on(async move {
             let dial = |addresses: Vec<libp2p::Multiaddr>| async move {
-                let client = ClientPeer::start(timeout).expect("a client peer");
+                let client = ClientPeer::start(timeout, None).expect("a client peer");
                 client.book.add(a1, addresses);
                 let at = Instant::now();
                 let prepared = client.prepare(a1, 0, &policy, timeout).await;

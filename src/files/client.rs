@@ -12,12 +12,13 @@ use std::time::Duration;
 use futures::StreamExt;
 use libp2p::core::transport::PortUse;
 use libp2p::core::{Endpoint, Multiaddr};
+use libp2p::pnet::PreSharedKey;
 use libp2p::swarm::SwarmEvent;
 use libp2p::swarm::{
     ConnectionDenied, ConnectionId, FromSwarm, NetworkBehaviour, THandler, THandlerInEvent,
     THandlerOutEvent, ToSwarm, dummy,
 };
-use libp2p::{PeerId, SwarmBuilder, dcutr, identify, noise, relay, tcp, yamux};
+use libp2p::{PeerId, SwarmBuilder, dcutr, identify, noise, relay, yamux};
 use quickstore_behaviours::net::record::verified_record;
 
 use super::wire::PeerInfo;
@@ -340,20 +341,16 @@ pub enum ReachError {
 impl ClientPeer {
     /// Starts an ephemeral peer (TCP and QUIC, new identity, relay transport) whose
     /// connections close after `idle` without streams. It listens on all interfaces so that
-    /// hole punching can reuse its ports.
-    pub fn start(idle: Duration) -> anyhow::Result<Self> {
+    /// hole punching can reuse its ports. With `network_key` it speaks to a private network
+    /// (TCP only).
+    pub fn start(idle: Duration, network_key: Option<PreSharedKey>) -> anyhow::Result<Self> {
         let book = AddressBook::default();
         let streams = libp2p_stream::Behaviour::new();
         let control = streams.new_control();
         let behaviour_book = book.clone();
         let mut swarm = SwarmBuilder::with_new_identity()
             .with_tokio()
-            .with_tcp(
-                tcp::Config::default().nodelay(true),
-                noise::Config::new,
-                yamux::Config::default,
-            )?
-            .with_quic()
+            .with_other_transport(|key| crate::swarm::transport(key, network_key, false))?
             .with_dns()?
             .with_relay_client(noise::Config::new, yamux::Config::default)?
             .with_behaviour(|key, relay_client| ClientBehaviour {
@@ -367,7 +364,12 @@ impl ClientPeer {
             })?
             .with_swarm_config(|c| c.with_idle_connection_timeout(idle))
             .build();
-        for listen in ["/ip4/0.0.0.0/tcp/0", "/ip4/0.0.0.0/udp/0/quic-v1"] {
+        let listens: &[&str] = if network_key.is_some() {
+            &["/ip4/0.0.0.0/tcp/0"]
+        } else {
+            &["/ip4/0.0.0.0/tcp/0", "/ip4/0.0.0.0/udp/0/quic-v1"]
+        };
+        for listen in listens {
             if let Ok(address) = listen.parse::<Multiaddr>()
                 && let Err(e) = swarm.listen_on(address)
             {

@@ -199,7 +199,7 @@ pub async fn statuses(procs: &[Proc]) -> Vec<(PeerId, u32, Option<Status>)> {
             (Some(_), Some(address)) => {
                 let mut bare = address.clone();
                 bare.pop();
-                fetch_status(p.peer, bare, Duration::from_secs(3))
+                fetch_status(p.peer, bare, Duration::from_secs(3), None)
                     .await
                     .ok()
             }

@@ -44,6 +44,8 @@ pub(super) struct Session {
     wait_ready: Duration,
     /// Set once the entry node was seen ready (or the wait ended).
     ready: tokio::sync::OnceCell<()>,
+    /// The private network's key, if any.
+    network_key: Option<libp2p::pnet::PreSharedKey>,
 }
 
 impl Session {
@@ -59,7 +61,8 @@ impl Session {
     /// `timeout`.
     pub(super) fn open(target: &Target, timeout: Duration) -> anyhow::Result<Self> {
         let (entry, address) = target.resolve()?;
-        let client = ClientPeer::start(timeout)?;
+        let network_key = target.network_key()?;
+        let client = ClientPeer::start(timeout, network_key)?;
         client.book.add(entry, vec![address.clone()]);
         Ok(Self {
             client,
@@ -71,6 +74,7 @@ impl Session {
             site: tokio::sync::OnceCell::new(),
             wait_ready: Duration::ZERO,
             ready: tokio::sync::OnceCell::new(),
+            network_key,
         })
     }
 
@@ -108,6 +112,7 @@ impl Session {
                 self.entry,
                 self.entry_address.clone(),
                 self.timeout.min(Duration::from_secs(5)),
+                self.network_key,
             )
             .await;
             match asked {
@@ -144,8 +149,17 @@ impl Session {
             .prepare(self.entry, 0, &control, self.timeout)
             .await
         {
+            let text = format!("{e}");
+            if crate::network_key::looks_like_key_mismatch(&text) {
+                bail!(
+                    "unreachable: entry node {} at {}: {text} ({}?)",
+                    self.entry,
+                    self.entry_address,
+                    crate::network_key::mismatch_hint(self.network_key.is_some())
+                );
+            }
             bail!(
-                "unreachable: entry node {} at {}: {e}",
+                "unreachable: entry node {} at {}: {text}",
                 self.entry,
                 self.entry_address
             );
@@ -194,9 +208,13 @@ impl Session {
 
     /// k, the number of groups, as the entry node's status says.
     pub(super) async fn groups(&self) -> anyhow::Result<u32> {
-        let status =
-            crate::client::fetch_status(self.entry, self.entry_address.clone(), self.timeout)
-                .await?;
+        let status = crate::client::fetch_status(
+            self.entry,
+            self.entry_address.clone(),
+            self.timeout,
+            self.network_key,
+        )
+        .await?;
         Ok(status.groups)
     }
 
