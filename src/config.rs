@@ -126,6 +126,9 @@ pub struct FilesConfig {
     /// File streams (control and bytes) served at once; more are answered `busy` (up to 16
     /// at a time, then dropped unanswered). Default 64.
     pub max_streams: usize,
+    /// File streams served at once for any one peer, so that one peer cannot take every
+    /// slot; more from it are answered `busy`. Default 16.
+    pub max_streams_per_peer: usize,
     /// How often a node checks the replicas of the names it holds (ms). Default 5 000.
     pub repair_period_ms: u64,
     /// Repairs (copies being made) at once. Default 4.
@@ -146,6 +149,7 @@ impl Default for FilesConfig {
             io_timeout_ms: 30_000,
             put_deadline_ms: 600_000,
             max_streams: 64,
+            max_streams_per_peer: 16,
             repair_period_ms: 5_000,
             max_repairs: 4,
             orphan_grace_ms: 600_000,
@@ -260,7 +264,7 @@ impl NodeConfig {
         self.metrics_addr()?;
         let f = &self.files;
         let t = &self.nat;
-        let ranges: [(&str, u64, u64, u64); 22] = [
+        let ranges: [(&str, u64, u64, u64); 23] = [
             (
                 "nat.autonat_probe_interval_ms",
                 t.autonat_probe_interval_ms,
@@ -305,6 +309,12 @@ impl NodeConfig {
             ("files.io_timeout_ms", f.io_timeout_ms, 1, 3_600_000),
             ("files.put_deadline_ms", f.put_deadline_ms, 1, 86_400_000),
             ("files.max_streams", f.max_streams as u64, 1, 4096),
+            (
+                "files.max_streams_per_peer",
+                f.max_streams_per_peer as u64,
+                1,
+                4096,
+            ),
             ("files.repair_period_ms", f.repair_period_ms, 1, 86_400_000),
             ("files.max_repairs", f.max_repairs as u64, 1, 256),
             ("node.max_connections", n.max_connections.into(), 1, 65_536),

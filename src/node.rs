@@ -319,7 +319,10 @@ impl NodeArgs {
                 io: Duration::from_millis(files_config.io_timeout_ms),
                 put_deadline: Duration::from_millis(files_config.put_deadline_ms),
             },
-            streams: Arc::new(Semaphore::new(files_config.max_streams)),
+            streams: crate::files::slots::StreamSlots::new(
+                files_config.max_streams,
+                files_config.max_streams_per_peer,
+            ),
             kept: std::sync::Mutex::new(kept.clone()),
             kept_writer: crate::files::service::spawn_kept_writer(store.clone()),
             counters: Default::default(),

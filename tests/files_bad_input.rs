@@ -378,3 +378,59 @@ async fn a_request_right_behind_another_stream_is_answered() {
     drop(procs);
     let _ = std::fs::remove_dir_all(&root);
 }
+
+/// One peer holding its share of file streams (`files.max_streams_per_peer`) is answered
+/// `busy` beyond it, while the node still has slots and serves another peer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_peer_takes_only_its_share_of_file_streams() {
+    // Held streams stay for the node's I/O timeout: 20 s here.
+    let config = CONFIG
+        .replace(
+            "[files]\n",
+            "[files]\nmax_streams = 4\nmax_streams_per_peer = 2\n",
+        )
+        .replace("io_timeout_ms = 3000", "io_timeout_ms = 20000");
+    assert!(config.contains("io_timeout_ms = 20000"));
+    let (root, procs, greedy) = one_node("share", &config);
+    let peer = procs[0].peer;
+    let locate = cbor(&FilesRequest::Locate {
+        name: "some-name".into(),
+    });
+
+    // The greedy peer holds two streams; its next ones are refused for its share (probing
+    // until the node has taken the held ones in), though two of the node's four are free.
+    let held = [
+        hold(&greedy, peer, &locate[..2]).await,
+        hold(&greedy, peer, &locate[..2]).await,
+    ];
+    let started = std::time::Instant::now();
+    let probe = frame(&[0xff, 0x00, 0x13]);
+    loop {
+        let answer = probe_answer(&greedy, peer, &probe).await;
+        if let Some(FilesResponse::Refused { reason }) = &answer
+            && reason.contains("busy")
+        {
+            assert!(reason.contains("share"), "{reason}");
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(15),
+            "a peer holding 2 streams was never refused a third: {answer:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    // Another peer is served meanwhile.
+    let mut address = procs[0].address.clone().expect("address");
+    address.pop();
+    let other = ClientPeer::start(IO, None).expect("client peer");
+    other.book.add(peer, vec![address]);
+    let answer = files_answer(&other, peer, &locate).await;
+    assert!(
+        !matches!(&answer, FilesResponse::Refused { reason } if reason.contains("busy")),
+        "{answer:?}"
+    );
+    drop(held);
+    drop(procs);
+    let _ = std::fs::remove_dir_all(&root);
+}

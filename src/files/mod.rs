@@ -19,6 +19,7 @@ mod put;
 pub mod repair;
 pub mod service;
 pub mod sink;
+pub mod slots;
 pub mod source;
 mod version_lookup;
 pub mod versions;

@@ -16,6 +16,7 @@ use quickstore_behaviours::{FileTuple, LookupResult, Version};
 use tokio::sync::{Semaphore, watch};
 
 use super::handle::{NodeGone, NodeHandle};
+use super::slots::{NoSlot, StreamSlots};
 use super::source::FileSource;
 use super::versions::KeptVersions;
 use super::wire::{
@@ -111,8 +112,8 @@ pub struct FilesService {
     pub control: libp2p_stream::Control,
     /// Timeouts.
     pub timeouts: Timeouts,
-    /// Streams served at once.
-    pub streams: Arc<Semaphore>,
+    /// Streams served at once, in all and per peer.
+    pub streams: Arc<StreamSlots<PeerId>>,
     /// The versions this node keeps (for `get --version`).
     pub kept: std::sync::Mutex<KeptVersions>,
     /// Takes the latest kept versions to the node store (see [`spawn_kept_writer`]).
@@ -307,9 +308,12 @@ impl FilesService {
     }
 
     fn spawn_stream(self: &Arc<Self>, peer: PeerId, stream: Stream, blob: bool) {
-        let Ok(permit) = self.streams.clone().try_acquire_owned() else {
-            self.refuse_busy(peer, stream, blob);
-            return;
+        let permit = match self.streams.try_take(&peer) {
+            Ok(slot) => slot,
+            Err(no_slot) => {
+                self.refuse_busy(peer, stream, blob, no_slot);
+                return;
+            }
         };
         let service = self.clone();
         tokio::spawn(async move {
@@ -325,20 +329,21 @@ impl FilesService {
         });
     }
 
-    /// Answers a stream over `files.max_streams` with a refusal, without reading its request,
-    /// while fewer than [`MAX_BUSY_REFUSALS`] such answers are being written; drops it beyond.
-    fn refuse_busy(&self, peer: PeerId, mut stream: Stream, blob: bool) {
+    /// Answers a stream over `files.max_streams` (or over its peer's
+    /// `files.max_streams_per_peer`) with a refusal, without reading its request, while fewer
+    /// than [`MAX_BUSY_REFUSALS`] such answers are being written; drops it beyond.
+    fn refuse_busy(&self, peer: PeerId, mut stream: Stream, blob: bool, no_slot: NoSlot) {
         // One budget per process (in-process test networks share it).
         static REFUSING: Semaphore = Semaphore::const_new(MAX_BUSY_REFUSALS);
         let Ok(permit) = REFUSING.try_acquire() else {
             tracing::warn!("file stream from {peer} dropped: too many streams");
             return;
         };
-        tracing::debug!("file stream from {peer} refused: too many streams");
+        tracing::debug!("file stream from {peer} refused: {no_slot:?}");
         let io = self.timeouts.io.min(BUSY_REFUSAL_TIMEOUT);
         tokio::spawn(async move {
             let _permit = permit;
-            let reason = "busy: too many file streams at this node; try again";
+            let reason = no_slot.reason();
             let written = if blob {
                 write_message(&mut stream, &blob_refused(reason), MAX_RESPONSE_BYTES, io).await
             } else {
