@@ -312,6 +312,8 @@ impl Status {
             ("requests_broken", net.broken),
             ("messages_dropped", net.dropped),
             ("refused_by_peers", net.refused_out),
+            ("refusal_notices_dropped", net.events_dropped),
+            ("core_outputs_dropped", stats.outputs_dropped),
             ("gossip_bytes_in", bytes_in),
             ("gossip_bytes_out", bytes_out),
         ]

@@ -39,7 +39,9 @@ use crate::node::{Event, Kelips, Output};
 /// Requests in flight at once; further core messages are dropped (gossip tolerates loss)
 /// and counted.
 pub const MAX_IN_FLIGHT: usize = 1024;
-/// Events queued for the swarm at most; older ones are dropped first.
+/// Events queued for the swarm at most. The core's events wait in the core's own queue
+/// beyond it (nothing is dropped: lookup results and incarnation changes matter); refusal
+/// notices beyond it are dropped and counted (`NetStats::events_dropped`).
 pub const MAX_QUEUED_EVENTS: usize = 1024;
 /// Addresses advertised in the own signed record at most.
 pub const MAX_OWN_ADDRESSES: usize = 8;
@@ -91,6 +93,8 @@ pub struct NetStats {
     pub refused_in: u64,
     /// Our messages refused by the receiver.
     pub refused_out: u64,
+    /// Refusal notices not queued for the swarm because its queue was full.
+    pub events_dropped: u64,
 }
 
 /// Settings of the driver (the protocol's own are in [`Config`]).
@@ -316,9 +320,19 @@ impl Behaviour {
         self.epoch.elapsed().as_millis() as Millis
     }
 
+    /// Queues an event for the swarm. The core's events come only while there is room
+    /// ([`Self::drain_core`] leaves the rest with the core); a refusal notice beyond the bound
+    /// is dropped and counted; a change of addresses replaces one still queued.
     fn push_event(&mut self, event: BehaviourEvent) {
-        if self.events.len() >= MAX_QUEUED_EVENTS {
-            self.events.pop_front();
+        match &event {
+            BehaviourEvent::Refused { .. } if self.events.len() >= MAX_QUEUED_EVENTS => {
+                self.stats.events_dropped += 1;
+                return;
+            }
+            BehaviourEvent::AddressesChanged(_) => self
+                .events
+                .retain(|e| !matches!(e, BehaviourEvent::AddressesChanged(_))),
+            _ => {}
         }
         self.events.push_back(event);
     }
@@ -347,8 +361,13 @@ impl Behaviour {
     }
 
     /// Moves the core's outputs out: messages become requests, events go to the swarm.
+    /// Carries out the core's outputs while the swarm's event queue has room: past the bound
+    /// the rest stay queued in the core (back-pressure, not loss) until the swarm has taken
+    /// the queued events.
     fn drain_core(&mut self) {
-        while let Some(output) = self.core.poll_output() {
+        while self.events.len() < MAX_QUEUED_EVENTS
+            && let Some(output) = self.core.poll_output()
+        {
             match output {
                 Output::Send { to, envelope } => {
                     let peer = to.0;
@@ -725,6 +744,42 @@ fn unreachable_event() -> BehaviourEvent {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn core_events_past_the_queue_bound_wait_in_the_core_and_none_is_lost() {
+        let mut behaviour = Behaviour::new(
+            Keypair::generate_ed25519(),
+            DriverConfig {
+                kelips: Config::default(),
+                incarnation: 1,
+                bootstraps: Vec::new(),
+                external_addresses: Vec::new(),
+                backoff: Duration::from_secs(1),
+                max_concurrent_streams: 8,
+            },
+        )
+        .expect("a behaviour");
+        behaviour.drain_core();
+        behaviour.events.clear();
+        // More answered lookups than the swarm's queue holds, before the swarm polls.
+        let asked = MAX_QUEUED_EVENTS + 500;
+        for i in 0..asked {
+            behaviour.lookup(&format!("name-{i}")).expect("a lookup");
+        }
+        let mut answered = 0;
+        loop {
+            behaviour.drain_core();
+            assert!(behaviour.events.len() <= MAX_QUEUED_EVENTS);
+            let Some(event) = behaviour.events.pop_front() else {
+                break;
+            };
+            if matches!(event, BehaviourEvent::Core(Event::Lookup(_))) {
+                answered += 1;
+            }
+        }
+        assert_eq!(answered, asked);
+        assert_eq!(behaviour.stats().events_dropped, 0);
+    }
 
     #[test]
     fn the_core_seed_is_not_derived_from_public_facts() {
