@@ -143,6 +143,31 @@ impl<I: NodeId> TupleStore<I> {
         self.tuples.values()
     }
 
+    /// At most `limit` tuples in key order (the name's fingerprint, then the name) after the
+    /// key `after` (from the start when `None`; the key need not be stored), and whether more
+    /// follow. A range of the ordered map: a page costs O(log n + limit) however many tuples
+    /// the store holds.
+    pub fn page_after(
+        &self,
+        after: Option<(u64, &str)>,
+        limit: usize,
+    ) -> (Vec<&Arc<FileTuple<I>>>, bool) {
+        use std::ops::Bound;
+        let start = match after {
+            Some((fp, name)) => Bound::Excluded((fp, Arc::<str>::from(name))),
+            None => Bound::Unbounded,
+        };
+        let mut page: Vec<&Arc<FileTuple<I>>> = self
+            .tuples
+            .range((start, Bound::Unbounded))
+            .map(|(_, tuple)| tuple)
+            .take(limit.saturating_add(1))
+            .collect();
+        let more = page.len() > limit;
+        page.truncate(limit);
+        (page, more)
+    }
+
     /// Merges a checked tuple whose name has fingerprint `fp`; a change makes it fresh for
     /// `fresh_rounds` rounds.
     pub fn merge(
@@ -423,6 +448,42 @@ mod tests {
             deleted: false,
         };
         (fp, Arc::new(t))
+    }
+
+    #[test]
+    fn pages_walk_every_tuple_once_in_key_order_even_past_a_removed_cursor() {
+        let mut store = TupleStore::new(1000, 0);
+        for i in 0..100 {
+            let (fp, t) = tuple(&format!("n{i}"), 1, vec![1]);
+            store.merge(fp, &t, 0).expect("room");
+        }
+        let mut walked: Vec<(u64, Arc<str>)> = Vec::new();
+        let mut after: Option<(u64, Arc<str>)> = None;
+        loop {
+            let (page, more) = store.page_after(after.as_ref().map(|(f, n)| (*f, &**n)), 7);
+            assert!(page.len() <= 7);
+            let keys: Vec<(u64, Arc<str>)> = page
+                .iter()
+                .map(|t| (name_facts(&t.name, 1).1, t.name.clone()))
+                .collect();
+            walked.extend(keys.iter().cloned());
+            if !more {
+                break;
+            }
+            after = keys.last().cloned();
+            // The cursor's own tuple goes between pages: the walk goes on after its place.
+            if walked.len() == 21
+                && let Some(key) = &after
+            {
+                store.remove(key);
+            }
+        }
+        let mut expected: Vec<(u64, Arc<str>)> = store.tuples.keys().cloned().collect();
+        let removed = walked[20].clone();
+        expected.push(removed);
+        expected.sort();
+        assert_eq!(walked, expected, "each tuple once, in key order");
+        assert_eq!(store.page_after(None, 0), (Vec::new(), true));
     }
 
     #[test]

@@ -302,16 +302,14 @@ pub fn answer(kelips: &mut KelipsBehaviour, lookups: &mut PendingLookups, comman
             limit,
             reply,
         } => {
+            // In the store's order (name fingerprint, then name): a range of its map, never
+            // a scan and sort of every tuple (any peer may ask, on the swarm task).
             let limit = limit.clamp(1, MAX_PAGE);
-            let mut names: Vec<&Arc<FileTuple<Peer>>> = kelips
-                .core()
-                .tuples()
-                .iter()
-                .filter(|t| after.as_deref().is_none_or(|a| &*t.name > a))
-                .collect();
-            names.sort_by(|a, b| a.name.cmp(&b.name));
-            let more = names.len() > limit;
-            names.truncate(limit);
+            let core = kelips.core();
+            let cursor = after
+                .as_deref()
+                .map(|name| (core.grouping().name_facts(name).1, name));
+            let (names, more) = core.tuples().page_after(cursor, limit);
             let next = more
                 .then(|| names.last().map(|t| t.name.to_string()))
                 .flatten();
