@@ -124,7 +124,7 @@ async fn ask(
 
 fn refused(reply: &Reply) -> &str {
     match reply {
-        Reply::Refused(reason) => reason,
+        Reply::Refused(refused) => &refused.reason,
         Reply::Ack => panic!("accepted, expected a refusal"),
     }
 }

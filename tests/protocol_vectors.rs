@@ -46,7 +46,7 @@ use quickstore::status::{
     FilesView, MAX_STATUS_BYTES, NameCopies, STATUS_PROTOCOL, Status, StatusCodec, StatusRequest,
     ViewMember,
 };
-use quickstore_behaviours::codec::{self, MAX_REPLY_BYTES, Reply};
+use quickstore_behaviours::codec::{self, MAX_REPLY_BYTES, RefusalCode, Reply};
 use quickstore_behaviours::digest::{DigestItem, HeartbeatDigest};
 use quickstore_behaviours::id::{
     PROTOCOL_NAME, PROTOCOL_VERSION, id_facts, name_facts, name_group,
@@ -422,6 +422,7 @@ fn expected() -> Vec<(&'static str, Expect)> {
     out.push((
         "reply/refused",
         reply(Reply::refused(
+            RefusalCode::WrongNetwork,
             Refusal::WrongNetwork {
                 expected: network(),
                 got: NetworkId::new("quickstore", 100),
@@ -429,7 +430,8 @@ fn expected() -> Vec<(&'static str, Expect)> {
             .to_string(),
         )),
     ));
-    out.push(("refusal-reasons", refusal_reasons()));
+    out.push(("refusal-reasons", refusal_reasons(false)));
+    out.push(("refusal-codes", refusal_reasons(true)));
     out.push(("bounds", bounds()));
     out.extend(files_vectors());
     out
@@ -876,7 +878,9 @@ fn read_request(frame: &[u8]) -> Inbound {
         .expect("the frame is read")
 }
 
-fn refusal_reasons() -> Expect {
+/// The reason (`codes` false) or the code (`codes` true) of each kind of refusal, from a real
+/// core and the real frame reader.
+fn refusal_reasons(codes: bool) -> Expect {
     let mut node = node();
     let other_network = node
         .handle_message(
@@ -908,14 +912,24 @@ fn refusal_reasons() -> Expect {
     let over = handle(&mut node, C, Message::Hello(over)).expect_err("refused");
     let mut too_large = Vec::new();
     codec::put_varint(MAX_MESSAGE_BYTES as u64 + 1, &mut too_large);
-    let too_large = match read_request(&too_large) {
-        Inbound::Invalid(reason) => reason,
+    let (too_large_code, too_large) = match read_request(&too_large) {
+        Inbound::Invalid(code, reason) => (code, reason),
         Inbound::Valid(_) => panic!("an oversized frame is refused before its body is read"),
     };
-    let undecodable = match read_request(&codec::frame(&[0xa0])) {
-        Inbound::Invalid(reason) => reason,
+    let (undecodable_code, undecodable) = match read_request(&codec::frame(&[0xa0])) {
+        Inbound::Invalid(code, reason) => (code, reason),
         Inbound::Valid(_) => panic!("an empty map is not an envelope"),
     };
+    if codes {
+        return facts(&[
+            ("wrong network", other_network.code().to_string()),
+            ("wrong group", wrong_group.code().to_string()),
+            ("forged sender", forged.code().to_string()),
+            ("over a bound", over.code().to_string()),
+            ("frame too large", too_large_code.to_string()),
+            ("undecodable", undecodable_code.to_string()),
+        ]);
+    }
     let undecodable = format!(
         "{}…",
         undecodable
@@ -1684,7 +1698,7 @@ fn check(doc: &DocVector, expect: &Expect) -> Vec<String> {
                     Inbound::Valid(decoded) => {
                         problems.push(format!("decodes to another value: {decoded:?}"))
                     }
-                    Inbound::Invalid(reason) => problems.push(format!("refused: {reason}")),
+                    Inbound::Invalid(_, reason) => problems.push(format!("refused: {reason}")),
                 }
             }
             need_diag = split_frame(frame).ok().map(|(_, p)| p.to_vec());

@@ -32,7 +32,7 @@ use super::protocol::{Inbound, KelipsCodec, PROTOCOL, WireCounters};
 use super::record::{Scope, first_ip, is_private, sign_scoped, verified_record};
 use super::site::{SiteGuess, Witness};
 use crate::Millis;
-use crate::codec::Reply;
+use crate::codec::{RefusalCode, Refused, Reply};
 use crate::config::{Config, ConfigError};
 use crate::node::{Event, Kelips, Output};
 
@@ -409,12 +409,12 @@ impl Behaviour {
                         let now = self.now();
                         match self.core.handle_message(now, Peer(peer), *envelope) {
                             Ok(()) => Reply::Ack,
-                            Err(refusal) => Reply::refused(refusal.to_string()),
+                            Err(refusal) => Reply::refused(refusal.code(), refusal.to_string()),
                         }
                     }
-                    Inbound::Invalid(reason) => Reply::refused(reason),
+                    Inbound::Invalid(code, reason) => Reply::refused(code, reason),
                 };
-                if let Reply::Refused(reason) = &reply {
+                if let Reply::Refused(Refused { reason, .. }) = &reply {
                     self.stats.refused_in += 1;
                     self.push_event(BehaviourEvent::Refused {
                         peer,
@@ -432,11 +432,10 @@ impl Behaviour {
             } => {
                 self.in_flight = self.in_flight.saturating_sub(1);
                 self.backoff.remove(&peer);
-                if let Reply::Refused(reason) = response {
+                if let Reply::Refused(Refused { code, reason }) = response {
                     self.stats.refused_out += 1;
                     // A peer found on the LAN that runs another network is left alone.
-                    if reason.starts_with("wrong network")
-                        && self.discovered.remove(&peer).is_some()
+                    if code == RefusalCode::WrongNetwork && self.discovered.remove(&peer).is_some()
                     {
                         tracing::info!("{peer} on the LAN belongs to another network: ignored");
                         self.core.forget_bootstrap(&Peer(peer));

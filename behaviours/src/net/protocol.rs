@@ -15,7 +15,7 @@ use libp2p::StreamProtocol;
 use libp2p::request_response;
 
 use super::peer::Peer;
-use crate::codec::{self, MAX_REPLY_BYTES, Reply};
+use crate::codec::{self, MAX_REPLY_BYTES, RefusalCode, Reply};
 use crate::limits::MAX_MESSAGE_BYTES;
 use crate::message::Envelope;
 
@@ -27,8 +27,8 @@ pub const PROTOCOL: StreamProtocol = StreamProtocol::new(crate::id::PROTOCOL_NAM
 pub enum Inbound {
     /// A decodable envelope.
     Valid(Box<Envelope<Peer>>),
-    /// Bytes that were refused before or while decoding, with the reason sent back.
-    Invalid(String),
+    /// Bytes that were refused before or while decoding, with the code and reason sent back.
+    Invalid(RefusalCode, String),
 }
 
 /// Bytes of Kelips frames read and written, shared by every stream's codec.
@@ -127,10 +127,13 @@ impl request_response::Codec for KelipsCodec {
             self.count_in(bytes.len());
         }
         Ok(match frame {
-            Err(reason) => Inbound::Invalid(reason),
+            Err(reason) => Inbound::Invalid(RefusalCode::FrameTooLarge, reason),
             Ok(bytes) => match codec::decode::<Peer>(&bytes) {
                 Ok(envelope) => Inbound::Valid(Box::new(envelope)),
-                Err(e) => Inbound::Invalid(e.to_string()),
+                Err(e @ codec::CodecError::TooLarge(_)) => {
+                    Inbound::Invalid(RefusalCode::FrameTooLarge, e.to_string())
+                }
+                Err(e) => Inbound::Invalid(RefusalCode::Undecodable, e.to_string()),
             },
         })
     }

@@ -133,6 +133,19 @@ pub enum Refusal {
     OverBound(&'static str),
 }
 
+impl Refusal {
+    /// Its code on the wire.
+    pub fn code(&self) -> crate::codec::RefusalCode {
+        use crate::codec::RefusalCode;
+        match self {
+            Refusal::WrongNetwork { .. } => RefusalCode::WrongNetwork,
+            Refusal::WrongGroup { .. } => RefusalCode::WrongGroup,
+            Refusal::ForgedSender => RefusalCode::ForgedSender,
+            Refusal::OverBound(_) => RefusalCode::OverABound,
+        }
+    }
+}
+
 /// Counters for metrics.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Stats {
