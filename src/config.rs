@@ -175,6 +175,9 @@ pub struct NetConfig {
     pub max_connections: u32,
     /// Connections per peer at most. Default 4.
     pub max_connections_per_peer: u32,
+    /// Inbound connections (handshakes and established) per remote IP at most, loopback
+    /// excepted. Default 64.
+    pub max_connections_per_ip: u32,
     /// Outgoing dials in flight at most. Default 64.
     pub max_pending_dials: u32,
     /// Idle connections close after this long (ms). Default 30 000.
@@ -197,6 +200,7 @@ impl Default for NetConfig {
             metrics: String::new(),
             max_connections: 512,
             max_connections_per_peer: 4,
+            max_connections_per_ip: 64,
             max_pending_dials: 64,
             idle_connection_timeout_ms: 30_000,
             backoff_ms: 10_000,
@@ -264,7 +268,7 @@ impl NodeConfig {
         self.metrics_addr()?;
         let f = &self.files;
         let t = &self.nat;
-        let ranges: [(&str, u64, u64, u64); 23] = [
+        let ranges: [(&str, u64, u64, u64); 24] = [
             (
                 "nat.autonat_probe_interval_ms",
                 t.autonat_probe_interval_ms,
@@ -323,6 +327,12 @@ impl NodeConfig {
                 n.max_connections_per_peer.into(),
                 1,
                 16,
+            ),
+            (
+                "node.max_connections_per_ip",
+                n.max_connections_per_ip.into(),
+                1,
+                65_536,
             ),
             (
                 "node.max_pending_dials",

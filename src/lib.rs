@@ -11,6 +11,7 @@ pub mod client;
 pub mod config;
 pub mod files;
 pub mod identity;
+pub mod ip_limits;
 pub mod local;
 pub mod metrics;
 pub mod network_key;

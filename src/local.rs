@@ -61,6 +61,7 @@ impl LocalNode {
         let limits = SwarmLimits {
             max_connections: 1024,
             max_connections_per_peer: 4,
+            max_connections_per_ip: 64,
             max_pending_dials: 64,
             idle_timeout,
             // As `quickstore node` sets it.

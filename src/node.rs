@@ -219,6 +219,7 @@ impl NodeArgs {
         let limits = SwarmLimits {
             max_connections: config.node.max_connections,
             max_connections_per_peer: config.node.max_connections_per_peer,
+            max_connections_per_ip: config.node.max_connections_per_ip,
             max_pending_dials: config.node.max_pending_dials,
             idle_timeout: Duration::from_millis(config.node.idle_connection_timeout_ms),
             ping_interval: swarm::ping_interval(&config.kelips),

@@ -27,6 +27,8 @@ pub const AGENT_VERSION: &str = concat!("quickstore/", env!("CARGO_PKG_VERSION")
 pub struct NodeBehaviour {
     /// Bounds on connections.
     pub limits: connection_limits::Behaviour,
+    /// Inbound connections per remote IP.
+    pub per_ip: crate::ip_limits::PerIpLimit,
     /// Kelips membership and lookups.
     pub kelips: KelipsBehaviour,
     /// RTT samples for spatial gossip; liveness of connections.
@@ -64,6 +66,8 @@ pub struct SwarmLimits {
     pub max_connections: u32,
     /// Per peer.
     pub max_connections_per_peer: u32,
+    /// Inbound ones (pending and established) per remote IP, loopback excepted.
+    pub max_connections_per_ip: u32,
     /// Outgoing dials in flight.
     pub max_pending_dials: u32,
     /// Idle connections close after this.
@@ -154,6 +158,7 @@ pub fn build(
             .with_max_pending_incoming(Some(limits.max_pending_dials));
         Ok(NodeBehaviour {
             limits: connection_limits::Behaviour::new(connection_limits),
+            per_ip: crate::ip_limits::PerIpLimit::new(limits.max_connections_per_ip as usize),
             kelips: KelipsBehaviour::new(key.clone(), driver.clone())?,
             ping: ping::Behaviour::new(
                 ping::Config::new()
