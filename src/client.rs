@@ -151,7 +151,7 @@ pub async fn fetch_status(
         tokio::select! {
             _ = &mut deadline => bail!(
                 "no answer from {peer} at {address} within {timeout:?} ({}?)",
-                crate::network_key::mismatch_hint(network_key.is_some())
+                crate::network_key::client_hint(network_key.is_some())
             ),
             event = swarm.select_next_some() => match event {
                 SwarmEvent::Behaviour(request_response::Event::Message {
@@ -165,7 +165,7 @@ pub async fn fetch_status(
                     if crate::network_key::looks_like_key_mismatch(&text) {
                         bail!(
                             "cannot reach {peer} at {address}: the handshake failed ({}?): {text}",
-                            crate::network_key::mismatch_hint(network_key.is_some())
+                            crate::network_key::client_hint(network_key.is_some())
                         )
                     }
                     bail!("cannot reach {peer} at {address}: {text}")

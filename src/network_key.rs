@@ -124,6 +124,15 @@ pub fn mismatch_hint(private: bool) -> &'static str {
     }
 }
 
+/// What a client tells its user when a node could not be reached this way: a full node
+/// (at `node.max_connections`) looks the same from outside as a key mismatch.
+pub fn client_hint(private: bool) -> String {
+    format!(
+        "the node may be at its connection limit, or {}",
+        mismatch_hint(private)
+    )
+}
+
 /// Peers (or addresses) whose failed handshakes were logged, so that a peer retrying every
 /// few seconds is logged once: at most [`Self::BOUND`] are remembered, then the oldest go.
 #[derive(Debug, Default)]

@@ -155,7 +155,7 @@ impl Session {
                     "unreachable: entry node {} at {}: {text} ({}?)",
                     self.entry,
                     self.entry_address,
-                    crate::network_key::mismatch_hint(self.network_key.is_some())
+                    crate::network_key::client_hint(self.network_key.is_some())
                 );
             }
             bail!(
