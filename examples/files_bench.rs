@@ -181,6 +181,7 @@ async fn main() -> anyhow::Result<()> {
         peer: None,
         data_dir: Some(root.join("n0")),
         network_key: None,
+        identity: None,
     };
     let timeout = Duration::from_secs(60);
     let started = Instant::now();
@@ -199,6 +200,7 @@ async fn main() -> anyhow::Result<()> {
         peer: None,
         data_dir: Some(root.join("n1")),
         network_key: None,
+        identity: None,
     };
     tokio::time::sleep(Duration::from_secs(arg("--pause-s", 0))).await;
     let target = root.join("got");

@@ -142,6 +142,7 @@ async fn main() -> anyhow::Result<()> {
         peer: Some(cluster[i % nodes].address.to_string()),
         data_dir: None,
         network_key: None,
+        identity: None,
     };
     for f in 0..files {
         let name = format!("bench/small-{f}");

@@ -30,6 +30,10 @@ pub struct Target {
     /// one the local node named in its node.json, else none (an open network).
     #[arg(long, value_name = "FILE")]
     pub network_key: Option<PathBuf>,
+    /// The writer identity that signs puts, deletes and grants. Default:
+    /// ~/.config/quickstore/client.key (made on first use).
+    #[arg(long, value_name = "FILE")]
+    pub identity: Option<PathBuf>,
 }
 
 impl Target {

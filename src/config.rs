@@ -8,6 +8,7 @@ use anyhow::{Context, bail};
 use libp2p::multiaddr::Protocol;
 use libp2p::{Multiaddr, PeerId};
 use quickstore_behaviours::Config as KelipsConfig;
+use quickstore_behaviours::auth::WritePolicy;
 use serde::{Deserialize, Serialize};
 
 /// The default configuration file, as shipped.
@@ -30,12 +31,25 @@ pub struct NodeConfig {
 }
 
 /// Who may connect. Defaults in `config/default.toml`.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct NetworkConfig {
     /// A private network's pre-shared key file (`quickstore keygen --network FILE`), or empty
     /// for an open network. Default empty.
     pub key_file: String,
+    /// Who may write names: `"signed"` (every version signed by the name's owner or a key
+    /// it granted a prefix to; the default) or `"open"` (anyone may overwrite or delete any
+    /// name). Every node of a network must use the same.
+    pub writes: WritePolicy,
+}
+
+impl Default for NetworkConfig {
+    fn default() -> Self {
+        Self {
+            key_file: String::new(),
+            writes: WritePolicy::Signed,
+        }
+    }
 }
 
 impl NetworkConfig {

@@ -8,6 +8,7 @@ pub mod blobs;
 pub mod bulk_io;
 pub mod candidates;
 pub mod client;
+pub mod client_identity;
 pub mod config;
 pub mod files;
 pub mod identity;

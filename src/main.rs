@@ -50,6 +50,10 @@ enum Command {
     Rm(quickstore::files::cli::RmArgs),
     /// List names with their newest version, size and copies.
     Ls(quickstore::files::cli::LsArgs),
+    /// Let another writer identity write the names under a prefix this identity owns.
+    Grant(quickstore::files::cli::GrantArgs),
+    /// Print this client's writer identity (the PeerId that owns the names it writes).
+    Id(quickstore::files::cli::IdArgs),
     /// Make a key: `--network FILE` writes a new private network key (never overwrites).
     #[command(after_help = "Example:
   quickstore keygen --network swarm.key
@@ -132,6 +136,8 @@ fn run() -> anyhow::Result<()> {
         Command::Get(args) => runtime()?.block_on(args.run()),
         Command::Rm(args) => runtime()?.block_on(args.run()),
         Command::Ls(args) => runtime()?.block_on(args.run()),
+        Command::Grant(args) => runtime()?.block_on(args.run()),
+        Command::Id(args) => args.run(),
         Command::Completions { shell } => {
             clap_complete::generate(
                 shell,

@@ -209,7 +209,10 @@ impl NodeArgs {
             .collect();
         bootstraps.extend(remembered_bootstraps(&remembered, peer_id, &bootstraps));
         let driver = DriverConfig {
-            kelips: config.kelips.clone(),
+            kelips: quickstore_behaviours::Config {
+                writes: config.network.writes,
+                ..config.kelips.clone()
+            },
             incarnation,
             bootstraps,
             external_addresses: config.external_addrs()?,
@@ -332,6 +335,7 @@ impl NodeArgs {
                 allowed: config.nat.relay_transfers,
                 max_bytes: config.nat.relay_circuit_bytes,
             },
+            writes: config.network.writes,
         });
         files.start()?;
         crate::files::driver::spawn(

@@ -304,6 +304,7 @@ impl Status {
             ("messages_out", stats.messages_out),
             ("refused_messages", net.refused_in),
             ("refused_items", stats.refused_items),
+            ("unauthorized_tuples", stats.unauthorized_tuples),
             ("failures_detected", stats.failures_detected),
             ("members_removed", stats.members_removed),
             ("requests_failed", net.failures),

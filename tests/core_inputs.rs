@@ -406,6 +406,7 @@ fn a_name_whose_holders_are_all_down_is_unavailable_not_not_found() {
         holders: vec![same[1], same[2]],
         epoch: 0,
         deleted: false,
+        auth: None,
     };
     alone.publish(tuple).unwrap();
     let query = alone.lookup(10, &name).unwrap();
@@ -420,4 +421,85 @@ fn a_name_whose_holders_are_all_down_is_unavailable_not_not_found() {
         LookupResult::Unavailable { tuple } => assert_eq!(tuple.holders.len(), 2),
         other => panic!("expected unavailable, got {other:?}"),
     }
+}
+
+#[test]
+fn where_writes_are_signed_tuples_that_fail_their_signature_or_owner_are_dropped() {
+    use libp2p::identity::ed25519;
+    use quickstore_behaviours::auth::{SignedVersion, WritePolicy, sign_version};
+    use quickstore_behaviours::id::name_facts;
+    use quickstore_behaviours::message::SyncPush;
+    use quickstore_behaviours::{FileTuple, Version};
+    let (same, _) = ids();
+    let signed = Config {
+        writes: WritePolicy::Signed,
+        ..config()
+    };
+    let mut holder = Kelips::new(same[0], 1, AddressRecord::default(), signed, 7, 0).unwrap();
+    holder.join(0, Vec::new());
+    let name = (0..)
+        .map(|i| format!("a/{i}"))
+        .find(|n| name_facts(n, GROUPS).0 == 0)
+        .unwrap();
+    let version = |lamport: u64, key: Option<&ed25519::Keypair>| {
+        let mut tuple = FileTuple {
+            name: name.as_str().into(),
+            version: Version {
+                lamport,
+                blake3: [lamport as u8; 32],
+            },
+            size: lamport,
+            holders: vec![same[0]],
+            epoch: 0,
+            deleted: false,
+            auth: None,
+        };
+        if let Some(key) = key {
+            let owner = key.public().to_bytes();
+            let auth = sign_version(key, SignedVersion::from(&tuple), &owner, None);
+            tuple.auth = Some(Arc::new(auth));
+        }
+        tuple
+    };
+    let (a, b) = (ed25519::Keypair::generate(), ed25519::Keypair::generate());
+    // A name from before signed writes is kept; a signed version claims it.
+    holder.publish(version(1, None)).unwrap();
+    holder.publish(version(2, Some(&a))).unwrap();
+    assert_eq!(holder.stats().unauthorized_tuples, 0);
+    // A member pushes B's newer version, an unsigned one and one whose signature was
+    // moved to another counter: all three are dropped, and A's version stays.
+    let mut moved = version(4, Some(&a));
+    moved.version.lamport = 5;
+    let push = SyncPush {
+        tuples: vec![
+            Arc::new(version(3, Some(&b))),
+            Arc::new(version(4, None)),
+            Arc::new(moved),
+        ],
+    };
+    let _ = holder.handle_message(1, same[1], envelope(&holder, Message::SyncPush(push)));
+    assert_eq!(holder.stats().unauthorized_tuples, 3);
+    holder.lookup(2, &name).unwrap();
+    let found = events(&mut holder).into_iter().find_map(|e| match e {
+        Event::Lookup(outcome) => Some(outcome.result),
+        _ => None,
+    });
+    match found {
+        Some(quickstore_behaviours::LookupResult::Found { tuple, .. }) => {
+            assert_eq!(tuple.version.lamport, 2)
+        }
+        other => panic!("expected A's version, got {other:?}"),
+    }
+    // A's own newer version is taken.
+    let _ = holder.handle_message(
+        3,
+        same[1],
+        envelope(
+            &holder,
+            Message::SyncPush(SyncPush {
+                tuples: vec![Arc::new(version(6, Some(&a)))],
+            }),
+        ),
+    );
+    assert_eq!(holder.stats().unauthorized_tuples, 3);
 }

@@ -68,6 +68,7 @@ async fn start_put(
         size,
         homes: Vec::new(),
         after: 0,
+        signed: true,
     };
     write_message(&mut stream, &put, MAX_REQUEST_BYTES, IO)
         .await
@@ -76,6 +77,31 @@ async fn start_put(
         .await
         .expect("answer");
     (stream, answer)
+}
+
+/// The trailer of a signed put of `size` bytes hashing to `blake3`, as version `lamport`
+/// (from the home's `ready_at`), signed by a fixed test writer.
+fn signed_trailer(name: &str, answer: &BlobResponse, size: u64, blake3: [u8; 32]) -> BlobTrailer {
+    use quickstore_behaviours::auth::{SignedVersion, sign_version};
+    let BlobResponse::ReadyAt { lamport } = answer else {
+        panic!("expected ready_at, got {answer:?}");
+    };
+    let mut seed = [42u8; 32];
+    let key = libp2p::identity::ed25519::Keypair::from(
+        libp2p::identity::ed25519::SecretKey::try_from_bytes(&mut seed).expect("seed"),
+    );
+    let version = SignedVersion {
+        name,
+        lamport: *lamport,
+        blake3: &blake3,
+        size,
+        deleted: false,
+    };
+    let owner = key.public().to_bytes();
+    BlobTrailer {
+        blake3,
+        auth: Some(sign_version(&key, version, &owner, None)),
+    }
 }
 
 fn cbor<T: serde::Serialize>(value: &T) -> Vec<u8> {
@@ -185,15 +211,15 @@ async fn file_protocols_refuse_bad_input_clearly_and_lose_nothing() {
 
     // A put cut short leaves nothing visible.
     let (mut stream, answer) = start_put(&client, peer, &ours, 1000).await;
-    assert_eq!(answer, BlobResponse::Ready);
+    assert!(matches!(answer, BlobResponse::ReadyAt { .. }), "{answer:?}");
     stream.write_all(&[1u8; 500]).await.expect("half");
     stream.close().await.expect("close");
     drop(stream);
 
     // A put whose trailer hash is wrong is refused and leaves nothing visible.
-    let (mut stream, _) = start_put(&client, peer, &ours, 1000).await;
+    let (mut stream, answer) = start_put(&client, peer, &ours, 1000).await;
     stream.write_all(&[2u8; 1000]).await.expect("bytes");
-    let trailer = BlobTrailer { blake3: [9; 32] };
+    let trailer = signed_trailer(&ours, &answer, 1000, [9; 32]);
     write_message(&mut stream, &trailer, MAX_REQUEST_BYTES, IO)
         .await
         .expect("trailer");
@@ -248,11 +274,9 @@ async fn file_protocols_refuse_bad_input_clearly_and_lose_nothing() {
     let tmp = procs[0].dir.join("blobs").join("tmp");
     assert_eq!(std::fs::read_dir(&tmp).map(|d| d.count()).unwrap_or(0), 0);
     let bytes = vec![5u8; 1000];
-    let (mut stream, _) = start_put(&client, peer, &ours, 1000).await;
+    let (mut stream, answer) = start_put(&client, peer, &ours, 1000).await;
     stream.write_all(&bytes).await.expect("bytes");
-    let trailer = BlobTrailer {
-        blake3: *blake3::hash(&bytes).as_bytes(),
-    };
+    let trailer = signed_trailer(&ours, &answer, 1000, *blake3::hash(&bytes).as_bytes());
     write_message(&mut stream, &trailer, MAX_REQUEST_BYTES, IO)
         .await
         .expect("trailer");

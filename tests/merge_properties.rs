@@ -43,6 +43,7 @@ fn tuple() -> impl Strategy<Value = FileTuple<u32>> {
             holders: holders.into_iter().collect(),
             epoch,
             deleted,
+            auth: None,
         })
 }
 
@@ -117,6 +118,7 @@ proptest! {
             holders,
             epoch: 0,
             deleted: false,
+            auth: None,
         };
         let normal = tuple.clone().normalize().is_ok_and(|n| n == tuple);
         prop_assert_eq!(tuple.is_normal(), normal);

@@ -57,6 +57,7 @@ fn tuple(seed: u32, name_len: usize, holders: usize) -> Arc<FileTuple<WideId>> {
         holders: (0..holders as u32).map(|h| id(h, MAX_ID_BYTES)).collect(),
         epoch: 0,
         deleted: false,
+        auth: None,
     })
 }
 

@@ -39,12 +39,16 @@ use quickstore::files::service::FilesCounters;
 use quickstore::files::wire::{
     BLOB_PROTOCOL, BlobRequest, BlobResponse, BlobTrailer, CHUNK_BYTES, FILES_PROTOCOL,
     FilesRequest, FilesResponse, MAX_REQUEST_BYTES, MAX_RESPONSE_BYTES, MAX_VERSIONS_LISTED,
-    PeerInfo, read_message, write_message,
+    PeerInfo, SignedDelete, read_message, write_message,
 };
 use quickstore::reach::Reach;
 use quickstore::status::{
     FilesView, MAX_STATUS_BYTES, NameCopies, STATUS_PROTOCOL, Status, StatusCodec, StatusRequest,
     ViewMember,
+};
+use quickstore_behaviours::auth::{
+    SignedVersion, WriteAuth, grant_message, grants_name, sign_grant, sign_version, verify,
+    version_message,
 };
 use quickstore_behaviours::codec::{self, MAX_REPLY_BYTES, RefusalCode, Reply};
 use quickstore_behaviours::digest::{DigestItem, HeartbeatDigest};
@@ -141,6 +145,7 @@ fn tuple() -> Arc<FileTuple<Peer>> {
         holders: vec![peer(B), peer(A)],
         epoch: 0,
         deleted: false,
+        auth: None,
     }
     .normalize()
     .expect("a valid tuple");
@@ -1163,6 +1168,73 @@ fn info(byte: u8) -> PeerInfo {
     }
 }
 
+/// The prefix A grants B in the signed vectors (it covers [`NAME`]).
+const GRANT_PREFIX: &str = "hello";
+
+/// The ed25519 writer identity of seed `byte` (32 times).
+fn writer(byte: u8) -> libp2p::identity::ed25519::Keypair {
+    keypair(byte).try_into_ed25519().expect("an ed25519 key")
+}
+
+/// B writes [`files_tuple`] for its owner A, with A's grant of [`GRANT_PREFIX`].
+fn granted_auth() -> WriteAuth {
+    let owner = writer(A).public().to_bytes();
+    let grant = sign_grant(&writer(A), &writer(B).public().to_bytes(), GRANT_PREFIX);
+    sign_version(
+        &writer(B),
+        SignedVersion::from(&files_tuple()),
+        &owner,
+        Some(grant),
+    )
+}
+
+/// A, the owner, signs the tombstone (version 2) of [`files_tuple`]'s name.
+fn owner_tombstone_auth() -> WriteAuth {
+    let owner = writer(A).public().to_bytes();
+    let tombstone = SignedVersion {
+        name: NAME,
+        lamport: 2,
+        blake3: &[0; 32],
+        size: 0,
+        deleted: true,
+    };
+    sign_version(&writer(A), tombstone, &owner, None)
+}
+
+fn auth_keys() -> Expect {
+    facts(&[
+        ("owner_seed", hex(&[A; 32])),
+        ("owner_key", hex(&writer(A).public().to_bytes())),
+        ("owner_peer_id", peer(A).0.to_string()),
+        ("writer_seed", hex(&[B; 32])),
+        ("writer_key", hex(&writer(B).public().to_bytes())),
+        ("writer_peer_id", peer(B).0.to_string()),
+        ("grant_prefix", GRANT_PREFIX.to_string()),
+        (
+            "grants_name",
+            grants_name(
+                &writer(A).public().to_bytes(),
+                &writer(B).public().to_bytes(),
+            ),
+        ),
+    ])
+}
+
+fn auth_signatures() -> Expect {
+    let granted = granted_auth();
+    let grant = granted.grant.clone().expect("a grant");
+    let tuple = files_tuple();
+    assert_eq!(verify(SignedVersion::from(&tuple), &granted), Ok(()));
+    facts(&[
+        ("version_signature_by_writer", hex(&granted.signature)),
+        ("grant_signature_by_owner", hex(&grant.signature)),
+        (
+            "tombstone_signature_by_owner",
+            hex(&owner_tombstone_auth().signature),
+        ),
+    ])
+}
+
 fn files_tuple() -> FileTuple<Peer> {
     FileTuple::clone(&tuple())
 }
@@ -1197,6 +1269,7 @@ fn files_vectors() -> Vec<(&'static str, Expect)> {
         holders: vec![peer(A)],
         epoch: 0,
         deleted: true,
+        auth: None,
     };
     vec![
         ("files-constants", files_constants()),
@@ -1234,6 +1307,7 @@ fn files_vectors() -> Vec<(&'static str, Expect)> {
                 group_size: 2,
                 newest: 0,
                 replication: 3,
+                owner: None,
             }),
         ),
         (
@@ -1277,6 +1351,7 @@ fn files_vectors() -> Vec<(&'static str, Expect)> {
             control_request(FilesRequest::Delete {
                 name: NAME.into(),
                 forwarded: false,
+                signed: None,
             }),
         ),
         (
@@ -1339,12 +1414,19 @@ fn files_vectors() -> Vec<(&'static str, Expect)> {
                 size: 6,
                 homes: vec![info(A)],
                 after: 0,
+                signed: false,
             }),
         ),
         ("blob/ready", blob_response(BlobResponse::Ready)),
         (
             "blob/trailer",
-            files_frame(BlobTrailer { blake3: blake3() }, MAX_REQUEST_BYTES),
+            files_frame(
+                BlobTrailer {
+                    blake3: blake3(),
+                    auth: None,
+                },
+                MAX_REQUEST_BYTES,
+            ),
         ),
         (
             "blob/stored",
@@ -1387,6 +1469,64 @@ fn files_vectors() -> Vec<(&'static str, Expect)> {
             blob_response(BlobResponse::Sending { size: 6 }),
         ),
         ("blob/not-found", blob_response(BlobResponse::NotFound)),
+        (
+            "blob/put-signed",
+            blob_request(BlobRequest::Put {
+                name: NAME.into(),
+                size: 6,
+                homes: vec![info(A)],
+                after: 0,
+                signed: true,
+            }),
+        ),
+        (
+            "blob/ready-at",
+            blob_response(BlobResponse::ReadyAt { lamport: 1 }),
+        ),
+        (
+            "blob/trailer-signed",
+            files_frame(
+                BlobTrailer {
+                    blake3: blake3(),
+                    auth: Some(granted_auth()),
+                },
+                MAX_REQUEST_BYTES,
+            ),
+        ),
+        (
+            "files/delete-signed",
+            control_request(FilesRequest::Delete {
+                name: NAME.into(),
+                forwarded: false,
+                signed: Some(SignedDelete {
+                    lamport: 2,
+                    auth: owner_tombstone_auth(),
+                }),
+            }),
+        ),
+        ("auth/keys", auth_keys()),
+        (
+            "auth/version-message",
+            Expect::Bytes {
+                bytes: version_message(
+                    SignedVersion::from(&files_tuple()),
+                    &writer(A).public().to_bytes(),
+                ),
+                cbor: false,
+            },
+        ),
+        (
+            "auth/grant-message",
+            Expect::Bytes {
+                bytes: grant_message(
+                    &writer(A).public().to_bytes(),
+                    &writer(B).public().to_bytes(),
+                    GRANT_PREFIX,
+                ),
+                cbor: false,
+            },
+        ),
+        ("auth/signatures", auth_signatures()),
         ("status/request", status_request()),
         ("status/reply", status_reply()),
     ]

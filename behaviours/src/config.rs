@@ -99,6 +99,12 @@ pub struct Config {
     /// (lookups ask under both, tuples that left the group are kept to answer them).
     /// Default 60 000 ms.
     pub structure_transition_ms: u64,
+    /// Who may write names: [`WritePolicy::Open`] (anyone; the default here and in the
+    /// simulator) or [`WritePolicy::Signed`] (versions signed by the name's owner or a key it
+    /// granted a prefix; the real node's default). Every node of a network must use the same.
+    /// Not a `[kelips]` key: the node sets it from `network.writes`.
+    #[serde(skip)]
+    pub writes: crate::auth::WritePolicy,
 }
 
 impl Default for Config {
@@ -134,6 +140,7 @@ impl Default for Config {
             replication: 3,
             structure_hold_ms: 10_000,
             structure_transition_ms: 60_000,
+            writes: crate::auth::WritePolicy::Open,
         }
     }
 }

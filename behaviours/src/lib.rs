@@ -14,6 +14,7 @@
 //!
 //! How the algorithm works, and why: `ALGORITHM.md` beside this crate.
 
+pub mod auth;
 pub mod codec;
 pub mod config;
 pub mod contacts;

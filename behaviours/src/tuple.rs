@@ -12,6 +12,7 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
+use crate::auth::WriteAuth;
 use crate::limits::{MAX_HOLDERS, MAX_NAME_BYTES};
 
 /// The version of a file: a Lamport counter assigned by the first home node, then the BLAKE3
@@ -49,6 +50,10 @@ pub struct FileTuple<I> {
     /// wire when false.
     #[serde(rename = "d", default, skip_serializing_if = "is_false")]
     pub deleted: bool,
+    /// Who wrote this version, signed ([`crate::auth`]); omitted on the wire in networks open
+    /// to all writers.
+    #[serde(rename = "a", default, skip_serializing_if = "Option::is_none")]
+    pub auth: Option<Arc<WriteAuth>>,
 }
 
 fn is_zero(epoch: &u32) -> bool {
@@ -85,6 +90,9 @@ pub enum TupleError {
     /// The store is full.
     #[error("tuple store full ({0} tuples)")]
     StoreFull(usize),
+    /// The version's signature or owner was refused.
+    #[error(transparent)]
+    Unauthorized(#[from] crate::auth::AuthError),
 }
 
 /// Checks a file name: 1 to 1024 bytes of UTF-8 without NUL.

@@ -446,6 +446,7 @@ mod tests {
             holders: holders.into_iter().map(SimId).collect(),
             epoch: 0,
             deleted: false,
+            auth: None,
         };
         (fp, Arc::new(t))
     }

@@ -34,6 +34,7 @@ fn tuple(name: &str, holder: u32) -> FileTuple<SimId> {
         holders: vec![SimId(holder)],
         epoch: 0,
         deleted: false,
+        auth: None,
     }
 }
 

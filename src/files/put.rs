@@ -8,6 +8,9 @@
 use futures::AsyncWriteExt;
 use futures::future::join_all;
 use libp2p::{PeerId, Stream};
+use std::sync::Arc;
+
+use quickstore_behaviours::auth::{WritePolicy, admits};
 use quickstore_behaviours::net::Peer;
 use quickstore_behaviours::tuple::check_name;
 use quickstore_behaviours::{FileTuple, Version};
@@ -29,20 +32,43 @@ struct Downstream {
     newest: u64,
 }
 
+/// A client's `put`, as read from the wire.
+pub(super) struct PutRequest {
+    pub name: String,
+    pub size: u64,
+    /// The other homes the placement chose.
+    pub homes: Vec<PeerInfo>,
+    /// The newest Lamport counter the client was told of.
+    pub after: u64,
+    /// The client signs the version in the trailer.
+    pub signed: bool,
+}
+
 impl FilesService {
     /// Serves `put {name, size, homes}` as the first home. The files core decides (through
     /// the driver) how many copies, where the bytes are forwarded, the replacements of
     /// failed homes, the commits and the ack; this task moves the bytes and reports what each
-    /// home did.
+    /// home did. A `signed` put is told its Lamport counter before the bytes and signs the
+    /// version in the trailer; the signature is checked (and the name's owner) before the
+    /// copies count.
     pub(super) async fn put(
         &self,
         stream: &mut Stream,
-        name: String,
-        size: u64,
-        homes: Vec<PeerInfo>,
-        after: u64,
+        request: PutRequest,
     ) -> Result<(), WireError> {
+        let PutRequest {
+            name,
+            size,
+            homes,
+            after,
+            signed,
+        } = request;
         let io = self.timeouts.io;
+        if !signed && self.writes == WritePolicy::Signed {
+            let reason = "this network requires signed writes; the put is not signed \
+                          (a client older than the node?)";
+            return write_message(stream, &blob_refused(reason), MAX_RESPONSE_BYTES, io).await;
+        }
         if let Err(e) = check_name(&name) {
             return write_message(stream, &blob_refused(e), MAX_RESPONSE_BYTES, io).await;
         }
@@ -56,7 +82,7 @@ impl FilesService {
             return write_message(stream, &blob_refused(reason), MAX_RESPONSE_BYTES, io).await;
         }
         let known = self.handle.tuple(&name).await.map_err(gone)?;
-        let after = known.map_or(0, |t| t.version.lamport).max(after);
+        let after = known.as_ref().map_or(0, |t| t.version.lamport).max(after);
         let homes: Vec<PeerId> = homes.iter().map(|h| h.peer.0).collect();
         let started = self
             .driver
@@ -96,7 +122,23 @@ impl FilesService {
             };
             self.driver.put_home(put, home).await;
         }
-        write_message(stream, &BlobResponse::Ready, MAX_RESPONSE_BYTES, io).await?;
+        let ready = if signed {
+            let fixed = self.driver.fix_lamport(put).await;
+            match fixed.map_err(|e| WireError::Io(std::io::Error::other(e)))? {
+                Some(lamport) => BlobResponse::ReadyAt { lamport },
+                None => blob_refused("the put ended before its bytes came"),
+            }
+        } else {
+            BlobResponse::Ready
+        };
+        let lamport = match ready {
+            BlobResponse::ReadyAt { lamport } => Some(lamport),
+            _ => None,
+        };
+        write_message(stream, &ready, MAX_RESPONSE_BYTES, io).await?;
+        if matches!(ready, BlobResponse::Refused { .. }) {
+            return Ok(());
+        }
 
         // A write that fails (the disk filled up) drops the own partial blob and the
         // downstream homes (their streams end without a trailer: they drop their partial
@@ -117,7 +159,39 @@ impl FilesService {
             }
             FilesCounters::add(&self.counters.bytes_received, chunk.len() as u64);
         }
-        let trailer: BlobTrailer = read_message(stream, MAX_REQUEST_BYTES, io).await?;
+        let mut trailer: BlobTrailer = read_message(stream, MAX_REQUEST_BYTES, io).await?;
+        // The writer's signature, checked before any copy counts: a refused one ends the
+        // put here, and the downstream homes, sent no trailer, drop their partial copies.
+        let auth = trailer.auth.take().map(Arc::new);
+        let writer = match (writer, lamport) {
+            (Ok(w), Some(lamport)) => {
+                let candidate = FileTuple {
+                    name: name.as_str().into(),
+                    version: Version {
+                        lamport,
+                        blake3: trailer.blake3,
+                    },
+                    size,
+                    holders: vec![Peer(me)],
+                    epoch: 0,
+                    deleted: false,
+                    auth: auth.clone(),
+                };
+                match admits(self.writes, known.as_ref(), &candidate) {
+                    Ok(()) => Ok(w),
+                    Err(e) => {
+                        tracing::info!("put of {name:?} refused: {e}");
+                        FilesCounters::add(&self.counters.puts_failed, 1);
+                        downstream.clear();
+                        Err(blob_refused(format!("put refused: {e}")))
+                    }
+                }
+            }
+            (writer, _) => writer,
+        };
+        if let (Ok(_), Some(auth)) = (&writer, auth) {
+            self.driver.sign_put(put, auth).await;
+        }
         let finished = match writer {
             Ok(writer) => writer
                 .finish(Some(trailer.blake3))
@@ -180,6 +254,9 @@ impl FilesService {
         }
         if tuple.deleted || !tuple.holders.contains(&Peer(self.handle.me)) {
             return Ok(refused("this node is not listed as a holder"));
+        }
+        if let Err(e) = self.authorized(&tuple).await? {
+            return Ok(refused(format!("commit refused: {e}")));
         }
         Ok(match self.driver.commit(tuple).await {
             Ok(Ok(())) => FilesResponse::Committed {},
@@ -260,6 +337,7 @@ impl FilesService {
                         holders: vec![Peer(self.handle.me)],
                         epoch: 0,
                         deleted: false,
+                        auth: None,
                     },
                 }
             }

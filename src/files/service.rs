@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use futures::{AsyncWriteExt, StreamExt};
 use libp2p::{PeerId, Stream, StreamProtocol};
+use quickstore_behaviours::auth::{WritePolicy, admits};
 use quickstore_behaviours::id::Grouping;
 use quickstore_behaviours::net::Peer;
 use quickstore_behaviours::tuple::check_name;
@@ -21,8 +22,8 @@ use super::source::FileSource;
 use super::versions::KeptVersions;
 use super::wire::{
     BLOB_PROTOCOL, BlobRequest, BlobResponse, ChunkReader, FILES_PROTOCOL, FilesRequest,
-    FilesResponse, MAX_BUSY_REFUSALS, MAX_REQUEST_BYTES, MAX_RESPONSE_BYTES, PeerInfo, WireError,
-    read_message, write_chunk, write_message,
+    FilesResponse, MAX_BUSY_REFUSALS, MAX_REQUEST_BYTES, MAX_RESPONSE_BYTES, PeerInfo,
+    SignedDelete, WireError, read_message, write_chunk, write_message,
 };
 use crate::blobs::{BlobError, BlobStore, BlobWriter, Hash, is_disk_full, to_hex};
 use crate::store::NodeStore;
@@ -122,6 +123,8 @@ pub struct FilesService {
     pub counters: FilesCounters,
     /// When bytes may go to another node over a relay.
     pub relay: RelayGate,
+    /// Who may write names (`network.writes`).
+    pub writes: WritePolicy,
 }
 
 /// When this node may move file bytes to or from another node over a relay: the paths to
@@ -389,7 +392,11 @@ impl FilesService {
                 limit,
                 forwarded,
             } => self.list(group, after, limit, forwarded).await,
-            FilesRequest::Delete { name, forwarded } => self.delete(name, forwarded).await,
+            FilesRequest::Delete {
+                name,
+                forwarded,
+                signed,
+            } => self.delete(name, forwarded, signed).await,
             FilesRequest::Version {
                 name,
                 lamport,
@@ -480,16 +487,13 @@ impl FilesService {
                     "no member of group {group} has {size} bytes of storage free"
                 ))
             } else {
+                let known = self.handle.tuple(&name).await.map_err(gone)?;
                 FilesResponse::Placed {
                     homes,
                     group_size: live as u32,
-                    newest: self
-                        .handle
-                        .tuple(&name)
-                        .await
-                        .map_err(gone)?
-                        .map_or(0, |t| t.version.lamport),
+                    newest: known.as_ref().map_or(0, |t| t.version.lamport),
                     replication: self.handle.replication as u32,
+                    owner: known.and_then(|t| t.auth.as_ref().map(|a| a.owner)),
                 }
             });
         }
@@ -544,7 +548,12 @@ impl FilesService {
         .await
     }
 
-    async fn delete(&self, name: String, forwarded: bool) -> Result<FilesResponse, WireError> {
+    async fn delete(
+        &self,
+        name: String,
+        forwarded: bool,
+        signed: Option<SignedDelete>,
+    ) -> Result<FilesResponse, WireError> {
         if let Err(e) = check_name(&name) {
             return Ok(refused(e));
         }
@@ -558,6 +567,7 @@ impl FilesService {
                     FilesRequest::Delete {
                         name,
                         forwarded: true,
+                        signed,
                     },
                 )
                 .await;
@@ -582,23 +592,56 @@ impl FilesService {
             },
             Err(reason) => return Ok(refused(reason)),
         };
+        let (lamport, auth) = match signed {
+            Some(signed) if signed.lamport <= current.version.lamport => {
+                return Ok(refused(format!(
+                    "stale delete: version {} of {name:?} is newer than the signed tombstone \
+                     ({}); look the name up again",
+                    current.version.lamport, signed.lamport
+                )));
+            }
+            Some(signed) => (signed.lamport, Some(Arc::new(signed.auth))),
+            None if self.writes == WritePolicy::Signed => {
+                return Ok(refused(
+                    "this network requires signed writes; the delete is not signed",
+                ));
+            }
+            None => (current.version.lamport + 1, None),
+        };
         let tombstone = FileTuple {
             name: name.into(),
             version: Version {
-                lamport: current.version.lamport + 1,
+                lamport,
                 blake3: [0; 32],
             },
             size: 0,
             holders: vec![Peer(self.handle.me)],
             epoch: 0,
             deleted: true,
+            auth,
         };
+        if let Err(e) = admits(self.writes, Some(&current), &tombstone) {
+            return Ok(refused(format!("delete refused: {e}")));
+        }
         Ok(
             match self.handle.publish(tombstone.clone()).await.map_err(gone)? {
                 Ok(()) => FilesResponse::Deleted { tuple: tombstone },
                 Err(reason) => refused(reason),
             },
         )
+    }
+
+    /// Whether a version another node sends (a commit, a copy) may be taken here: its
+    /// signature and owner under `network.writes`, against the version this node knows.
+    pub(super) async fn authorized(
+        &self,
+        tuple: &FileTuple<Peer>,
+    ) -> Result<Result<(), quickstore_behaviours::auth::AuthError>, WireError> {
+        if self.writes == WritePolicy::Open {
+            return Ok(Ok(()));
+        }
+        let known = self.handle.tuple(&tuple.name).await.map_err(gone)?;
+        Ok(admits(self.writes, known.as_ref(), tuple))
     }
 
     /// Persists the kept versions: hands the latest list to the one writer task.
@@ -665,9 +708,17 @@ impl FilesService {
                 size,
                 homes,
                 after,
+                signed,
             } => {
                 tracing::debug!("{peer} puts {name:?} ({size} bytes)");
-                self.put(&mut stream, name, size, homes, after).await
+                let request = super::put::PutRequest {
+                    name,
+                    size,
+                    homes,
+                    after,
+                    signed,
+                };
+                self.put(&mut stream, request).await
             }
             BlobRequest::Replicate { tuple } => self.take_replica(&mut stream, tuple).await,
             BlobRequest::Forward { name, size } => self.take_forward(&mut stream, name, size).await,
@@ -776,6 +827,9 @@ impl FilesService {
         if group != place.group || tuple.deleted {
             let reason = format!("not a copy for group {}", place.group);
             return write_message(stream, &blob_refused(reason), MAX_RESPONSE_BYTES, io).await;
+        }
+        if let Err(e) = self.authorized(&tuple).await? {
+            return write_message(stream, &blob_refused(e), MAX_RESPONSE_BYTES, io).await;
         }
         let hash = tuple.version.blake3;
         if !self.blobs.contains(&hash).await {

@@ -29,6 +29,7 @@ impl FilesService {
                     holders: vec![Peer(self.handle.me)],
                     epoch: 0,
                     deleted: false,
+                    auth: None,
                 },
                 holders: Vec::new(),
                 hops: 0,
@@ -110,6 +111,7 @@ impl FilesService {
                     holders: vec![Peer(self.handle.me)],
                     epoch: 0,
                     deleted: false,
+                    auth: None,
                 })
                 .collect(),
         }

@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use futures::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use libp2p::StreamProtocol;
+use quickstore_behaviours::auth::{KeyBytes, WriteAuth};
 use quickstore_behaviours::codec::frame;
 use quickstore_behaviours::net::Peer;
 use quickstore_behaviours::net::protocol::read_frame;
@@ -136,7 +137,22 @@ pub enum FilesRequest {
         name: String,
         /// Set when forwarded.
         forwarded: bool,
+        /// A tombstone the client signed: its Lamport counter (one above the version it
+        /// deletes) and signature. Omitted when unsigned.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        signed: Option<SignedDelete>,
     },
+}
+
+/// A tombstone's Lamport counter and the writer's signature of it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SignedDelete {
+    /// The tombstone's Lamport counter.
+    #[serde(rename = "l")]
+    pub lamport: u64,
+    /// The signature.
+    #[serde(rename = "a")]
+    pub auth: WriteAuth,
 }
 
 /// An answer on `/quickstore/files/1.0.0`.
@@ -165,6 +181,9 @@ pub enum FilesResponse {
         /// R, the copies the network keeps of a file (0: not said, from an older node).
         #[serde(default)]
         replication: u32,
+        /// The owner key of the name's newest version, when signed. Omitted otherwise.
+        #[serde(default, skip_serializing_if = "Option::is_none", with = "serde_bytes")]
+        owner: Option<KeyBytes>,
     },
     /// A page of tuples.
     #[serde(rename = "listing")]
@@ -233,6 +252,10 @@ pub enum BlobRequest {
         /// new version is numbered above it and above what the first home knows.
         #[serde(default)]
         after: u64,
+        /// The client signs the version: the home answers [`BlobResponse::ReadyAt`] with its
+        /// Lamport counter, and the trailer carries the signature. Omitted when false.
+        #[serde(default, skip_serializing_if = "is_false")]
+        signed: bool,
     },
     /// A home node copies a version to another member of its group: after
     /// [`BlobResponse::Ready`], `tuple.size` bytes whose BLAKE3 is the tuple's.
@@ -273,6 +296,13 @@ pub enum BlobResponse {
         /// The newest Lamport counter known here.
         newest: u64,
     },
+    /// Send the bytes now, and sign version `lamport` in the trailer; answered to a `put`
+    /// that is `signed`.
+    #[serde(rename = "ready_at")]
+    ReadyAt {
+        /// The Lamport counter of the new version.
+        lamport: u64,
+    },
     /// The put or copy is durable; for a put, on every home listed.
     #[serde(rename = "stored")]
     Stored {
@@ -302,6 +332,13 @@ pub struct BlobTrailer {
     /// BLAKE3 of the bytes sent.
     #[serde(with = "serde_bytes")]
     pub blake3: [u8; 32],
+    /// The writer's signature of the version (a `signed` put). Omitted otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth: Option<WriteAuth>,
+}
+
+fn is_false(flag: &bool) -> bool {
+    !*flag
 }
 
 /// Why a stream exchange failed.

@@ -22,6 +22,7 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use crate::Millis;
+use crate::auth::WriteAuth;
 use crate::id::NodeId;
 use crate::tuple::{FileTuple, TupleError, Version, check_name};
 
@@ -99,6 +100,10 @@ pub(crate) struct PutState<I> {
     recorded: BTreeSet<I>,
     /// The tuple, once the version is fixed.
     tuple: Option<Arc<FileTuple<I>>>,
+    /// The Lamport counter told to a writer that signs ([`FilesCore::fix_put_lamport`]).
+    lamport: Option<u64>,
+    /// The writer's signature of the version ([`FilesCore::sign_put`]).
+    auth: Option<Arc<WriteAuth>>,
 }
 
 impl<I: NodeId> PutState<I> {
@@ -159,6 +164,8 @@ impl<I: NodeId> FilesCore<I> {
                 committing: BTreeSet::new(),
                 recorded: BTreeSet::new(),
                 tuple: None,
+                lamport: None,
+                auth: None,
             },
         );
         Ok(PutStart {
@@ -270,6 +277,23 @@ impl<I: NodeId> FilesCore<I> {
         }
     }
 
+    /// Fixes the put's Lamport counter now, one above the newest the entry node and the
+    /// ready homes knew, so that the writer can sign the version before its bytes are in.
+    /// Call after every pipelined home reported ready. `None` for an unknown put.
+    pub fn fix_put_lamport(&mut self, now: Millis, put: PutId) -> Option<u64> {
+        self.input(now);
+        let state = self.puts.get_mut(&put)?;
+        Some(*state.lamport.get_or_insert(state.newest + 1))
+    }
+
+    /// The writer's signature of the put's version, carried by the tuple the put publishes.
+    pub fn sign_put(&mut self, now: Millis, put: PutId, auth: Arc<WriteAuth>) {
+        self.input(now);
+        if let Some(state) = self.puts.get_mut(&put) {
+            state.auth = Some(auth);
+        }
+    }
+
     /// The hashes of puts in progress (named: not garbage).
     pub(crate) fn put_hashes(&self) -> BTreeSet<Hash> {
         self.puts.values().filter_map(|p| p.hash).collect()
@@ -293,13 +317,16 @@ impl<I: NodeId> FilesCore<I> {
                 lamport: state
                     .tuple
                     .as_ref()
-                    .map_or(state.newest + 1, |t| t.version.lamport),
+                    .map_or(state.lamport.unwrap_or(state.newest + 1), |t| {
+                        t.version.lamport
+                    }),
                 blake3: hash,
             },
             size: state.size,
             holders,
             epoch: 0,
             deleted: false,
+            auth: state.auth.clone(),
         });
         state.tuple = Some(tuple.clone());
         if state.counted() < state.wanted {

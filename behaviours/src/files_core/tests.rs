@@ -37,6 +37,7 @@ fn tuple(lamport: u64, holders: &[SimId], epoch: u32) -> Arc<FileTuple<SimId>> {
         holders,
         epoch,
         deleted: false,
+        auth: None,
     })
 }
 

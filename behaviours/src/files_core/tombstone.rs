@@ -44,6 +44,7 @@ impl<I: NodeId> FilesCore<I> {
             holders: vec![self.me.clone()],
             epoch: 0,
             deleted: true,
+            auth: None,
         }
         .normalize()?;
         // Track it even when this node held nothing of the name (it is the tombstone's

@@ -157,6 +157,8 @@ pub struct Stats {
     pub refused_messages: u64,
     /// Entries or tuples inside messages refused (wrong group, implausible jump, bounds).
     pub refused_items: u64,
+    /// Tuples dropped because their signature, grant or owner did not hold (signed writes).
+    pub unauthorized_tuples: u64,
     /// Members marked failed.
     pub failures_detected: u64,
     /// Members removed.
@@ -477,6 +479,10 @@ impl<I: NodeId> Kelips<I> {
             return Ok(crate::tuple_store::Merged::Unchanged);
         }
         let before = self.tuples.get(fp, &tuple.name).cloned();
+        if let Err(e) = crate::auth::admits(self.config.writes, before.as_ref(), tuple) {
+            self.stats.unauthorized_tuples += 1;
+            return Err(TupleError::Unauthorized(e));
+        }
         let merged = self.tuples.merge(fp, tuple, self.config.fresh_rounds)?;
         if let Some(before) = before
             && before.version != tuple.version

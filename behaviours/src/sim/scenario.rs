@@ -643,6 +643,7 @@ impl<'a> Run<'a> {
                 holders: holders.iter().map(|&h| SimId(h)).collect(),
                 epoch: 0,
                 deleted: false,
+                auth: None,
             };
             for &holder in &holders {
                 self.sim.publish(holder, tuple.clone());

@@ -20,6 +20,7 @@ use futures::StreamExt;
 use futures::stream::FuturesUnordered;
 use indicatif::ProgressBar;
 use quickstore_behaviours::FileTuple;
+use quickstore_behaviours::auth::SignedVersion;
 use quickstore_behaviours::net::Peer;
 use quickstore_behaviours::tuple::check_name;
 use serde::Serialize;
@@ -364,6 +365,7 @@ async fn get_file(
             other => return Err(unexpected(&other, name)),
         }
     };
+    check_signature(&tuple)?;
     let mut report = FileReport::of(&tuple, started);
     report.path = Some(output.shown());
     report.hops = Some(hops);
@@ -401,6 +403,50 @@ async fn get_file(
     fetch_from_any(session, &holders, &tuple, output, bar).await?;
     report.elapsed_ms = started.elapsed().as_millis() as u64;
     Ok(report.with_connection(session))
+}
+
+/// The bytes of `name` (at most `max`), or `None` when the name is not stored: for small
+/// records the client itself reads, such as grant lists.
+pub(super) async fn fetch_small(
+    session: &Session,
+    name: &str,
+    max: u64,
+) -> anyhow::Result<Option<Vec<u8>>> {
+    let request = FilesRequest::Locate {
+        name: name.to_string(),
+    };
+    let (tuple, holders) = match session.ask(&request).await? {
+        FilesResponse::Located { tuple, .. } if tuple.deleted => return Ok(None),
+        FilesResponse::Located { tuple, holders, .. } => (tuple, holders),
+        FilesResponse::NotFound => return Ok(None),
+        other => return Err(unexpected(&other, name)),
+    };
+    if tuple.size > max {
+        bail!("{} is {} bytes, more than {max}", shown(name), tuple.size);
+    }
+    check_signature(&tuple)?;
+    if holders.is_empty() {
+        bail!("unavailable: none of the holders of {} is up", shown(name));
+    }
+    let dir = tempfile::tempdir().context("cannot make a temporary directory")?;
+    let path = dir.path().join("record");
+    let output = Output::choose(name, Some(&path), dir.path())?;
+    fetch_from_any(session, &holders, &tuple, &output, &ProgressBar::hidden()).await?;
+    Ok(Some(tokio::fs::read(&path).await?))
+}
+
+/// A reader's check of a version's signature, when it carries one (the bytes are checked
+/// against its hash as they come).
+fn check_signature(tuple: &FileTuple<Peer>) -> anyhow::Result<()> {
+    if let Some(auth) = &tuple.auth {
+        quickstore_behaviours::auth::verify(SignedVersion::from(tuple), auth).map_err(|e| {
+            anyhow!(
+                "refused: the entry node answered a version of {} that does not verify: {e}",
+                shown(&tuple.name)
+            )
+        })?;
+    }
+    Ok(())
 }
 
 /// Dials every holder at once and fetches from the first that connects, then from the next

@@ -11,15 +11,17 @@ use anyhow::{anyhow, bail};
 use clap::Args;
 use futures::StreamExt;
 use quickstore_behaviours::FileTuple;
+use quickstore_behaviours::auth::SignedVersion;
 use quickstore_behaviours::net::Peer;
 use quickstore_behaviours::tuple::check_name;
 use serde::Serialize;
 
 use super::report::{count, human_size, ranges, shown};
 use super::session::{Session, unexpected};
+use super::sign::authority;
 use super::{Common, quiet};
 use crate::blobs::to_hex;
-use crate::files::wire::{FilesRequest, FilesResponse};
+use crate::files::wire::{FilesRequest, FilesResponse, SignedDelete};
 
 /// List names with their newest version, size and copies.
 #[derive(Args, Debug, Clone)]
@@ -323,9 +325,32 @@ impl RmArgs {
         let started = Instant::now();
         check_name(&self.name).map_err(|e| anyhow!("refused: {e}"))?;
         let session = Session::start(&self.common)?;
+        // The tombstone is signed: one above the newest version, for the name's owner.
+        let located = FilesRequest::Locate {
+            name: self.name.clone(),
+        };
+        let current = match session.ask(&located).await? {
+            FilesResponse::Located { tuple, .. } if !tuple.deleted => tuple,
+            FilesResponse::Located { .. } => bail!("not found: {} (deleted)", shown(&self.name)),
+            other => return Err(unexpected(&other, &self.name)),
+        };
+        let owner = current.auth.as_ref().map(|a| a.owner);
+        let authority = authority(&session, &self.name, owner).await?;
+        let lamport = current.version.lamport + 1;
+        let tombstone = SignedVersion {
+            name: &self.name,
+            lamport,
+            blake3: &[0; 32],
+            size: 0,
+            deleted: true,
+        };
         let request = FilesRequest::Delete {
             name: self.name.clone(),
             forwarded: false,
+            signed: Some(SignedDelete {
+                lamport,
+                auth: authority.sign(&session, tombstone)?,
+            }),
         };
         let tuple = match session.ask(&request).await? {
             FilesResponse::Deleted { tuple } => tuple,

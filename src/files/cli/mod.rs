@@ -10,10 +10,12 @@
 //!   (`ls`, `rm`).
 
 mod get;
+mod grant;
 mod list;
 mod put;
 mod report;
 mod session;
+mod sign;
 mod spool;
 mod tree;
 
@@ -22,6 +24,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use clap::Args;
 
 pub use get::{GetArgs, get};
+pub use grant::{GrantArgs, IdArgs};
 pub use list::{LsArgs, RmArgs};
 pub use put::{PutArgs, put};
 pub use report::{FileReport, count, ranges, shown};

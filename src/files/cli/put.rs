@@ -14,12 +14,14 @@ use clap::Args;
 use futures::{AsyncWriteExt, StreamExt};
 use indicatif::ProgressBar;
 use quickstore_behaviours::FileTuple;
+use quickstore_behaviours::auth::SignedVersion;
 use quickstore_behaviours::net::Peer;
 use quickstore_behaviours::tuple::check_name;
 use serde::Serialize;
 
 use super::report::{FileReport, count, human_size, shown};
 use super::session::{Session, progress, unexpected};
+use super::sign::{Authority, authority};
 use super::spool::{Source, spool};
 use super::tree::walk;
 use super::{Common, quiet};
@@ -60,11 +62,11 @@ pub struct PutArgs {
 
 /// What a put must achieve.
 #[derive(Debug, Clone, Copy)]
-struct PutRules {
+pub(super) struct PutRules {
     /// How long the homes may take to make every copy durable.
-    deadline: Duration,
+    pub(super) deadline: Duration,
     /// Fewer durable copies than this fail the command.
-    min_copies: u32,
+    pub(super) min_copies: u32,
 }
 
 /// What `put DIR --json` prints.
@@ -261,7 +263,7 @@ pub async fn put(
 
 /// Puts the regular file `file` under `name`; `bar` counts the bytes sent (its length grows
 /// by the file's size).
-async fn put_file(
+pub(super) async fn put_file(
     session: &Session,
     file: &Path,
     name: &str,
@@ -282,15 +284,17 @@ async fn put_file(
         size,
         forwarded: false,
     };
-    let (homes, group_size, newest, replication) = match session.ask(&request).await? {
+    let (homes, group_size, newest, replication, owner) = match session.ask(&request).await? {
         FilesResponse::Placed {
             homes,
             group_size,
             newest,
             replication,
-        } => (homes, group_size, newest, replication),
+            owner,
+        } => (homes, group_size, newest, replication, owner),
         other => return Err(unexpected(&other, name)),
     };
+    let authority = authority(session, name, owner).await?;
     if rules.min_copies > group_size {
         bail!(
             "refused: {} needs {} (--min-copies) but its group has {}; nothing was sent",
@@ -316,6 +320,7 @@ async fn put_file(
             newest,
             deadline: rules.deadline,
             bar,
+            authority: &authority,
         };
         match put_to(session, first, others, name, sending).await {
             Ok(tuple) => {
@@ -375,6 +380,8 @@ struct Sending<'a> {
     /// How long the homes may take to make every copy durable.
     deadline: Duration,
     bar: &'a ProgressBar,
+    /// Whom the version is signed for.
+    authority: &'a Authority,
 }
 
 async fn put_to(
@@ -390,6 +397,7 @@ async fn put_to(
         newest,
         deadline,
         bar,
+        authority,
     } = sending;
     let io = session.timeout;
     let request = BlobRequest::Put {
@@ -397,18 +405,21 @@ async fn put_to(
         size,
         homes: others,
         after: newest,
+        signed: true,
     };
     let (mut stream, answer) = session
         .blob_exchange(first, size, &request)
         .await
         .map_err(PutError::TryNext)?;
-    match answer {
-        BlobResponse::Ready => {}
+    // A node older than signed writes answers `ready`: the version goes unsigned.
+    let lamport = match answer {
+        BlobResponse::Ready => None,
+        BlobResponse::ReadyAt { lamport } => Some(lamport),
         BlobResponse::Refused { reason } => {
             return Err(PutError::TryNext(anyhow!("refused: {reason}")));
         }
         other => return Err(PutError::Final(anyhow!("unexpected answer {other:?}"))),
-    }
+    };
     let mut moved = 0u64;
     let sent = async {
         let file = tokio::fs::File::open(path)
@@ -424,7 +435,20 @@ async fn put_to(
             .finish()
             .await
             .with_context(|| format!("{} changed while being read", path.display()))?;
-        let trailer = BlobTrailer { blake3 };
+        let auth = match lamport {
+            Some(lamport) => {
+                let version = SignedVersion {
+                    name,
+                    lamport,
+                    blake3: &blake3,
+                    size,
+                    deleted: false,
+                };
+                Some(authority.sign(session, version)?)
+            }
+            None => None,
+        };
+        let trailer = BlobTrailer { blake3, auth };
         write_message(&mut stream, &trailer, MAX_REQUEST_BYTES, io).await?;
         match read_message::<BlobResponse>(&mut stream, MAX_RESPONSE_BYTES, deadline).await? {
             BlobResponse::Stored { tuple } => {

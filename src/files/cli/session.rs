@@ -46,6 +46,10 @@ pub(super) struct Session {
     ready: tokio::sync::OnceCell<()>,
     /// The private network's key, if any.
     network_key: Option<libp2p::pnet::PreSharedKey>,
+    /// `--identity`, else the default writer identity.
+    identity_path: Option<std::path::PathBuf>,
+    /// The writer identity, loaded (or made) when first needed.
+    identity: std::sync::OnceLock<libp2p::identity::ed25519::Keypair>,
 }
 
 impl Session {
@@ -75,7 +79,18 @@ impl Session {
             wait_ready: Duration::ZERO,
             ready: tokio::sync::OnceCell::new(),
             network_key,
+            identity_path: target.identity.clone(),
+            identity: std::sync::OnceLock::new(),
         })
+    }
+
+    /// The writer identity that signs this command's versions.
+    pub(super) fn identity(&self) -> anyhow::Result<&libp2p::identity::ed25519::Keypair> {
+        if let Some(key) = self.identity.get() {
+            return Ok(key);
+        }
+        let key = crate::client_identity::load_or_create(self.identity_path.as_deref())?;
+        Ok(self.identity.get_or_init(|| key))
     }
 
     /// Learns the entry node's site when the client is on its LAN (reached it at a private

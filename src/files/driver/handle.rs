@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use libp2p::PeerId;
 use quickstore_behaviours::FileTuple;
+use quickstore_behaviours::auth::WriteAuth;
 use quickstore_behaviours::files_core::{CommitError, PutError, PutFailure, PutId, PutStart};
 use quickstore_behaviours::net::Peer;
 use tokio::sync::{mpsc, oneshot};
@@ -62,6 +63,14 @@ pub(super) enum Request {
     Commit {
         tuple: FileTuple<Peer>,
         reply: oneshot::Sender<Result<(), CommitError>>,
+    },
+    FixLamport {
+        put: PutId,
+        reply: oneshot::Sender<Option<u64>>,
+    },
+    SignPut {
+        put: PutId,
+        auth: Arc<WriteAuth>,
     },
 }
 
@@ -136,6 +145,17 @@ impl DriverHandle {
     /// Reports what happened to one home of `put`.
     pub async fn put_home(&self, put: PutId, home: PutHome) {
         let _ = self.requests.send(Request::PutHome { put, home }).await;
+    }
+
+    /// Fixes the put's Lamport counter (the core's `fix_put_lamport`) for a writer that
+    /// signs; `None` if the put is gone.
+    pub async fn fix_lamport(&self, put: PutId) -> Result<Option<u64>, DriverGone> {
+        self.ask(|reply| Request::FixLamport { put, reply }).await
+    }
+
+    /// Gives the put the writer's signature of its version (the core's `sign_put`).
+    pub async fn sign_put(&self, put: PutId, auth: Arc<WriteAuth>) {
+        let _ = self.requests.send(Request::SignPut { put, auth }).await;
     }
 
     /// A first home's commit (the core's `handle_commit`): answered once the tuple is

@@ -270,6 +270,14 @@ impl Driver {
                     }
                 }
             }
+            Request::FixLamport { put, reply } => {
+                let now = self.now();
+                let _ = reply.send(self.core.fix_put_lamport(now, put));
+            }
+            Request::SignPut { put, auth } => {
+                let now = self.now();
+                self.core.sign_put(now, put, auth);
+            }
             Request::Commit { tuple, reply } => {
                 let now = self.now();
                 // The bytes came by the put's pipeline a moment ago: the inventory may not
