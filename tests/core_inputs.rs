@@ -503,3 +503,24 @@ fn where_writes_are_signed_tuples_that_fail_their_signature_or_owner_are_dropped
     );
     assert_eq!(holder.stats().unauthorized_tuples, 3);
 }
+
+#[test]
+fn the_only_member_of_a_group_answers_not_found_for_a_name_it_does_not_know() {
+    use quickstore_behaviours::LookupResult;
+    use quickstore_behaviours::id::name_facts;
+    let (same, _) = ids();
+    let mut alone = node(same[0]);
+    let name = (0..)
+        .map(|i| format!("missing{i}"))
+        .find(|n| name_facts(n, GROUPS).0 == 0)
+        .unwrap();
+    let query = alone.lookup(10, &name).unwrap();
+    let result = events(&mut alone).into_iter().find_map(|e| match e {
+        Event::Lookup(outcome) if outcome.query == query => Some(outcome.result),
+        _ => None,
+    });
+    assert!(
+        matches!(result, Some(LookupResult::NotFound)),
+        "expected not found, got {result:?}"
+    );
+}

@@ -180,7 +180,10 @@ impl<I: NodeId> Kelips<I> {
                 self.finish(now, query, pending, result);
                 return;
             }
-            // Not known here yet: ask other members, then give up.
+            // Not known here yet: ask other members. This node is one of them and does not
+            // know the name, so when none of the others answers (the only member of its
+            // group, or the others down) the answer is "not found", not "unreachable".
+            pending.not_found = true;
             pending.stage = Stage::Walk;
             pending.walk = self
                 .view

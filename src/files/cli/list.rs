@@ -28,6 +28,7 @@ use crate::files::wire::{FilesRequest, FilesResponse, SignedDelete};
 #[command(after_help = "Examples:
   quickstore ls                     every name
   quickstore ls albums/2026/        the names under a prefix
+  quickstore ls .quickstore/        the grant lists (left out of other listings)
   quickstore ls --json | jq '.names[].name'")]
 pub struct LsArgs {
     /// Only names that start with this.
@@ -153,6 +154,16 @@ impl Listing {
     }
 }
 
+/// Names the network keeps for itself (grant lists) start with this; they are listed only
+/// when the prefix asks for them.
+const RESERVED_ROOT: &str = ".quickstore/";
+
+/// Whether a listing under `prefix` shows `name`: names under [`RESERVED_ROOT`] only when
+/// `prefix` is under it too.
+fn shown_under(name: &str, prefix: &str) -> bool {
+    !name.starts_with(RESERVED_ROOT) || prefix.starts_with(RESERVED_ROOT)
+}
+
 /// Lists every group through the entry node, keeping the names that start with `prefix`.
 pub(super) async fn list_names(session: &Session, prefix: &str) -> anyhow::Result<Listing> {
     let mut listing = Listing {
@@ -179,7 +190,8 @@ pub(super) async fn list_names(session: &Session, prefix: &str) -> anyhow::Resul
                 listing.tuples.extend(
                     tuples
                         .into_iter()
-                        .filter(|t| !t.deleted && t.name.starts_with(prefix)),
+                        .filter(|t| !t.deleted && t.name.starts_with(prefix))
+                        .filter(|t| shown_under(&t.name, prefix)),
                 );
                 after = next;
                 if after.is_none() {
@@ -297,6 +309,16 @@ impl LsArgs {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn grant_lists_are_listed_only_when_asked_for() {
+        let list = ".quickstore/grants/aa/bb";
+        assert!(!shown_under(list, ""));
+        assert!(!shown_under(list, "."));
+        assert!(shown_under(list, ".quickstore/"));
+        assert!(shown_under(".quickstorex", ""));
+        assert!(shown_under("a/b", ""));
+    }
 
     #[test]
     fn missing_groups_read_as_ranges_with_the_first_reason() {
