@@ -143,6 +143,10 @@ pub struct FilesConfig {
     /// File streams served at once for any one peer, so that one peer cannot take every
     /// slot; more from it are answered `busy`. Default 16.
     pub max_streams_per_peer: usize,
+    /// When every slot is taken, a new stream evicts the one that has waited longest for its
+    /// request, once that one has waited this long (ms); younger ones are kept and the new
+    /// stream is answered `busy`. Default 500.
+    pub stream_eviction_grace_ms: u64,
     /// How often a node checks the replicas of the names it holds (ms). Default 5 000.
     pub repair_period_ms: u64,
     /// Repairs (copies being made) at once. Default 4.
@@ -164,6 +168,7 @@ impl Default for FilesConfig {
             put_deadline_ms: 600_000,
             max_streams: 64,
             max_streams_per_peer: 16,
+            stream_eviction_grace_ms: 500,
             repair_period_ms: 5_000,
             max_repairs: 4,
             orphan_grace_ms: 600_000,
@@ -282,7 +287,7 @@ impl NodeConfig {
         self.metrics_addr()?;
         let f = &self.files;
         let t = &self.nat;
-        let ranges: [(&str, u64, u64, u64); 24] = [
+        let ranges: [(&str, u64, u64, u64); 25] = [
             (
                 "nat.autonat_probe_interval_ms",
                 t.autonat_probe_interval_ms,
@@ -327,6 +332,12 @@ impl NodeConfig {
             ("files.io_timeout_ms", f.io_timeout_ms, 1, 3_600_000),
             ("files.put_deadline_ms", f.put_deadline_ms, 1, 86_400_000),
             ("files.max_streams", f.max_streams as u64, 1, 4096),
+            (
+                "files.stream_eviction_grace_ms",
+                f.stream_eviction_grace_ms,
+                0,
+                3_600_000,
+            ),
             (
                 "files.max_streams_per_peer",
                 f.max_streams_per_peer as u64,

@@ -323,9 +323,10 @@ impl NodeArgs {
                 io: Duration::from_millis(files_config.io_timeout_ms),
                 put_deadline: Duration::from_millis(files_config.put_deadline_ms),
             },
-            streams: crate::files::slots::StreamSlots::new(
+            streams: crate::files::slots::StreamSlots::with_grace(
                 files_config.max_streams,
                 files_config.max_streams_per_peer,
+                Duration::from_millis(files_config.stream_eviction_grace_ms),
             ),
             kept: std::sync::Mutex::new(kept.clone()),
             kept_writer: crate::files::service::spawn_kept_writer(store.clone()),

@@ -326,8 +326,12 @@ async fn probe_answer(client: &ClientPeer, peer: PeerId, raw: &[u8]) -> Option<F
 async fn streams_over_the_limit_are_refused_busy() {
     // Held streams stay for the node's I/O timeout: 20 s here, so that the checks below
     // never race it.
+    // Idle streams are not evicted within this test (a grace of 60 s; eviction has its own).
     let config = CONFIG
-        .replace("[files]\n", "[files]\nmax_streams = 2\n")
+        .replace(
+            "[files]\n",
+            "[files]\nmax_streams = 2\nstream_eviction_grace_ms = 60000\n",
+        )
         .replace("io_timeout_ms = 3000", "io_timeout_ms = 20000");
     assert!(config.contains("io_timeout_ms = 20000"));
     let (root, procs, client) = one_node("busy", &config);
@@ -373,6 +377,63 @@ async fn streams_over_the_limit_are_refused_busy() {
             _ => break,
         }
     }
+    drop(procs);
+    let _ = std::fs::remove_dir_all(&root);
+}
+
+/// Streams opened and left without a request cannot keep a real request out: once every
+/// slot is held by such streams past the eviction grace, a new stream evicts the one that
+/// waited longest, is served, and the node counts the eviction.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_streams_are_evicted_for_a_real_request() {
+    let config = CONFIG
+        .replace(
+            "[files]\n",
+            "[files]\nmax_streams = 2\nstream_eviction_grace_ms = 200\n",
+        )
+        .replace("io_timeout_ms = 3000", "io_timeout_ms = 20000");
+    let (root, procs, client) = one_node("evict", &config);
+    let peer = procs[0].peer;
+    let locate = cbor(&FilesRequest::Locate {
+        name: "some-name".into(),
+    });
+    // Two streams that begin a request and never finish it, from two identities (each within
+    // its share), hold both slots until the I/O timeout (20 s) unless evicted.
+    let other = ClientPeer::start(IO, None).expect("client peer");
+    let mut bare = procs[0].address.clone().expect("address");
+    bare.pop();
+    other.book.add(peer, vec![bare]);
+    let mut held = vec![hold(&client, peer, &locate[..2]).await];
+    held.push(hold(&other, peer, &locate[..2]).await);
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let started = std::time::Instant::now();
+    let answer = files_answer(&client, peer, &locate).await;
+    assert!(
+        !matches!(&answer, FilesResponse::Refused { reason } if reason.contains("busy")),
+        "a real request must evict an idle stream, got {answer:?}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(5), "answered late");
+    let status = quickstore::client::fetch_status(
+        peer,
+        procs[0]
+            .address
+            .clone()
+            .map(|mut a| {
+                a.pop();
+                a
+            })
+            .expect("address"),
+        IO,
+        None,
+    )
+    .await
+    .expect("status");
+    assert!(
+        status.counters["file_streams_evicted"] >= 1,
+        "{:?}",
+        status.counters
+    );
+    drop(held);
     drop(procs);
     let _ = std::fs::remove_dir_all(&root);
 }

@@ -17,7 +17,7 @@ use quickstore_behaviours::{FileTuple, LookupResult, Version};
 use tokio::sync::{Semaphore, watch};
 
 use super::handle::{NodeGone, NodeHandle};
-use super::slots::{NoSlot, StreamSlots};
+use super::slots::{NoSlot, StreamSlot, StreamSlots};
 use super::source::FileSource;
 use super::versions::KeptVersions;
 use super::wire::{
@@ -71,6 +71,9 @@ pub struct FilesCounters {
     pub corrupt_found: AtomicU64,
     /// Control requests refused.
     pub control_refused: AtomicU64,
+    /// File streams dropped because a newer stream needed the slot while they still waited
+    /// for their request (see `slots`).
+    pub streams_evicted: AtomicU64,
 }
 
 impl FilesCounters {
@@ -95,6 +98,7 @@ impl FilesCounters {
             ("commits_missed", get(&self.commits_missed)),
             ("corrupt_blobs_found", get(&self.corrupt_found)),
             ("file_requests_refused", get(&self.control_refused)),
+            ("file_streams_evicted", get(&self.streams_evicted)),
         ]
     }
 }
@@ -311,8 +315,8 @@ impl FilesService {
     }
 
     fn spawn_stream(self: &Arc<Self>, peer: PeerId, stream: Stream, blob: bool) {
-        let permit = match self.streams.try_take(&peer) {
-            Ok(slot) => slot,
+        let (slot, eviction) = match self.streams.try_take(&peer) {
+            Ok(taken) => taken,
             Err(no_slot) => {
                 self.refuse_busy(peer, stream, blob, no_slot);
                 return;
@@ -320,12 +324,24 @@ impl FilesService {
         };
         let service = self.clone();
         tokio::spawn(async move {
-            let _permit = permit;
-            let result = if blob {
-                service.serve_blob(peer, stream).await
-            } else {
-                service.serve_files(peer, stream).await
+            let serve = async {
+                if blob {
+                    service.serve_blob(peer, stream, &slot).await
+                } else {
+                    service.serve_files(peer, stream, &slot).await
+                }
             };
+            // A stream still waiting for its request when a newer one needs its slot is
+            // dropped (see `slots`): an idle stream cannot hold a slot against real requests.
+            let result = tokio::select! {
+                result = serve => result,
+                () = eviction.evicted() => {
+                    FilesCounters::add(&service.counters.streams_evicted, 1);
+                    tracing::debug!("file stream from {peer} evicted before its request came");
+                    Ok(())
+                }
+            };
+            drop(slot);
             if let Err(e) = result {
                 tracing::debug!("file stream from {peer}: {e}");
             }
@@ -360,10 +376,16 @@ impl FilesService {
 
     // ---- control ---------------------------------------------------------------------------
 
-    async fn serve_files(&self, peer: PeerId, mut stream: Stream) -> Result<(), WireError> {
+    async fn serve_files(
+        &self,
+        peer: PeerId,
+        mut stream: Stream,
+        slot: &StreamSlot<PeerId>,
+    ) -> Result<(), WireError> {
         let io = self.timeouts.io;
-        let response = match read_message::<FilesRequest>(&mut stream, MAX_REQUEST_BYTES, io).await
-        {
+        let read = read_message::<FilesRequest>(&mut stream, MAX_REQUEST_BYTES, io).await;
+        slot.started();
+        let response = match read {
             Ok(request) => {
                 tracing::debug!("{peer} asks {request:?}");
                 self.answer(request).await?
@@ -690,9 +712,16 @@ impl FilesService {
 
     // ---- bytes -----------------------------------------------------------------------------
 
-    async fn serve_blob(&self, peer: PeerId, mut stream: Stream) -> Result<(), WireError> {
+    async fn serve_blob(
+        &self,
+        peer: PeerId,
+        mut stream: Stream,
+        slot: &StreamSlot<PeerId>,
+    ) -> Result<(), WireError> {
         let io = self.timeouts.io;
-        let request = match read_message::<BlobRequest>(&mut stream, MAX_REQUEST_BYTES, io).await {
+        let read = read_message::<BlobRequest>(&mut stream, MAX_REQUEST_BYTES, io).await;
+        slot.started();
+        let request = match read {
             Ok(request) => request,
             Err(WireError::Malformed(reason)) => {
                 write_message(&mut stream, &blob_refused(reason), MAX_RESPONSE_BYTES, io).await?;

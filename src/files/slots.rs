@@ -4,9 +4,23 @@
 //!
 //! A slot is held by a [`StreamSlot`] for as long as its stream is served and is given back
 //! when that is dropped. The lock is held only to count, never across an await.
+//!
+//! **Eviction.** A stream whose request has not arrived yet ([`StreamSlot::started`] not
+//! called) holds its slot for nothing. When every slot is taken, a new stream evicts the one
+//! that has waited longest for its request, if that one has waited at least the grace
+//! (default [`EVICTION_GRACE`]): its [`Eviction`] fires and its task drops it. So streams
+//! opened and left idle by many identities at once (a flood) push each other out, while a
+//! client that sends its request at once (within the grace) is served.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use tokio::sync::oneshot;
+
+/// How long a stream may wait for its request before a new stream may evict it. Default
+/// 500 ms: a request follows its stream's opening by one round trip.
+pub const EVICTION_GRACE: Duration = Duration::from_millis(500);
 
 /// Why no slot was given.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -29,10 +43,23 @@ impl NoSlot {
     }
 }
 
-#[derive(Debug, Default)]
+/// A slot whose stream waits for its request.
+#[derive(Debug)]
+struct Waiting {
+    since: Instant,
+    evict: oneshot::Sender<()>,
+}
+
+#[derive(Debug)]
 struct Counts<P> {
     used: usize,
     by_peer: BTreeMap<P, usize>,
+    /// Slots waiting for their request, by slot number (oldest first).
+    waiting: BTreeMap<u64, Waiting>,
+    /// Slots evicted and already given back (their [`StreamSlot`] must not give back again).
+    evicted: std::collections::BTreeSet<u64>,
+    next: u64,
+    evictions: u64,
 }
 
 /// The node's stream slots (see the module docs).
@@ -40,6 +67,7 @@ struct Counts<P> {
 pub struct StreamSlots<P: Ord> {
     total: usize,
     per_peer: usize,
+    grace: Duration,
     counts: Mutex<Counts<P>>,
 }
 
@@ -48,37 +76,94 @@ pub struct StreamSlots<P: Ord> {
 pub struct StreamSlot<P: Ord + Clone> {
     slots: Arc<StreamSlots<P>>,
     peer: P,
+    number: u64,
+}
+
+/// Fires when a newer stream evicted this slot's stream before its request came.
+#[derive(Debug)]
+pub struct Eviction(oneshot::Receiver<()>);
+
+impl Eviction {
+    /// Completes when the stream was evicted; never, once its request came.
+    pub async fn evicted(self) {
+        if self.0.await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    }
 }
 
 impl<P: Ord + Clone> StreamSlots<P> {
     /// `total` slots (at least 1), at most `per_peer` (at least 1) for one peer.
     pub fn new(total: usize, per_peer: usize) -> Arc<Self> {
+        Self::with_grace(total, per_peer, EVICTION_GRACE)
+    }
+
+    /// [`new`](Self::new) with another eviction grace.
+    pub fn with_grace(total: usize, per_peer: usize, grace: Duration) -> Arc<Self> {
         Arc::new(Self {
             total: total.max(1),
             per_peer: per_peer.max(1),
+            grace,
             counts: Mutex::new(Counts {
                 used: 0,
                 by_peer: BTreeMap::new(),
+                waiting: BTreeMap::new(),
+                evicted: Default::default(),
+                next: 0,
+                evictions: 0,
             }),
         })
     }
 
-    /// A slot for a stream from `peer`, if the node and the peer's share have room.
-    pub fn try_take(self: &Arc<Self>, peer: &P) -> Result<StreamSlot<P>, NoSlot> {
+    /// A slot for a stream from `peer`, if the peer's share has room and the node has a free
+    /// slot or one whose stream has waited for its request longer than the grace (evicted).
+    /// The slot waits for its request until [`StreamSlot::started`]; the [`Eviction`] fires
+    /// if it is evicted before.
+    pub fn try_take(self: &Arc<Self>, peer: &P) -> Result<(StreamSlot<P>, Eviction), NoSlot> {
         let mut counts = self.counts.lock().unwrap_or_else(PoisonError::into_inner);
-        if counts.used >= self.total {
-            return Err(NoSlot::Full);
-        }
         let held = counts.by_peer.get(peer).copied().unwrap_or(0);
         if held >= self.per_peer {
             return Err(NoSlot::PeerShare);
         }
+        if counts.used >= self.total && !self.evict_oldest(&mut counts) {
+            return Err(NoSlot::Full);
+        }
+        let held = counts.by_peer.get(peer).copied().unwrap_or(0);
         counts.used += 1;
         counts.by_peer.insert(peer.clone(), held + 1);
-        Ok(StreamSlot {
+        let number = counts.next;
+        counts.next += 1;
+        let (evict, eviction) = oneshot::channel();
+        counts.waiting.insert(
+            number,
+            Waiting {
+                since: Instant::now(),
+                evict,
+            },
+        );
+        let slot = StreamSlot {
             slots: self.clone(),
             peer: peer.clone(),
-        })
+            number,
+        };
+        Ok((slot, Eviction(eviction)))
+    }
+
+    /// Evicts the slot that has waited longest for its request, if past the grace; gives it
+    /// back at once (its [`StreamSlot`] will not give it back again).
+    fn evict_oldest(&self, counts: &mut Counts<P>) -> bool {
+        let Some(entry) = counts.waiting.first_entry() else {
+            return false;
+        };
+        if entry.get().since.elapsed() < self.grace {
+            return false;
+        }
+        let (number, waiting) = entry.remove_entry();
+        let _ = waiting.evict.send(());
+        counts.evicted.insert(number);
+        counts.used = counts.used.saturating_sub(1);
+        counts.evictions += 1;
+        true
     }
 
     /// Slots in use.
@@ -87,6 +172,26 @@ impl<P: Ord + Clone> StreamSlots<P> {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .used
+    }
+
+    /// Streams evicted so far.
+    pub fn evictions(&self) -> u64 {
+        self.counts
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .evictions
+    }
+}
+
+impl<P: Ord + Clone> StreamSlot<P> {
+    /// The stream's request came: it is served to the end and no longer evicted.
+    pub fn started(&self) {
+        let mut counts = self
+            .slots
+            .counts
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        counts.waiting.remove(&self.number);
     }
 }
 
@@ -97,12 +202,16 @@ impl<P: Ord + Clone> Drop for StreamSlot<P> {
             .counts
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
-        counts.used = counts.used.saturating_sub(1);
+        counts.waiting.remove(&self.number);
+        // The peer's share counts until the stream is gone, evicted or not.
         if let Some(held) = counts.by_peer.get_mut(&self.peer) {
             *held -= 1;
             if *held == 0 {
                 counts.by_peer.remove(&self.peer);
             }
+        }
+        if !counts.evicted.remove(&self.number) {
+            counts.used = counts.used.saturating_sub(1);
         }
     }
 }
@@ -111,14 +220,60 @@ impl<P: Ord + Clone> Drop for StreamSlot<P> {
 mod tests {
     use super::*;
 
+    /// Slots with no eviction grace, so tests need not wait.
+    fn eager(total: usize, per_peer: usize) -> Arc<StreamSlots<&'static str>> {
+        StreamSlots::with_grace(total, per_peer, Duration::ZERO)
+    }
+
+    fn take<P: Ord + Clone>(slots: &Arc<StreamSlots<P>>, peer: P) -> StreamSlot<P> {
+        slots.try_take(&peer).expect("room").0
+    }
+
+    #[tokio::test]
+    async fn a_new_stream_evicts_the_one_waiting_longest_for_its_request() {
+        let slots = eager(2, 2);
+        let (first, first_eviction) = slots.try_take(&"idle").expect("room");
+        let (second, _second_eviction) = slots.try_take(&"idle2").expect("room");
+        let (third, _) = slots
+            .try_take(&"honest")
+            .expect("evicts the oldest waiting");
+        first_eviction.evicted().await;
+        assert_eq!(slots.used(), 2);
+        assert_eq!(slots.evictions(), 1);
+        // The evicted stream's task drops its slot: nothing is given back twice.
+        drop(first);
+        assert_eq!(slots.used(), 2);
+        drop((second, third));
+        assert_eq!(slots.used(), 0);
+        assert!(slots.counts.lock().expect("lock").by_peer.is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_started_stream_is_never_evicted() {
+        let slots = eager(1, 1);
+        let (serving, eviction) = slots.try_take(&"a").expect("room");
+        serving.started();
+        assert_eq!(slots.try_take(&"b").err(), Some(NoSlot::Full));
+        let fired = tokio::time::timeout(Duration::from_millis(50), eviction.evicted()).await;
+        assert!(fired.is_err(), "a started stream must not be evicted");
+        drop(serving);
+        assert!(slots.try_take(&"b").is_ok());
+    }
+
+    #[test]
+    fn a_stream_within_its_grace_is_not_evicted() {
+        let slots = StreamSlots::with_grace(1, 1, Duration::from_secs(60));
+        let _waiting = take(&slots, "a");
+        assert_eq!(slots.try_take(&"b").err(), Some(NoSlot::Full));
+        assert_eq!(slots.evictions(), 0);
+    }
+
     #[test]
     fn one_peer_takes_its_share_and_others_are_still_served() {
         let slots = StreamSlots::new(4, 2);
-        let greedy: Vec<_> = (0..2)
-            .map(|_| slots.try_take(&"greedy").expect("share"))
-            .collect();
+        let greedy: Vec<_> = (0..2).map(|_| take(&slots, "greedy")).collect();
         assert_eq!(slots.try_take(&"greedy").err(), Some(NoSlot::PeerShare));
-        let other = slots.try_take(&"other").expect("room for another peer");
+        let other = take(&slots, "other");
         assert_eq!(slots.used(), 3);
         drop(greedy);
         drop(other);
@@ -129,17 +284,19 @@ mod tests {
     #[test]
     fn the_node_total_bounds_every_peer_together() {
         let slots = StreamSlots::new(3, 2);
-        let _held: Vec<_> = ["a", "a", "b"]
-            .iter()
-            .map(|p| slots.try_take(p).expect("room"))
+        let held: Vec<_> = ["a", "a", "b"]
+            .into_iter()
+            .map(|p| take(&slots, p))
             .collect();
+        held.iter().for_each(StreamSlot::started);
         assert_eq!(slots.try_take(&"c").err(), Some(NoSlot::Full));
     }
 
     #[test]
     fn a_slot_given_back_is_taken_again() {
         let slots = StreamSlots::new(1, 1);
-        let first = slots.try_take(&7).expect("free");
+        let first = take(&slots, 7);
+        first.started();
         assert_eq!(slots.try_take(&8).err(), Some(NoSlot::Full));
         drop(first);
         assert!(slots.try_take(&8).is_ok());

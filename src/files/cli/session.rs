@@ -28,6 +28,37 @@ const STREAM_RETRIES: u32 = 3;
 /// Pause before the first retry; the n-th waits n times this.
 const STREAM_RETRY_PAUSE: Duration = Duration::from_millis(50);
 
+/// Asking again a node that answered `busy` (all its file stream slots taken, PROTOCOL.md
+/// §11.1): after 100 ms, then twice as long each time up to 1 s, for as long as the command's
+/// timeout allows.
+struct BusyRetry {
+    until: Instant,
+    pause: Duration,
+}
+
+impl BusyRetry {
+    const FIRST_PAUSE: Duration = Duration::from_millis(100);
+    const MAX_PAUSE: Duration = Duration::from_secs(1);
+
+    fn new(timeout: Duration) -> Self {
+        Self {
+            until: Instant::now() + timeout,
+            pause: Self::FIRST_PAUSE,
+        }
+    }
+
+    /// Whether `reason` is a `busy` refusal and there is time to ask again (after the pause).
+    async fn again(&mut self, reason: &str) -> bool {
+        if !reason.starts_with("busy") || Instant::now() + self.pause > self.until {
+            return false;
+        }
+        tracing::debug!("node busy ({reason}); asking again in {:?}", self.pause);
+        tokio::time::sleep(self.pause).await;
+        self.pause = (self.pause * 2).min(Self::MAX_PAUSE);
+        true
+    }
+}
+
 /// A client peer talking to one entry node.
 pub(super) struct Session {
     pub(super) client: ClientPeer,
@@ -180,8 +211,10 @@ impl Session {
             );
         }
         let mut attempt = 0;
+        let mut busy = BusyRetry::new(self.timeout);
         loop {
             match files_request(&self.client.control, self.entry, request, self.timeout).await {
+                Ok(FilesResponse::Refused { reason }) if busy.again(&reason).await => {}
                 Ok(answer) => return Ok(answer),
                 Err(WireError::Io(e)) if attempt < STREAM_RETRIES => {
                     tracing::debug!("entry node dropped a request stream, asking again: {e}");
@@ -203,6 +236,7 @@ impl Session {
     ) -> anyhow::Result<(Stream, BlobResponse)> {
         let io = self.timeout;
         let mut attempt = 0;
+        let mut busy = BusyRetry::new(self.timeout);
         loop {
             let mut stream = self.open_blob(info, size).await?;
             let exchanged = async {
@@ -210,6 +244,7 @@ impl Session {
                 read_message::<BlobResponse>(&mut stream, MAX_RESPONSE_BYTES, io).await
             };
             match exchanged.await {
+                Ok(BlobResponse::Refused { reason }) if busy.again(&reason).await => {}
                 Ok(answer) => return Ok((stream, answer)),
                 Err(WireError::Io(e)) if attempt < STREAM_RETRIES => {
                     tracing::debug!("{} dropped a blob stream, opening another: {e}", info.peer);
