@@ -143,9 +143,10 @@ pub struct FilesConfig {
     /// File streams served at once for any one peer, so that one peer cannot take every
     /// slot; more from it are answered `busy`. Default 16.
     pub max_streams_per_peer: usize,
-    /// When every slot is taken, a new stream evicts the one that has waited longest for its
-    /// request, once that one has waited this long (ms); younger ones are kept and the new
-    /// stream is answered `busy`. Default 500.
+    /// When every slot is taken, a new stream evicts a stream still waiting for its request:
+    /// the oldest of the peer with the most such streams if it has several, else the oldest
+    /// once it has waited this long (ms); otherwise the new stream is answered `busy`.
+    /// Default 500.
     pub stream_eviction_grace_ms: u64,
     /// How often a node checks the replicas of the names it holds (ms). Default 5 000.
     pub repair_period_ms: u64,

@@ -10,6 +10,7 @@ pub mod candidates;
 pub mod client;
 pub mod client_identity;
 pub mod config;
+pub mod conn_room;
 pub mod files;
 pub mod identity;
 pub mod ip_limits;

@@ -370,6 +370,7 @@ impl NodeArgs {
             reach,
             relay_listener: None,
             tuples_dirty: false,
+            relay_reservations: Default::default(),
             handoff_timeout: Duration::from_millis(files_config.io_timeout_ms.max(10_000)),
             linger: Duration::from_millis(config.kelips.gossip_period_ms * 3),
         };
@@ -481,6 +482,9 @@ struct Runner {
     relay_listener: Option<libp2p::core::transport::ListenerId>,
     /// A tuple naming this node was published since the last save.
     tuples_dirty: bool,
+    /// Peers holding a relay reservation with this node (`nat.relay_server`): their
+    /// connections are kept when inbound connections are closed to make room.
+    relay_reservations: std::collections::HashSet<PeerId>,
     /// The hand-off at a clean stop takes at most this long.
     handoff_timeout: Duration,
     /// After the hand-off the node keeps gossiping this long so the new holder sets spread.
@@ -586,6 +590,25 @@ impl Runner {
         if std::mem::take(&mut self.tuples_dirty) {
             self.save_peers();
         }
+        self.protect_links();
+    }
+
+    /// The connections kept when inbound ones are closed to make room (`conn_room`): the
+    /// group view's members, the contacts and the peers with a relay reservation here.
+    fn protect_links(&mut self) {
+        let behaviour = self.swarm.behaviour_mut();
+        let core = behaviour.kelips.core();
+        let members = core.view().iter().map(|m| m.entry.id.0);
+        let contacts = core
+            .contacts()
+            .iter()
+            .flat_map(|(_, cs)| cs.iter().map(|c| c.entry.id.0))
+            .collect::<Vec<_>>();
+        let protected: Vec<PeerId> = members
+            .chain(contacts)
+            .chain(self.relay_reservations.iter().copied())
+            .collect();
+        behaviour.room.protect(protected);
     }
 
     /// A reservation given up (no answer in time) or released (the node became reachable)
@@ -745,6 +768,15 @@ impl Runner {
             SwarmEvent::Behaviour(NodeBehaviourEvent::RelayClient(
                 relay::client::Event::ReservationReqAccepted { relay_peer_id, .. },
             )) => self.reach.on_reserved(relay_peer_id),
+            SwarmEvent::Behaviour(NodeBehaviourEvent::RelayServer(event)) => match event {
+                relay::Event::ReservationReqAccepted { src_peer_id, .. } => {
+                    self.relay_reservations.insert(src_peer_id);
+                }
+                relay::Event::ReservationTimedOut { src_peer_id } => {
+                    self.relay_reservations.remove(&src_peer_id);
+                }
+                _ => {}
+            },
             SwarmEvent::Behaviour(NodeBehaviourEvent::Dcutr(event)) => {
                 if let Err(e) = &event.result {
                     tracing::info!("hole punch to {} failed: {e}", event.remote_peer_id);
@@ -818,6 +850,10 @@ impl Runner {
                 let files = self.files.counters.snapshot().into_iter().chain([
                     ("storage_used_bytes", self.blobs.used()),
                     ("storage_free_bytes", self.blobs.free()),
+                    (
+                        "connections_closed_for_room",
+                        self.swarm.behaviour().room.closed(),
+                    ),
                 ]);
                 status
                     .counters

@@ -29,6 +29,8 @@ pub struct NodeBehaviour {
     pub limits: connection_limits::Behaviour,
     /// Inbound connections per remote IP.
     pub per_ip: crate::ip_limits::PerIpLimit,
+    /// Room kept for newcomers among inbound connections.
+    pub room: crate::conn_room::ConnectionRoom,
     /// Kelips membership and lookups.
     pub kelips: KelipsBehaviour,
     /// RTT samples for spatial gossip; liveness of connections.
@@ -159,6 +161,7 @@ pub fn build(
         Ok(NodeBehaviour {
             limits: connection_limits::Behaviour::new(connection_limits),
             per_ip: crate::ip_limits::PerIpLimit::new(limits.max_connections_per_ip as usize),
+            room: crate::conn_room::ConnectionRoom::new(limits.max_connections as usize),
             kelips: KelipsBehaviour::new(key.clone(), driver.clone())?,
             ping: ping::Behaviour::new(
                 ping::Config::new()

@@ -344,10 +344,16 @@ async fn streams_over_the_limit_are_refused_busy() {
     // I/O timeout). The node takes them in when it gets to them: until then a third stream
     // is served, so probe with undecodable bytes (answered at once, holding a slot only
     // for that) until the answer is "busy".
-    let mut held = Vec::new();
-    for _ in 0..2 {
-        held.push(hold(&client, peer, &locate[..2]).await);
-    }
+    // From two peers, one stream each: a peer with several idle streams would lose one to
+    // the next stream at once (see `idle_streams_are_evicted_for_a_real_request`).
+    let other = ClientPeer::start(IO, None).expect("client peer");
+    let mut bare = procs[0].address.clone().expect("address");
+    bare.pop();
+    other.book.add(peer, vec![bare]);
+    let held = vec![
+        hold(&client, peer, &locate[..2]).await,
+        hold(&other, peer, &locate[..2]).await,
+    ];
     let started = std::time::Instant::now();
     let probe = frame(&[0xff, 0x00, 0x13]);
     loop {

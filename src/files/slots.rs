@@ -6,11 +6,12 @@
 //! when that is dropped. The lock is held only to count, never across an await.
 //!
 //! **Eviction.** A stream whose request has not arrived yet ([`StreamSlot::started`] not
-//! called) holds its slot for nothing. When every slot is taken, a new stream evicts the one
-//! that has waited longest for its request, if that one has waited at least the grace
-//! (default [`EVICTION_GRACE`]): its [`Eviction`] fires and its task drops it. So streams
-//! opened and left idle by many identities at once (a flood) push each other out, while a
-//! client that sends its request at once (within the grace) is served.
+//! called) holds its slot for nothing. When every slot is taken, a new stream evicts one such
+//! stream: the oldest of the peer with the most streams waiting, if that peer has more than
+//! one waiting, else the oldest waiting stream once it has waited the grace (default
+//! [`EVICTION_GRACE`]). Its [`Eviction`] fires and its task drops it. So streams opened and
+//! left idle by many identities at once (a flood) push each other out, while a client that
+//! opens one stream and sends its request at once is served.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -45,7 +46,8 @@ impl NoSlot {
 
 /// A slot whose stream waits for its request.
 #[derive(Debug)]
-struct Waiting {
+struct Waiting<P> {
+    peer: P,
     since: Instant,
     evict: oneshot::Sender<()>,
 }
@@ -55,7 +57,7 @@ struct Counts<P> {
     used: usize,
     by_peer: BTreeMap<P, usize>,
     /// Slots waiting for their request, by slot number (oldest first).
-    waiting: BTreeMap<u64, Waiting>,
+    waiting: BTreeMap<u64, Waiting<P>>,
     /// Slots evicted and already given back (their [`StreamSlot`] must not give back again).
     evicted: std::collections::BTreeSet<u64>,
     next: u64,
@@ -137,6 +139,7 @@ impl<P: Ord + Clone> StreamSlots<P> {
         counts.waiting.insert(
             number,
             Waiting {
+                peer: peer.clone(),
                 since: Instant::now(),
                 evict,
             },
@@ -149,9 +152,35 @@ impl<P: Ord + Clone> StreamSlots<P> {
         Ok((slot, Eviction(eviction)))
     }
 
-    /// Evicts the slot that has waited longest for its request, if past the grace; gives it
-    /// back at once (its [`StreamSlot`] will not give it back again).
+    /// Evicts a slot whose stream waits for its request and gives it back at once (its
+    /// [`StreamSlot`] will not give it back again): the oldest stream of the peer with the
+    /// most streams waiting, if that peer has more than one waiting or the stream is past the
+    /// grace. So a peer that opens streams and leaves them idle loses them first, and a
+    /// client's one stream keeps its grace.
     fn evict_oldest(&self, counts: &mut Counts<P>) -> bool {
+        let mut waiting_by_peer: BTreeMap<&P, usize> = BTreeMap::new();
+        for waiting in counts.waiting.values() {
+            *waiting_by_peer.entry(&waiting.peer).or_insert(0) += 1;
+        }
+        // The first (oldest) stream of the peer with the most waiting.
+        let victim = counts
+            .waiting
+            .iter()
+            .max_by(|(a_number, a), (b_number, b)| {
+                waiting_by_peer[&a.peer]
+                    .cmp(&waiting_by_peer[&b.peer])
+                    .then(b_number.cmp(a_number))
+            })
+            .filter(|(_, w)| waiting_by_peer[&w.peer] > 1 || w.since.elapsed() >= self.grace)
+            .map(|(number, _)| *number);
+        match victim.and_then(|number| Some((number, counts.waiting.remove(&number)?))) {
+            Some((number, waiting)) => self.evicted(counts, number, waiting),
+            // No peer has two waiting: the oldest stream, past its grace.
+            None => self.evict_past_grace(counts),
+        }
+    }
+
+    fn evict_past_grace(&self, counts: &mut Counts<P>) -> bool {
         let Some(entry) = counts.waiting.first_entry() else {
             return false;
         };
@@ -159,6 +188,10 @@ impl<P: Ord + Clone> StreamSlots<P> {
             return false;
         }
         let (number, waiting) = entry.remove_entry();
+        self.evicted(counts, number, waiting)
+    }
+
+    fn evicted(&self, counts: &mut Counts<P>, number: u64, waiting: Waiting<P>) -> bool {
         let _ = waiting.evict.send(());
         counts.evicted.insert(number);
         counts.used = counts.used.saturating_sub(1);
@@ -258,6 +291,26 @@ mod tests {
         assert!(fired.is_err(), "a started stream must not be evicted");
         drop(serving);
         assert!(slots.try_take(&"b").is_ok());
+    }
+
+    #[tokio::test]
+    async fn a_peer_with_several_idle_streams_loses_one_even_within_the_grace() {
+        let slots = StreamSlots::with_grace(3, 3, Duration::from_secs(60));
+        let (_client, client_eviction) = slots.try_take(&"client").expect("room");
+        let (_first, _) = slots.try_take(&"flood").expect("room");
+        let (_second, second_eviction) = slots.try_take(&"flood").expect("room");
+        let (_newcomer, _) = slots.try_take(&"newcomer").expect("evicts a flood stream");
+        // The flood's oldest stream went, not the client's older one.
+        let fired = tokio::time::timeout(Duration::from_millis(50), client_eviction.evicted());
+        assert!(
+            fired.await.is_err(),
+            "the client's one stream keeps its grace"
+        );
+        let fired = tokio::time::timeout(Duration::from_millis(50), second_eviction.evicted());
+        assert!(fired.await.is_err(), "the flood's newer stream stays");
+        assert_eq!(slots.evictions(), 1);
+        // Now every peer has one waiting stream, all within the grace: busy.
+        assert_eq!(slots.try_take(&"late").err(), Some(NoSlot::Full));
     }
 
     #[test]
