@@ -36,7 +36,8 @@ pub fn load_or_create(path: Option<&Path>) -> anyhow::Result<ed25519::Keypair> {
     }
 }
 
-fn decode(path: &Path, bytes: &[u8]) -> anyhow::Result<ed25519::Keypair> {
+/// Reads an identity file's bytes (`path` names it in the error).
+pub fn decode(path: &Path, bytes: &[u8]) -> anyhow::Result<ed25519::Keypair> {
     Keypair::from_protobuf_encoding(bytes)
         .ok()
         .and_then(|k| k.try_into_ed25519().ok())

@@ -1,6 +1,7 @@
 //! Byte-mutation fuzzing of every decoder a peer or a file can reach (issue 16): the Kelips
 //! request and reply readers, the file protocols' control and blob messages and trailer, the
-//! status JSON, signed address records, network key files and `node.json`. The corpus is
+//! signature checks of signed writes on what they decode, grant lists, client identity files,
+//! the status JSON, signed address records, network key files and `node.json`. The corpus is
 //! every hex vector of `docs/PROTOCOL.md` (each a whole frame: length prefix, then CBOR), so
 //! each message kind the document describes is mutated; proptest flips, sets, cuts, inserts
 //! and splices bytes. Every decoder must answer (a value or an error) without panicking, and
@@ -48,6 +49,19 @@ fn corpus() -> &'static [Vec<u8>] {
             out.len() >= 40,
             "PROTOCOL.md has its vectors: {}",
             out.len()
+        );
+        // A grant list (a file in the network, not a wire message) and a client identity
+        // file, which the document has no vectors of.
+        let owner = libp2p::identity::ed25519::Keypair::generate();
+        let grants = [
+            quickstore_behaviours::auth::sign_grant(&owner, &[2; 32], "photos/"),
+            quickstore_behaviours::auth::sign_grant(&owner, &[3; 32], ""),
+        ];
+        out.push(quickstore::files::cli::encode_grant_list(&grants));
+        out.push(
+            Keypair::from(owner)
+                .to_protobuf_encoding()
+                .expect("an ed25519 key encodes"),
         );
         out
     })
@@ -136,6 +150,61 @@ fn file_message<T: serde::de::DeserializeOwned + serde::Serialize>(bytes: &[u8])
     }
 }
 
+/// The signature checks (PROTOCOL.md §11.4) on whatever signed tuple, trailer or delete
+/// `bytes` decodes to: keys that are no curve points, short grants and any other garbage
+/// are refused, never a panic.
+fn signatures_checked(bytes: &[u8]) {
+    use quickstore_behaviours::auth::{SignedVersion, WritePolicy, admits, verify};
+    let mut io = futures::io::Cursor::new(bytes.to_vec());
+    let read = runtime().block_on(read_message::<FilesRequest>(
+        &mut io,
+        1 << 20,
+        Duration::from_secs(1),
+    ));
+    match read {
+        Ok(FilesRequest::Commit { tuple }) => {
+            let _ = admits(WritePolicy::Signed, None, &tuple);
+            let held = std::sync::Arc::new(tuple.clone());
+            let _ = admits(WritePolicy::Signed, Some(&held), &tuple);
+        }
+        Ok(FilesRequest::Delete {
+            name,
+            signed: Some(signed),
+            ..
+        }) => {
+            let tombstone = SignedVersion {
+                name: &name,
+                lamport: signed.lamport,
+                blake3: &[0; 32],
+                size: 0,
+                deleted: true,
+            };
+            let _ = verify(tombstone, &signed.auth);
+        }
+        _ => {}
+    }
+    let mut io = futures::io::Cursor::new(bytes.to_vec());
+    let trailer = runtime().block_on(read_message::<BlobTrailer>(
+        &mut io,
+        1 << 20,
+        Duration::from_secs(1),
+    ));
+    if let Ok(BlobTrailer {
+        blake3,
+        auth: Some(auth),
+    }) = trailer
+    {
+        let version = SignedVersion {
+            name: "hello.txt",
+            lamport: 1,
+            blake3: &blake3,
+            size: 6,
+            deleted: false,
+        };
+        let _ = verify(version, &auth);
+    }
+}
+
 /// Every decoder on `bytes`, framed as they arrive and also as a bare body.
 fn decode_everything(bytes: &[u8]) {
     let mut codec = KelipsCodec::default();
@@ -150,6 +219,18 @@ fn decode_everything(bytes: &[u8]) {
     file_message::<BlobRequest>(bytes);
     file_message::<BlobResponse>(bytes);
     file_message::<BlobTrailer>(bytes);
+    signatures_checked(bytes);
+    if let Ok(grants) = quickstore::files::cli::decode_grant_list(bytes) {
+        assert_eq!(
+            quickstore::files::cli::decode_grant_list(&quickstore::files::cli::encode_grant_list(
+                &grants
+            ))
+            .ok(),
+            Some(grants),
+            "an accepted grant list encodes again"
+        );
+    }
+    let _ = quickstore::client_identity::decode(std::path::Path::new("client.key"), bytes);
     let _ = serde_json::from_slice::<Status>(bytes);
     let _ = serde_json::from_slice::<NodeFile>(bytes);
     if let Ok(record) = AddressRecord::new(bytes.to_vec()) {

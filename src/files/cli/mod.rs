@@ -29,6 +29,7 @@ pub use list::{LsArgs, RmArgs};
 pub use put::{PutArgs, put};
 pub use report::{FileReport, count, ranges, shown};
 pub use session::EntryClient;
+pub use sign::{decode as decode_grant_list, encode as encode_grant_list};
 
 use crate::client::Target;
 
