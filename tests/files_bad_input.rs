@@ -525,3 +525,47 @@ async fn one_peer_takes_only_its_share_of_file_streams() {
     drop(procs);
     let _ = std::fs::remove_dir_all(&root);
 }
+
+/// Connections from many identities cannot keep a newcomer out: inbound connections are kept
+/// one eighth below `node.max_connections`, closing the oldest of peers that are no group
+/// member or contact (`src/conn_room.rs`). Here 16 are allowed, 14 kept; 20 clients connect
+/// and stay, and the 21st is still answered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_from_many_identities_leave_room_for_a_newcomer() {
+    let config = CONFIG.replace("[node]\n", "[node]\nmax_connections = 16\n");
+    let (root, procs, first) = one_node("room", &config);
+    let peer = procs[0].peer;
+    let mut bare = procs[0].address.clone().expect("address");
+    bare.pop();
+    let locate = cbor(&FilesRequest::Locate {
+        name: "some-name".into(),
+    });
+    let mut crowd = vec![first];
+    for _ in 0..19 {
+        let client = ClientPeer::start(Duration::from_secs(120), None).expect("client peer");
+        client.book.add(peer, vec![bare.clone()]);
+        crowd.push(client);
+    }
+    // Each client asks once and keeps its connection (idle for 120 s on its side).
+    for client in &crowd {
+        let _ = probe_answer(client, peer, &locate).await;
+    }
+    let newcomer = ClientPeer::start(IO, None).expect("client peer");
+    newcomer.book.add(peer, vec![bare.clone()]);
+    let answer = probe_answer(&newcomer, peer, &locate).await;
+    assert!(
+        matches!(
+            answer,
+            Some(FilesResponse::NotFound | FilesResponse::Unreachable { .. })
+        ),
+        "the newcomer must be answered: {answer:?}"
+    );
+    let status = quickstore::client::fetch_status(peer, bare, IO, None)
+        .await
+        .expect("status");
+    let closed = status.counters["connections_closed_for_room"];
+    assert!(closed >= 4, "20 clients over 14 kept: {closed} closed");
+    drop(crowd);
+    drop(procs);
+    let _ = std::fs::remove_dir_all(&root);
+}
