@@ -206,6 +206,23 @@ async fn only_the_owner_and_its_grantees_write_a_name() {
     for p in &procs {
         assert_eq!(get(&p.dir, "a/x"), b"B's bytes", "node {}", p.peer);
     }
+    // A reader sees who owns the name and who wrote this version.
+    let (ok, a_peer, _) = cli(&["id", "--identity", path(&id_a)]);
+    assert!(ok);
+    let got = root.join("got");
+    let (ok, out, err) = cli(&[
+        "get",
+        "a/x",
+        "-o",
+        path(&got),
+        "--json",
+        "--data-dir",
+        path(&n0),
+    ]);
+    assert!(ok, "{err}");
+    let report: serde_json::Value = serde_json::from_str(&out).expect("get --json");
+    assert_eq!(report["owner"], a_peer.trim(), "{report}");
+    assert_eq!(report["writer"], b_peer.as_str(), "{report}");
     let (ok, _, err) = cli(&[
         "put",
         path(&x),

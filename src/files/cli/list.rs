@@ -64,6 +64,9 @@ struct Listed {
     blake3: String,
     copies: u32,
     holders: Vec<String>,
+    /// The owner's PeerId, when the version is signed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    owner: Option<String>,
     /// With `--versions`: the older versions kept, newest first (none when they could not
     /// be asked for).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -79,6 +82,7 @@ impl Listed {
             blake3: to_hex(&t.version.blake3),
             copies: t.holders.len() as u32,
             holders: t.holders.iter().map(|p| p.to_string()).collect(),
+            owner: t.auth.as_ref().map(|a| super::report::key_shown(&a.owner)),
             older: None,
         }
     }

@@ -53,6 +53,18 @@ pub struct FileReport {
     /// The target already held these bytes: nothing was transferred (get).
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub unchanged: bool,
+    /// The name's owner (the writer identity's PeerId) when the version is signed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub owner: Option<String>,
+    /// Who wrote this version, when not the owner (under the owner's grant).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub writer: Option<String>,
+}
+
+/// A raw key as the PeerId users see (`quickstore id`), or hex if it is no valid key.
+pub fn key_shown(key: &quickstore_behaviours::auth::KeyBytes) -> String {
+    crate::client_identity::peer_id_of(key)
+        .map_or_else(|| quickstore_behaviours::auth::hex(key), |p| p.to_string())
 }
 
 impl FileReport {
@@ -74,6 +86,12 @@ impl FileReport {
             via: None,
             connect_ms: None,
             unchanged: false,
+            owner: tuple.auth.as_ref().map(|a| key_shown(&a.owner)),
+            writer: tuple
+                .auth
+                .as_ref()
+                .and_then(|a| a.writer.as_ref())
+                .map(key_shown),
         }
     }
 
@@ -260,6 +278,8 @@ mod tests {
             via: None,
             connect_ms: None,
             unchanged: false,
+            owner: None,
+            writer: None,
         };
         assert!(
             report

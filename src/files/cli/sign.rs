@@ -15,7 +15,6 @@ use quickstore_behaviours::auth::{
 use super::get::fetch_small;
 use super::report::shown;
 use super::session::Session;
-use crate::client_identity::peer_id_of;
 
 /// Grants one grant list holds at most.
 pub const MAX_GRANTS: usize = 64;
@@ -58,10 +57,7 @@ pub(super) async fn authority(
     }
     let grants = read_grants(session, &owner, &me).await?;
     let Some(grant) = covering(&grants, name) else {
-        let owner_id = peer_id_of(&owner).map_or_else(
-            || quickstore_behaviours::auth::hex(&owner),
-            |p| p.to_string(),
-        );
+        let owner_id = super::report::key_shown(&owner);
         let my_id = crate::client_identity::peer_id(key);
         bail!(
             "refused: {} is owned by {owner_id}, and this identity ({my_id}) holds no grant \
