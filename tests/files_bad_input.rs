@@ -134,6 +134,16 @@ fn visible_blobs(dir: &std::path::Path) -> usize {
         .unwrap_or(0)
 }
 
+/// A new client peer (a new identity) that knows `node`'s address; its connections close
+/// after `idle`.
+fn client_of(node: &common::Proc, idle: Duration) -> ClientPeer {
+    let client = ClientPeer::start(idle, None).expect("client peer");
+    let mut bare = node.address.clone().expect("address");
+    bare.pop();
+    client.book.add(node.peer, vec![bare]);
+    client
+}
+
 /// One node (group 0 of 2) started with `config` in a fresh directory, and a client peer that
 /// knows its address.
 fn one_node(tag: &str, config: &str) -> (std::path::PathBuf, Vec<common::Proc>, ClientPeer) {
@@ -346,10 +356,7 @@ async fn streams_over_the_limit_are_refused_busy() {
     // for that) until the answer is "busy".
     // From two peers, one stream each: a peer with several idle streams would lose one to
     // the next stream at once (see `idle_streams_are_evicted_for_a_real_request`).
-    let other = ClientPeer::start(IO, None).expect("client peer");
-    let mut bare = procs[0].address.clone().expect("address");
-    bare.pop();
-    other.book.add(peer, vec![bare]);
+    let other = client_of(&procs[0], IO);
     let held = vec![
         hold(&client, peer, &locate[..2]).await,
         hold(&other, peer, &locate[..2]).await,
@@ -405,10 +412,7 @@ async fn idle_streams_are_evicted_for_a_real_request() {
     });
     // Two streams that begin a request and never finish it, from two identities (each within
     // its share), hold both slots until the I/O timeout (20 s) unless evicted.
-    let other = ClientPeer::start(IO, None).expect("client peer");
-    let mut bare = procs[0].address.clone().expect("address");
-    bare.pop();
-    other.book.add(peer, vec![bare]);
+    let other = client_of(&procs[0], IO);
     let mut held = vec![hold(&client, peer, &locate[..2]).await];
     held.push(hold(&other, peer, &locate[..2]).await);
     tokio::time::sleep(Duration::from_millis(600)).await;
@@ -542,16 +546,13 @@ async fn connections_from_many_identities_leave_room_for_a_newcomer() {
     });
     let mut crowd = vec![first];
     for _ in 0..19 {
-        let client = ClientPeer::start(Duration::from_secs(120), None).expect("client peer");
-        client.book.add(peer, vec![bare.clone()]);
-        crowd.push(client);
+        crowd.push(client_of(&procs[0], Duration::from_secs(120)));
     }
     // Each client asks once and keeps its connection (idle for 120 s on its side).
     for client in &crowd {
         let _ = probe_answer(client, peer, &locate).await;
     }
-    let newcomer = ClientPeer::start(IO, None).expect("client peer");
-    newcomer.book.add(peer, vec![bare.clone()]);
+    let newcomer = client_of(&procs[0], IO);
     let answer = probe_answer(&newcomer, peer, &locate).await;
     assert!(
         matches!(

@@ -10,7 +10,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{Proc, fast_config_self_sizing, identities, log_lines, prepare};
+use common::{Proc, cli, fast_config_self_sizing, identities, log_lines, prepare};
 use quickstore::client::fetch_status;
 use quickstore::status::Status;
 
@@ -33,20 +33,6 @@ fn configure(root: &Path, key: Option<&Path>) {
         config.push_str(&format!("\n[network]\nkey_file = {:?}\n", key.display()));
     }
     std::fs::write(root.join("config.toml"), config).expect("config");
-}
-
-fn cli(args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(BIN)
-        .args(args)
-        .env("RUST_LOG", "warn")
-        .env("NO_COLOR", "1")
-        .output()
-        .expect("the CLI runs");
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
 }
 
 async fn status_with(p: &Proc, key: Option<&Path>) -> Option<Status> {

@@ -12,7 +12,7 @@ use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{fast_config, identities, prepare, wait_converged};
+use common::{cli, fast_config, identities, prepare, wait_converged};
 use quickstore::files::client::ClientPeer;
 use quickstore::files::service::files_request;
 use quickstore::files::wire::{FilesRequest, FilesResponse};
@@ -22,19 +22,11 @@ use quickstore_behaviours::{FileTuple, Version};
 
 const BIN: &str = env!("CARGO_BIN_EXE_quickstore");
 
-/// Runs the CLI; (success, stdout, stderr).
-fn cli(args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(BIN)
-        .args(args)
-        .env("RUST_LOG", "warn")
-        .env("NO_COLOR", "1")
-        .output()
-        .expect("the CLI runs");
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+/// Runs the CLI through the node in `node` as the writer identity in `identity`.
+fn as_writer(identity: &Path, node: &Path, args: &[&str]) -> (bool, String, String) {
+    let mut all = args.to_vec();
+    all.extend(["--data-dir", path(node), "--identity", path(identity)]);
+    cli(&all)
 }
 
 fn path(p: &Path) -> &str {
@@ -80,40 +72,17 @@ async fn only_the_owner_and_its_grantees_write_a_name() {
     let n0 = procs[0].dir.clone();
     let n1 = procs[1].dir.clone();
 
-    let (ok, _, err) = cli(&[
-        "put",
-        path(&x),
-        "a/x",
-        "--data-dir",
-        path(&n0),
-        "--identity",
-        path(&id_a),
-    ]);
+    let (ok, _, err) = as_writer(&id_a, &n0, &["put", path(&x), "a/x"]);
     assert!(ok, "A's put: {err}");
 
     // B may neither overwrite nor delete A's name; the error says whose it is and what to do.
-    let (ok, _, err) = cli(&[
-        "put",
-        path(&y),
-        "a/x",
-        "--data-dir",
-        path(&n1),
-        "--identity",
-        path(&id_b),
-    ]);
+    let (ok, _, err) = as_writer(&id_b, &n1, &["put", path(&y), "a/x"]);
     assert!(!ok, "B's put of A's name must be refused");
     assert!(
         err.contains("is owned by") && err.contains("quickstore grant"),
         "{err}"
     );
-    let (ok, _, err) = cli(&[
-        "rm",
-        "a/x",
-        "--data-dir",
-        path(&n1),
-        "--identity",
-        path(&id_b),
-    ]);
+    let (ok, _, err) = as_writer(&id_b, &n1, &["rm", "a/x"]);
     assert!(!ok, "B's rm of A's name must be refused");
     assert!(err.contains("is owned by"), "{err}");
     for p in &procs {
@@ -182,26 +151,10 @@ async fn only_the_owner_and_its_grantees_write_a_name() {
     }
 
     // A grants B the prefix a/: B's put now succeeds, and B is still held to the prefix.
-    let (ok, out, err) = cli(&[
-        "grant",
-        "a/",
-        &b_peer,
-        "--data-dir",
-        path(&n0),
-        "--identity",
-        path(&id_a),
-    ]);
+    let (ok, out, err) = as_writer(&id_a, &n0, &["grant", "a/", &b_peer]);
     assert!(ok, "grant: {err}");
     assert!(out.contains("granted"), "{out}");
-    let (ok, _, err) = cli(&[
-        "put",
-        path(&y),
-        "a/x",
-        "--data-dir",
-        path(&n1),
-        "--identity",
-        path(&id_b),
-    ]);
+    let (ok, _, err) = as_writer(&id_b, &n1, &["put", path(&y), "a/x"]);
     assert!(ok, "B's granted put: {err}");
     for p in &procs {
         assert_eq!(get(&p.dir, "a/x"), b"B's bytes", "node {}", p.peer);
@@ -223,49 +176,18 @@ async fn only_the_owner_and_its_grantees_write_a_name() {
     let report: serde_json::Value = serde_json::from_str(&out).expect("get --json");
     assert_eq!(report["owner"], a_peer.trim(), "{report}");
     assert_eq!(report["writer"], b_peer.as_str(), "{report}");
-    let (ok, _, err) = cli(&[
-        "put",
-        path(&x),
-        "b/x",
-        "--data-dir",
-        path(&n0),
-        "--identity",
-        path(&id_a),
-    ]);
+    let (ok, _, err) = as_writer(&id_a, &n0, &["put", path(&x), "b/x"]);
     assert!(ok, "A's put of b/x: {err}");
-    let (ok, _, err) = cli(&[
-        "put",
-        path(&y),
-        "b/x",
-        "--data-dir",
-        path(&n1),
-        "--identity",
-        path(&id_b),
-    ]);
+    let (ok, _, err) = as_writer(&id_b, &n1, &["put", path(&y), "b/x"]);
     assert!(
         !ok && err.contains("is owned by"),
         "B outside its grant: {err}"
     );
 
     // The owner deletes; B cannot bring the name back by writing it.
-    let (ok, _, err) = cli(&[
-        "rm",
-        "b/x",
-        "--data-dir",
-        path(&n0),
-        "--identity",
-        path(&id_a),
-    ]);
+    let (ok, _, err) = as_writer(&id_a, &n0, &["rm", "b/x"]);
     assert!(ok, "A's rm: {err}");
-    let (ok, _, err) = cli(&[
-        "put",
-        path(&y),
-        "b/x",
-        "--data-dir",
-        path(&n1),
-        "--identity",
-        path(&id_b),
-    ]);
+    let (ok, _, err) = as_writer(&id_b, &n1, &["put", path(&y), "b/x"]);
     assert!(!ok && err.contains("is owned by"), "B after A's rm: {err}");
 
     for p in procs.iter_mut() {

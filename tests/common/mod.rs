@@ -18,6 +18,22 @@ use quickstore::status::Status;
 use quickstore_behaviours::id::id_facts;
 use quickstore_behaviours::net::Peer;
 
+/// Runs the `quickstore` CLI with `args` (warnings only, no colour): (success, stdout,
+/// stderr).
+pub fn cli(args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_quickstore"))
+        .args(args)
+        .env("RUST_LOG", "warn")
+        .env("NO_COLOR", "1")
+        .output()
+        .expect("the CLI runs");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
 /// A configuration for fast multi-process tests on loopback: heartbeats and gossip every
 /// 100 ms, t_fail 1.5 s, repair every 300 ms, unnamed blobs deleted after 2 s.
 pub fn fast_config(network: &str, groups: u32) -> String {
