@@ -10,6 +10,7 @@ use libp2p::multiaddr::Protocol;
 use libp2p::pnet::PreSharedKey;
 use libp2p::swarm::SwarmEvent;
 use libp2p::{Multiaddr, PeerId, request_response};
+use quickstore_behaviours::auth::WritePolicy;
 
 use crate::files::cli::{count, ranges, shown};
 use crate::node::{NodeFile, default_data_dir};
@@ -281,6 +282,13 @@ fn files_line(f: &crate::status::FilesView) -> String {
 fn print_status(s: &Status) {
     println!("peer      {}", s.peer_id);
     println!("network   {} ({})", s.network, s.network_id);
+    println!(
+        "writes    {}",
+        match s.writes {
+            WritePolicy::Signed => "signed (only a name's owner and its grantees change it)",
+            WritePolicy::Open => "open (anyone may change any name)",
+        }
+    );
     match s.structure_epoch {
         Some(epoch) => println!(
             "group     {} of {} (groups size themselves: structure epoch {epoch})",

@@ -57,6 +57,10 @@ pub struct Status {
     pub network: String,
     /// Network id (hex).
     pub network_id: String,
+    /// Who may write names (`network.writes`): `signed` or `open` (older nodes, which did not
+    /// say, were open).
+    #[serde(default)]
+    pub writes: quickstore_behaviours::auth::WritePolicy,
     /// Its group.
     pub group: u32,
     /// The number of groups now (k; in a network whose groups size themselves, 2^level of
@@ -325,6 +329,7 @@ impl Status {
             peer_id: own.id.to_string(),
             network: core.config().network_name.clone(),
             network_id: core.network().to_string(),
+            writes: core.config().writes,
             group: core.group(),
             groups: core.groups(),
             structure_epoch: core.structure().map(|(s, _)| s.epoch),

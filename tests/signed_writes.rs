@@ -62,6 +62,10 @@ async fn only_the_owner_and_its_grantees_write_a_name() {
     }
     wait_converged(&procs, 1, "three nodes", Duration::from_secs(30)).await;
 
+    let (ok, status, err) = cli(&["status", "--json", "--data-dir", path(&procs[0].dir)]);
+    assert!(ok, "{err}");
+    let status: serde_json::Value = serde_json::from_str(&status).expect("status --json");
+    assert_eq!(status["writes"], "signed", "the default");
     let (id_a, id_b) = (root.join("a.key"), root.join("b.key"));
     let (ok, b_peer, err) = cli(&["id", "--identity", path(&id_b)]);
     assert!(ok, "{err}");
