@@ -772,7 +772,8 @@ impl Runner {
                 relay::Event::ReservationReqAccepted { src_peer_id, .. } => {
                     self.relay_reservations.insert(src_peer_id);
                 }
-                relay::Event::ReservationTimedOut { src_peer_id } => {
+                relay::Event::ReservationClosed { src_peer_id }
+                | relay::Event::ReservationTimedOut { src_peer_id } => {
                     self.relay_reservations.remove(&src_peer_id);
                 }
                 _ => {}
