@@ -29,6 +29,9 @@ use crate::tuple::FileTuple;
 pub const VERSION_DOMAIN: &[u8] = b"quickstore/version/1\0";
 /// Domain prefix of a signed grant.
 pub const GRANT_DOMAIN: &[u8] = b"quickstore/grant/1\0";
+/// Names under this prefix are the network's own records (grant lists); listings leave them
+/// out unless asked.
+pub const RESERVED_ROOT: &str = ".quickstore/";
 /// Names under this prefix are grant lists: `.quickstore/grants/<owner hex>/<grantee hex>`.
 /// Only the key named by `<owner hex>` may own such a name.
 pub const GRANTS_PREFIX: &str = ".quickstore/grants/";

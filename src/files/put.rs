@@ -5,11 +5,11 @@
 //! the ack rule — the tuple is published here and sent to every other holder (`commit`, so
 //! the name survives this node's death right after the ack) before the put is acknowledged.
 
+use std::sync::Arc;
+
 use futures::AsyncWriteExt;
 use futures::future::join_all;
 use libp2p::{PeerId, Stream};
-use std::sync::Arc;
-
 use quickstore_behaviours::auth::{WritePolicy, admits};
 use quickstore_behaviours::net::Peer;
 use quickstore_behaviours::tuple::check_name;
@@ -122,23 +122,23 @@ impl FilesService {
             };
             self.driver.put_home(put, home).await;
         }
-        let ready = if signed {
+        // A signed put is told the Lamport counter it signs.
+        let lamport = if signed {
             let fixed = self.driver.fix_lamport(put).await;
             match fixed.map_err(|e| WireError::Io(std::io::Error::other(e)))? {
-                Some(lamport) => BlobResponse::ReadyAt { lamport },
-                None => blob_refused("the put ended before its bytes came"),
+                Some(lamport) => Some(lamport),
+                None => {
+                    let refusal = blob_refused("the put ended before its bytes came");
+                    return write_message(stream, &refusal, MAX_RESPONSE_BYTES, io).await;
+                }
             }
         } else {
-            BlobResponse::Ready
+            None
         };
-        let lamport = match ready {
-            BlobResponse::ReadyAt { lamport } => Some(lamport),
-            _ => None,
-        };
+        let ready = lamport.map_or(BlobResponse::Ready, |lamport| BlobResponse::ReadyAt {
+            lamport,
+        });
         write_message(stream, &ready, MAX_RESPONSE_BYTES, io).await?;
-        if matches!(ready, BlobResponse::Refused { .. }) {
-            return Ok(());
-        }
 
         // A write that fails (the disk filled up) drops the own partial blob and the
         // downstream homes (their streams end without a trailer: they drop their partial

@@ -127,10 +127,10 @@ impl<P: Ord + Clone> StreamSlots<P> {
         if held >= self.per_peer {
             return Err(NoSlot::PeerShare);
         }
-        if counts.used >= self.total && !self.evict_oldest(&mut counts) {
+        // An eviction leaves every peer's share as it was: `held` still holds.
+        if counts.used >= self.total && !self.evict_one(&mut counts) {
             return Err(NoSlot::Full);
         }
-        let held = counts.by_peer.get(peer).copied().unwrap_or(0);
         counts.used += 1;
         counts.by_peer.insert(peer.clone(), held + 1);
         let number = counts.next;
@@ -156,13 +156,13 @@ impl<P: Ord + Clone> StreamSlots<P> {
     /// [`StreamSlot`] will not give it back again): the oldest stream of the peer with the
     /// most streams waiting, if that peer has more than one waiting or the stream is past the
     /// grace. So a peer that opens streams and leaves them idle loses them first, and a
-    /// client's one stream keeps its grace.
-    fn evict_oldest(&self, counts: &mut Counts<P>) -> bool {
+    /// client's one stream keeps its grace. (When every peer has one waiting, the oldest of
+    /// the peer with the most is the oldest of all.)
+    fn evict_one(&self, counts: &mut Counts<P>) -> bool {
         let mut waiting_by_peer: BTreeMap<&P, usize> = BTreeMap::new();
         for waiting in counts.waiting.values() {
             *waiting_by_peer.entry(&waiting.peer).or_insert(0) += 1;
         }
-        // The first (oldest) stream of the peer with the most waiting.
         let victim = counts
             .waiting
             .iter()
@@ -173,25 +173,11 @@ impl<P: Ord + Clone> StreamSlots<P> {
             })
             .filter(|(_, w)| waiting_by_peer[&w.peer] > 1 || w.since.elapsed() >= self.grace)
             .map(|(number, _)| *number);
-        match victim.and_then(|number| Some((number, counts.waiting.remove(&number)?))) {
-            Some((number, waiting)) => self.evicted(counts, number, waiting),
-            // No peer has two waiting: the oldest stream, past its grace.
-            None => self.evict_past_grace(counts),
-        }
-    }
-
-    fn evict_past_grace(&self, counts: &mut Counts<P>) -> bool {
-        let Some(entry) = counts.waiting.first_entry() else {
+        let Some((number, waiting)) =
+            victim.and_then(|number| Some((number, counts.waiting.remove(&number)?)))
+        else {
             return false;
         };
-        if entry.get().since.elapsed() < self.grace {
-            return false;
-        }
-        let (number, waiting) = entry.remove_entry();
-        self.evicted(counts, number, waiting)
-    }
-
-    fn evicted(&self, counts: &mut Counts<P>, number: u64, waiting: Waiting<P>) -> bool {
         let _ = waiting.evict.send(());
         counts.evicted.insert(number);
         counts.used = counts.used.saturating_sub(1);

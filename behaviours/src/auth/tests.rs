@@ -200,6 +200,11 @@ fn a_replayed_signature_on_a_newer_counter_is_refused() {
 }
 
 #[test]
+fn grant_lists_are_under_the_reserved_root() {
+    assert!(GRANTS_PREFIX.starts_with(RESERVED_ROOT));
+}
+
+#[test]
 fn grant_list_names_belong_to_the_key_they_name() {
     let (a, b) = (key(1), key(2));
     let name = grants_name(&public(&a), &public(&b));

@@ -11,7 +11,7 @@ use anyhow::{anyhow, bail};
 use clap::Args;
 use futures::StreamExt;
 use quickstore_behaviours::FileTuple;
-use quickstore_behaviours::auth::SignedVersion;
+use quickstore_behaviours::auth::{RESERVED_ROOT, SignedVersion};
 use quickstore_behaviours::net::Peer;
 use quickstore_behaviours::tuple::check_name;
 use serde::Serialize;
@@ -157,10 +157,6 @@ impl Listing {
         format!("{noun} {}{first}", ranges(&groups))
     }
 }
-
-/// Names the network keeps for itself (grant lists) start with this; they are listed only
-/// when the prefix asks for them.
-const RESERVED_ROOT: &str = ".quickstore/";
 
 /// Whether a listing under `prefix` shows `name`: names under [`RESERVED_ROOT`] only when
 /// `prefix` is under it too.
