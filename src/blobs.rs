@@ -45,6 +45,10 @@ const BLOBS_DIR: &str = "blobs";
 
 /// Sub-directory of [`BLOBS_DIR`] that holds partial blobs.
 const TMP_DIR: &str = "tmp";
+/// Outboards (BLAKE3 hash trees of blobs, made when a blob's pieces are first asked for),
+/// sharded like the blobs: `DATA_DIR/outboards/ab/abcd…`. They take about 0.4% of their
+/// blob's size and are not counted against the store's capacity.
+const OUTBOARDS_DIR: &str = "outboards";
 
 /// Makes temp file names unique within this process.
 static TEMP_COUNTER: AtomicU64 = AtomicU64::new(0);
@@ -269,6 +273,12 @@ impl BlobStore {
         blob_path(&self.shared.root, hash)
     }
 
+    /// Where the outboard of the blob `hash` is (or would be) kept.
+    pub fn outboard_path_of(&self, hash: &Hash) -> PathBuf {
+        let data_dir = self.shared.root.parent().unwrap_or(&self.shared.root);
+        blob_path(&data_dir.join(OUTBOARDS_DIR), hash)
+    }
+
     /// Whether the blob `hash` is stored.
     pub async fn contains(&self, hash: &Hash) -> bool {
         tokio::fs::metadata(self.path_of(hash))
@@ -316,12 +326,18 @@ impl BlobStore {
         .await
     }
 
-    /// Deletes a stored blob (a missing blob is fine) and subtracts its size from `used`.
+    /// Deletes a stored blob and its outboard (a missing blob is fine) and subtracts its
+    /// size from `used`.
     pub async fn remove(&self, hash: &Hash) -> Result<(), BlobError> {
         let shared = Arc::clone(&self.shared);
+        let outboard = self.outboard_path_of(hash);
         let hash = *hash;
         blocking(move || {
             let _commit = lock(&shared.commit);
+            match fs::remove_file(&outboard) {
+                Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
+                _ => {}
+            }
             let path = blob_path(&shared.root, &hash);
             let len = match fs::symlink_metadata(&path) {
                 Ok(meta) => meta.len(),

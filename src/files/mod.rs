@@ -8,6 +8,8 @@
 //! * [`driver`]: runs the files core (`quickstore_behaviours::files_core`), which decides
 //!   repair, trimming, garbage, versions and the hand-off at a clean stop; [`repair`] moves
 //!   the bytes it asks for and scrubs stored blobs.
+//! * [`pieces`]: verified pieces of blobs, fetched from every holder at once
+//!   (`/quickstore/blob/1.1.0`).
 //! * [`client`]: the ephemeral peer the CLI runs; [`cli`]: `put`, `get`, `rm`, `ls`.
 
 mod block_pipe;
@@ -15,6 +17,7 @@ pub mod cli;
 pub mod client;
 pub mod driver;
 pub mod handle;
+pub mod pieces;
 mod put;
 pub mod repair;
 pub mod service;

@@ -21,9 +21,9 @@ use super::slots::{NoSlot, StreamSlot, StreamSlots};
 use super::source::FileSource;
 use super::versions::KeptVersions;
 use super::wire::{
-    BLOB_PROTOCOL, BlobRequest, BlobResponse, ChunkReader, FILES_PROTOCOL, FilesRequest,
-    FilesResponse, MAX_BUSY_REFUSALS, MAX_REQUEST_BYTES, MAX_RESPONSE_BYTES, PeerInfo,
-    SignedDelete, WireError, read_message, write_chunk, write_message,
+    BLOB_PIECES_PROTOCOL, BLOB_PROTOCOL, BlobRequest, BlobResponse, ChunkReader, FILES_PROTOCOL,
+    FilesRequest, FilesResponse, MAX_BUSY_REFUSALS, MAX_REQUEST_BYTES, MAX_RESPONSE_BYTES,
+    PeerInfo, SignedDelete, WireError, read_message, write_chunk, write_message,
 };
 use crate::blobs::{BlobError, BlobStore, BlobWriter, Hash, is_disk_full, to_hex};
 use crate::store::NodeStore;
@@ -53,6 +53,8 @@ pub struct FilesCounters {
     pub copies_stored: AtomicU64,
     /// Blobs sent in full (gets, copies).
     pub blobs_sent: AtomicU64,
+    /// Verified pieces sent (`pieces` streams).
+    pub pieces_sent: AtomicU64,
     /// File bytes sent.
     pub bytes_sent: AtomicU64,
     /// File bytes received.
@@ -90,6 +92,7 @@ impl FilesCounters {
             ("puts_failed", get(&self.puts_failed)),
             ("copies_stored", get(&self.copies_stored)),
             ("blobs_sent", get(&self.blobs_sent)),
+            ("pieces_sent", get(&self.pieces_sent)),
             ("file_bytes_sent", get(&self.bytes_sent)),
             ("file_bytes_received", get(&self.bytes_received)),
             ("repairs_fetched", get(&self.repairs_fetched)),
@@ -297,6 +300,9 @@ impl FilesService {
         let blobs = control
             .accept(BLOB_PROTOCOL)
             .map_err(|e| anyhow::anyhow!("{BLOB_PROTOCOL}: {e}"))?;
+        let pieces = control
+            .accept(BLOB_PIECES_PROTOCOL)
+            .map_err(|e| anyhow::anyhow!("{BLOB_PIECES_PROTOCOL}: {e}"))?;
         let service = self.clone();
         tokio::spawn(async move {
             let mut files = files;
@@ -304,13 +310,14 @@ impl FilesService {
                 service.spawn_stream(peer, stream, false);
             }
         });
-        let service = self.clone();
-        tokio::spawn(async move {
-            let mut blobs = blobs;
-            while let Some((peer, stream)) = blobs.next().await {
-                service.spawn_stream(peer, stream, true);
-            }
-        });
+        for mut incoming in [blobs, pieces] {
+            let service = self.clone();
+            tokio::spawn(async move {
+                while let Some((peer, stream)) = incoming.next().await {
+                    service.spawn_stream(peer, stream, true);
+                }
+            });
+        }
         Ok(())
     }
 
@@ -752,6 +759,7 @@ impl FilesService {
             BlobRequest::Replicate { tuple } => self.take_replica(&mut stream, tuple).await,
             BlobRequest::Forward { name, size } => self.take_forward(&mut stream, name, size).await,
             BlobRequest::Get { blake3 } => self.send_blob(&mut stream, &blake3).await,
+            BlobRequest::Pieces { blake3 } => self.serve_pieces(&mut stream, &blake3).await,
         }?;
         crate::files::wire::timed(io, stream.close()).await
     }

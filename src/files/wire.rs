@@ -24,6 +24,9 @@ use serde::{Deserialize, Serialize};
 pub const FILES_PROTOCOL: StreamProtocol = StreamProtocol::new("/quickstore/files/1.0.0");
 /// The bytes protocol.
 pub const BLOB_PROTOCOL: StreamProtocol = StreamProtocol::new("/quickstore/blob/1.0.0");
+/// The bytes protocol with verified pieces: every request of 1.0.0, plus
+/// [`BlobRequest::Pieces`]. A node answers both ids.
+pub const BLOB_PIECES_PROTOCOL: StreamProtocol = StreamProtocol::new("/quickstore/blob/1.1.0");
 /// Largest request frame, in bytes (a name of 1024 bytes and up to 8 peers with records).
 pub const MAX_REQUEST_BYTES: usize = 32 * 1024;
 /// Largest response frame, in bytes (a page of listed tuples).
@@ -281,6 +284,28 @@ pub enum BlobRequest {
         #[serde(with = "serde_bytes")]
         blake3: [u8; 32],
     },
+    /// Fetch verified pieces of a blob (`/quickstore/blob/1.1.0` only):
+    /// [`BlobResponse::Serving`], then any number of [`PieceRequest`]s, each answered with
+    /// [`BlobResponse::Sending`] and the piece's encoding, until the requester closes its
+    /// side.
+    #[serde(rename = "pieces")]
+    Pieces {
+        /// BLAKE3 of the bytes.
+        #[serde(with = "serde_bytes")]
+        blake3: [u8; 32],
+    },
+}
+
+/// One piece asked for on a `pieces` stream: bytes `start..end` of the blob, `start` a
+/// multiple of 16 KiB, `end` one too or the blob's end, at most 1 MiB.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PieceRequest {
+    /// First byte.
+    #[serde(rename = "s")]
+    pub start: u64,
+    /// One past the last byte.
+    #[serde(rename = "e")]
+    pub end: u64,
 }
 
 /// An answer on `/quickstore/blob/1.0.0`.
@@ -308,6 +333,12 @@ pub enum BlobResponse {
     Stored {
         /// The version with its holders.
         tuple: FileTuple<Peer>,
+    },
+    /// The blob is here and pieces of it may be asked for; answered to `pieces`.
+    #[serde(rename = "serving")]
+    Serving {
+        /// The blob's size in bytes.
+        size: u64,
     },
     /// This many bytes follow.
     #[serde(rename = "sending")]

@@ -6,10 +6,14 @@
 //!   with `--force`; one that already holds the bytes is left as it is.
 //! * `-o -`, a character device or a FIFO is written in place as the bytes arrive, hashed on
 //!   the way; a mismatch fails the command saying the bytes written are bad.
-//! * Every live holder is dialed at once and the first that connects serves; a dial that
-//!   fails ends at once, so a dead holder costs no timeout.
-//! * Temporary files of an interrupted get are removed on Ctrl-C, and by the next get of the
-//!   same target when the process that left them is gone.
+//! * A file is fetched in verified pieces from every live holder at once
+//!   ([`super::get_pieces`]); a holder that serves a bad piece is dropped and named. An
+//!   interrupted get leaves its verified pieces beside the target for the next one.
+//! * Standard output and devices are written in order from one holder: every live holder is
+//!   dialed at once and the first that connects serves; a dial that fails ends at once, so a
+//!   dead holder costs no timeout. So are files when no holder serves pieces (older nodes).
+//! * Temporary files of an interrupted whole-stream get are removed on Ctrl-C, and by the
+//!   next get of the same target when the process that left them is gone.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -25,6 +29,7 @@ use quickstore_behaviours::net::Peer;
 use quickstore_behaviours::tuple::check_name;
 use serde::Serialize;
 
+use super::get_pieces::{PiecesOutcome, get_pieces};
 use super::list::list_names;
 use super::report::{FileReport, count, human_size, shown};
 use super::session::{Session, progress, unexpected};
@@ -61,6 +66,12 @@ pub struct GetArgs {
     /// Files of a tree fetched at once.
     #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=64))]
     jobs: u32,
+    /// Start over: drop the verified pieces an interrupted get of the same file left.
+    #[arg(long)]
+    no_resume: bool,
+    /// Holders to fetch pieces from at once at most (default: every live holder).
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=64))]
+    max_sources: Option<u32>,
     #[command(flatten)]
     common: Common,
 }
@@ -180,6 +191,8 @@ impl GetArgs {
             let wanted = Wanted {
                 version: self.version,
                 force: self.force,
+                resume: !self.no_resume,
+                max_sources: self.max_sources,
             };
             let report = get_file(&session, &self.name, &output, wanted, &bar).await;
             bar.finish_and_clear();
@@ -187,7 +200,10 @@ impl GetArgs {
         };
         tokio::select! {
             done = work => done,
-            _ = tokio::signal::ctrl_c() => bail!("interrupted: nothing was written to the target"),
+            _ = tokio::signal::ctrl_c() => bail!(
+                "interrupted: nothing was written to the target (a get into a file keeps its \
+                 verified pieces beside it, and the same get continues from there)"
+            ),
         }
     }
 
@@ -235,7 +251,7 @@ impl GetArgs {
         let results: Vec<(String, anyhow::Result<FileReport>)> =
             futures::stream::iter(wanted.into_iter().map(|(name, path)| {
                 let (session, bar) = (&session, &bar);
-                let force = self.force;
+                let (force, resume, max_sources) = (self.force, !self.no_resume, self.max_sources);
                 async move {
                     let result = async {
                         if let Some(parent) = path.parent() {
@@ -247,6 +263,8 @@ impl GetArgs {
                         let wanted = Wanted {
                             version: None,
                             force,
+                            resume,
+                            max_sources,
                         };
                         get_file(session, &name, &output, wanted, bar).await
                     }
@@ -320,15 +338,21 @@ pub async fn get(
     let wanted = Wanted {
         version: None,
         force: true,
+        resume: true,
+        max_sources: None,
     };
     get_file(&session, name, &output, wanted, &ProgressBar::hidden()).await
 }
 
-/// Which version, and whether an existing different file may be replaced.
+/// Which version, whether an existing different file may be replaced, and how to fetch.
 #[derive(Debug, Clone, Copy)]
 struct Wanted {
     version: Option<u64>,
     force: bool,
+    /// Keep verified pieces an interrupted get left.
+    resume: bool,
+    /// Holders asked for pieces at once at most (`None`: all).
+    max_sources: Option<u32>,
 }
 
 async fn get_file(
@@ -400,7 +424,32 @@ async fn get_file(
         );
     }
     bar.set_length(bar.length().unwrap_or(0).max(tuple.size));
-    fetch_from_any(session, &holders, &tuple, output, bar).await?;
+    let by_pieces = match output {
+        Output::Replace { path, .. } if tuple.size > 0 => {
+            let max = wanted.max_sources.map_or(usize::MAX, |m| m as usize);
+            get_pieces(session, &holders, &tuple, path, wanted.resume, max, bar).await?
+        }
+        _ => PiecesOutcome::NoPieceSource,
+    };
+    match by_pieces {
+        PiecesOutcome::Done(fetched) => {
+            for bad in fetched.sources.iter().filter(|s| s.bad) {
+                tracing::warn!("holder {} served bytes that fail verification", bad.peer);
+                if !quiet() {
+                    eprintln!(
+                        "warning: holder {} served bytes that fail verification; its pieces \
+                         were fetched from the other holders",
+                        bad.peer
+                    );
+                }
+            }
+            report.sources = Some(fetched.sources);
+            report.resumed_bytes = Some(fetched.resumed_bytes);
+        }
+        PiecesOutcome::NoPieceSource => {
+            fetch_from_any(session, &holders, &tuple, output, bar).await?;
+        }
+    }
     report.elapsed_ms = started.elapsed().as_millis() as u64;
     Ok(report.with_connection(session))
 }
@@ -631,7 +680,7 @@ impl Drop for TempFile {
 }
 
 /// BLAKE3 of the file at `path`, read on a blocking thread.
-async fn hash_file(path: &Path) -> anyhow::Result<Hash> {
+pub(super) async fn hash_file(path: &Path) -> anyhow::Result<Hash> {
     let owned = path.to_path_buf();
     tokio::task::spawn_blocking(move || {
         let mut hasher = blake3::Hasher::new();

@@ -10,6 +10,7 @@
 //!   (`ls`, `rm`).
 
 mod get;
+mod get_pieces;
 mod grant;
 mod list;
 mod put;

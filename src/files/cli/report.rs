@@ -59,6 +59,29 @@ pub struct FileReport {
     /// Who wrote this version, when not the owner (under the owner's grant).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub writer: Option<String>,
+    /// The holders a get asked for pieces, with what each served (get, into a file).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sources: Option<Vec<SourceReport>>,
+    /// Verified bytes kept from an earlier, interrupted get of the same version (get).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub resumed_bytes: Option<u64>,
+}
+
+/// What one holder served a get.
+#[derive(Debug, Clone, Serialize)]
+pub struct SourceReport {
+    /// Its PeerId.
+    pub peer: String,
+    /// Verified bytes it delivered first (the file's bytes come from the sources' sum).
+    pub bytes: u64,
+    /// Pieces it delivered first.
+    pub pieces: u32,
+    /// It served bytes that failed verification: its pieces were fetched elsewhere.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub bad: bool,
+    /// Why it was given no more pieces, if it was dropped.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dropped: Option<String>,
 }
 
 /// A raw key as the PeerId users see (`quickstore id`), or hex if it is no valid key.
@@ -92,6 +115,8 @@ impl FileReport {
                 .as_ref()
                 .and_then(|a| a.writer.as_ref())
                 .map(key_shown),
+            sources: None,
+            resumed_bytes: None,
         }
     }
 
@@ -140,6 +165,13 @@ impl FileReport {
             } else {
                 line.push_str(&format!(", written to {path}"));
             }
+        }
+        if let Some(sources) = &self.sources {
+            let served = sources.iter().filter(|s| s.bytes > 0).count() as u64;
+            line.push_str(&format!(", from {}", count(served, "holder", "holders")));
+        }
+        if let Some(resumed) = self.resumed_bytes.filter(|r| *r > 0) {
+            line.push_str(&format!(" ({} resumed)", human_size(resumed)));
         }
         line
     }
@@ -280,6 +312,8 @@ mod tests {
             unchanged: false,
             owner: None,
             writer: None,
+            sources: None,
+            resumed_bytes: None,
         };
         assert!(
             report

@@ -1,0 +1,19 @@
+//! Verified pieces: gets from every holder at once, checked chunk group by chunk group, and
+//! resumable (`/quickstore/blob/1.1.0`, PROTOCOL.md §11.6).
+//!
+//! * [`verified`]: outboards, and pieces encoded with their BLAKE3 proof (synchronous; run
+//!   on blocking threads).
+//! * [`plan`]: which source fetches which piece, work stealing, bad sources (no I/O).
+//! * [`fetch`]: the requester's streams, one per source, driven by the plan.
+//! * [`resume`]: the partial file and the record of its verified ranges.
+//! * `serve`: the node's side of a `pieces` stream.
+
+pub mod fetch;
+pub mod plan;
+pub mod resume;
+mod serve;
+pub mod verified;
+
+/// Bytes a get asks one source for at a time: 1 MiB, the largest piece (enough to keep a
+/// 100 Mbit/s link busy with two in flight, small enough to steal from a slow source).
+pub const PIECE_BYTES: u64 = verified::MAX_PIECE_BYTES;
