@@ -268,6 +268,28 @@ impl BlobStore {
         })
     }
 
+    /// Starts receiving a blob of `size` bytes in verified pieces written at their offsets
+    /// (repair from several holders): refused and reserved as [`BlobStore::create`] does; the
+    /// temp file is `size` bytes long from the start.
+    pub async fn create_in_pieces(&self, size: u64) -> Result<PiecesWriter, BlobError> {
+        let writer = self.create(size).await?;
+        let BlobWriter {
+            temp, reservation, ..
+        } = writer;
+        let path = temp.path.clone();
+        let file = blocking(move || {
+            let file = fs::OpenOptions::new().write(true).open(&path)?;
+            file.set_len(size)?;
+            Ok(file)
+        })
+        .await?;
+        Ok(PiecesWriter {
+            file: Arc::new(file),
+            temp,
+            reservation,
+        })
+    }
+
     /// Where the blob `hash` is (or would be) stored.
     pub fn path_of(&self, hash: &Hash) -> PathBuf {
         blob_path(&self.shared.root, hash)
@@ -626,6 +648,46 @@ impl BlobWriter {
             Ok((file, full))
         }));
         Ok(())
+    }
+}
+
+/// A blob received in verified pieces; see [`BlobStore::create_in_pieces`]. Dropping it
+/// (without [`PiecesWriter::finish`]) releases the reservation and removes the temp file.
+pub struct PiecesWriter {
+    file: Arc<fs::File>,
+    temp: TempFile,
+    reservation: Reservation,
+}
+
+impl fmt::Debug for PiecesWriter {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PiecesWriter")
+            .field("temp", &self.temp.path)
+            .finish_non_exhaustive()
+    }
+}
+
+impl PiecesWriter {
+    /// The temp file, for writing pieces at their offsets (`pwrite`).
+    pub fn file(&self) -> Arc<fs::File> {
+        Arc::clone(&self.file)
+    }
+
+    /// Installs the blob as `hash`: the caller verified every piece against it. Fsyncs the
+    /// file, renames it to its content address and counts it in `used`, as
+    /// [`BlobWriter::finish`] does.
+    pub async fn finish(self, hash: Hash) -> Result<(), BlobError> {
+        let PiecesWriter {
+            file,
+            temp,
+            reservation,
+        } = self;
+        blocking(move || {
+            file.sync_all()?;
+            drop(file);
+            install(temp, reservation, &hash)
+        })
+        .await
     }
 }
 

@@ -35,11 +35,14 @@ use libp2p::request_response::Codec as _;
 use libp2p::{Multiaddr, PeerId};
 use quickstore::blobs::BlobError;
 use quickstore::files::handle::MAX_PAGE;
+use quickstore::files::pieces::verified::{
+    FileAt, GROUP_BYTES, MAX_PIECE_BYTES, Piece, decode_piece, encode_piece, open_outboard,
+};
 use quickstore::files::service::FilesCounters;
 use quickstore::files::wire::{
-    BLOB_PROTOCOL, BlobRequest, BlobResponse, BlobTrailer, CHUNK_BYTES, FILES_PROTOCOL,
-    FilesRequest, FilesResponse, MAX_REQUEST_BYTES, MAX_RESPONSE_BYTES, MAX_VERSIONS_LISTED,
-    PeerInfo, SignedDelete, read_message, write_message,
+    BLOB_PIECES_PROTOCOL, BLOB_PROTOCOL, BlobRequest, BlobResponse, BlobTrailer, CHUNK_BYTES,
+    FILES_PROTOCOL, FilesRequest, FilesResponse, MAX_REQUEST_BYTES, MAX_RESPONSE_BYTES,
+    MAX_VERSIONS_LISTED, PeerInfo, PieceRequest, SignedDelete, read_message, write_message,
 };
 use quickstore::reach::Reach;
 use quickstore::status::{
@@ -1244,17 +1247,70 @@ fn files_constants() -> Expect {
     facts(&[
         ("control protocol id", FILES_PROTOCOL.to_string()),
         ("bytes protocol id", BLOB_PROTOCOL.to_string()),
+        ("pieces protocol id", BLOB_PIECES_PROTOCOL.to_string()),
         ("status protocol id", STATUS_PROTOCOL.to_string()),
         ("max request bytes", MAX_REQUEST_BYTES.to_string()),
         ("max response bytes", MAX_RESPONSE_BYTES.to_string()),
         ("max versions listed", MAX_VERSIONS_LISTED.to_string()),
         ("max listing page", MAX_PAGE.to_string()),
         ("chunk bytes", CHUNK_BYTES.to_string()),
+        ("chunk group bytes", GROUP_BYTES.to_string()),
+        ("max piece bytes", MAX_PIECE_BYTES.to_string()),
         ("default io timeout ms", files.io_timeout_ms.to_string()),
         ("default put deadline ms", files.put_deadline_ms.to_string()),
         ("default max streams", files.max_streams.to_string()),
         ("max status bytes", MAX_STATUS_BYTES.to_string()),
     ])
+}
+
+/// The blob of the pieces vectors: 40,000 bytes, byte i = i mod 251 (three chunk groups, the
+/// last one short).
+fn pieces_blob() -> Vec<u8> {
+    (0..40_000u32).map(|i| (i % 251) as u8).collect()
+}
+
+/// The blob's outboard and the proofs of two pieces, checked by decoding them back.
+fn pieces_encoding() -> Expect {
+    let blob = pieces_blob();
+    let root = *blake3::hash(&blob).as_bytes();
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let path = dir.path().join("blob");
+    std::fs::write(&path, &blob).expect("blob");
+    let outboard =
+        open_outboard(&path, &dir.path().join("ob"), blob.len() as u64, &root).expect("outboard");
+    let outboard_bytes = std::fs::read(dir.path().join("ob")).expect("outboard bytes");
+    let file = std::fs::File::open(&path).expect("blob");
+    let mut out = vec![("blake3".to_string(), hex(&root))];
+    out.push(("outboard".into(), hex(&outboard_bytes)));
+    for (start, end) in [(32_768u64, 40_000u64), (0, 16_384)] {
+        let piece = Piece { start, end };
+        let mut encoded = Vec::new();
+        encode_piece(&file, &outboard, piece, &mut encoded).expect("encoded");
+        let proof = encoded.len() - piece.len() as usize;
+        assert_eq!(
+            encoded[proof..],
+            blob[start as usize..end as usize],
+            "proof first, then data"
+        );
+        let target = std::fs::File::create(dir.path().join(format!("out-{start}"))).expect("out");
+        decode_piece(
+            &root,
+            blob.len() as u64,
+            piece,
+            &encoded,
+            &mut FileAt(&target),
+        )
+        .expect("the encoding verifies");
+        out.push((
+            format!("piece {start}..{end} encoded bytes"),
+            encoded.len().to_string(),
+        ));
+        out.push((
+            format!("piece {start}..{end} proof"),
+            hex(&encoded[..proof]),
+        ));
+    }
+    Expect::Facts(out)
 }
 
 /// The file protocols' vectors, in the order of the document.
@@ -1527,6 +1583,25 @@ fn files_vectors() -> Vec<(&'static str, Expect)> {
             },
         ),
         ("auth/signatures", auth_signatures()),
+        (
+            "blob/pieces",
+            blob_request(BlobRequest::Pieces { blake3: blake3() }),
+        ),
+        (
+            "blob/serving",
+            blob_response(BlobResponse::Serving { size: 40_000 }),
+        ),
+        (
+            "blob/piece-request",
+            files_frame(
+                PieceRequest {
+                    start: 32_768,
+                    end: 40_000,
+                },
+                MAX_REQUEST_BYTES,
+            ),
+        ),
+        ("pieces/encoding", pieces_encoding()),
         ("status/request", status_request()),
         ("status/reply", status_reply()),
     ]

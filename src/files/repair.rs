@@ -12,10 +12,14 @@ use quickstore_behaviours::FileTuple;
 use quickstore_behaviours::files_core::FetchFailure;
 use quickstore_behaviours::net::Peer;
 
+use super::pieces::PIECE_BYTES;
+use super::pieces::fetch::{FetchError, Job, Sink, fetch_pieces};
+use super::pieces::plan::PiecePlan;
+use super::pieces::verified::pieces_of;
 use super::service::{FilesCounters, FilesService, open_stream};
 use super::wire::{
-    BLOB_PROTOCOL, BlobRequest, BlobResponse, ChunkReader, MAX_REQUEST_BYTES, MAX_RESPONSE_BYTES,
-    WireError, read_message, write_message,
+    BLOB_PIECES_PROTOCOL, BLOB_PROTOCOL, BlobRequest, BlobResponse, ChunkReader, MAX_REQUEST_BYTES,
+    MAX_RESPONSE_BYTES, WireError, read_message, write_message,
 };
 use crate::blobs::{BlobError, Hash, to_hex};
 
@@ -25,8 +29,86 @@ pub fn rank(name: &str, peer: &PeerId) -> [u8; 32] {
     quickstore_behaviours::files_core::rank::rank(name, &Peer(*peer))
 }
 
-/// Fetches the blob of `tuple` from `peer` and stores it intact here.
+/// Fetches the blob of `tuple` and stores it intact here: in verified pieces from `peer` (the
+/// source the files core chose) and every other holder the tuple lists at once, or, when none
+/// of them serves pieces (older nodes), as one stream from `peer`.
 pub async fn fetch_from(
+    service: &FilesService,
+    peer: PeerId,
+    tuple: &FileTuple<Peer>,
+) -> Result<(), (FetchFailure, String)> {
+    let unreachable = |e: WireError| (FetchFailure::Unreachable, e.to_string());
+    service.relay.check(peer, tuple.size).map_err(unreachable)?;
+    if tuple.size > 0 {
+        match fetch_pieces_from(service, peer, tuple).await {
+            Some(result) => return result,
+            None => tracing::debug!("no holder of {:?} served pieces; one stream", tuple.name),
+        }
+    }
+    fetch_whole(service, peer, tuple).await
+}
+
+/// [`fetch_from`] in pieces; `None` when no source served a piece and none was bad (try the
+/// whole stream).
+async fn fetch_pieces_from(
+    service: &FilesService,
+    peer: PeerId,
+    tuple: &FileTuple<Peer>,
+) -> Option<Result<(), (FetchFailure, String)>> {
+    let (hash, size, io) = (tuple.version.blake3, tuple.size, service.timeouts.io);
+    let local = |e: BlobError| (FetchFailure::Unreachable, e.to_string());
+    let mut peers = vec![peer];
+    peers.extend(
+        tuple
+            .holders
+            .iter()
+            .map(|h| h.0)
+            .filter(|h| *h != peer && *h != service.handle.me)
+            .filter(|h| service.relay.check(*h, size).is_ok()),
+    );
+    let writer = match service.blobs.create_in_pieces(size).await {
+        Ok(writer) => writer,
+        Err(e) => return Some(Err(local(e))),
+    };
+    let sink = Sink {
+        file: writer.file(),
+        record: None,
+    };
+    let plan = PiecePlan::new(pieces_of(size, PIECE_BYTES), peers.len(), |_| false);
+    let sources = peers
+        .iter()
+        .map(|p| async move {
+            open_stream(&service.control, *p, BLOB_PIECES_PROTOCOL, io)
+                .await
+                .map_err(anyhow::Error::from)
+        })
+        .collect();
+    let job = Job { hash, size, io };
+    let progress = |n: u64| FilesCounters::add(&service.counters.bytes_received, n);
+    let tallies = match fetch_pieces(job, plan, sources, &sink, &progress).await {
+        Ok(_) => {
+            drop(sink);
+            return Some(writer.finish(hash).await.map_err(local));
+        }
+        Err((FetchError::Write(e), _)) => return Some(Err(local(BlobError::Io(e)))),
+        Err((FetchError::NoSource(_), tallies)) => tallies,
+    };
+    if tallies.iter().all(|t| t.bytes == 0 && !t.bad) {
+        return None;
+    }
+    let chosen = &tallies[0];
+    let why = chosen.dropped.clone().unwrap_or_default();
+    Some(Err(if chosen.bad {
+        (FetchFailure::Corrupt, why)
+    } else if why.contains("no longer has the bytes") {
+        (FetchFailure::Missing, why)
+    } else {
+        (FetchFailure::Unreachable, why)
+    }))
+}
+
+/// [`fetch_from`] as one stream from `peer`, hashed on the way.
+async fn fetch_whole(
     service: &FilesService,
     peer: PeerId,
     tuple: &FileTuple<Peer>,
@@ -34,7 +116,6 @@ pub async fn fetch_from(
     let unreachable = |e: WireError| (FetchFailure::Unreachable, e.to_string());
     let io = service.timeouts.io;
     let hash = tuple.version.blake3;
-    service.relay.check(peer, tuple.size).map_err(unreachable)?;
     let mut stream = open_stream(&service.control, peer, BLOB_PROTOCOL, io)
         .await
         .map_err(unreachable)?;
