@@ -206,10 +206,23 @@ async fn main() -> anyhow::Result<()> {
     let target = root.join("got");
     let started = Instant::now();
     let cpu = process::cpu_seconds();
-    let got = quickstore::files::cli::get(&other, "bench/file", Some(&target), timeout).await?;
+    let got =
+        quickstore::files::cli::get(&other, "bench/file", Some(&target), timeout, None).await?;
     let get_s = started.elapsed().as_secs_f64();
     let get_cpu = process::cpu_seconds() - cpu;
     anyhow::ensure!(got.blake3 == put.blake3, "got other bytes");
+    let sources = got
+        .sources
+        .as_ref()
+        .map_or(0, |s| s.iter().filter(|s| s.bytes > 0).count());
+    std::fs::remove_file(&target)?;
+    let started = Instant::now();
+    let cpu = process::cpu_seconds();
+    let one =
+        quickstore::files::cli::get(&other, "bench/file", Some(&target), timeout, Some(1)).await?;
+    let one_s = started.elapsed().as_secs_f64();
+    let one_cpu = process::cpu_seconds() - cpu;
+    anyhow::ensure!(one.blake3 == put.blake3, "got other bytes");
 
     let rate = |s: f64| bytes as f64 / s / (1 << 20) as f64;
     println!("bytes moved         {bytes} ({mib} MiB)");
@@ -228,10 +241,16 @@ async fn main() -> anyhow::Result<()> {
         cpu(put_cpu, put_s)
     );
     println!(
-        "get                 {get_s:.2} s  {:.0} MiB/s  ratio {:.2}  {}",
+        "get ({sources} holders)     {get_s:.2} s  {:.0} MiB/s  ratio {:.2}  {}",
         rate(get_s),
         bare_s / get_s,
         cpu(get_cpu, get_s)
+    );
+    println!(
+        "get (1 holder)      {one_s:.2} s  {:.0} MiB/s  ratio {:.2}  {}",
+        rate(one_s),
+        bare_s / one_s,
+        cpu(one_cpu, one_s)
     );
     println!(
         "peak RSS (all peers in this process) {:.0} MiB",

@@ -195,6 +195,7 @@ async fn main() -> anyhow::Result<()> {
             &format!("bench/small-{f}"),
             Some(&out),
             Duration::from_secs(10),
+            None,
         )
         .await?;
         gets.push(at.elapsed().as_secs_f64() * 1000.0);

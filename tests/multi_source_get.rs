@@ -5,7 +5,9 @@
 //!   fetched from the others, the file is right, and the holder is named;
 //! * a get finds the partial file and record an interrupted get of the same version left and
 //!   fetches only the rest; a record that claims bytes the part does not hold is caught by
-//!   the final hash, and the part is removed; `--no-resume` starts over.
+//!   the final hash, and the part is removed; `--no-resume` starts over;
+//! * when a holder dies, the node that takes the new copy pulls its pieces from both
+//!   remaining holders.
 
 mod common;
 
@@ -286,6 +288,56 @@ async fn gets_take_verified_pieces_from_every_holder_drop_a_bad_one_and_resume()
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(out.stdout == content, "standard output differs");
+
+    // ---- repair pulls the new copy from every live holder -----------------------------------
+    let before = pieces_sent(&procs).await;
+    let entry_peer = entry.peer;
+    let victim = procs
+        .iter()
+        .position(|p| holders.contains(&p.peer.to_string()))
+        .expect("a holder");
+    procs[victim].kill();
+    let entry = procs.iter().find(|p| p.peer == entry_peer).expect("entry");
+    let copy = entry.dir.join("blobs").join(&blake3[..2]).join(&blake3);
+    let started = std::time::Instant::now();
+    while !copy.exists() {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "no new copy after a holder died"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let after = pieces_sent(&procs).await;
+    for (i, p) in procs.iter().enumerate() {
+        if i != victim && holders.contains(&p.peer.to_string()) {
+            assert!(
+                after[i] > before[i],
+                "holder {} served no piece of the repair: {before:?} → {after:?}",
+                p.peer
+            );
+        }
+    }
+    let target = work.join("after-repair.bin");
+    let run = get(entry, &work, "big.bin", &target, &[]).await;
+    assert!(run.ok, "{}", run.stderr);
+    assert!(
+        std::fs::read(&target).expect("got") == content,
+        "the file differs"
+    );
+
     drop(procs);
     let _ = std::fs::remove_dir_all(&root);
+}
+
+/// Each node's `pieces_sent` counter (0 for a stopped one).
+async fn pieces_sent(procs: &[Proc]) -> Vec<u64> {
+    common::statuses(procs)
+        .await
+        .into_iter()
+        .map(|(_, _, status)| {
+            status
+                .and_then(|s| s.counters.get("pieces_sent").copied())
+                .unwrap_or(0)
+        })
+        .collect()
 }

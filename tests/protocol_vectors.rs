@@ -1602,6 +1602,12 @@ fn files_vectors() -> Vec<(&'static str, Expect)> {
             ),
         ),
         ("pieces/encoding", pieces_encoding()),
+        (
+            "blob/pull",
+            blob_request(BlobRequest::Pull {
+                tuple: files_tuple(),
+            }),
+        ),
         ("status/request", status_request()),
         ("status/reply", status_reply()),
     ]

@@ -760,6 +760,7 @@ impl FilesService {
             BlobRequest::Forward { name, size } => self.take_forward(&mut stream, name, size).await,
             BlobRequest::Get { blake3 } => self.send_blob(&mut stream, &blake3).await,
             BlobRequest::Pieces { blake3 } => self.serve_pieces(&mut stream, &blake3).await,
+            BlobRequest::Pull { tuple } => self.take_pull(peer, &mut stream, tuple).await,
         }?;
         crate::files::wire::timed(io, stream.close()).await
     }
@@ -814,6 +815,38 @@ impl FilesService {
         })
     }
 
+    /// Has `peer` (a member of the own group) take a copy of `tuple` by pulling its pieces
+    /// from this node and every other holder at once (`pull`); a node that does not speak
+    /// `/quickstore/blob/1.1.0` gets the bytes pushed ([`FilesService::replicate`]).
+    pub async fn copy_by_pull(&self, peer: PeerId, tuple: &FileTuple<Peer>) -> Result<(), String> {
+        let io = self.timeouts.io;
+        if let Err(e) = self.relay.check(peer, tuple.size) {
+            return Err(e.to_string());
+        }
+        let mut stream = match open_stream(&self.control, peer, BLOB_PIECES_PROTOCOL, io).await {
+            Ok(stream) => stream,
+            Err(e) => {
+                tracing::debug!("{peer} takes no pull ({e}); pushing the copy");
+                return self.replicate(peer, tuple).await;
+            }
+        };
+        let request = BlobRequest::Pull {
+            tuple: tuple.clone(),
+        };
+        let asked = async {
+            write_message(&mut stream, &request, MAX_REQUEST_BYTES, io).await?;
+            // The copy is fetched before the answer comes: wait as long as a put's copies may.
+            let wait = io + self.timeouts.put_deadline;
+            read_message::<BlobResponse>(&mut stream, MAX_RESPONSE_BYTES, wait).await
+        };
+        match asked.await {
+            Ok(BlobResponse::Stored { .. }) => Ok(()),
+            Ok(BlobResponse::Refused { reason }) => Err(reason),
+            Ok(other) => Err(format!("unexpected answer {other:?}")),
+            Err(e) => Err(e.to_string()),
+        }
+    }
+
     /// Copies the blob of `tuple` to `peer` (a member of the own group).
     pub async fn replicate(&self, peer: PeerId, tuple: &FileTuple<Peer>) -> Result<(), String> {
         let io = self.timeouts.io;
@@ -849,25 +882,61 @@ impl FilesService {
         }
     }
 
+    /// Whether this node takes a copy of `tuple`: a valid, live version of a name of its own
+    /// group that its writer may write. `Err` with the reason to refuse it.
+    async fn takes_copy(
+        &self,
+        tuple: FileTuple<Peer>,
+    ) -> Result<Result<FileTuple<Peer>, String>, WireError> {
+        let tuple = match tuple.normalize() {
+            Ok(tuple) => tuple,
+            Err(e) => return Ok(Err(e.to_string())),
+        };
+        let place = self.handle.place_now();
+        let group = place.group_of(&tuple.name);
+        if group != place.group || tuple.deleted {
+            return Ok(Err(format!("not a copy for group {}", place.group)));
+        }
+        if let Err(e) = self.authorized(&tuple).await? {
+            return Ok(Err(e.to_string()));
+        }
+        Ok(Ok(tuple))
+    }
+
+    /// Takes a copy of `tuple` by fetching it in pieces from `asker` and every other listed
+    /// holder, then answers `stored` (or `refused`).
+    async fn take_pull(
+        &self,
+        asker: PeerId,
+        stream: &mut Stream,
+        tuple: FileTuple<Peer>,
+    ) -> Result<(), WireError> {
+        let io = self.timeouts.io;
+        let tuple = match self.takes_copy(tuple).await? {
+            Ok(tuple) => tuple,
+            Err(e) => return write_message(stream, &blob_refused(e), MAX_RESPONSE_BYTES, io).await,
+        };
+        if !self.blobs.contains(&tuple.version.blake3).await {
+            if let Err((_, why)) = super::repair::fetch_from(self, asker, &tuple).await {
+                let refusal = blob_refused(format!("cannot fetch the copy: {why}"));
+                return write_message(stream, &refusal, MAX_RESPONSE_BYTES, io).await;
+            }
+            FilesCounters::add(&self.counters.copies_stored, 1);
+        }
+        let stored = BlobResponse::Stored { tuple };
+        write_message(stream, &stored, MAX_RESPONSE_BYTES, io).await
+    }
+
     async fn take_replica(
         &self,
         stream: &mut Stream,
         tuple: FileTuple<Peer>,
     ) -> Result<(), WireError> {
         let io = self.timeouts.io;
-        let tuple = match tuple.normalize() {
+        let tuple = match self.takes_copy(tuple).await? {
             Ok(tuple) => tuple,
             Err(e) => return write_message(stream, &blob_refused(e), MAX_RESPONSE_BYTES, io).await,
         };
-        let place = self.handle.place_now();
-        let group = place.group_of(&tuple.name);
-        if group != place.group || tuple.deleted {
-            let reason = format!("not a copy for group {}", place.group);
-            return write_message(stream, &blob_refused(reason), MAX_RESPONSE_BYTES, io).await;
-        }
-        if let Err(e) = self.authorized(&tuple).await? {
-            return write_message(stream, &blob_refused(e), MAX_RESPONSE_BYTES, io).await;
-        }
         let hash = tuple.version.blake3;
         if !self.blobs.contains(&hash).await {
             let writer = match self

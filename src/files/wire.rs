@@ -294,6 +294,15 @@ pub enum BlobRequest {
         #[serde(with = "serde_bytes")]
         blake3: [u8; 32],
     },
+    /// A holder asks another member of its group to take a copy of a version by fetching
+    /// its pieces from the asker and every other listed holder at once (repair and hand-off,
+    /// `/quickstore/blob/1.1.0` only): [`BlobResponse::Stored`] once the copy is durable,
+    /// or [`BlobResponse::Refused`].
+    #[serde(rename = "pull")]
+    Pull {
+        /// The version to copy, with its holders.
+        tuple: FileTuple<Peer>,
+    },
 }
 
 /// One piece asked for on a `pieces` stream: bytes `start..end` of the blob, `start` a

@@ -325,12 +325,14 @@ impl GetArgs {
 }
 
 /// Gets `name` through `target` into `output` (default: its last component in the current
-/// directory); each open, read and write times out after `timeout`.
+/// directory), from at most `max_sources` holders at once (`None`: all); each open, read and
+/// write times out after `timeout`.
 pub async fn get(
     target: &Target,
     name: &str,
     output: Option<&Path>,
     timeout: Duration,
+    max_sources: Option<u32>,
 ) -> anyhow::Result<FileReport> {
     let cwd = std::env::current_dir().context("no current directory")?;
     let output = Output::choose(name, output, &cwd)?;
@@ -339,7 +341,7 @@ pub async fn get(
         version: None,
         force: true,
         resume: true,
-        max_sources: None,
+        max_sources,
     };
     get_file(&session, name, &output, wanted, &ProgressBar::hidden()).await
 }

@@ -456,7 +456,14 @@ impl Driver {
                     result: Err("timed out".into()),
                 };
                 self.spawn_transfer(timed_out, async move {
-                    let result = service.replicate(to.0, &tuple).await;
+                    // Repair and hand-off copies are pulled from every holder at once; a
+                    // put's copy is pushed by its first home, the one holder so far.
+                    let result = match purpose {
+                        CopyPurpose::Put(_) => service.replicate(to.0, &tuple).await,
+                        CopyPurpose::Repair | CopyPurpose::HandOff => {
+                            service.copy_by_pull(to.0, &tuple).await
+                        }
+                    };
                     Report::Copy {
                         name: tuple.name.clone(),
                         to: to.0,
