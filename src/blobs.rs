@@ -297,8 +297,7 @@ impl BlobStore {
 
     /// Where the outboard of the blob `hash` is (or would be) kept.
     pub fn outboard_path_of(&self, hash: &Hash) -> PathBuf {
-        let data_dir = self.shared.root.parent().unwrap_or(&self.shared.root);
-        blob_path(&data_dir.join(OUTBOARDS_DIR), hash)
+        outboard_path(&self.shared.root, hash)
     }
 
     /// Whether the blob `hash` is stored.
@@ -611,6 +610,7 @@ impl BlobWriter {
                 return Err(e);
             }
         };
+        let (shared, size) = (Arc::clone(&reservation.shared), self.size);
         blocking(move || {
             let mut file = file;
             file.write_all(buffer.as_slice())?;
@@ -619,6 +619,7 @@ impl BlobWriter {
             install(temp, reservation, &hash)
         })
         .await?;
+        prepare_outboard(&shared, hash, size);
         Ok(hash)
     }
 
@@ -682,13 +683,51 @@ impl PiecesWriter {
             temp,
             reservation,
         } = self;
-        blocking(move || {
+        let shared = Arc::clone(&reservation.shared);
+        let size = blocking(move || {
             file.sync_all()?;
+            let size = file.metadata()?.len();
             drop(file);
-            install(temp, reservation, &hash)
+            install(temp, reservation, &hash)?;
+            Ok(size)
         })
-        .await
+        .await?;
+        prepare_outboard(&shared, hash, size);
+        Ok(())
     }
+}
+
+/// `DATA_DIR/outboards/ab/abcd…` for the store whose blobs are under `root`.
+fn outboard_path(root: &Path, hash: &Hash) -> PathBuf {
+    let data_dir = root.parent().unwrap_or(root);
+    blob_path(&data_dir.join(OUTBOARDS_DIR), hash)
+}
+
+/// Makes the outboard of a blob just stored, in the background and one at a time per
+/// process, so that the first get of it does not wait for it (a reader asking meanwhile makes
+/// its own). Blobs of one chunk group need none.
+fn prepare_outboard(shared: &Arc<Shared>, hash: Hash, size: u64) {
+    static MAKING: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(1);
+    if size <= crate::files::pieces::verified::GROUP_BYTES {
+        return;
+    }
+    let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+        return;
+    };
+    let blob = blob_path(&shared.root, &hash);
+    let outboard = outboard_path(&shared.root, &hash);
+    runtime.spawn(async move {
+        let Ok(_permit) = MAKING.acquire().await else {
+            return;
+        };
+        let made = tokio::task::spawn_blocking(move || {
+            crate::files::pieces::verified::open_outboard(&blob, &outboard, size, &hash)
+        })
+        .await;
+        if let Ok(Err(e)) = made {
+            tracing::debug!("no outboard made for blob {}: {e}", to_hex(&hash));
+        }
+    });
 }
 
 /// The error of a writer whose earlier write failed or was cancelled.
