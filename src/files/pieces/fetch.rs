@@ -15,7 +15,7 @@ use tokio::sync::Notify;
 
 use super::plan::{Delivery, PiecePlan, SourceId, SourceTally};
 use super::resume::{self, ResumeRecord};
-use super::verified::{FileAt, PieceError, decode_piece};
+use super::verified::{FileAt, Piece, PieceError, decode_piece};
 use crate::blobs::Hash;
 use crate::files::wire::{
     BlobRequest, BlobResponse, MAX_REQUEST_BYTES, MAX_RESPONSE_BYTES, PieceRequest, WireError,
@@ -182,7 +182,7 @@ where
         Err(e) => return lost(e),
     }
     let mut asked: VecDeque<usize> = VecDeque::new();
-    let mut buffer = Vec::new();
+    let mut decoding: VecDeque<Decoding> = VecDeque::new();
     loop {
         let changed = shared.changed.notified();
         tokio::pin!(changed);
@@ -200,6 +200,19 @@ where
                 return lost(e); // the plan hands its pieces to the others
             }
             asked.push_back(index);
+        }
+        // Settle the decodes that are done, and the oldest when enough wait (or nothing else
+        // is left to read): the next piece streams in while the last one is checked.
+        while let Some(oldest) = decoding.front() {
+            if !(oldest.task.is_finished() || decoding.len() >= MAX_DECODING || asked.is_empty()) {
+                break;
+            }
+            let Some(done) = decoding.pop_front() else {
+                break;
+            };
+            if let Some(end) = settle(shared, id, done).await {
+                return end;
+            }
         }
         let Some(index) = asked.pop_front() else {
             if shared.plan().is_complete() || shared.plan().tallies()[id].dropped.is_some() {
@@ -224,7 +237,7 @@ where
             Ok(other) => return SourceEnd::Lost(format!("unexpected answer {other:?}")),
             Err(e) => return lost(e),
         };
-        buffer.resize(len as usize, 0);
+        let mut buffer = vec![0u8; len as usize];
         match read_chunk(&mut stream, &mut buffer, job.io).await {
             Ok(n) if n == buffer.len() => {}
             Ok(n) => {
@@ -238,34 +251,49 @@ where
         }
         let file = Arc::clone(&shared.sink.file);
         let (root, size) = (job.hash, job.size);
-        let decoded = tokio::task::spawn_blocking(move || {
-            let result = decode_piece(&root, size, piece, &buffer, &mut FileAt(&file));
-            (buffer, result)
-        })
-        .await;
-        let result;
-        (buffer, result) = match decoded {
-            Ok(done) => done,
-            Err(e) => return SourceEnd::Fatal(io::Error::other(e)),
-        };
-        match result {
-            Ok(()) => {}
-            Err(PieceError::Io(e)) => return SourceEnd::Fatal(e),
-            Err(e) => {
-                return SourceEnd::Bad(format!("bytes {}..{}: {e}", piece.start, piece.end));
-            }
+        let task = tokio::task::spawn_blocking(move || {
+            decode_piece(&root, size, piece, &buffer, &mut FileAt(&file))
+        });
+        decoding.push_back(Decoding { index, piece, task });
+    }
+}
+
+/// Pieces one source's stream has read and is checking, at most this many at once.
+const MAX_DECODING: usize = 2;
+
+/// A piece being checked and written on a blocking thread.
+struct Decoding {
+    index: usize,
+    piece: Piece,
+    task: tokio::task::JoinHandle<Result<(), PieceError>>,
+}
+
+/// Waits for a piece's check; enters it in the plan and the resume record. `Some` when the
+/// source must stop (a bad piece, or the target cannot be written).
+async fn settle(shared: &Shared<'_>, id: SourceId, done: Decoding) -> Option<SourceEnd> {
+    let Decoding { index, piece, task } = done;
+    match task.await {
+        Ok(Ok(())) => {}
+        Ok(Err(PieceError::Io(e))) => return Some(SourceEnd::Fatal(e)),
+        Ok(Err(e)) => {
+            return Some(SourceEnd::Bad(format!(
+                "bytes {}..{}: {e}",
+                piece.start, piece.end
+            )));
         }
-        let first = shared.plan().delivered(index, id) == Delivery::First;
-        shared.changed.notify_waiters();
-        if first {
-            (shared.progress)(piece.len());
-            if let Some((path, record)) = &shared.sink.record {
-                let mut record = record.lock().await;
-                record.add(piece);
-                if let Err(e) = resume::save(path, &record).await {
-                    tracing::debug!("cannot write the resume record {}: {e}", path.display());
-                }
+        Err(e) => return Some(SourceEnd::Fatal(io::Error::other(e))),
+    }
+    let first = shared.plan().delivered(index, id) == Delivery::First;
+    shared.changed.notify_waiters();
+    if first {
+        (shared.progress)(piece.len());
+        if let Some((path, record)) = &shared.sink.record {
+            let mut record = record.lock().await;
+            record.add(piece);
+            if let Err(e) = resume::save(path, &record).await {
+                tracing::debug!("cannot write the resume record {}: {e}", path.display());
             }
         }
     }
+    None
 }

@@ -18,6 +18,17 @@ use crate::files::wire::{
     timed, write_chunk, write_message,
 };
 
+/// Answers read ahead of the one being written, at most (each holds one encoded piece).
+const QUEUED_ANSWERS: usize = 2;
+
+/// The next answer on a `pieces` stream, in the order of the requests.
+enum Answer {
+    /// A piece being read from disk and encoded.
+    Piece(Piece, tokio::task::JoinHandle<Result<Vec<u8>, PieceError>>),
+    /// A request that is not a piece of the blob: refused, and the stream ends.
+    Refuse(String),
+}
+
 /// A blob open for serving pieces, with its outboard.
 struct Serving {
     blob: File,
@@ -50,50 +61,85 @@ impl FilesService {
             io,
         )
         .await?;
-        let mut buffer = Vec::new();
-        loop {
-            let asked = match read_message::<PieceRequest>(stream, MAX_REQUEST_BYTES, io).await {
-                Ok(asked) => asked,
-                // The requester closed its side: it has what it wanted.
-                Err(WireError::Io(e)) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(()),
-                Err(e) => return Err(e),
-            };
-            let piece = Piece {
-                start: asked.start,
-                end: asked.end,
-            };
-            if let Err(e) = piece.check(size) {
-                let refusal = blob_refused(e);
-                return write_message(stream, &refusal, MAX_RESPONSE_BYTES, io).await;
-            }
-            let shared = Arc::clone(&serving);
-            let mut taken = std::mem::take(&mut buffer);
-            let encoded = tokio::task::spawn_blocking(move || {
-                taken.clear();
-                let result = encode_piece(&shared.blob, &shared.outboard, piece, &mut taken);
-                result.map(|()| taken)
-            })
-            .await
-            .map_err(|e| WireError::Io(io::Error::other(e)))?;
-            let encoded = match encoded {
-                Ok(encoded) => encoded,
-                Err(e) => {
-                    tracing::warn!("cannot serve {piece:?} of blob {}: {e}", to_hex(hash));
-                    let refusal = blob_refused(format!("cannot read the blob: {e}"));
-                    return write_message(stream, &refusal, MAX_RESPONSE_BYTES, io).await;
+        // Requests are read and their pieces read from disk while earlier answers are still
+        // being written: a bounded queue of answers in order between the two halves.
+        let (mut requests, mut answers) = futures::AsyncReadExt::split(&mut *stream);
+        let (queue, mut queued) = tokio::sync::mpsc::channel::<Answer>(QUEUED_ANSWERS);
+        let reading = async move {
+            loop {
+                let asked = match read_message::<PieceRequest>(&mut requests, MAX_REQUEST_BYTES, io)
+                    .await
+                {
+                    Ok(asked) => asked,
+                    // The requester closed its side: it has what it wanted.
+                    Err(WireError::Io(e)) if e.kind() == io::ErrorKind::UnexpectedEof => {
+                        return Ok(());
+                    }
+                    Err(e) => return Err(e),
+                };
+                let piece = Piece {
+                    start: asked.start,
+                    end: asked.end,
+                };
+                let answer = match piece.check(size) {
+                    Ok(()) => {
+                        let shared = Arc::clone(&serving);
+                        Answer::Piece(
+                            piece,
+                            tokio::task::spawn_blocking(move || {
+                                let mut encoded = Vec::new();
+                                encode_piece(&shared.blob, &shared.outboard, piece, &mut encoded)
+                                    .map(|()| encoded)
+                            }),
+                        )
+                    }
+                    Err(e) => Answer::Refuse(e.to_string()),
+                };
+                let refused = matches!(answer, Answer::Refuse(_));
+                if queue.send(answer).await.is_err() || refused {
+                    return Ok(());
                 }
-            };
-            let header = BlobResponse::Sending {
-                size: encoded.len() as u64,
-            };
-            write_message(stream, &header, MAX_RESPONSE_BYTES, io).await?;
-            for chunk in encoded.chunks(crate::files::wire::CHUNK_BYTES) {
-                write_chunk(stream, chunk, io).await?;
             }
-            timed(io, stream.flush()).await?;
-            FilesCounters::add(&self.counters.pieces_sent, 1);
-            FilesCounters::add(&self.counters.bytes_sent, piece.len());
-            buffer = encoded;
+        };
+        let writing = async {
+            while let Some(answer) = queued.recv().await {
+                let encoded = match answer {
+                    Answer::Piece(piece, task) => match task.await {
+                        Ok(Ok(encoded)) => (piece, encoded),
+                        Ok(Err(e)) => {
+                            tracing::warn!("cannot serve {piece:?} of blob {}: {e}", to_hex(hash));
+                            let refusal = blob_refused(format!("cannot read the blob: {e}"));
+                            return write_message(&mut answers, &refusal, MAX_RESPONSE_BYTES, io)
+                                .await;
+                        }
+                        Err(e) => return Err(WireError::Io(io::Error::other(e))),
+                    },
+                    Answer::Refuse(reason) => {
+                        let refusal = blob_refused(reason);
+                        return write_message(&mut answers, &refusal, MAX_RESPONSE_BYTES, io).await;
+                    }
+                };
+                let (piece, encoded) = encoded;
+                let header = BlobResponse::Sending {
+                    size: encoded.len() as u64,
+                };
+                write_message(&mut answers, &header, MAX_RESPONSE_BYTES, io).await?;
+                for chunk in encoded.chunks(crate::files::wire::CHUNK_BYTES) {
+                    write_chunk(&mut answers, chunk, io).await?;
+                }
+                timed(io, answers.flush()).await?;
+                FilesCounters::add(&self.counters.pieces_sent, 1);
+                FilesCounters::add(&self.counters.bytes_sent, piece.len());
+            }
+            Ok(())
+        };
+        // Writing ends once the reading side has ended (its queue closes), or at the first
+        // failure or refusal, which drops the reading side.
+        let (reading, writing) = (Box::pin(reading), Box::pin(writing));
+        match futures::future::select(reading, writing).await {
+            futures::future::Either::Left((Ok(()), writing)) => writing.await,
+            futures::future::Either::Left((Err(e), _)) => Err(e),
+            futures::future::Either::Right((written, _)) => written,
         }
     }
 

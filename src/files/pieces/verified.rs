@@ -10,9 +10,11 @@
 //!   child hashes (64 bytes), and the piece's chunk groups as raw bytes. The root is the
 //!   plain BLAKE3 of the whole blob, so a tuple's hash is all a reader needs.
 
+use std::collections::BTreeSet;
 use std::fs::File;
 use std::io::{self, BufReader, Cursor};
 use std::path::Path;
+use std::sync::{Condvar, Mutex, PoisonError};
 
 use bao_tree::io::BaoContentItem;
 use bao_tree::io::outboard::PreOrderOutboard;
@@ -141,8 +143,44 @@ pub fn outboard_len(size: u64) -> u64 {
 
 /// Opens the outboard of the blob at `blob` (`size` bytes, BLAKE3 `root`) kept at `path`,
 /// making it first when it is missing or has the wrong length: written beside it and renamed
-/// into place, so a reader never sees half of one. Making one reads the whole blob once.
+/// into place, so a reader never sees half of one. Making one reads the whole blob once; a
+/// thread that finds another making the same one waits for it instead of making it again.
 pub fn open_outboard(
+    blob: &Path,
+    path: &Path,
+    size: u64,
+    root: &[u8; 32],
+) -> Result<PreOrderOutboard<File>, PieceError> {
+    if let Some(found) = existing_outboard(path, size, root)? {
+        return Ok(found);
+    }
+    let _making = Making::start(*root);
+    if let Some(found) = existing_outboard(path, size, root)? {
+        return Ok(found);
+    }
+    make_outboard(blob, path, size, root)
+}
+
+/// The outboard at `path` if it is there with the right length.
+fn existing_outboard(
+    path: &Path,
+    size: u64,
+    root: &[u8; 32],
+) -> io::Result<Option<PreOrderOutboard<File>>> {
+    let tree = tree(size);
+    match File::open(path) {
+        Ok(file) if file.metadata()?.len() == tree.outboard_size() => Ok(Some(PreOrderOutboard {
+            root: blake3::Hash::from_bytes(*root),
+            tree,
+            data: file,
+        })),
+        Ok(_) => Ok(None),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+fn make_outboard(
     blob: &Path,
     path: &Path,
     size: u64,
@@ -150,15 +188,6 @@ pub fn open_outboard(
 ) -> Result<PreOrderOutboard<File>, PieceError> {
     let tree = tree(size);
     let root = blake3::Hash::from_bytes(*root);
-    if let Ok(file) = File::open(path)
-        && file.metadata()?.len() == tree.outboard_size()
-    {
-        return Ok(PreOrderOutboard {
-            root,
-            tree,
-            data: file,
-        });
-    }
     let dir = path
         .parent()
         .ok_or_else(|| io::Error::other("an outboard path has a parent"))?;
@@ -176,6 +205,34 @@ pub fn open_outboard(
     made.data.sync_data()?;
     temp.persist(path).map_err(|e| e.error)?;
     Ok(made)
+}
+
+/// The blobs whose outboards are being made in this process, and a wake-up when one is done.
+static MAKING: (Mutex<BTreeSet<[u8; 32]>>, Condvar) = (Mutex::new(BTreeSet::new()), Condvar::new());
+
+/// This thread makes the outboard of one blob; others wait until it is dropped.
+struct Making([u8; 32]);
+
+impl Making {
+    fn start(root: [u8; 32]) -> Self {
+        let (set, done) = &MAKING;
+        let mut making = set.lock().unwrap_or_else(PoisonError::into_inner);
+        while making.contains(&root) {
+            making = done.wait(making).unwrap_or_else(PoisonError::into_inner);
+        }
+        making.insert(root);
+        Making(root)
+    }
+}
+
+impl Drop for Making {
+    fn drop(&mut self) {
+        let (set, done) = &MAKING;
+        set.lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(&self.0);
+        done.notify_all();
+    }
 }
 
 /// The encoding of `piece` of the blob in `blob` whose outboard is `outboard`, appended to
