@@ -296,6 +296,99 @@ impl BulkReader {
     }
 }
 
+/// A [`Read`] over a whole file through [`BulkReader`] (around the page cache where the system
+/// allows it), `buffer` bytes at a time, for readers that want `std::io::Read`.
+pub struct BulkRead {
+    reader: BulkReader,
+    buffer: AlignedBuf,
+    at: usize,
+}
+
+impl BulkRead {
+    /// Reads `file` (of `len` bytes) from its start with a buffer of `buffer` bytes.
+    pub fn new(file: File, len: u64, buffer: usize) -> Self {
+        Self {
+            reader: BulkReader::new(file, len),
+            buffer: AlignedBuf::with_capacity(buffer_len(len.max(1), buffer)),
+            at: 0,
+        }
+    }
+}
+
+impl Read for BulkRead {
+    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+        if self.at == self.buffer.len() {
+            self.at = 0;
+            if self.reader.read_into(&mut self.buffer)? == 0 {
+                return Ok(0);
+            }
+        }
+        let n = out.len().min(self.buffer.len() - self.at);
+        out[..n].copy_from_slice(&self.buffer.as_slice()[self.at..self.at + n]);
+        self.at += n;
+        Ok(n)
+    }
+}
+
+/// Reads ranges of a file at any offset (blocking, shareable between threads): around the
+/// page cache when the range starts on a block and the system allows it, through it otherwise.
+#[derive(Debug)]
+pub struct RangeReader {
+    /// The file opened again with direct I/O, when that is on.
+    direct: Option<File>,
+    /// The file through the page cache.
+    cached: File,
+}
+
+impl RangeReader {
+    /// Reads `path`, a file of `len` bytes.
+    pub fn open(path: &std::path::Path, len: u64) -> io::Result<Self> {
+        let cached = File::open(path)?;
+        let direct = File::open(path)?;
+        let direct = enable_for(&direct, len).then_some(direct);
+        Ok(Self { direct, cached })
+    }
+
+    /// `len` bytes at `offset` (fewer at the end of the file), into a new buffer.
+    pub fn read(&self, offset: u64, len: usize) -> io::Result<AlignedBuf> {
+        use std::os::unix::fs::FileExt;
+        let mut buffer = AlignedBuf::with_capacity(len);
+        let whole = buffer.whole_mut();
+        let mut filled = 0;
+        if let Some(direct) = &self.direct
+            && offset.is_multiple_of(BLOCK_BYTES as u64)
+        {
+            // Whole blocks: the tail past `len` (or past the end) is read and dropped.
+            while filled < whole.len() {
+                match direct.read_at(&mut whole[filled..], offset + filled as u64) {
+                    Ok(0) => break,
+                    Ok(n) if n % BLOCK_BYTES == 0 => filled += n,
+                    Ok(n) => {
+                        filled += n;
+                        break; // the end of the file
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(e) if is_refusal(&e) => break,
+                    Err(e) => return Err(e),
+                }
+            }
+        }
+        while filled < len {
+            match self
+                .cached
+                .read_at(&mut whole[filled..len], offset + filled as u64)
+            {
+                Ok(0) => break,
+                Ok(n) => filled += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        buffer.len = filled.min(len);
+        Ok(buffer)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -414,5 +507,30 @@ mod tests {
         writer.write_all(&data[1..]).unwrap();
         writer.sync_all().unwrap();
         assert!(std::fs::read(&path).unwrap() == data);
+    }
+
+    #[test]
+    fn ranges_and_whole_reads_give_the_files_bytes_wherever_they_fall() {
+        let dir = tempfile::tempdir().expect("a temp dir");
+        let path = dir.path().join("f");
+        let data = pattern((3 << 20) + 1234, 7);
+        std::fs::write(&path, &data).expect("written");
+        let reader = RangeReader::open(&path, data.len() as u64).expect("opened");
+        for (offset, len) in [
+            (0usize, 1 << 20),
+            (16 << 10, 5000),
+            (4097, 100),
+            ((3 << 20), 1234),
+            ((3 << 20), 4096),
+        ] {
+            let got = reader.read(offset as u64, len).expect("read");
+            let end = (offset + len).min(data.len());
+            assert_eq!(got.as_slice(), &data[offset..end], "{offset}+{len}");
+        }
+        let mut whole = Vec::new();
+        BulkRead::new(File::open(&path).expect("open"), data.len() as u64, 1 << 20)
+            .read_to_end(&mut whole)
+            .expect("read");
+        assert!(whole == data);
     }
 }

@@ -1279,7 +1279,7 @@ fn pieces_encoding() -> Expect {
     let outboard =
         open_outboard(&path, &dir.path().join("ob"), blob.len() as u64, &root).expect("outboard");
     let outboard_bytes = std::fs::read(dir.path().join("ob")).expect("outboard bytes");
-    let file = std::fs::File::open(&path).expect("blob");
+    let file = quickstore::bulk_io::RangeReader::open(&path, blob.len() as u64).expect("blob");
     let mut out = vec![("blake3".to_string(), hex(&root))];
     out.push(("outboard".into(), hex(&outboard_bytes)));
     for (start, end) in [(32_768u64, 40_000u64), (0, 16_384)] {

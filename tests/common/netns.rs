@@ -1,6 +1,6 @@
 //! Real network topologies in Linux network namespaces, so tests can run `quickstore node`
 //! processes on separate "hosts", behind NATs, on one machine. Needs root (see
-//! [`require_root`]) and the `ip`, `iptables` and (for WAN delay) `tc` tools.
+//! [`require_root`]) and the `ip`, `iptables` and (for WAN delay and rate limits) `tc` tools.
 //!
 //! Naming: every namespace is called `qs-<tag>-<pid>.<start>-<n>-<host>`, where `<pid>` and
 //! `<start>` identify the creating process (its pid and its start time in clock ticks since
@@ -339,6 +339,22 @@ impl Namespaces {
             let why = "kernel without sch_netem?";
             io::Error::other(format!(
                 "netem delay on {host}/{interface} failed ({why}): {e}"
+            ))
+        })?;
+        Ok(())
+    }
+
+    /// Limits the packets leaving `interface` of `host` to `mbit` Mbit/s with a token bucket
+    /// (`tc qdisc replace … root tbf rate <mbit>mbit burst 256kb latency 50ms`), replacing any
+    /// root qdisc the interface had, so it can be called again to change the rate.
+    pub fn limit_rate(&self, host: &str, interface: &str, mbit: u64) -> io::Result<()> {
+        let tbf = format!(
+            "tc qdisc replace dev {interface} root tbf rate {mbit}mbit burst 256kb latency 50ms"
+        );
+        self.run_words(host, &tbf).map_err(|e| {
+            let why = "kernel without sch_tbf?";
+            io::Error::other(format!(
+                "tbf rate limit on {host}/{interface} failed ({why}): {e}"
             ))
         })?;
         Ok(())

@@ -3,6 +3,8 @@
 //! closes its side. The blob's outboard is made the first time its pieces are asked for.
 
 use std::fs::File;
+
+use crate::bulk_io::RangeReader;
 use std::io;
 use std::sync::Arc;
 
@@ -31,7 +33,7 @@ enum Answer {
 
 /// A blob open for serving pieces, with its outboard.
 struct Serving {
-    blob: File,
+    blob: RangeReader,
     outboard: PreOrderOutboard<File>,
 }
 
@@ -147,25 +149,23 @@ impl FilesService {
     /// here. A blob whose bytes no longer match its hash is deleted (the repair loop fetches
     /// a good copy) and reported as not here.
     async fn open_serving(&self, hash: &Hash) -> Result<Option<Serving>, String> {
-        let Some((blob, size)) = self
-            .blobs
-            .open_blob(hash)
-            .await
-            .map_err(|e| e.to_string())?
-        else {
-            return Ok(None);
-        };
-        let blob = blob.into_std().await;
         let (blob_path, outboard_path) =
             (self.blobs.path_of(hash), self.blobs.outboard_path_of(hash));
         let root = *hash;
         let opened = tokio::task::spawn_blocking(move || {
-            open_outboard(&blob_path, &outboard_path, size, &root)
+            let size = match std::fs::metadata(&blob_path) {
+                Ok(meta) => meta.len(),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+                Err(e) => return Err(PieceError::Io(e)),
+            };
+            let blob = RangeReader::open(&blob_path, size)?;
+            let outboard = open_outboard(&blob_path, &outboard_path, size, &root)?;
+            Ok(Some(Serving { blob, outboard }))
         })
         .await
         .map_err(|e| e.to_string())?;
         match opened {
-            Ok(outboard) => Ok(Some(Serving { blob, outboard })),
+            Ok(serving) => Ok(serving),
             Err(PieceError::CorruptBlob) => {
                 tracing::warn!("blob {} is corrupt on disk: deleted", to_hex(hash));
                 FilesCounters::add(&self.counters.corrupt_found, 1);

@@ -12,7 +12,7 @@
 
 use std::collections::BTreeSet;
 use std::fs::File;
-use std::io::{self, BufReader, Cursor};
+use std::io::{self, Cursor};
 use std::path::Path;
 use std::sync::{Condvar, Mutex, PoisonError};
 
@@ -20,7 +20,9 @@ use bao_tree::io::BaoContentItem;
 use bao_tree::io::outboard::PreOrderOutboard;
 use bao_tree::io::sync::{DecodeResponseIter, encode_ranges, outboard};
 use bao_tree::{BaoTree, BlockSize, ChunkNum, ChunkRanges};
-use positioned_io::WriteAt;
+use positioned_io::{ReadAt, Size, WriteAt};
+
+use crate::bulk_io::{BulkRead, RangeReader};
 
 /// Chunk groups of 2^4 BLAKE3 chunks (16 KiB): the tree's leaves as the outboard keeps them.
 pub const CHUNK_GROUP_LOG: u8 = 4;
@@ -198,7 +200,7 @@ fn make_outboard(
         tree,
         data: temp.reopen()?,
     };
-    let data = BufReader::with_capacity(1 << 20, File::open(blob)?);
+    let data = BulkRead::new(File::open(blob)?, size, 1 << 20);
     if outboard(data, tree, &mut made)? != root {
         return Err(PieceError::CorruptBlob);
     }
@@ -235,19 +237,60 @@ impl Drop for Making {
     }
 }
 
-/// The encoding of `piece` of the blob in `blob` whose outboard is `outboard`, appended to
-/// `out`. The bytes are not checked against the tree here: the reader checks every one.
+/// The encoding of `piece` of the blob read by `blob` whose outboard is `outboard`, appended
+/// to `out`. The piece's bytes are read in one go (around the page cache where allowed); they
+/// are not checked against the tree here: the reader checks every one.
 pub fn encode_piece(
-    blob: &File,
+    blob: &RangeReader,
     outboard: &PreOrderOutboard<File>,
     piece: Piece,
     out: &mut Vec<u8>,
 ) -> Result<(), PieceError> {
-    piece.check(outboard.tree.size())?;
-    encode_ranges(blob, outboard, &piece.chunks(), out).map_err(|e| match e {
+    let size = outboard.tree.size();
+    piece.check(size)?;
+    let bytes = blob.read(piece.start, piece.len() as usize)?;
+    if bytes.len() as u64 != piece.len() {
+        return Err(PieceError::Io(io::Error::new(
+            io::ErrorKind::UnexpectedEof,
+            "the stored blob is shorter than its tuple says",
+        )));
+    }
+    let window = Window {
+        start: piece.start,
+        bytes: bytes.as_slice(),
+        size,
+    };
+    encode_ranges(window, outboard, &piece.chunks(), out).map_err(|e| match e {
         bao_tree::io::EncodeError::Io(e) => PieceError::Io(e),
         other => PieceError::Io(io::Error::other(other.to_string())),
     })
+}
+
+/// The bytes of one piece, standing for the whole blob of `size` bytes while it is encoded
+/// (the encoder reads only the piece).
+struct Window<'a> {
+    start: u64,
+    bytes: &'a [u8],
+    size: u64,
+}
+
+impl ReadAt for Window<'_> {
+    fn read_at(&self, pos: u64, buf: &mut [u8]) -> io::Result<usize> {
+        let at = pos
+            .checked_sub(self.start)
+            .and_then(|at| usize::try_from(at).ok())
+            .filter(|at| *at <= self.bytes.len())
+            .ok_or_else(|| io::Error::other("a read outside the piece"))?;
+        let n = buf.len().min(self.bytes.len() - at);
+        buf[..n].copy_from_slice(&self.bytes[at..at + n]);
+        Ok(n)
+    }
+}
+
+impl Size for Window<'_> {
+    fn size(&self) -> io::Result<Option<u64>> {
+        Ok(Some(self.size))
+    }
 }
 
 /// Checks `encoded` as the encoding of `piece` of the blob of `size` bytes whose BLAKE3 is

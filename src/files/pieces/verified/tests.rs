@@ -10,7 +10,7 @@ fn data(size: usize) -> Vec<u8> {
 }
 
 /// A blob file of `bytes` and its outboard, in `dir`.
-fn stored(dir: &Path, bytes: &[u8]) -> (File, PreOrderOutboard<File>) {
+fn stored(dir: &Path, bytes: &[u8]) -> (RangeReader, PreOrderOutboard<File>) {
     let blob = dir.join("blob");
     std::fs::File::create(&blob)
         .and_then(|mut f| f.write_all(bytes))
@@ -18,7 +18,8 @@ fn stored(dir: &Path, bytes: &[u8]) -> (File, PreOrderOutboard<File>) {
     let root = *blake3::hash(bytes).as_bytes();
     let outboard =
         open_outboard(&blob, &dir.join("ob"), bytes.len() as u64, &root).expect("an outboard");
-    (File::open(&blob).expect("blob"), outboard)
+    let reader = RangeReader::open(&blob, bytes.len() as u64).expect("blob");
+    (reader, outboard)
 }
 
 /// Decodes `encoded` as `piece` into a window buffer.
