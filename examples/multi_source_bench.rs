@@ -11,7 +11,9 @@
 //! - A: all three holders at `--rate-mbit`;
 //! - B: from one holder only: `get --max-sources 1` when the binary's `get --help` has that
 //!   flag, else plain `get` (which streams from one holder anyway);
-//! - C: holder `h3` at `--slow-mbit`, the other two at `--rate-mbit`.
+//! - C: holder `h3` at `--slow-mbit`, the other two at `--rate-mbit`;
+//! - D: holder `h3` stopped (`SIGSTOP`), the other two at `--rate-mbit`: the two fast
+//!   holders alone, the yardstick of C.
 //!
 //! Each get's output is hashed (BLAKE3, streaming) and compared with the source's. Each run
 //! prints its wall time and the MiB each holder sent meanwhile over TCP and over UDP (QUIC),
@@ -499,6 +501,14 @@ fn run(size_mib: u64, runs: u64, rate_mbit: u64, slow_mbit: u64) -> anyhow::Resu
         lan.limit_rate(slow, UPLINK, slow_mbit)?;
         println!("C: {slow} at {slow_mbit} Mbit/s, the others at {rate_mbit} Mbit/s");
         let c = bench.scenario("C", runs, &[])?;
+        // D: the slow holder stopped (SIGSTOP): what the two fast holders give alone.
+        let stopped = nodes.0[HOLDERS.len() - 1].id().to_string();
+        let signal = |sig: &str| Command::new("kill").args([sig, &stopped]).status();
+        signal("-STOP")?;
+        println!("D: {slow} stopped, the others at {rate_mbit} Mbit/s");
+        let d = bench.scenario("D", runs, &[]);
+        signal("-CONT")?;
+        let d = d?;
         drop(nodes);
 
         let line = rate_mbit as f64 * 1e6 / 8.0 / (1 << 20) as f64;
@@ -525,6 +535,7 @@ fn run(size_mib: u64, runs: u64, rate_mbit: u64, slow_mbit: u64) -> anyhow::Resu
                 format!("C  2 at {rate_mbit} Mbit/s, 1 at {slow_mbit} Mbit/s"),
                 c,
             ),
+            (format!("D  2 at {rate_mbit} Mbit/s, 1 stopped"), d),
         ];
         let mean = |times: &[f64]| times.iter().sum::<f64>() / times.len() as f64;
         for (label, times) in &rows {
@@ -549,6 +560,11 @@ fn run(size_mib: u64, runs: u64, rate_mbit: u64, slow_mbit: u64) -> anyhow::Resu
             "ratio C/A (throughput, <1: a slow holder hurts): {:.2} (means: {:.2})",
             rate(2) / rate(0),
             mean_rate(2) / mean_rate(0)
+        );
+        println!(
+            "time C/D (one slow holder against the two fast ones alone): {:.2} (means: {:.2})",
+            rate(3) / rate(2),
+            mean_rate(3) / mean_rate(2)
         );
         Ok(())
     })();

@@ -277,14 +277,16 @@ impl BlobStore {
             temp, reservation, ..
         } = writer;
         let path = temp.path.clone();
-        let file = blocking(move || {
+        let (file, writer) = blocking(move || {
             let file = fs::OpenOptions::new().write(true).open(&path)?;
             file.set_len(size)?;
-            Ok(file)
+            let writer = crate::bulk_io::RangeWriter::open(&path, size)?;
+            Ok((file, writer))
         })
         .await?;
         Ok(PiecesWriter {
-            file: Arc::new(file),
+            file,
+            writer: Arc::new(writer),
             temp,
             reservation,
         })
@@ -655,7 +657,8 @@ impl BlobWriter {
 /// A blob received in verified pieces; see [`BlobStore::create_in_pieces`]. Dropping it
 /// (without [`PiecesWriter::finish`]) releases the reservation and removes the temp file.
 pub struct PiecesWriter {
-    file: Arc<fs::File>,
+    file: fs::File,
+    writer: Arc<crate::bulk_io::RangeWriter>,
     temp: TempFile,
     reservation: Reservation,
 }
@@ -669,9 +672,9 @@ impl fmt::Debug for PiecesWriter {
 }
 
 impl PiecesWriter {
-    /// The temp file, for writing pieces at their offsets (`pwrite`).
-    pub fn file(&self) -> Arc<fs::File> {
-        Arc::clone(&self.file)
+    /// The temp file's writer, for pieces at their offsets.
+    pub fn file(&self) -> Arc<crate::bulk_io::RangeWriter> {
+        Arc::clone(&self.writer)
     }
 
     /// Installs the blob as `hash`: the caller verified every piece against it. Fsyncs the
@@ -680,9 +683,11 @@ impl PiecesWriter {
     pub async fn finish(self, hash: Hash) -> Result<(), BlobError> {
         let PiecesWriter {
             file,
+            writer,
             temp,
             reservation,
         } = self;
+        drop(writer);
         let shared = Arc::clone(&reservation.shared);
         let size = blocking(move || {
             file.sync_all()?;

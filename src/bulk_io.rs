@@ -389,6 +389,49 @@ impl RangeReader {
     }
 }
 
+/// Writes ranges of an existing file at any offset (blocking, shareable between threads):
+/// around the page cache when the range is whole aligned blocks and the system allows it,
+/// through it otherwise.
+#[derive(Debug)]
+pub struct RangeWriter {
+    /// The file opened again with direct I/O, when that is on.
+    direct: Option<File>,
+    /// The file through the page cache.
+    cached: File,
+}
+
+impl RangeWriter {
+    /// Writes into `path`, a file of `len` bytes.
+    pub fn open(path: &std::path::Path, len: u64) -> io::Result<Self> {
+        let open = || std::fs::OpenOptions::new().write(true).open(path);
+        let cached = open()?;
+        let direct = open()?;
+        let direct = enable_for(&direct, len).then_some(direct);
+        Ok(Self { direct, cached })
+    }
+
+    /// Writes all of `data` at `offset`.
+    pub fn write(&self, offset: u64, data: &[u8]) -> io::Result<()> {
+        use std::os::unix::fs::FileExt;
+        if let Some(direct) = &self.direct
+            && is_aligned(data)
+            && offset.is_multiple_of(BLOCK_BYTES as u64)
+        {
+            match direct.write_all_at(data, offset) {
+                Ok(()) => return Ok(()),
+                Err(e) if is_refusal(&e) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        self.cached.write_all_at(data, offset)
+    }
+
+    /// Fsyncs the file.
+    pub fn sync_all(&self) -> io::Result<()> {
+        self.cached.sync_all()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

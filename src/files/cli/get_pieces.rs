@@ -13,6 +13,7 @@ use quickstore_behaviours::net::Peer;
 
 use super::report::{SourceReport, human_size};
 use super::session::Session;
+use crate::bulk_io::RangeWriter;
 use crate::files::pieces::PIECE_BYTES;
 use crate::files::pieces::fetch::{FetchError, Job, Sink, fetch_pieces};
 use crate::files::pieces::plan::PiecePlan;
@@ -66,7 +67,7 @@ pub(super) async fn get_pieces(
         remove_quietly(&part).await;
     }
     let (opened_part, opened_record) = (part.clone(), record_path.clone());
-    let (file, record) = tokio::task::spawn_blocking(move || {
+    let (part_file, record) = tokio::task::spawn_blocking(move || {
         open_part(&opened_part, &opened_record, &hash, size, resume)
     })
     .await
@@ -86,8 +87,11 @@ pub(super) async fn get_pieces(
     let plan = PiecePlan::new(pieces_of(size, PIECE_BYTES), chosen.len(), |p| {
         record.covers(p)
     });
+    // `part` keeps the lock until the get ends; pieces go through a writer of their own.
+    let writer = RangeWriter::open(&part, size)
+        .with_context(|| format!("cannot write {}", part.display()))?;
     let sink = Sink {
-        file: Arc::new(file),
+        file: Arc::new(writer),
         record: Some((record_path.clone(), tokio::sync::Mutex::new(record))),
     };
     let sources = chosen
@@ -156,6 +160,7 @@ pub(super) async fn get_pieces(
         .context("the file thread failed")?
         .with_context(|| format!("cannot write {}", part.display()))?;
     drop(sink);
+    drop(part_file);
     if resumed_bytes > 0 && super::get::hash_file(&part).await? != hash {
         // Pieces verified before were not all on disk (the machine stopped since).
         remove_quietly(&record_path).await;

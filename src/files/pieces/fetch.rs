@@ -3,7 +3,6 @@
 //! verified before a byte of it is written in place.
 
 use std::collections::VecDeque;
-use std::fs::File;
 use std::io;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -15,8 +14,11 @@ use tokio::sync::Notify;
 
 use super::plan::{Delivery, PiecePlan, SourceId, SourceTally};
 use super::resume::{self, ResumeRecord};
-use super::verified::{FileAt, Piece, PieceError, decode_piece};
+use positioned_io::WriteAt;
+
+use super::verified::{Piece, PieceError, decode_piece};
 use crate::blobs::Hash;
+use crate::bulk_io::{AlignedBuf, RangeWriter};
 use crate::files::wire::{
     BlobRequest, BlobResponse, MAX_REQUEST_BYTES, MAX_RESPONSE_BYTES, PieceRequest, WireError,
     read_chunk, read_message, write_message,
@@ -41,7 +43,7 @@ pub struct Job {
 /// resume record that lists them, if the fetch can be resumed.
 pub struct Sink {
     /// The file (as long as the blob).
-    pub file: Arc<File>,
+    pub file: Arc<RangeWriter>,
     /// The record and where it is kept.
     pub record: Option<(PathBuf, tokio::sync::Mutex<ResumeRecord>)>,
 }
@@ -252,9 +254,41 @@ where
         let file = Arc::clone(&shared.sink.file);
         let (root, size) = (job.hash, job.size);
         let task = tokio::task::spawn_blocking(move || {
-            decode_piece(&root, size, piece, &buffer, &mut FileAt(&file))
+            // Checked into an aligned buffer, then written in one go (around the page cache
+            // where allowed): nothing unchecked reaches the file.
+            let mut checked = AlignedBuf::with_capacity(piece.len() as usize);
+            let mut window = AlignedWindow {
+                start: piece.start,
+                buf: &mut checked,
+            };
+            decode_piece(&root, size, piece, &buffer, &mut window)?;
+            file.write(piece.start, checked.as_slice())?;
+            Ok(())
         });
         decoding.push_back(Decoding { index, piece, task });
+    }
+}
+
+/// The checked bytes of one piece, gathered in order into an aligned buffer.
+struct AlignedWindow<'a> {
+    start: u64,
+    buf: &'a mut AlignedBuf,
+}
+
+impl WriteAt for AlignedWindow<'_> {
+    fn write_at(&mut self, pos: u64, data: &[u8]) -> io::Result<usize> {
+        if pos != self.start + self.buf.len() as u64 {
+            return Err(io::Error::other("a piece's bytes out of order"));
+        }
+        let n = self.buf.extend(data);
+        if n < data.len() {
+            return Err(io::Error::other("more bytes than the piece"));
+        }
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
     }
 }
 
