@@ -24,8 +24,10 @@ use crate::files::wire::{
     read_chunk, read_message, write_message,
 };
 
-/// Piece requests in flight on one stream: one being answered, one waiting behind it, so a
-/// source never idles between pieces.
+/// Piece requests in flight on one stream: the one being answered and one behind it, so a
+/// source never idles between pieces. 4 took a 1 GiB one-holder get on loopback from
+/// 3.7–4.1 s to 3.5–3.6 s, but an interrupted get then wasted up to 4 pieces per holder
+/// (pieces sent and never checked) where 2 waste one (BENCHMARKS.md).
 const DEPTH: usize = 2;
 
 /// What is fetched, and how long each read or write may take.

@@ -20,7 +20,8 @@ use crate::files::wire::{
     timed, write_chunk, write_message,
 };
 
-/// Answers read ahead of the one being written, at most (each holds one encoded piece).
+/// Answers read ahead of the one being written, at most (each holds one encoded piece, so a
+/// stream holds at most 3 MiB of them).
 const QUEUED_ANSWERS: usize = 2;
 
 /// The next answer on a `pieces` stream, in the order of the requests.
