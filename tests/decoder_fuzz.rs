@@ -16,7 +16,7 @@ use libp2p::identity::Keypair;
 use libp2p::request_response::Codec;
 use proptest::prelude::*;
 use quickstore::files::wire::{
-    BlobRequest, BlobResponse, BlobTrailer, FilesRequest, FilesResponse, read_message,
+    BlobRequest, BlobResponse, BlobTrailer, FilesRequest, FilesResponse, PieceRequest, read_message,
 };
 use quickstore::node::NodeFile;
 use quickstore::status::Status;
@@ -219,6 +219,8 @@ fn decode_everything(bytes: &[u8]) {
     file_message::<BlobRequest>(bytes);
     file_message::<BlobResponse>(bytes);
     file_message::<BlobTrailer>(bytes);
+    file_message::<PieceRequest>(bytes);
+    piece_checked(bytes);
     signatures_checked(bytes);
     if let Ok(grants) = quickstore::files::cli::decode_grant_list(bytes) {
         assert_eq!(
@@ -261,6 +263,39 @@ proptest! {
     }
 }
 
+/// Whether `bytes` read as one frame of a `T` of the file protocols.
+fn file_frame_reads<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> bool {
+    let mut io = futures::io::Cursor::new(bytes.to_vec());
+    runtime()
+        .block_on(read_message::<T>(&mut io, 1 << 20, Duration::from_secs(1)))
+        .is_ok()
+}
+
+/// `bytes` as the encoding of a piece of a small blob: refused (never a panic, never written
+/// unless they verify) unless they are its true encoding.
+fn piece_checked(bytes: &[u8]) {
+    use quickstore::files::pieces::verified::{Piece, decode_piece};
+    struct Nowhere(usize);
+    impl positioned_io::WriteAt for Nowhere {
+        fn write_at(&mut self, _pos: u64, buf: &[u8]) -> std::io::Result<usize> {
+            self.0 += buf.len();
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let root = *blake3::hash(&[7u8; 40_000]).as_bytes();
+    let piece = Piece {
+        start: 16_384,
+        end: 32_768,
+    };
+    let mut written = Nowhere(0);
+    if decode_piece(&root, 40_000, piece, bytes, &mut written).is_ok() {
+        assert_eq!(written.0 as u64, piece.len(), "a verified piece is whole");
+    }
+}
+
 #[test]
 fn the_corpus_decodes_as_the_document_says() {
     // The unmutated vectors are read by at least one decoder each (else the fuzzing above
@@ -283,7 +318,11 @@ fn the_corpus_decodes_as_the_document_says() {
                 1 << 20,
                 Duration::from_secs(1),
             ))
-            .is_ok();
+            .is_ok()
+            || file_frame_reads::<FilesResponse>(bytes)
+            || file_frame_reads::<BlobRequest>(bytes)
+            || file_frame_reads::<BlobResponse>(bytes)
+            || file_frame_reads::<PieceRequest>(bytes);
         if valid_request || reply.is_ok() || files {
             accepted += 1;
         }
