@@ -100,7 +100,7 @@ async fn fetch_pieces_from(
     let why = chosen.dropped.clone().unwrap_or_default();
     Some(Err(if chosen.bad {
         (FetchFailure::Corrupt, why)
-    } else if why.contains("no longer has the bytes") {
+    } else if chosen.missing {
         (FetchFailure::Missing, why)
     } else {
         (FetchFailure::Unreachable, why)

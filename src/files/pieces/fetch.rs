@@ -65,8 +65,10 @@ pub enum FetchError {
 enum SourceEnd {
     /// Nothing more to fetch.
     Done,
-    /// It cannot serve (its stream failed, it lacks the blob): its pieces go to others.
+    /// It cannot serve (its stream failed): its pieces go to others.
     Lost(String),
+    /// It does not hold the blob.
+    Missing,
     /// It served a piece that failed verification.
     Bad(String),
     /// The target cannot be written: the whole fetch stops.
@@ -156,6 +158,7 @@ where
     };
     match &end {
         SourceEnd::Lost(why) => shared.plan().lost(id, why),
+        SourceEnd::Missing => shared.plan().lacks(id),
         SourceEnd::Bad(why) => shared.plan().rejected(id, why),
         SourceEnd::Done | SourceEnd::Fatal(_) => {}
     }
@@ -178,7 +181,7 @@ where
         Ok(BlobResponse::Serving { size }) => {
             return SourceEnd::Bad(format!("offers {size} bytes, the tuple says {}", job.size));
         }
-        Ok(BlobResponse::NotFound) => return SourceEnd::Lost("no longer has the bytes".into()),
+        Ok(BlobResponse::NotFound) => return SourceEnd::Missing,
         Ok(BlobResponse::Refused { reason }) => {
             return SourceEnd::Lost(format!("refused: {reason}"));
         }

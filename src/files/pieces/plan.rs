@@ -40,6 +40,8 @@ pub struct SourceTally {
     pub dropped: Option<String>,
     /// It served a piece that failed verification.
     pub bad: bool,
+    /// It answered that it does not hold the blob.
+    pub missing: bool,
 }
 
 /// How a delivered piece counts.
@@ -187,6 +189,12 @@ impl PiecePlan {
     /// `source` cannot serve any more (its stream failed, or it lacks the blob).
     pub fn lost(&mut self, source: SourceId, why: &str) {
         self.drop_source(source, why.to_string());
+    }
+
+    /// `source` does not hold the blob: it is dropped.
+    pub fn lacks(&mut self, source: SourceId) {
+        self.sources[source].missing = true;
+        self.drop_source(source, "no longer has the bytes".to_string());
     }
 
     fn drop_source(&mut self, source: SourceId, why: String) {
