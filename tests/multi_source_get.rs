@@ -225,8 +225,12 @@ async fn gets_take_verified_pieces_from_every_holder_drop_a_bad_one_and_resume()
     std::fs::write(&part, &partial).expect("part");
     let ranges = serde_json::json!({"blake3": blake3, "size": SIZE, "verified": [[0, kept]]});
     std::fs::write(&record, ranges.to_string()).expect("record");
+    // A record being saved when the get was stopped (seen after a Ctrl-C).
+    let saving = PathBuf::from(format!("{}.new", record.display()));
+    std::fs::write(&saving, b"{").expect("a half-saved record");
     let run = get(entry, &work, "big.bin", &target, &[]).await;
     assert!(run.ok, "resumed get: {}", run.stderr);
+    assert!(!saving.exists(), "a half-saved record outlives the get");
     assert!(
         std::fs::read(&target).expect("got") == content,
         "the file differs"

@@ -63,8 +63,7 @@ pub(super) async fn get_pieces(
     }
     let (part, record_path) = resume::resume_paths(path, &hash);
     if !resume {
-        remove_quietly(&record_path).await;
-        remove_quietly(&part).await;
+        resume::discard(&part, &record_path).await;
     }
     let (opened_part, opened_record) = (part.clone(), record_path.clone());
     let (part_file, record) = tokio::task::spawn_blocking(move || {
@@ -135,8 +134,7 @@ pub(super) async fn get_pieces(
             let delivered: u64 = tallies.iter().map(|t| t.bytes).sum();
             if delivered == 0 && resumed_bytes == 0 && tallies.iter().all(|t| !t.bad) {
                 drop(sink);
-                remove_quietly(&record_path).await;
-                remove_quietly(&part).await;
+                resume::discard(&part, &record_path).await;
                 tracing::info!("no holder served pieces ({why}); streaming the whole file");
                 return Ok(PiecesOutcome::NoPieceSource);
             }
@@ -163,8 +161,7 @@ pub(super) async fn get_pieces(
     drop(part_file);
     if resumed_bytes > 0 && super::get::hash_file(&part).await? != hash {
         // Pieces verified before were not all on disk (the machine stopped since).
-        remove_quietly(&record_path).await;
-        remove_quietly(&part).await;
+        resume::discard(&part, &record_path).await;
         bail!(
             "corrupt: the part an earlier get left of {} did not hold what its record says; it \
              was removed: run the get again",
@@ -174,7 +171,7 @@ pub(super) async fn get_pieces(
     tokio::fs::rename(&part, path)
         .await
         .with_context(|| format!("cannot write {}", path.display()))?;
-    remove_quietly(&record_path).await;
+    resume::discard(&part, &record_path).await; // the part itself was renamed into place
     Ok(PiecesOutcome::Done(Fetched {
         sources,
         resumed_bytes,
@@ -216,13 +213,4 @@ fn open_part(
         }
     };
     Ok(Some((file, record)))
-}
-
-/// Removes a file if it is there.
-async fn remove_quietly(path: &Path) {
-    if let Err(e) = tokio::fs::remove_file(path).await
-        && e.kind() != std::io::ErrorKind::NotFound
-    {
-        tracing::debug!("cannot remove {}: {e}", path.display());
-    }
 }

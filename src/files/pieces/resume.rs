@@ -103,10 +103,29 @@ pub fn load(part: &Path, path: &Path, hash: &Hash, size: u64) -> Option<ResumeRe
 /// Writes `record` to `path` (through a temporary file renamed over it).
 pub async fn save(path: &Path, record: &ResumeRecord) -> std::io::Result<()> {
     let bytes = serde_json::to_vec(record).map_err(std::io::Error::other)?;
-    let mut temp = path.as_os_str().to_owned();
-    temp.push(".new");
+    let temp = new_record(path);
     tokio::fs::write(&temp, bytes).await?;
     tokio::fs::rename(&temp, path).await
+}
+
+/// Where [`save`] writes a record before renaming it over the old one (left behind when a
+/// get is stopped between the two).
+fn new_record(path: &Path) -> PathBuf {
+    let mut temp = path.as_os_str().to_owned();
+    temp.push(".new");
+    PathBuf::from(temp)
+}
+
+/// Removes the partial file `part`, its record `record` and a record being saved, whichever
+/// are there.
+pub async fn discard(part: &Path, record: &Path) {
+    for path in [part, record, &new_record(record)] {
+        if let Err(e) = tokio::fs::remove_file(path).await
+            && e.kind() != std::io::ErrorKind::NotFound
+        {
+            tracing::debug!("cannot remove {}: {e}", path.display());
+        }
+    }
 }
 
 /// Partial files (and their records) of gets into `target` of any version but `keep`:
