@@ -28,6 +28,40 @@ pub struct NodeConfig {
     pub nat: NatConfig,
     /// Who may connect: an open network, or a private one with a pre-shared key.
     pub network: NetworkConfig,
+    /// The HTTP API and web page.
+    pub http: HttpConfig,
+}
+
+/// The node's HTTP API and web page (`--http`). Defaults in `config/default.toml`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HttpConfig {
+    /// `ADDR:PORT` to serve HTTP on, or empty (off). Default empty.
+    pub listen: String,
+    /// File holding the bearer token; required for a non-loopback `listen`. Default empty.
+    pub token_file: String,
+    /// Requests served at once at most (more: 503 `busy`). Default 64.
+    pub max_requests: usize,
+    /// Connections open at once at most (more are closed). Default 256.
+    pub max_connections: usize,
+    /// Bytes of a request head at most (more: 431). Default 16 384.
+    pub max_header_bytes: usize,
+    /// Request heads, upload bodies and response writes must progress within this (ms).
+    /// Default 30 000.
+    pub idle_timeout_ms: u64,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        Self {
+            listen: String::new(),
+            token_file: String::new(),
+            max_requests: 64,
+            max_connections: 256,
+            max_header_bytes: 16 << 10,
+            idle_timeout_ms: 30_000,
+        }
+    }
 }
 
 /// Who may connect. Defaults in `config/default.toml`.
@@ -72,6 +106,7 @@ impl Default for NodeConfig {
             files: FilesConfig::default(),
             nat: NatConfig::default(),
             network: NetworkConfig::default(),
+            http: HttpConfig::default(),
         }
     }
 }
@@ -288,7 +323,7 @@ impl NodeConfig {
         self.metrics_addr()?;
         let f = &self.files;
         let t = &self.nat;
-        let ranges: [(&str, u64, u64, u64); 25] = [
+        let ranges: [(&str, u64, u64, u64); 29] = [
             (
                 "nat.autonat_probe_interval_ms",
                 t.autonat_probe_interval_ms,
@@ -321,6 +356,30 @@ impl NodeConfig {
                 u64::MAX,
             ),
             ("files.keep_versions", f.keep_versions as u64, 0, 64),
+            (
+                "http.max_requests",
+                self.http.max_requests as u64,
+                1,
+                65_536,
+            ),
+            (
+                "http.max_connections",
+                self.http.max_connections as u64,
+                1,
+                65_536,
+            ),
+            (
+                "http.max_header_bytes",
+                self.http.max_header_bytes as u64,
+                8192,
+                1 << 20,
+            ),
+            (
+                "http.idle_timeout_ms",
+                self.http.idle_timeout_ms,
+                100,
+                3_600_000,
+            ),
             (
                 "files.orphan_grace_ms",
                 f.orphan_grace_ms,
@@ -428,6 +487,19 @@ impl NodeConfig {
                 }
             })
             .collect()
+    }
+
+    /// The HTTP address, if any.
+    pub fn http_addr(&self) -> anyhow::Result<Option<SocketAddr>> {
+        if self.http.listen.is_empty() {
+            return Ok(None);
+        }
+        self.http.listen.parse().map(Some).map_err(|e| {
+            anyhow::anyhow!(
+                "invalid configuration `http.listen`: {:?} is not ADDR:PORT ({e})",
+                self.http.listen
+            )
+        })
     }
 
     /// The metrics address, if any.

@@ -12,6 +12,7 @@ pub mod client_identity;
 pub mod config;
 pub mod conn_room;
 pub mod files;
+pub mod http;
 pub mod identity;
 pub mod ip_limits;
 pub mod local;

@@ -65,6 +65,13 @@ pub struct NodeArgs {
     /// Failure timeout (ms).
     #[arg(long)]
     pub t_fail_ms: Option<u64>,
+    /// Serve the HTTP API and web page on ADDR:PORT (e.g. 127.0.0.1:8080). A non-loopback
+    /// address needs --http-token-file.
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub http: Option<String>,
+    /// A file holding the bearer token HTTP clients must send.
+    #[arg(long, value_name = "FILE")]
+    pub http_token_file: Option<PathBuf>,
     /// Serve Prometheus metrics on ADDR:PORT at /metrics.
     #[arg(long)]
     pub metrics: Option<String>,
@@ -96,6 +103,9 @@ pub struct NodeFile {
     /// The private network's key file it runs with (local clients use it), if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub network_key_file: Option<String>,
+    /// Where it serves its HTTP API and web page (`http://ADDR:PORT/`), if it does.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub http: Option<String>,
 }
 
 /// The default data directory.
@@ -124,6 +134,12 @@ impl NodeArgs {
             .extend(self.external_addr.iter().cloned());
         if let Some(metrics) = &self.metrics {
             config.node.metrics = metrics.clone();
+        }
+        if let Some(http) = &self.http {
+            config.http.listen = http.clone();
+        }
+        if let Some(path) = &self.http_token_file {
+            config.http.token_file = path.display().to_string();
         }
         config.nat.mdns &= !self.no_mdns;
         config.nat.relay_server |= self.relay_server;
@@ -165,6 +181,10 @@ impl NodeArgs {
         // the only line printed.
         let metrics_listener = match config.metrics_addr()? {
             Some(addr) => Some(crate::metrics::bind(addr).await?),
+            None => None,
+        };
+        let http_listener = match config.http_addr()? {
+            Some(addr) => Some(crate::http::bind(addr, &config.http, &config.files).await?),
             None => None,
         };
         raise_open_files_limit();
@@ -252,8 +272,10 @@ impl NodeArgs {
         }
         let metrics = NodeMetrics::register(&mut registry);
         let libp2p_metrics = libp2p::metrics::Metrics::new(&mut registry);
+        let registry = Arc::new(registry);
+        let served_metrics = metrics_listener.is_some().then(|| registry.clone());
         if let Some(listener) = metrics_listener {
-            let bound = crate::metrics::serve(listener, Arc::new(registry))?;
+            let bound = crate::metrics::serve(listener, registry)?;
             tracing::info!("metrics on http://{bound}/metrics");
         }
         for address in config.external_addrs()? {
@@ -339,6 +361,15 @@ impl NodeArgs {
             writes: config.network.writes,
         });
         files.start()?;
+        let http = match http_listener {
+            Some(bound) => {
+                let served =
+                    crate::http::serve(bound, dir.clone(), files.handle.clone(), served_metrics)?;
+                tracing::info!("HTTP API and web page on http://{served}/");
+                Some(served)
+            }
+            None => None,
+        };
         crate::files::driver::spawn(
             files.clone(),
             crate::files::driver::DriverConfig::new(
@@ -360,6 +391,7 @@ impl NodeArgs {
             disk: Arc::new(Semaphore::new(1)),
             node_file: spawn_node_file_writer(runner_dir.join("node.json")),
             network_key_file,
+            http,
             handshake_failures: Default::default(),
             commands,
             lookups: PendingLookups::new(),
@@ -461,6 +493,8 @@ struct Runner {
     node_file: watch::Sender<Option<NodeFile>>,
     /// The private network's key file (absolute), for `node.json`.
     network_key_file: Option<String>,
+    /// Where the HTTP API is served, for `node.json`.
+    http: Option<std::net::SocketAddr>,
     /// Failed handshakes already logged (by remote IP or peer).
     handshake_failures: crate::network_key::HandshakeFailures,
     /// Questions from file tasks.
@@ -551,7 +585,29 @@ impl Runner {
         }
     }
 
+    /// The node's status, as `quickstore status --json` shows it.
+    fn status(&self) -> Status {
+        let mut status = Status::of(&self.swarm.behaviour().kelips).with_reach(&self.reach);
+        let files = self.files.counters.snapshot().into_iter().chain([
+            ("storage_used_bytes", self.blobs.used()),
+            ("storage_free_bytes", self.blobs.free()),
+            (
+                "connections_closed_for_room",
+                self.swarm.behaviour().room.closed(),
+            ),
+        ]);
+        status
+            .counters
+            .extend(files.map(|(k, v)| (k.to_string(), v)));
+        status.files = self.files.state.lock().ok().map(|s| s.clone());
+        status
+    }
+
     fn on_command(&mut self, command: NodeCommand) {
+        if let NodeCommand::Status { reply } = command {
+            let _ = reply.send(self.status());
+            return;
+        }
         if let NodeCommand::Snapshot { tuples, reply } = command {
             let mut snapshot = snapshot(&self.swarm.behaviour().kelips, tuples.as_ref());
             snapshot.superseded = self.superseded.drain(..).collect();
@@ -847,19 +903,7 @@ impl Runner {
                     ..
                 },
             )) => {
-                let mut status = Status::of(&self.swarm.behaviour().kelips).with_reach(&self.reach);
-                let files = self.files.counters.snapshot().into_iter().chain([
-                    ("storage_used_bytes", self.blobs.used()),
-                    ("storage_free_bytes", self.blobs.free()),
-                    (
-                        "connections_closed_for_room",
-                        self.swarm.behaviour().room.closed(),
-                    ),
-                ]);
-                status
-                    .counters
-                    .extend(files.map(|(k, v)| (k.to_string(), v)));
-                status.files = self.files.state.lock().ok().map(|s| s.clone());
+                let status = self.status();
                 let _ = self
                     .swarm
                     .behaviour_mut()
@@ -976,6 +1020,7 @@ impl Runner {
             listen_addrs: self.listen.iter().map(|a| a.to_string()).collect(),
             pid: std::process::id(),
             network_key_file: self.network_key_file.clone(),
+            http: self.http.map(|a| format!("http://{a}/")),
         };
         self.node_file.send_replace(Some(file));
     }

@@ -103,6 +103,12 @@ pub enum NodeCommand {
         /// It.
         reply: oneshot::Sender<FilesSnapshot>,
     },
+    /// The node's status, as `quickstore status --json` shows it (answered by the swarm
+    /// task, which also knows reachability and counters).
+    Status {
+        /// It.
+        reply: oneshot::Sender<crate::status::Status>,
+    },
 }
 
 /// The file tasks' side: cheap to clone.
@@ -251,6 +257,11 @@ impl NodeHandle {
         self.ask(|reply| NodeCommand::Snapshot { tuples, reply })
             .await
     }
+
+    /// The node's status (`quickstore status --json`).
+    pub async fn status(&self) -> Result<crate::status::Status, NodeGone> {
+        self.ask(|reply| NodeCommand::Status { reply }).await
+    }
 }
 
 fn info(entry: &Entry<Peer>) -> PeerInfo {
@@ -340,6 +351,11 @@ pub fn answer(kelips: &mut KelipsBehaviour, lookups: &mut PendingLookups, comman
         }
         NodeCommand::Snapshot { tuples, reply } => {
             let _ = reply.send(snapshot(kelips, tuples.as_ref()));
+        }
+        NodeCommand::Status { reply } => {
+            // The swarm task answers it with reachability and counters; this is the core's
+            // part alone, for a caller that has nothing more.
+            let _ = reply.send(crate::status::Status::of(kelips));
         }
     }
 }

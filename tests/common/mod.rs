@@ -93,7 +93,13 @@ impl Proc {
 
     /// Starts it with `root/config.toml` (mDNS off); returns once it listens.
     pub fn start(&mut self, root: &Path, bootstraps: &[Multiaddr]) {
+        self.start_with(root, bootstraps, &[]);
+    }
+
+    /// [`Proc::start`] with `flags` added to the command line.
+    pub fn start_with(&mut self, root: &Path, bootstraps: &[Multiaddr], flags: &[&str]) {
         let mut extra = vec!["--no-mdns".to_string()];
+        extra.extend(flags.iter().map(|f| f.to_string()));
         for b in bootstraps {
             extra.extend(["--bootstrap".to_string(), b.to_string()]);
         }

@@ -365,33 +365,7 @@ async fn get_file(
     bar: &ProgressBar,
 ) -> anyhow::Result<FileReport> {
     let started = Instant::now();
-    check_name(name).map_err(|e| anyhow!("refused: {e}"))?;
-    let request = match wanted.version {
-        None => FilesRequest::Locate {
-            name: name.to_string(),
-        },
-        Some(lamport) => FilesRequest::Version {
-            name: name.to_string(),
-            lamport,
-            forwarded: false,
-        },
-    };
-    let mut attempt = 0;
-    let (tuple, holders, hops) = loop {
-        match session.ask(&request).await? {
-            FilesResponse::Located {
-                tuple,
-                holders,
-                hops,
-            } => break (tuple, holders, hops),
-            FilesResponse::NotFound if attempt < NOT_FOUND_RETRIES => {
-                attempt += 1;
-                tokio::time::sleep(Duration::from_millis(300 * u64::from(attempt))).await;
-            }
-            other => return Err(unexpected(&other, name)),
-        }
-    };
-    check_signature(&tuple)?;
+    let (tuple, holders, hops) = locate(session, name, wanted.version, NOT_FOUND_RETRIES).await?;
     let mut report = FileReport::of(&tuple, started);
     report.path = Some(output.shown());
     report.hops = Some(hops);
@@ -454,6 +428,46 @@ async fn get_file(
     }
     report.elapsed_ms = started.elapsed().as_millis() as u64;
     Ok(report.with_connection(session))
+}
+
+/// Looks `name` up through the session's entry node (`version`: that older version), asking
+/// again up to `retries` times while it is not found (a fresh put may not have spread yet):
+/// the tuple, whose signature is checked, its live holders (nearest first) and the Kelips
+/// hops the lookup took.
+pub(super) async fn locate(
+    session: &Session,
+    name: &str,
+    version: Option<u64>,
+    retries: u32,
+) -> anyhow::Result<(FileTuple<Peer>, Vec<PeerInfo>, u32)> {
+    check_name(name).map_err(|e| anyhow!("refused: {e}"))?;
+    let request = match version {
+        None => FilesRequest::Locate {
+            name: name.to_string(),
+        },
+        Some(lamport) => FilesRequest::Version {
+            name: name.to_string(),
+            lamport,
+            forwarded: false,
+        },
+    };
+    let mut attempt = 0;
+    let (tuple, holders, hops) = loop {
+        match session.ask(&request).await? {
+            FilesResponse::Located {
+                tuple,
+                holders,
+                hops,
+            } => break (tuple, holders, hops),
+            FilesResponse::NotFound if attempt < retries => {
+                attempt += 1;
+                tokio::time::sleep(Duration::from_millis(300 * u64::from(attempt))).await;
+            }
+            other => return Err(unexpected(&other, name)),
+        }
+    };
+    check_signature(&tuple)?;
+    Ok((tuple, holders, hops))
 }
 
 /// The bytes of `name` (at most `max`), or `None` when the name is not stored: for small

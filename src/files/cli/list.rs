@@ -334,55 +334,62 @@ mod tests {
 
 /// What `quickstore rm --json` prints.
 #[derive(Debug, Serialize)]
-struct Deleted {
-    name: String,
+pub struct Deleted {
+    /// The name.
+    pub name: String,
     /// The tombstone's Lamport counter.
-    version: u64,
-    elapsed_ms: u64,
+    pub version: u64,
+    /// Wall time, in milliseconds.
+    pub elapsed_ms: u64,
+}
+
+/// Deletes `name` through the session's entry node: a tombstone one above the newest
+/// version, signed for the name's owner.
+pub(super) async fn remove(session: &Session, name: &str) -> anyhow::Result<Deleted> {
+    let started = Instant::now();
+    check_name(name).map_err(|e| anyhow!("refused: {e}"))?;
+    let located = FilesRequest::Locate {
+        name: name.to_string(),
+    };
+    let current = match session.ask(&located).await? {
+        FilesResponse::Located { tuple, .. } if !tuple.deleted => tuple,
+        FilesResponse::Located { .. } => bail!("not found: {} (deleted)", shown(name)),
+        other => return Err(unexpected(&other, name)),
+    };
+    let owner = current.auth.as_ref().map(|a| a.owner);
+    let authority = authority(session, name, owner).await?;
+    let lamport = current.version.lamport + 1;
+    let tombstone = SignedVersion {
+        name,
+        lamport,
+        blake3: &[0; 32],
+        size: 0,
+        deleted: true,
+    };
+    let request = FilesRequest::Delete {
+        name: name.to_string(),
+        forwarded: false,
+        signed: Some(SignedDelete {
+            lamport,
+            auth: authority.sign(session, tombstone)?,
+        }),
+    };
+    let tuple = match session.ask(&request).await? {
+        FilesResponse::Deleted { tuple } => tuple,
+        other => return Err(unexpected(&other, name)),
+    };
+    Ok(Deleted {
+        name: tuple.name.to_string(),
+        version: tuple.version.lamport,
+        elapsed_ms: started.elapsed().as_millis() as u64,
+    })
 }
 
 impl RmArgs {
     /// Runs `quickstore rm`.
     pub async fn run(self) -> anyhow::Result<()> {
-        let started = Instant::now();
-        check_name(&self.name).map_err(|e| anyhow!("refused: {e}"))?;
         let session = Session::start(&self.common)?;
-        // The tombstone is signed: one above the newest version, for the name's owner.
-        let located = FilesRequest::Locate {
-            name: self.name.clone(),
-        };
-        let current = match session.ask(&located).await? {
-            FilesResponse::Located { tuple, .. } if !tuple.deleted => tuple,
-            FilesResponse::Located { .. } => bail!("not found: {} (deleted)", shown(&self.name)),
-            other => return Err(unexpected(&other, &self.name)),
-        };
-        let owner = current.auth.as_ref().map(|a| a.owner);
-        let authority = authority(&session, &self.name, owner).await?;
-        let lamport = current.version.lamport + 1;
-        let tombstone = SignedVersion {
-            name: &self.name,
-            lamport,
-            blake3: &[0; 32],
-            size: 0,
-            deleted: true,
-        };
-        let request = FilesRequest::Delete {
-            name: self.name.clone(),
-            forwarded: false,
-            signed: Some(SignedDelete {
-                lamport,
-                auth: authority.sign(&session, tombstone)?,
-            }),
-        };
-        let tuple = match session.ask(&request).await? {
-            FilesResponse::Deleted { tuple } => tuple,
-            other => return Err(unexpected(&other, &self.name)),
-        };
-        let report = Deleted {
-            name: tuple.name.to_string(),
-            version: tuple.version.lamport,
-            elapsed_ms: started.elapsed().as_millis() as u64,
-        };
+        let report = remove(&session, &self.name).await?;
         if self.common.json {
             println!("{}", serde_json::to_string(&report)?);
         } else if !quiet() {

@@ -8,7 +8,9 @@
 //! * [`report`]: what a command prints (text or `--json`), sizes and names made readable.
 //! * [`put`] (files, streams, directories), [`get`] (files, streams, trees), [`list`]
 //!   (`ls`, `rm`).
+//! * [`Gateway`]: the same calls for the node's HTTP API.
 
+mod gateway;
 mod get;
 mod get_pieces;
 mod grant;
@@ -24,11 +26,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use clap::Args;
 
+pub use gateway::{Gateway, Located, Names};
 pub use get::{GetArgs, get};
 pub use grant::{GrantArgs, IdArgs};
-pub use list::{LsArgs, RmArgs};
+pub use list::{Deleted, LsArgs, RmArgs};
 pub use put::{PutArgs, put};
-pub use report::{FileReport, count, ranges, shown};
+pub use report::{FileReport, SourceReport, count, human_size, ranges, shown};
 pub use session::EntryClient;
 pub use sign::{decode as decode_grant_list, encode as encode_grant_list};
 

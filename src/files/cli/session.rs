@@ -115,6 +115,11 @@ impl Session {
         })
     }
 
+    /// Makes the first request wait up to `wait` for the entry node to finish joining.
+    pub(super) fn set_wait_ready(&mut self, wait: Duration) {
+        self.wait_ready = wait;
+    }
+
     /// The writer identity that signs this command's versions.
     pub(super) fn identity(&self) -> anyhow::Result<&libp2p::identity::ed25519::Keypair> {
         if let Some(key) = self.identity.get() {

@@ -6,9 +6,11 @@
 //! * [`plan`]: which source fetches which piece, work stealing, bad sources (no I/O).
 //! * [`fetch`]: the requester's streams, one per source, driven by the plan.
 //! * [`resume`]: the partial file and the record of its verified ranges.
+//! * [`ordered`]: verified bytes in order from one holder (HTTP bodies and ranges).
 //! * `serve`: the node's side of a `pieces` stream.
 
 pub mod fetch;
+pub mod ordered;
 pub mod plan;
 pub mod resume;
 mod serve;
