@@ -8,9 +8,9 @@ mod common;
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use common::{Proc, identities, prepare, wait_converged};
+use common::{http_base, identities, prepare, wait_converged};
 use reqwest::StatusCode;
 use reqwest::header;
 use serde_json::Value;
@@ -19,33 +19,10 @@ use serde_json::Value;
 const MAX_FILE: u64 = 20 << 20;
 
 fn config() -> String {
-    format!(
-        r#"
-[node]
-listen = ["/ip4/127.0.0.1/tcp/0"]
-backoff_ms = 300
-
-[kelips]
-network_name = "http-api-test"
-structure_hold_ms = 1000
-structure_transition_ms = 5000
-heartbeat_period_ms = 100
-gossip_period_ms = 100
-t_fail_ms = 1500
-t_contact_ms = 6000
-sync_period_ms = 1000
-rejoin_period_ms = 2000
-request_timeout_ms = 1000
-
-[files]
-io_timeout_ms = 10000
-put_deadline_ms = 20000
-repair_period_ms = 300
-max_file_bytes = {MAX_FILE}
-
-[http]
-idle_timeout_ms = 1500
-"#
+    common::fast_config_self_sizing_with(
+        "http-api-test",
+        &format!("max_file_bytes = {MAX_FILE}"),
+        "[http]\nidle_timeout_ms = 1500\n",
     )
 }
 
@@ -60,25 +37,6 @@ fn bytes(size: u64, seed: u64) -> Vec<u8> {
             x as u8
         })
         .collect()
-}
-
-/// The node's HTTP base URL, from its node.json (`http`).
-async fn http_base(proc: &Proc) -> String {
-    let started = Instant::now();
-    loop {
-        if let Ok(text) = std::fs::read_to_string(proc.dir.join("node.json"))
-            && let Ok(file) = serde_json::from_str::<Value>(&text)
-            && let Some(url) = file["http"].as_str()
-        {
-            return url.trim_end_matches('/').to_string();
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(20),
-            "no http address in {}",
-            proc.dir.display()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
 }
 
 /// Sends `request` as raw bytes and returns the response head's status line and what came.
@@ -497,8 +455,6 @@ async fn every_route_answers_over_real_http_on_a_three_node_network() {
 
     // ---- the token -------------------------------------------------------------------------
     let guarded = http_base(&procs[1]).await;
-    let port = guarded.rsplit(':').next().expect("a port").to_string();
-    let guarded = format!("http://127.0.0.1:{port}");
     let (status, body) = json(
         client
             .get(format!("{guarded}/files/big.bin"))

@@ -14,32 +14,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{Proc, identities, prepare, wait_converged};
+use common::{http_base, identities, prepare, wait_converged};
 use fantoccini::{ClientBuilder, Locator};
-use serde_json::{Value, json};
-
-const CONFIG: &str = r#"
-[node]
-listen = ["/ip4/127.0.0.1/tcp/0"]
-backoff_ms = 300
-
-[kelips]
-network_name = "http-browser-test"
-structure_hold_ms = 1000
-structure_transition_ms = 5000
-heartbeat_period_ms = 100
-gossip_period_ms = 100
-t_fail_ms = 1500
-t_contact_ms = 6000
-sync_period_ms = 1000
-rejoin_period_ms = 2000
-request_timeout_ms = 1000
-
-[files]
-io_timeout_ms = 10000
-put_deadline_ms = 20000
-repair_period_ms = 300
-"#;
+use serde_json::json;
 
 fn on_path(tool: &str) -> Option<PathBuf> {
     std::env::var_os("PATH").and_then(|paths| {
@@ -64,23 +41,6 @@ fn free_port() -> u16 {
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
         .expect("a free port")
-}
-
-async fn http_base(proc: &Proc) -> String {
-    let started = Instant::now();
-    loop {
-        if let Ok(text) = std::fs::read_to_string(proc.dir.join("node.json"))
-            && let Ok(file) = serde_json::from_str::<Value>(&text)
-            && let Some(url) = file["http"].as_str()
-        {
-            return url.trim_end_matches('/').to_string();
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(20),
-            "no http address"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
 }
 
 /// Polls `check` every 200 ms until it is true or `limit` passes (then fails with `what`).
@@ -111,7 +71,11 @@ async fn the_page_shows_the_network_uploads_and_downloads_in_a_real_browser() {
     let _ = std::fs::remove_dir_all(&root);
     let downloads = root.join("downloads");
     std::fs::create_dir_all(&downloads).expect("temp dir");
-    std::fs::write(root.join("config.toml"), CONFIG).expect("config");
+    std::fs::write(
+        root.join("config.toml"),
+        common::fast_config_self_sizing("http-browser-test"),
+    )
+    .expect("config");
     let mut procs = prepare(&root, identities(1, 3));
     procs[0].start_with(&root, &[], &["--http", "127.0.0.1:0"]);
     let first = procs[0].address.clone().expect("bootstrap address");

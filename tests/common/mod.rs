@@ -49,6 +49,38 @@ pub fn fast_config_self_sizing(network: &str) -> String {
     )
 }
 
+/// [`fast_config_self_sizing`] with `files_extra` lines in `[files]` and `rest` (more
+/// tables) after it.
+pub fn fast_config_self_sizing_with(network: &str, files_extra: &str, rest: &str) -> String {
+    let mut config = fast_config_self_sizing(network);
+    config.push_str(files_extra);
+    config.push('\n');
+    config.push_str(rest);
+    config
+}
+
+/// The node's HTTP base URL (`http://ADDR:PORT`, no trailing slash), from its node.json
+/// (`http`); a node listening on every interface is reached on loopback.
+pub async fn http_base(proc: &Proc) -> String {
+    let started = Instant::now();
+    loop {
+        if let Ok(text) = std::fs::read_to_string(proc.dir.join("node.json"))
+            && let Ok(file) = serde_json::from_str::<serde_json::Value>(&text)
+            && let Some(url) = file["http"].as_str()
+        {
+            return url
+                .trim_end_matches('/')
+                .replace("//0.0.0.0:", "//127.0.0.1:");
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "no http address in {}",
+            proc.dir.display()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 fn fast_config_with(network: &str, kelips_extra: &str) -> String {
     format!(
         r#"

@@ -7,7 +7,7 @@ use std::io;
 use std::path::Path;
 use std::time::Duration;
 
-use anyhow::{anyhow, bail};
+use anyhow::bail;
 use bytes::Bytes;
 use futures::StreamExt;
 use futures::stream::FuturesUnordered;
@@ -24,8 +24,7 @@ use super::session::Session;
 use crate::client::Target;
 use crate::files::pieces::fetch::Job;
 use crate::files::pieces::ordered::{OrderedError, send_in_order};
-use crate::files::service::open_stream;
-use crate::files::wire::{BLOB_PIECES_PROTOCOL, PeerInfo};
+use crate::files::wire::PeerInfo;
 
 /// A name's current (or asked-for) version and the holders that are up.
 #[derive(Debug, Clone)]
@@ -112,20 +111,7 @@ impl Gateway {
         let mut opening: FuturesUnordered<_> = located
             .holders
             .iter()
-            .map(|holder| async move {
-                let opened = async {
-                    session.connect(holder, tuple.size, session.timeout).await?;
-                    open_stream(
-                        &session.client.control,
-                        holder.peer.0,
-                        BLOB_PIECES_PROTOCOL,
-                        session.timeout,
-                    )
-                    .await
-                    .map_err(|e| anyhow!("{e}"))
-                };
-                (holder, opened.await)
-            })
+            .map(|holder| async move { (holder, session.open_pieces(holder, tuple.size).await) })
             .collect();
         let mut pos = from;
         let mut failures = Vec::new();

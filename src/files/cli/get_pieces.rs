@@ -19,8 +19,7 @@ use crate::files::pieces::fetch::{FetchError, Job, Sink, fetch_pieces};
 use crate::files::pieces::plan::PiecePlan;
 use crate::files::pieces::resume::{self, ResumeRecord};
 use crate::files::pieces::verified::pieces_of;
-use crate::files::service::open_stream;
-use crate::files::wire::{BLOB_PIECES_PROTOCOL, PeerInfo};
+use crate::files::wire::PeerInfo;
 
 /// What a get from several holders did.
 pub(super) struct Fetched {
@@ -95,17 +94,7 @@ pub(super) async fn get_pieces(
     };
     let sources = chosen
         .iter()
-        .map(|holder| async move {
-            session.connect(holder, size, session.timeout).await?;
-            open_stream(
-                &session.client.control,
-                holder.peer.0,
-                BLOB_PIECES_PROTOCOL,
-                session.timeout,
-            )
-            .await
-            .map_err(|e| anyhow!("{e}"))
-        })
+        .map(|holder| session.open_pieces(holder, size))
         .collect();
     let job = Job {
         hash,

@@ -15,8 +15,8 @@ use crate::client::Target;
 use crate::files::client::{ClientPeer, ReachError, RelayPolicy};
 use crate::files::service::{files_request, open_stream};
 use crate::files::wire::{
-    BLOB_PROTOCOL, BlobRequest, BlobResponse, FilesRequest, FilesResponse, MAX_REQUEST_BYTES,
-    MAX_RESPONSE_BYTES, PeerInfo, WireError, read_message, write_message,
+    BLOB_PIECES_PROTOCOL, BLOB_PROTOCOL, BlobRequest, BlobResponse, FilesRequest, FilesResponse,
+    MAX_REQUEST_BYTES, MAX_RESPONSE_BYTES, PeerInfo, WireError, read_message, write_message,
 };
 
 /// Times a request is sent again on a new stream when the node dropped the stream before
@@ -310,6 +310,20 @@ impl Session {
             );
         }
         Ok(())
+    }
+
+    /// A `pieces` stream (`/quickstore/blob/1.1.0`) to `info`'s node for a blob of `size`
+    /// bytes ([`Session::connect`] first).
+    pub(super) async fn open_pieces(&self, info: &PeerInfo, size: u64) -> anyhow::Result<Stream> {
+        self.connect(info, size, self.timeout).await?;
+        open_stream(
+            &self.client.control,
+            info.peer.0,
+            BLOB_PIECES_PROTOCOL,
+            self.timeout,
+        )
+        .await
+        .map_err(|e| anyhow!("{e}"))
     }
 
     /// A blob stream to `info`'s node for a transfer of `size` bytes ([`Session::connect`]
