@@ -363,8 +363,7 @@ impl NodeArgs {
         files.start()?;
         let http = match http_listener {
             Some(bound) => {
-                let served =
-                    crate::http::serve(bound, dir.clone(), files.handle.clone(), served_metrics)?;
+                let served = crate::http::serve(bound, dir.clone(), files.clone(), served_metrics)?;
                 tracing::info!("HTTP API and web page on http://{served}/");
                 Some(served)
             }

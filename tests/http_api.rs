@@ -1,7 +1,8 @@
 //! The HTTP API on real `quickstore node` processes over loopback (3 nodes), with a real
 //! HTTP client: every route, the original project's two endpoints with a Postman-like
 //! multipart body, ranges, conditional requests, the token, and bad input (a `..` name, an
-//! oversized head, a body past `files.max_file_bytes`, a client that stops reading).
+//! oversized head, a body past `files.max_file_bytes`, a client that stops reading), and
+//! downloads that survive a rotten copy and a dead holder.
 
 mod common;
 
@@ -21,7 +22,8 @@ const MAX_FILE: u64 = 20 << 20;
 fn config() -> String {
     common::fast_config_self_sizing_with(
         "http-api-test",
-        &format!("max_file_bytes = {MAX_FILE}"),
+        // The scrub would find the rotted copy below and replace it before a get meets it.
+        &format!("max_file_bytes = {MAX_FILE}\nscrub_bytes_per_s = 1"),
         "[http]\nidle_timeout_ms = 1500\n",
     )
 }
@@ -453,6 +455,41 @@ async fn every_route_answers_over_real_http_on_a_three_node_network() {
         .expect("get after the stall");
     assert!(again.bytes().await.expect("body").as_ref() == stalled.as_slice());
 
+    // ---- a rotten copy and a dead holder ---------------------------------------------------
+    // The HTTP node's own copy of big.bin rots: its pieces fail verification, the other
+    // holders serve them. Then a holder dies: the survivor serves the whole file.
+    let big_hash = blake3::hash(&big).to_hex().to_string();
+    let blob = procs[0]
+        .dir
+        .join("blobs")
+        .join(&big_hash[..2])
+        .join(&big_hash);
+    let mut rotted = std::fs::read(&blob).expect("the HTTP node holds big.bin");
+    for at in (0..rotted.len()).step_by(256 * 1024) {
+        rotted[at] ^= 0x55;
+    }
+    std::fs::write(&blob, &rotted).expect("rotted");
+    for round in 0..2 {
+        let whole = client
+            .get(format!("{base}/files/big.bin"))
+            .send()
+            .await
+            .expect("get with a rotten copy");
+        assert_eq!(whole.status(), StatusCode::OK);
+        assert!(
+            whole.bytes().await.expect("body").as_ref() == big.as_slice(),
+            "wrong bytes (round {round})"
+        );
+        if round == 0 {
+            let log = std::fs::read_to_string(procs[0].log()).expect("the node's log");
+            assert!(
+                log.contains("served bytes that fail verification"),
+                "the rotten pieces were not caught"
+            );
+            procs[2].kill();
+        }
+    }
+
     // ---- the token -------------------------------------------------------------------------
     let guarded = http_base(&procs[1]).await;
     let (status, body) = json(
@@ -494,7 +531,7 @@ async fn every_route_answers_over_real_http_on_a_three_node_network() {
     )
     .await;
     assert_eq!(status, StatusCode::FORBIDDEN);
-    for p in &procs {
+    for p in &procs[..2] {
         assert!(p.child.is_some(), "a node stopped");
     }
     let (status, _) = json(

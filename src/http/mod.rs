@@ -52,7 +52,7 @@ pub use guard::TOKEN_COOKIE;
 use crate::client::Target;
 use crate::config::HttpConfig;
 use crate::files::cli::Gateway;
-use crate::files::handle::NodeHandle;
+use crate::files::service::FilesService;
 
 /// How long the first file request waits for the node to finish joining.
 const WAIT_READY: Duration = Duration::from_secs(20);
@@ -146,7 +146,8 @@ pub struct Api {
     /// The node's own data directory: the gateway finds the node by its node.json.
     target: Target,
     gateway: OnceCell<Gateway>,
-    node: NodeHandle,
+    /// The node's own file service (its status handle, and the copies it holds).
+    files: Arc<FilesService>,
     metrics: Option<Arc<Registry>>,
     /// Where uploads are spooled (emptied at start).
     spool_dir: PathBuf,
@@ -159,18 +160,19 @@ impl Api {
         self.gateway
             .get_or_try_init(|| async {
                 Gateway::open(&self.target, self.settings.io_timeout, WAIT_READY)
+                    .map(|g| g.with_local(self.files.clone()))
             })
             .await
             .map_err(|e| ApiError::from_message(format!("unreachable: the node: {e:#}")))
     }
 }
 
-/// Serves the API on `bound` for the node in `data_dir` (whose swarm task answers `node`);
+/// Serves the API on `bound` for the node in `data_dir` (whose file service is `files`);
 /// `metrics` is served at `/metrics` when given. Returns the address served.
 pub fn serve(
     bound: Bound,
     data_dir: PathBuf,
-    node: NodeHandle,
+    files: Arc<FilesService>,
     metrics: Option<Arc<Registry>>,
 ) -> anyhow::Result<SocketAddr> {
     let Bound { listener, settings } = bound;
@@ -190,7 +192,7 @@ pub fn serve(
             identity: None,
         },
         gateway: OnceCell::new(),
-        node,
+        files,
         metrics,
         spool_dir,
     });
@@ -262,7 +264,7 @@ async fn not_found() -> ApiError {
 }
 
 async fn status(State(api): State<Arc<Api>>) -> Result<Json<crate::status::Status>, ApiError> {
-    api.node.status().await.map(Json).map_err(|e| {
+    api.files.handle.status().await.map(Json).map_err(|e| {
         ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "unreachable",

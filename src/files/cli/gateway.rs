@@ -5,12 +5,12 @@
 
 use std::io;
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::bail;
 use bytes::Bytes;
-use futures::StreamExt;
-use futures::stream::FuturesUnordered;
+use futures::future::Either;
 use indicatif::ProgressBar;
 use quickstore_behaviours::FileTuple;
 use quickstore_behaviours::net::Peer;
@@ -24,6 +24,7 @@ use super::session::Session;
 use crate::client::Target;
 use crate::files::pieces::fetch::Job;
 use crate::files::pieces::ordered::{OrderedError, send_in_order};
+use crate::files::service::FilesService;
 use crate::files::wire::PeerInfo;
 
 /// A name's current (or asked-for) version and the holders that are up.
@@ -47,6 +48,9 @@ pub struct Names {
 /// A long-lived client of one entry node.
 pub struct Gateway {
     session: Session,
+    /// The entry node's own file service, when the gateway runs inside it: the copies it
+    /// holds are read through an in-memory stream instead of over the network to itself.
+    local: Option<Arc<FilesService>>,
 }
 
 impl Gateway {
@@ -55,7 +59,17 @@ impl Gateway {
     pub fn open(target: &Target, timeout: Duration, wait_ready: Duration) -> anyhow::Result<Self> {
         let mut session = Session::open(target, timeout)?;
         session.set_wait_ready(wait_ready);
-        Ok(Self { session })
+        Ok(Self {
+            session,
+            local: None,
+        })
+    }
+
+    /// Reads the copies the entry node holds through `files`, the entry node's own file
+    /// service (the gateway runs inside the node).
+    pub fn with_local(mut self, files: Arc<FilesService>) -> Self {
+        self.local = Some(files);
+        self
     }
 
     /// Puts the regular file `file` under `name`, as `quickstore put` does; the copies must
@@ -83,10 +97,10 @@ impl Gateway {
         Ok(Located { tuple, holders })
     }
 
-    /// Sends the verified bytes `from..to` of `located` into `out`, in order: every holder
-    /// is dialed at once and the first that connects serves; when one fails, the next
-    /// continues where it stopped. Nothing goes out that has not been checked against the
-    /// version's BLAKE3.
+    /// Sends the verified bytes `from..to` of `located` into `out`, in order, fetched from
+    /// every live holder at once (dialed at once; a dead one costs no timeout, a failing one
+    /// leaves its pieces to the others). Nothing goes out that has not been checked against
+    /// the version's BLAKE3.
     pub async fn send(
         &self,
         located: &Located,
@@ -108,45 +122,33 @@ impl Gateway {
                 tuple.holders.len()
             );
         }
-        let mut opening: FuturesUnordered<_> = located
+        let sources = located
             .holders
             .iter()
-            .map(|holder| async move { (holder, session.open_pieces(holder, tuple.size).await) })
+            .map(|holder| async move {
+                let label = holder.peer.to_string();
+                match &self.local {
+                    Some(files) if holder.peer.0 == session.entry => {
+                        (label, Ok(Either::Right(files.local_pieces())))
+                    }
+                    _ => (
+                        label,
+                        session
+                            .open_pieces(holder, tuple.size)
+                            .await
+                            .map(Either::Left),
+                    ),
+                }
+            })
             .collect();
-        let mut pos = from;
-        let mut failures = Vec::new();
-        while pos < to {
-            let Some((holder, opened)) = opening.next().await else {
-                break;
-            };
-            let stream = match opened {
-                Ok(stream) => stream,
-                Err(e) => {
-                    failures.push(format!("{}: {e:#}", holder.peer));
-                    continue;
-                }
-            };
-            match send_in_order(stream, job, &mut pos, to, out).await {
-                Ok(()) => return Ok(()),
-                Err(OrderedError::Reader) => bail!("the reader stopped taking bytes"),
-                Err(e @ OrderedError::Bad(_)) => {
-                    tracing::warn!("holder {} {e}", holder.peer);
-                    failures.push(format!("{}: {e}", holder.peer));
-                }
-                Err(e) => {
-                    tracing::info!("holder {} stopped serving {}: {e}", holder.peer, tuple.name);
-                    failures.push(format!("{}: {e}", holder.peer));
-                }
-            }
+        match send_in_order(sources, job, from, to, out).await {
+            Ok(()) => Ok(()),
+            Err(OrderedError::Reader) => bail!("the reader stopped taking bytes"),
+            Err(OrderedError::Source(why)) => bail!(
+                "unreachable: no holder of {} could serve the rest ({why})",
+                shown(&tuple.name)
+            ),
         }
-        if pos >= to {
-            return Ok(());
-        }
-        bail!(
-            "unreachable: no holder of {} could serve bytes {pos}..{to} ({})",
-            shown(&tuple.name),
-            failures.join("; ")
-        )
     }
 
     /// Deletes `name`, as `quickstore rm` does.

@@ -6,14 +6,17 @@
 //! * [`plan`]: which source fetches which piece, work stealing, bad sources (no I/O).
 //! * [`fetch`]: the requester's streams, one per source, driven by the plan.
 //! * [`resume`]: the partial file and the record of its verified ranges.
-//! * [`ordered`]: verified bytes in order from one holder (HTTP bodies and ranges).
+//! * [`in_order`]: which source fetches which piece when bytes go out in order (no I/O).
+//! * [`ordered`]: verified bytes in order from every holder (HTTP bodies and ranges).
 //! * `serve`: the node's side of a `pieces` stream.
 
 pub mod fetch;
+pub mod in_order;
 pub mod ordered;
 pub mod plan;
 pub mod resume;
 mod serve;
+pub use serve::LocalPieces;
 pub mod verified;
 
 /// Bytes a get asks one source for at a time: 1 MiB, the largest piece (enough to keep a

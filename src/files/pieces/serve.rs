@@ -9,15 +9,14 @@ use std::io;
 use std::sync::Arc;
 
 use bao_tree::io::outboard::PreOrderOutboard;
-use futures::AsyncWriteExt;
-use libp2p::Stream;
+use futures::{AsyncRead, AsyncWrite, AsyncWriteExt};
 
 use super::verified::{Piece, PieceError, encode_piece, open_outboard};
 use crate::blobs::{Hash, to_hex};
 use crate::files::service::{FilesCounters, FilesService, blob_refused};
 use crate::files::wire::{
-    BlobResponse, MAX_REQUEST_BYTES, MAX_RESPONSE_BYTES, PieceRequest, WireError, read_message,
-    timed, write_chunk, write_message,
+    BlobRequest, BlobResponse, MAX_REQUEST_BYTES, MAX_RESPONSE_BYTES, PieceRequest, WireError,
+    read_message, timed, write_chunk, write_message,
 };
 
 /// Answers read ahead of the one being written, at most (each holds one encoded piece, so a
@@ -38,13 +37,44 @@ struct Serving {
     outboard: PreOrderOutboard<File>,
 }
 
+/// Bytes buffered in the in-memory pipe of a [`FilesService::local_pieces`] stream.
+const LOCAL_PIPE_BYTES: usize = 1 << 20;
+
+/// A `pieces` stream to this node itself, in memory.
+pub type LocalPieces = tokio_util::compat::Compat<tokio::io::DuplexStream>;
+
 impl FilesService {
+    /// A stream to this node's own `pieces` service, in memory: the node's HTTP API reads the
+    /// copies this node holds through it, the same protocol and checks as from any holder,
+    /// without encrypting its own bytes to itself. The requester speaks first, as on
+    /// `/quickstore/blob/1.1.0` (a `pieces` request; anything else closes the stream).
+    pub fn local_pieces(self: &Arc<Self>) -> LocalPieces {
+        use tokio_util::compat::TokioAsyncReadCompatExt;
+        let (near, far) = tokio::io::duplex(LOCAL_PIPE_BYTES);
+        let service = Arc::clone(self);
+        tokio::spawn(async move {
+            let mut far = far.compat();
+            let io = service.timeouts.io;
+            let asked = read_message::<BlobRequest>(&mut far, MAX_REQUEST_BYTES, io).await;
+            if let Ok(BlobRequest::Pieces { blake3 }) = asked
+                && let Err(e) = service.serve_pieces(&mut far, &blake3).await
+            {
+                tracing::debug!("local pieces stream of {}: {e}", to_hex(&blake3));
+            }
+            let _ = far.close().await;
+        });
+        near.compat()
+    }
+
     /// Serves pieces of the blob `hash` until the requester closes its side of `stream`.
-    pub(in crate::files) async fn serve_pieces(
+    pub(in crate::files) async fn serve_pieces<S>(
         &self,
-        stream: &mut Stream,
+        stream: &mut S,
         hash: &Hash,
-    ) -> Result<(), WireError> {
+    ) -> Result<(), WireError>
+    where
+        S: AsyncRead + AsyncWrite + Unpin + Send,
+    {
         let io = self.timeouts.io;
         let serving = match self.open_serving(hash).await {
             Ok(Some(serving)) => Arc::new(serving),
@@ -87,10 +117,12 @@ impl FilesService {
                 let answer = match piece.check(size) {
                     Ok(()) => {
                         let shared = Arc::clone(&serving);
+                        // Made here, where it is freed, not on the blocking thread (see
+                        // `ordered::read_piece`).
+                        let mut encoded = Vec::with_capacity(piece.max_encoded_len() as usize);
                         Answer::Piece(
                             piece,
                             tokio::task::spawn_blocking(move || {
-                                let mut encoded = Vec::new();
                                 encode_piece(&shared.blob, &shared.outboard, piece, &mut encoded)
                                     .map(|()| encoded)
                             }),
