@@ -15,11 +15,13 @@
 
 #[path = "support/args.rs"]
 mod args;
+#[path = "support/files.rs"]
+mod files;
 #[path = "support/process.rs"]
 mod process;
 
 use args::arg;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use futures::{AsyncReadExt, AsyncWriteExt, StreamExt};
@@ -28,26 +30,6 @@ use quickstore::client::Target;
 use quickstore::node::{NodeArgs, NodeFile};
 
 const BENCH_PROTOCOL: StreamProtocol = StreamProtocol::new("/quickstore/bench/1.0.0");
-
-fn write_file(path: &Path, bytes: u64) -> std::io::Result<()> {
-    use std::io::Write;
-    let mut file = std::io::BufWriter::new(std::fs::File::create(path)?);
-    let mut x: u64 = 0x0123_4567_89AB_CDEF;
-    let mut buf = vec![0u8; 1 << 20];
-    let mut left = bytes;
-    while left > 0 {
-        for chunk in buf.chunks_mut(8) {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            chunk.copy_from_slice(&x.to_le_bytes()[..chunk.len()]);
-        }
-        let n = left.min(buf.len() as u64) as usize;
-        file.write_all(&buf[..n])?;
-        left -= n as u64;
-    }
-    file.flush()
-}
 
 fn stream_swarm() -> anyhow::Result<libp2p::Swarm<libp2p_stream::Behaviour>> {
     Ok(SwarmBuilder::with_new_identity()
@@ -165,7 +147,7 @@ async fn main() -> anyhow::Result<()> {
     let root = base.join(format!("qs-bench-{}", std::process::id()));
     std::fs::create_dir_all(&root)?;
     let source = root.join("source");
-    write_file(&source, bytes)?;
+    files::write_file(&source, bytes)?;
 
     let cpu = process::cpu_seconds();
     let bare_s = bare_stream(bytes).await?;

@@ -14,8 +14,10 @@
 
 #[path = "support/args.rs"]
 mod args;
+#[path = "support/files.rs"]
+mod files;
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -107,25 +109,6 @@ fn start(bin: &Path, dir: PathBuf, extra: &[&str]) -> Node {
     Node { child, dir }
 }
 
-fn write_file(path: &Path, bytes: u64) {
-    let mut file = std::io::BufWriter::new(std::fs::File::create(path).expect("source"));
-    let mut x: u64 = 0x0123_4567_89AB_CDEF;
-    let mut buf = vec![0u8; 1 << 20];
-    let mut left = bytes;
-    while left > 0 {
-        for chunk in buf.chunks_mut(8) {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            chunk.copy_from_slice(&x.to_le_bytes()[..chunk.len()]);
-        }
-        let n = left.min(buf.len() as u64) as usize;
-        file.write_all(&buf[..n]).expect("written");
-        left -= n as u64;
-    }
-    file.flush().expect("flushed");
-}
-
 fn blake3_of(path: &Path) -> String {
     let mut hasher = blake3::Hasher::new();
     hasher
@@ -181,7 +164,7 @@ fn main() {
     std::thread::sleep(Duration::from_secs(4));
 
     let source = root.join("source");
-    write_file(&source, bytes);
+    files::write_file(&source, bytes).expect("the source file");
     let url = format!("{http}files/bench/file");
     let upload_s = timed(
         Command::new("curl")

@@ -11,7 +11,7 @@ use std::net::TcpStream;
 use std::path::Path;
 use std::time::Duration;
 
-use common::{http_base, identities, prepare, wait_converged};
+use common::{http_base, identities, prepare, pseudo_random as bytes, wait_converged};
 use reqwest::StatusCode;
 use reqwest::header;
 use serde_json::Value;
@@ -26,19 +26,6 @@ fn config() -> String {
         &format!("max_file_bytes = {MAX_FILE}\nscrub_bytes_per_s = 1"),
         "[http]\nidle_timeout_ms = 1500\n",
     )
-}
-
-/// Pseudo-random bytes (xorshift from `seed`).
-fn bytes(size: u64, seed: u64) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..size)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
 }
 
 /// Sends `request` as raw bytes and returns the response head's status line and what came.

@@ -14,7 +14,7 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use common::{Proc, identities, prepare, wait_converged};
+use common::{Proc, identities, prepare, pseudo_random as bytes, wait_converged};
 use serde_json::Value;
 
 const CONFIG: &str = r#"
@@ -75,19 +75,6 @@ async fn get(via: &Proc, cwd: &Path, name: &str, target: &Path, extra: &[&str]) 
     ];
     args.extend_from_slice(extra);
     cli(cwd, &args).await
-}
-
-/// Pseudo-random bytes (xorshift from `seed`).
-fn bytes(size: u64, seed: u64) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..size)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
 }
 
 fn sources(run: &Value) -> Vec<Value> {

@@ -18,7 +18,7 @@ use super::Api;
 use super::error::ApiError;
 use super::upload::{Spool, Spooled, next_chunk, too_large};
 use crate::blobs::to_hex;
-use crate::files::cli::{Deleted, FileReport, Located};
+use crate::files::cli::{Deleted, FileReport, Listed, Located};
 use crate::http::range::{RangeAsked, content_disposition, parse_range};
 
 /// Largest text field of a form (a name is at most 1024 bytes).
@@ -377,17 +377,6 @@ pub struct ListQuery {
     limit: Option<usize>,
 }
 
-/// One name of a listing.
-#[derive(Debug, Serialize)]
-pub struct Listed {
-    name: String,
-    version: u64,
-    size: u64,
-    blake3: String,
-    copies: u32,
-    holders: Vec<String>,
-}
-
 /// A group that could not be listed.
 #[derive(Debug, Serialize)]
 pub struct Unlisted {
@@ -414,24 +403,17 @@ pub async fn list(
     let limit = query.limit.unwrap_or(PAGE).clamp(1, MAX_PAGE);
     let prefix = query.prefix.unwrap_or_default();
     let names = api.gateway().await?.list(&prefix).await?;
-    let mut files: Vec<Listed> = names
+    let mut page: Vec<_> = names
         .tuples
         .iter()
         .filter(|t| query.after.as_deref().is_none_or(|a| *t.name > *a))
         .take(limit + 1)
-        .map(|t| Listed {
-            name: t.name.to_string(),
-            version: t.version.lamport,
-            size: t.size,
-            blake3: to_hex(&t.version.blake3),
-            copies: t.holders.len() as u32,
-            holders: t.holders.iter().map(|p| p.to_string()).collect(),
-        })
         .collect();
-    let next = (files.len() > limit).then(|| {
-        files.truncate(limit);
-        files.last().map(|f| f.name.clone()).unwrap_or_default()
+    let next = (page.len() > limit).then(|| {
+        page.truncate(limit);
+        page.last().map(|t| t.name.to_string()).unwrap_or_default()
     });
+    let files: Vec<Listed> = page.into_iter().map(Listed::of).collect();
     Ok(Json(Listing {
         files,
         next,

@@ -108,6 +108,19 @@ orphan_grace_ms = 2000
     )
 }
 
+/// `size` pseudo-random bytes (xorshift from `seed`): file contents for tests.
+pub fn pseudo_random(size: u64, seed: u64) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..size)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
 /// One `quickstore node` process.
 pub struct Proc {
     pub peer: PeerId,

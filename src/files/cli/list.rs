@@ -55,9 +55,9 @@ pub struct RmArgs {
     common: Common,
 }
 
-/// One name of `quickstore ls --json`.
+/// One name of `quickstore ls --json` (and of the HTTP API's listing).
 #[derive(Debug, Serialize)]
-struct Listed {
+pub struct Listed {
     name: String,
     version: u64,
     size: u64,
@@ -74,7 +74,8 @@ struct Listed {
 }
 
 impl Listed {
-    fn of(t: &FileTuple<Peer>) -> Listed {
+    /// The entry of `t`.
+    pub fn of(t: &FileTuple<Peer>) -> Listed {
         Listed {
             name: t.name.to_string(),
             version: t.version.lamport,

@@ -29,7 +29,7 @@ use clap::Args;
 pub use gateway::{Gateway, Located, Names};
 pub use get::{GetArgs, get};
 pub use grant::{GrantArgs, IdArgs};
-pub use list::{Deleted, LsArgs, RmArgs};
+pub use list::{Deleted, Listed, LsArgs, RmArgs};
 pub use put::{PutArgs, put};
 pub use report::{FileReport, SourceReport, count, human_size, ranges, shown};
 pub use session::EntryClient;
