@@ -3,9 +3,12 @@
 //! Rules (one test each below):
 //! * A source asks for work when it has room; it gets the first piece nobody fetches, so fast
 //!   sources take more pieces than slow ones without being measured.
-//! * Once every missing piece is being fetched, a source with room steals: it fetches again
-//!   the piece that has waited longest at another source (at most [`MAX_FETCHERS`] fetch
-//!   one piece). The first verified copy counts; a late one is dropped.
+//! * Once every missing piece is being fetched, an idle source (one fetching no missing
+//!   piece) steals: it fetches again the piece that has waited longest at another source (at
+//!   most [`MAX_FETCHERS`] fetch one piece). The first verified copy counts; a late one is
+//!   dropped. Stealing only when idle keeps the copies fetched twice to about one per source
+//!   at the end of a fetch (with two requests in flight per source, stealing whenever there
+//!   was room fetched up to two pieces per source twice).
 //! * A source whose piece fails verification is bad: it gets no more work, and its pieces go
 //!   back to the pool. A source whose stream fails is lost, the same way.
 //! * Pieces already verified (a resumed get) are never fetched.
@@ -134,12 +137,23 @@ impl PiecePlan {
             .state
             .iter()
             .position(|s| matches!(s, PieceState::Missing { fetchers } if fetchers.is_empty()));
-        let chosen = fresh.or_else(|| self.oldest_to_steal(source))?;
+        let chosen = match fresh {
+            Some(fresh) => fresh,
+            None if self.fetches_any(source) => return None,
+            None => self.oldest_to_steal(source)?,
+        };
         self.asked += 1;
         if let PieceState::Missing { fetchers } = &mut self.state[chosen] {
             fetchers.push((source, self.asked));
         }
         Some(chosen)
+    }
+
+    /// Whether `source` fetches a missing piece now.
+    fn fetches_any(&self, source: SourceId) -> bool {
+        self.state.iter().any(|s| {
+            matches!(s, PieceState::Missing { fetchers } if fetchers.iter().any(|(f, _)| *f == source))
+        })
     }
 
     /// The missing piece that has waited longest at another source, which `source` may fetch
@@ -264,11 +278,26 @@ mod tests {
         // Source 1 steals piece 0, the one asked first; source 2 the next.
         assert_eq!(plan.assign(1), Some(0));
         assert_eq!(plan.assign(2), Some(1));
-        assert_eq!(plan.assign(1), Some(2));
-        // Every piece has two fetchers now: no third.
-        assert_eq!(plan.assign(2), None);
+        // Both fetch a piece now: they steal no more until it is in.
+        assert_eq!(plan.assign(1), None);
         assert_eq!(plan.delivered(0, 1), Delivery::First);
+        assert_eq!(plan.assign(1), Some(2));
+        // Every missing piece has two fetchers now: no third.
+        assert_eq!(plan.delivered(1, 2), Delivery::First);
+        assert_eq!(plan.assign(2), None);
         assert_eq!(plan.delivered(0, 0), Delivery::Late);
+    }
+
+    #[test]
+    fn a_source_still_fetching_steals_nothing() {
+        let mut plan = plan(2, 2);
+        assert_eq!(plan.assign(0), Some(0));
+        assert_eq!(plan.assign(1), Some(1));
+        // Both have room for a second request, and none is idle: nothing is fetched twice.
+        assert_eq!(plan.assign(0), None);
+        assert_eq!(plan.assign(1), None);
+        assert_eq!(plan.delivered(1, 1), Delivery::First);
+        assert_eq!(plan.assign(1), Some(0));
     }
 
     #[test]
