@@ -24,11 +24,12 @@ use crate::files::wire::{
     read_chunk, read_message, write_message,
 };
 
-/// Piece requests in flight on one stream: the one being answered and one behind it, so a
-/// source never idles between pieces. 4 took a 1 GiB one-holder get on loopback from
-/// 3.7–4.1 s to 3.5–3.6 s, but an interrupted get then wasted up to 4 pieces per holder
-/// (pieces sent and never checked) where 2 waste one (BENCHMARKS.md).
-const DEPTH: usize = 2;
+/// Piece requests in flight on one stream, so a source never idles between pieces. 4 rather
+/// than 2: a 1 GiB one-holder get on loopback took 2.2–3.5 s instead of 3.0–3.6 s. It once
+/// cost an interrupted get's rerun up to 4 pieces per holder, but that waste came from
+/// stealing while busy; with steals only when idle the rerun sent 1 MiB beyond what it
+/// lacked (BENCHMARKS.md).
+const DEPTH: usize = 4;
 
 /// What is fetched, and how long each read or write may take.
 #[derive(Debug, Clone, Copy)]
