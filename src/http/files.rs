@@ -189,7 +189,8 @@ async fn read_form(
     })
 }
 
-/// `POST /files`: a multipart form with a `file` part and an optional `name`.
+/// `POST /files`: a multipart form with a `file` part and an optional `name`; also the
+/// original project's `POST /admin/webapp/upload/` (`file_obj`, `file_name`).
 pub async fn upload_form(
     State(api): State<Arc<Api>>,
     headers: HeaderMap,
@@ -203,15 +204,6 @@ pub async fn upload_form(
     let name = form.name()?;
     let report = put(&api, form.file, &name).await?;
     Ok((StatusCode::CREATED, Json(report)))
-}
-
-/// `POST /admin/webapp/upload/`: the original project's upload (`file_obj`, `file_name`).
-pub async fn original_upload(
-    state: State<Arc<Api>>,
-    headers: HeaderMap,
-    form: Result<Multipart, MultipartRejection>,
-) -> Result<(StatusCode, Json<FileReport>), ApiError> {
-    upload_form(state, headers, form).await
 }
 
 /// `?version=V`

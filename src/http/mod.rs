@@ -85,13 +85,6 @@ pub struct Bound {
     settings: Settings,
 }
 
-impl Bound {
-    /// The address bound.
-    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
-        self.listener.local_addr()
-    }
-}
-
 /// Binds `addr` as `config` says. A non-loopback address without a token file is refused,
 /// saying why.
 pub async fn bind(
@@ -246,8 +239,8 @@ fn router(api: Arc<Api>) -> Router {
                 .put(files::upload_raw)
                 .delete(files::remove),
         )
-        .route("/admin/webapp/upload/", post(files::original_upload))
-        .route("/admin/webapp/upload", post(files::original_upload))
+        .route("/admin/webapp/upload/", post(files::upload_form))
+        .route("/admin/webapp/upload", post(files::upload_form))
         .route("/admin/webapp/download", get(files::original_download))
         .fallback(not_found)
         .layer(axum::middleware::from_fn_with_state(

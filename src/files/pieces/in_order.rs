@@ -48,11 +48,6 @@ impl InOrder {
         }
     }
 
-    /// Pieces taken past the next one to send, at most.
-    pub fn window(&self) -> usize {
-        self.window
-    }
-
     /// Every piece has gone out.
     pub fn is_done(&self) -> bool {
         self.next_out >= self.count
