@@ -168,6 +168,10 @@ pub struct StoreArgs {
     /// Disk capacity of every node, GiB.
     #[arg(long, default_value_t = 256)]
     pub disk_gib: u64,
+    /// Restores (repair, hand-off, fetches of a listed holder) copy from one holder, as
+    /// nodes did before they pulled pieces from every holder at once (for comparisons).
+    #[arg(long)]
+    pub single_source_restores: bool,
 }
 
 impl SimulateArgs {
@@ -225,6 +229,7 @@ impl SimulateArgs {
                 down_mbps: (flags.down_mbps_min, flags.down_mbps_max),
                 up_mbps: (flags.up_mbps_min, flags.up_mbps_max),
                 disk_bytes: flags.disk_gib << 30,
+                single_source_restores: flags.single_source_restores,
                 ..StoreConfig::default()
             },
             session_median_s: flags.session_median_s,

@@ -9,6 +9,13 @@
 //! max-min fair: the share a flow cannot use because its other end is slower is not handed
 //! to the other flows of the link.
 //!
+//! A flow may come from several senders at once (*legs*), as a restore pulls pieces from
+//! every holder: each leg is a flow of its own on its sender's upload and on the receiver's
+//! download, and the flow's rate is the sum of its legs' rates, as if the pieces were
+//! handed to whichever sender is free (ideal work stealing). A sender that dies drops its
+//! leg and the others carry on; the flow is cut only when its receiver or its last sender
+//! dies.
+//!
 //! A flow's end is when its last byte arrives plus a fixed latency (its round trips). When
 //! a start or end changes the rate of other flows, [`Links`] returns their new ends so the
 //! caller can move what it scheduled at them.
@@ -25,8 +32,9 @@ const MIN_RATE: f64 = 1.0;
 
 #[derive(Debug, Clone)]
 struct Flow {
-    /// The sending node; `None` for bytes from outside the simulation (a put's client).
-    from: Option<u32>,
+    /// The sending nodes (legs); none for bytes from outside the simulation (a put's
+    /// client).
+    from: Vec<u32>,
     to: u32,
     /// Bytes still to send at `since`.
     left: f64,
@@ -87,12 +95,12 @@ impl Links {
         self.flows.get(&id).map(|f| f.end)
     }
 
-    /// Starts sending `bytes` from `from` (or from outside) to `to` at `now`; the flow ends
-    /// `latency_ms` after its last byte. Returns its id and end, and the flows whose end
-    /// moved, with their new ends.
+    /// Starts sending `bytes` from the nodes `from` at once (none: from outside) to `to` at
+    /// `now`; the flow ends `latency_ms` after its last byte. Returns its id and end, and the
+    /// flows whose end moved, with their new ends.
     pub fn start(
         &mut self,
-        from: Option<u32>,
+        from: &[u32],
         to: u32,
         bytes: u64,
         latency_ms: Millis,
@@ -103,7 +111,7 @@ impl Links {
         self.flows.insert(
             id,
             Flow {
-                from,
+                from: from.to_vec(),
                 to,
                 left: bytes as f64,
                 rate: MIN_RATE,
@@ -112,10 +120,13 @@ impl Links {
                 end: now,
             },
         );
-        if let Some(f) = from {
+        for &f in from {
             self.on_up[f as usize].push(id);
         }
-        self.on_down[to as usize].push(id);
+        // One share of the download per leg (one per flow from outside).
+        for _ in 0..from.len().max(1) {
+            self.on_down[to as usize].push(id);
+        }
         let mut moved = self.reshare(from, to, now);
         moved.retain(|(flow, _)| *flow != id);
         let end = self.flows.get(&id).map_or(now, |f| f.end);
@@ -127,35 +138,59 @@ impl Links {
         let Some(flow) = self.flows.remove(&id) else {
             return Vec::new();
         };
-        if let Some(f) = flow.from {
+        for &f in &flow.from {
             self.on_up[f as usize].retain(|x| *x != id);
         }
         self.on_down[flow.to as usize].retain(|x| *x != id);
-        self.reshare(flow.from, flow.to, now)
+        self.reshare(&flow.from, flow.to, now)
     }
 
-    /// Cuts every flow to or from node `i` (it died) at `now`; returns the flows cut and
-    /// the flows whose end moved.
+    /// Node `i` died at `now`: cuts every flow to it and every flow whose only sender it
+    /// was, and drops its leg of the others; returns the flows cut and the flows whose end
+    /// moved.
     pub fn cut_node(&mut self, i: u32, now: Millis) -> (Vec<FlowId>, Vec<(FlowId, Millis)>) {
-        let mut ids: Vec<FlowId> = self.on_up[i as usize].clone();
-        ids.extend(self.on_down[i as usize].iter().copied());
-        ids.sort_unstable();
-        ids.dedup();
         let mut moved = BTreeMap::new();
-        for id in &ids {
+        let mut cut: Vec<FlowId> = self.on_down[i as usize].clone();
+        let legs: Vec<FlowId> = self.on_up[i as usize].clone();
+        for id in legs {
+            let Some(flow) = self.flows.get_mut(&id) else {
+                continue;
+            };
+            if flow.from.len() <= 1 || flow.to == i {
+                cut.push(id);
+                continue;
+            }
+            // The other senders carry on without this one.
+            flow.from.retain(|f| *f != i);
+            let (from, to) = (flow.from.clone(), flow.to);
+            self.on_up[i as usize].retain(|x| *x != id);
+            let on_down = &mut self.on_down[to as usize];
+            if let Some(at) = on_down.iter().position(|x| *x == id) {
+                on_down.remove(at);
+            }
+            let mut senders = from;
+            senders.push(i);
+            for (flow, end) in self.reshare(&senders, to, now) {
+                moved.insert(flow, end);
+            }
+        }
+        cut.sort_unstable();
+        cut.dedup();
+        for id in &cut {
             for (flow, end) in self.finish(*id, now) {
                 moved.insert(flow, end);
             }
         }
         moved.retain(|flow, _| self.flows.contains_key(flow));
-        (ids, moved.into_iter().collect())
+        (cut, moved.into_iter().collect())
     }
 
-    /// Works out again the rate of every flow on `from`'s upload and `to`'s download.
-    fn reshare(&mut self, from: Option<u32>, to: u32, now: Millis) -> Vec<(FlowId, Millis)> {
+    /// Works out again the rate of every flow on the uploads of `from` and `to`'s download.
+    fn reshare(&mut self, from: &[u32], to: u32, now: Millis) -> Vec<(FlowId, Millis)> {
         let mut ids: Vec<FlowId> = from
-            .map(|f| self.on_up[f as usize].clone())
-            .unwrap_or_default();
+            .iter()
+            .flat_map(|&f| self.on_up[f as usize].iter().copied())
+            .collect();
         ids.extend(self.on_down[to as usize].iter().copied());
         ids.sort_unstable();
         ids.dedup();
@@ -176,18 +211,26 @@ impl Links {
         moved
     }
 
-    /// The equal share of each end's link, the smaller of the two.
+    /// For each leg the equal share of each end's link, the smaller of the two; summed
+    /// over the legs.
     fn rate_of(&self, id: FlowId) -> f64 {
         let Some(flow) = self.flows.get(&id) else {
             return MIN_RATE;
         };
         let to = flow.to as usize;
         let down = self.down[to] / self.on_down[to].len().max(1) as f64;
-        let up = flow.from.map_or(f64::INFINITY, |f| {
-            let f = f as usize;
-            self.up[f] / self.on_up[f].len().max(1) as f64
-        });
-        up.min(down).max(MIN_RATE)
+        let rate = if flow.from.is_empty() {
+            down
+        } else {
+            flow.from
+                .iter()
+                .map(|&f| {
+                    let f = f as usize;
+                    (self.up[f] / self.on_up[f].len().max(1) as f64).min(down)
+                })
+                .sum()
+        };
+        rate.max(MIN_RATE)
     }
 }
 
@@ -203,7 +246,7 @@ mod tests {
     #[test]
     fn a_lone_transfer_takes_its_size_over_the_slower_end_plus_latency() {
         let mut links = links();
-        let (_, end, moved) = links.start(Some(0), 1, 10_000, 8, 0);
+        let (_, end, moved) = links.start(&[0], 1, 10_000, 8, 0);
         assert_eq!(end, 100 + 8);
         assert!(moved.is_empty());
     }
@@ -211,10 +254,10 @@ mod tests {
     #[test]
     fn a_transfer_speeds_up_when_the_other_on_its_link_ends() {
         let mut links = links();
-        let (a, end_a, _) = links.start(Some(0), 1, 10_000, 0, 0);
+        let (a, end_a, _) = links.start(&[0], 1, 10_000, 0, 0);
         assert_eq!(end_a, 100);
         // At 50 ms half of `a` is sent; `b` joins and both get 50 bytes/ms.
-        let (b, end_b, moved) = links.start(Some(0), 2, 10_000, 0, 50);
+        let (b, end_b, moved) = links.start(&[0], 2, 10_000, 0, 50);
         assert_eq!(moved, vec![(a, 150)]);
         assert_eq!(end_b, 250);
         // `a` ends at 150 ms: `b` has 5,000 bytes left and the whole link again.
@@ -226,9 +269,9 @@ mod tests {
     fn the_slower_end_bounds_a_flow_and_its_download_is_shared_too() {
         // Node 1 downloads 1,000 bytes/ms from two fast senders: 500 each.
         let mut links = Links::new(vec![1000.0, 1000.0, 1000.0], vec![1000.0, 1000.0, 1000.0]);
-        let (a, end_a, _) = links.start(Some(0), 1, 50_000, 0, 0);
+        let (a, end_a, _) = links.start(&[0], 1, 50_000, 0, 0);
         assert_eq!(end_a, 50);
-        let (_, end_b, moved) = links.start(Some(2), 1, 50_000, 0, 0);
+        let (_, end_b, moved) = links.start(&[2], 1, 50_000, 0, 0);
         assert_eq!(end_b, 100);
         assert_eq!(moved, vec![(a, 100)]);
     }
@@ -236,15 +279,15 @@ mod tests {
     #[test]
     fn bytes_from_outside_use_only_the_download() {
         let mut links = links();
-        let (_, end, _) = links.start(None, 0, 10_000, 0, 0);
+        let (_, end, _) = links.start(&[], 0, 10_000, 0, 0);
         assert_eq!(end, 10);
     }
 
     #[test]
     fn a_dead_node_frees_its_partners_links() {
         let mut links = links();
-        let (a, ..) = links.start(Some(0), 1, 10_000, 0, 0);
-        let (b, ..) = links.start(Some(0), 2, 10_000, 0, 0);
+        let (a, ..) = links.start(&[0], 1, 10_000, 0, 0);
+        let (b, ..) = links.start(&[0], 2, 10_000, 0, 0);
         assert_eq!(links.end_of(a), Some(200));
         // Node 2 dies at 100 ms: `a` has 5,000 bytes left at the full 100 bytes/ms.
         let (cut, moved) = links.cut_node(2, 100);
@@ -252,5 +295,38 @@ mod tests {
         assert_eq!(moved, vec![(a, 150)]);
         assert_eq!(links.end_of(b), None);
         assert_eq!(links.len(), 1);
+    }
+
+    #[test]
+    fn a_flow_from_several_senders_runs_at_the_sum_of_its_legs() {
+        // Node 2 downloads 1,000 bytes/ms; nodes 0 and 1 upload 100 each: 200 together.
+        let mut links = Links::new(vec![100.0, 100.0, 0.0], vec![1000.0, 1000.0, 1000.0]);
+        let (_, end, _) = links.start(&[0, 1], 2, 20_000, 0, 0);
+        assert_eq!(end, 100);
+    }
+
+    #[test]
+    fn a_dead_sender_drops_its_leg_and_the_others_finish_the_flow() {
+        let mut links = Links::new(vec![100.0, 100.0, 0.0], vec![1000.0, 1000.0, 1000.0]);
+        let (a, ..) = links.start(&[0, 1], 2, 20_000, 0, 0);
+        // At 50 ms 10,000 bytes are left; node 0 dies and node 1 sends them at 100 a ms.
+        let (cut, moved) = links.cut_node(0, 50);
+        assert!(cut.is_empty());
+        assert_eq!(moved, vec![(a, 150)]);
+        // Its last sender dies: the flow is cut.
+        let (cut, _) = links.cut_node(1, 100);
+        assert_eq!(cut, vec![a]);
+        assert_eq!(links.len(), 0);
+    }
+
+    #[test]
+    fn each_leg_takes_a_share_of_the_receivers_download() {
+        // Node 3 downloads 300 bytes/ms: a two-leg flow and a one-leg flow share it 2:1.
+        let mut links = Links::new(vec![1000.0; 4], vec![1000.0, 1000.0, 1000.0, 300.0]);
+        let (a, ..) = links.start(&[0, 1], 3, 20_000, 0, 0);
+        let (b, end_b, _) = links.start(&[2], 3, 10_000, 0, 0);
+        assert_eq!(links.end_of(a), Some(100));
+        assert_eq!(end_b, 100);
+        let _ = b;
     }
 }

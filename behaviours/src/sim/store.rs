@@ -53,6 +53,9 @@ pub struct StoreConfig {
     pub up_mbps: (f64, f64),
     /// Disk capacity of every node, bytes (default 256 GiB).
     pub disk_bytes: u64,
+    /// Restores copy from one holder (the chosen source, or the asker), as real nodes did
+    /// before they pulled pieces from every listed holder at once (default false).
+    pub single_source_restores: bool,
 }
 
 impl Default for StoreConfig {
@@ -64,6 +67,7 @@ impl Default for StoreConfig {
             down_mbps: (50.0, 1000.0),
             up_mbps: (10.0, 500.0),
             disk_bytes: 256 << 30,
+            single_source_restores: false,
         }
     }
 }
@@ -134,6 +138,9 @@ enum Job {
         from: u32,
         from_gen: u32,
         to: u32,
+        /// Where `to` pulls the bytes from: `from` alone for a put's copy (pushed), `from`
+        /// and every other listed holder for repair and hand-off.
+        sources: Vec<u32>,
         tuple: Arc<FileTuple<SimId>>,
         purpose: CopyPurpose,
     },
@@ -148,6 +155,8 @@ enum Job {
         node: u32,
         node_gen: u32,
         from: u32,
+        /// `from` and every other listed holder that has the bytes.
+        sources: Vec<u32>,
         tuple: Arc<FileTuple<SimId>>,
     },
     FetchFailed {
@@ -189,12 +198,18 @@ impl Job {
                 from, from_gen, to, ..
             } => (from, from_gen, [Some(from), Some(to)]),
             Job::CopyFailed { from, from_gen, .. } => (from, from_gen, [Some(from), None]),
+            // A paused source holds up a fetch only when it is the only one.
             Job::Fetch {
                 node,
                 node_gen,
                 from,
+                ref sources,
                 ..
-            } => (node, node_gen, [Some(node), Some(from)]),
+            } => (
+                node,
+                node_gen,
+                [Some(node), (sources.len() <= 1).then_some(from)],
+            ),
             Job::FetchFailed { node, node_gen, .. } | Job::CommitAnswer { node, node_gen, .. } => {
                 (node, node_gen, [Some(node), None])
             }
@@ -205,8 +220,8 @@ impl Job {
 
 /// The bytes of one transfer.
 struct Transfer {
-    /// The sender; `None`: a put's client (outside the simulation).
-    from: Option<u32>,
+    /// The senders, all at once; none: a put's client (outside the simulation).
+    from: Vec<u32>,
     to: u32,
     size: u64,
     /// Round trips on top of the bytes.
@@ -461,6 +476,45 @@ impl Store {
         }
     }
 
+    /// Whether `source` can send name `n`'s bytes to `to` now.
+    fn can_send(&self, sim: &Simulator, source: u32, to: u32, n: usize) -> bool {
+        source != to
+            && sim.is_alive(source)
+            && sim.can_reach(to, source)
+            && self.has_blob(source, n)
+    }
+
+    /// Whether any of `sources` can still send name `n`'s bytes to `to` (a pull ends well
+    /// while one of its senders lives).
+    fn any_source(&self, sim: &Simulator, to: u32, sources: &[u32], n: usize) -> bool {
+        sources.iter().any(|&s| self.can_send(sim, s, to, n))
+    }
+
+    /// Where `to` pulls `tuple`'s bytes from: `first` and then every other listed holder,
+    /// those that can send them now (a real holder without them drops out at once).
+    fn pull_sources(
+        &self,
+        sim: &Simulator,
+        to: u32,
+        first: u32,
+        tuple: &FileTuple<SimId>,
+    ) -> Vec<u32> {
+        let n = index_of_hash(&tuple.version.blake3);
+        let mut sources: Vec<u32> = Vec::new();
+        let listed = tuple.holders.iter().map(|SimId(h)| *h);
+        let others = if self.config.single_source_restores {
+            0
+        } else {
+            tuple.holders.len()
+        };
+        for h in std::iter::once(first).chain(listed.take(others)) {
+            if !sources.contains(&h) && self.can_send(sim, h, to, n) {
+                sources.push(h);
+            }
+        }
+        sources
+    }
+
     fn has_blob(&self, i: u32, n: usize) -> bool {
         self.disks[i as usize].blobs.contains(&hash_of(n))
     }
@@ -481,7 +535,7 @@ impl Store {
             latency_ms,
             not_before,
         } = transfer;
-        let (id, end, moved) = self.links.start(from, to, size, latency_ms, now);
+        let (id, end, moved) = self.links.start(&from, to, size, latency_ms, now);
         self.move_jobs(moved);
         self.seq += 1;
         let key = (end.max(not_before), self.seq);
@@ -559,7 +613,7 @@ impl Store {
         // The client streams to the first home; it forwards to the others as bytes arrive
         // (a forward ends no sooner than the client's stream did when the put began).
         let own = Transfer {
-            from: None,
+            from: Vec::new(),
             to: first,
             size,
             latency_ms: 0,
@@ -581,7 +635,7 @@ impl Store {
             let home_gen = sim.generation(home);
             let latency = 2 * sim.one_way_ms(first, home);
             let forward = Transfer {
-                from: Some(first),
+                from: vec![first],
                 to: home,
                 size,
                 latency_ms: latency,
@@ -718,8 +772,20 @@ impl Store {
                         );
                         return;
                     }
+                    // Repair and hand-off copies are pulled by `to` from this node and every
+                    // other listed holder; a put's replacement copy is pushed.
+                    let sources = match purpose {
+                        CopyPurpose::Put(_) => vec![i],
+                        CopyPurpose::Repair | CopyPurpose::HandOff => {
+                            let mut sources = self.pull_sources(sim, to, i, &tuple);
+                            if sources.is_empty() {
+                                sources.push(i);
+                            }
+                            sources
+                        }
+                    };
                     let copy = Transfer {
-                        from: Some(i),
+                        from: sources.clone(),
                         to,
                         size: tuple.size,
                         latency_ms: 2 * sim.one_way_ms(i, to),
@@ -732,6 +798,7 @@ impl Store {
                             from: i,
                             from_gen: generation,
                             to,
+                            sources,
                             tuple,
                             purpose,
                         },
@@ -739,13 +806,14 @@ impl Store {
                 }
                 Command::FetchFrom { tuple, from } => {
                     let SimId(from) = from;
-                    let n = index_of_hash(&tuple.version.blake3);
-                    let why = if !sim.is_alive(from) || !sim.can_reach(i, from) {
-                        Some(FetchFailure::Unreachable)
-                    } else if !self.has_blob(from, n) {
-                        Some(FetchFailure::Missing)
-                    } else {
+                    // The node pulls from `from` and every other listed holder at once.
+                    let sources = self.pull_sources(sim, i, from, &tuple);
+                    let why = if !sources.is_empty() {
                         None
+                    } else if !sim.is_alive(from) || !sim.can_reach(i, from) {
+                        Some(FetchFailure::Unreachable)
+                    } else {
+                        Some(FetchFailure::Missing)
                     };
                     match why {
                         Some(why) => self.schedule(
@@ -760,7 +828,7 @@ impl Store {
                         ),
                         None => {
                             let fetch = Transfer {
-                                from: Some(from),
+                                from: sources.clone(),
                                 to: i,
                                 size: tuple.size,
                                 latency_ms: 2 * sim.one_way_ms(i, from),
@@ -773,6 +841,7 @@ impl Store {
                                     node: i,
                                     node_gen: generation,
                                     from,
+                                    sources,
                                     tuple,
                                 },
                             );
@@ -902,6 +971,7 @@ impl Store {
             Job::Copy {
                 from,
                 to,
+                sources,
                 tuple,
                 purpose,
                 ..
@@ -909,7 +979,7 @@ impl Store {
                 let n = index_of_hash(&tuple.version.blake3);
                 let ok = sim.is_alive(to)
                     && sim.can_reach(from, to)
-                    && self.has_blob(from, n)
+                    && self.any_source(sim, to, &sources, n)
                     && self.store_blob(sim, to, n, now);
                 let name = tuple.name.clone();
                 if ok {
@@ -939,14 +1009,16 @@ impl Store {
                 });
             }
             Job::Fetch {
-                node, from, tuple, ..
+                node,
+                from,
+                sources,
+                tuple,
+                ..
             } => {
                 let n = index_of_hash(&tuple.version.blake3);
                 let name = tuple.name.clone();
-                let ok = sim.is_alive(from)
-                    && sim.can_reach(node, from)
-                    && self.has_blob(from, n)
-                    && self.store_blob(sim, node, n, now);
+                let ok =
+                    self.any_source(sim, node, &sources, n) && self.store_blob(sim, node, n, now);
                 if ok {
                     self.metrics.repair_bytes += tuple.size;
                     if Self::across_groups(sim, node, from) {
