@@ -8,8 +8,10 @@
 //! [`BlobStore::open`] empties `tmp/`.
 //!
 //! Every disk access runs on tokio's blocking pool ([`tokio::task::spawn_blocking`] or
-//! [`tokio::fs`]); only hashing of the chunks given to [`BlobWriter::write`] runs on the
-//! caller's task. One process uses a data directory at a time: `open` deletes whatever is in
+//! [`tokio::fs`]). A blob over one chunk group (16 KiB) is hashed as its outboard is made,
+//! on a blocking thread while it arrives ([`crate::files::pieces::streamed`]), and the
+//! outboard is put in place right after the blob; smaller ones are hashed on the caller's
+//! task. One process uses a data directory at a time: `open` deletes whatever is in
 //! `tmp/`.
 
 use std::collections::hash_map::RandomState;
@@ -26,6 +28,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use tokio::task::JoinHandle;
 
 use crate::bulk_io::{AlignedBuf, BulkReader, BulkWriter, buffer_len};
+use crate::files::pieces::streamed::OutboardMaker;
 
 /// A BLAKE3 hash: the address of a blob.
 pub type Hash = [u8; 32];
@@ -45,9 +48,11 @@ const BLOBS_DIR: &str = "blobs";
 
 /// Sub-directory of [`BLOBS_DIR`] that holds partial blobs.
 const TMP_DIR: &str = "tmp";
-/// Outboards (BLAKE3 hash trees of blobs, made when a blob's pieces are first asked for),
-/// sharded like the blobs: `DATA_DIR/outboards/ab/abcd…`. They take about 0.4% of their
-/// blob's size and are not counted against the store's capacity.
+/// Outboards (BLAKE3 hash trees of blobs over 16 KiB: made while a blob is written through a
+/// [`BlobWriter`], otherwise in the background after it is stored or when its pieces are
+/// first asked for), sharded like the blobs: `DATA_DIR/outboards/ab/abcd…`, with those being
+/// made in `DATA_DIR/outboards/tmp/`. They take about 0.4% of their blob's size and are not
+/// counted against the store's capacity.
 const OUTBOARDS_DIR: &str = "outboards";
 
 /// Makes temp file names unique within this process.
@@ -196,12 +201,14 @@ impl BlobStore {
         let root = data_dir.join(BLOBS_DIR);
         let tmp = root.join(TMP_DIR);
         let (scan_root, scan_tmp) = (root.clone(), tmp.clone());
+        let outboards_tmp = outboards_tmp(&root);
         let (used, disk) = blocking(move || {
             fs::create_dir_all(&scan_tmp)?;
-            let removed = clear_dir(&scan_tmp)?;
+            fs::create_dir_all(&outboards_tmp)?;
+            let removed = clear_dir(&scan_tmp)? + clear_dir(&outboards_tmp)?;
             if removed > 0 {
                 tracing::info!(
-                    "removed {removed} partial blob file(s) left in {}",
+                    "removed {removed} partial blob or outboard file(s) left in {}",
                     scan_tmp.display()
                 );
             }
@@ -252,6 +259,11 @@ impl BlobStore {
             }
         };
         let dir = shared.tmp.clone();
+        let hashing = if size > crate::files::pieces::verified::GROUP_BYTES {
+            Hashing::Tree(OutboardMaker::start(outboards_tmp(&shared.root), size))
+        } else {
+            Hashing::Plain(blake3::Hasher::new())
+        };
         let (file, path) = blocking(move || {
             let (file, path) = create_temp_file(&dir)?;
             Ok((BulkWriter::new(file, size), path))
@@ -263,7 +275,7 @@ impl BlobStore {
             reservation,
             size,
             written: 0,
-            hasher: blake3::Hasher::new(),
+            hashing,
             buffer: AlignedBuf::with_capacity(buffer_len(size, WRITE_BUFFER)),
         })
     }
@@ -511,6 +523,15 @@ enum Disk {
     Broken,
 }
 
+/// How a writer hashes what it receives.
+#[derive(Debug)]
+enum Hashing {
+    /// A blob of one chunk group (16 KiB) or less: its BLAKE3 (it needs no outboard).
+    Plain(blake3::Hasher),
+    /// A larger blob: its outboard, made as the bytes arrive, whose root is its BLAKE3.
+    Tree(OutboardMaker),
+}
+
 /// Receives one blob into a temp file; see [`BlobStore::create`]. Holds its reservation:
 /// dropping the writer (without [`BlobWriter::finish`]) releases it and removes the temp file.
 pub struct BlobWriter {
@@ -521,7 +542,7 @@ pub struct BlobWriter {
     size: u64,
     /// Bytes accepted so far.
     written: u64,
-    hasher: blake3::Hasher,
+    hashing: Hashing,
     /// Bytes accepted but not yet handed to the disk.
     buffer: AlignedBuf,
 }
@@ -554,7 +575,9 @@ impl BlobWriter {
         if matches!(self.disk, Disk::Broken) {
             return Err(broken().into());
         }
-        self.hasher.update(chunk);
+        if let Hashing::Plain(hasher) = &mut self.hashing {
+            hasher.update(chunk);
+        }
         self.written = got;
         let mut rest = chunk;
         while !rest.is_empty() {
@@ -578,7 +601,22 @@ impl BlobWriter {
     /// directory, counts the blob in `used`, and returns its hash. On any error the temp file is
     /// removed and the reservation released.
     pub async fn finish(mut self, expected: Option<Hash>) -> Result<Hash, BlobError> {
-        let hash: Hash = *self.hasher.finalize().as_bytes();
+        let (hash, outboard) =
+            match mem::replace(&mut self.hashing, Hashing::Plain(blake3::Hasher::new())) {
+                Hashing::Plain(hasher) => (*hasher.finalize().as_bytes(), None),
+                Hashing::Tree(maker) => {
+                    if self.written == self.size {
+                        maker.feed(self.buffer.as_slice().to_vec()).await?;
+                    }
+                    // Short of the announced size, the maker ends in an error: the size
+                    // mismatch below is the one reported.
+                    match maker.finish().await {
+                        Ok(made) => (made.root, Some(made)),
+                        Err(_) if self.written != self.size => ([0; 32], None),
+                        Err(e) => return Err(e.into()),
+                    }
+                }
+            };
         let refusal = if self.written != self.size {
             Some(BlobError::SizeMismatch {
                 expected: self.size,
@@ -613,15 +651,26 @@ impl BlobWriter {
             }
         };
         let (shared, size) = (Arc::clone(&reservation.shared), self.size);
-        blocking(move || {
+        let outboard_at = outboard_path(&shared.root, &hash);
+        let kept = blocking(move || {
             let mut file = file;
             file.write_all(buffer.as_slice())?;
             file.sync_all()?;
             drop(file);
-            install(temp, reservation, &hash)
+            install(temp, reservation, &hash)?;
+            // The outboard goes in place after its blob: a reader never finds an outboard
+            // of a blob that is not there (one finding no outboard makes it).
+            Ok(outboard.map(|made| made.persist(&outboard_at)))
         })
         .await?;
-        prepare_outboard(&shared, hash, size);
+        match kept {
+            Some(Ok(())) => {}
+            Some(Err(e)) => {
+                tracing::debug!("outboard of blob {} not kept: {e}", to_hex(&hash));
+                prepare_outboard(&shared, hash, size);
+            }
+            None => prepare_outboard(&shared, hash, size),
+        }
         Ok(hash)
     }
 
@@ -643,6 +692,11 @@ impl BlobWriter {
     /// continues with the spare one.
     async fn flush_buffer(&mut self) -> Result<(), BlobError> {
         let (mut file, spare) = self.settle().await?;
+        // The writer stays broken (settled) until the builder has the bytes: cancelled
+        // here, the outboard would miss them.
+        if let Hashing::Tree(maker) = &self.hashing {
+            maker.feed(self.buffer.as_slice().to_vec()).await?;
+        }
         let mut spare = spare.unwrap_or_else(|| AlignedBuf::with_capacity(self.buffer.capacity()));
         spare.clear();
         let full = mem::replace(&mut self.buffer, spare);
@@ -700,6 +754,15 @@ impl PiecesWriter {
         prepare_outboard(&shared, hash, size);
         Ok(())
     }
+}
+
+/// `DATA_DIR/outboards/tmp/`: outboards being made while their blobs arrive, for the store
+/// whose blobs are under `root` (emptied by [`BlobStore::open`]).
+fn outboards_tmp(root: &Path) -> PathBuf {
+    root.parent()
+        .unwrap_or(root)
+        .join(OUTBOARDS_DIR)
+        .join(TMP_DIR)
 }
 
 /// `DATA_DIR/outboards/ab/abcd…` for the store whose blobs are under `root`.
@@ -979,6 +1042,15 @@ mod tests {
         let content = data(3 * MIB as usize + 12_345, 1);
         let hash = store_blob(&store, &content).await;
         assert_eq!(hash, *blake3::hash(&content).as_bytes());
+        // Its outboard was made from the bytes as they came, and is in place with it (no
+        // task has run since `finish`: this is not the background one).
+        let outboard = store.outboard_path_of(&hash);
+        assert_eq!(
+            fs::metadata(&outboard).map(|m| m.len()).ok(),
+            Some(crate::files::pieces::verified::outboard_len(
+                content.len() as u64
+            ))
+        );
         assert!(store.contains(&hash).await);
         assert!(store.path_of(&hash).is_file());
         assert_eq!(store.used(), content.len() as u64);
@@ -1017,6 +1089,12 @@ mod tests {
         assert!(!store.contains(blake3::hash(&content).as_bytes()).await);
         assert!(store.list().await.unwrap().is_empty());
         assert_eq!(tmp_entries(dir.path()), 0);
+        // Nor an outboard, finished or not.
+        let outboards = outboards_tmp(&dir.path().join(BLOBS_DIR));
+        let left: Vec<_> = fs::read_dir(&outboards)
+            .map(|entries| entries.flatten().map(|e| e.path()).collect())
+            .unwrap_or_default();
+        assert!(left.is_empty(), "{left:?}");
         assert_eq!(store.used(), 0);
         assert_eq!(store.free(), 100 * MIB);
     }

@@ -9,6 +9,7 @@
 //! * [`in_order`]: which source fetches which piece when bytes go out in order (no I/O).
 //! * [`ordered`]: verified bytes in order from every holder (HTTP bodies and ranges).
 //! * `serve`: the node's side of a `pieces` stream.
+//! * [`streamed`]: an outboard made while a blob's bytes arrive.
 
 pub mod fetch;
 pub mod in_order;
@@ -17,6 +18,7 @@ pub mod plan;
 pub mod resume;
 mod serve;
 pub use serve::LocalPieces;
+pub mod streamed;
 pub mod verified;
 
 /// Bytes a get asks one source for at a time: 1 MiB, the largest piece (enough to keep a

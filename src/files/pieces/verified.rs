@@ -134,7 +134,7 @@ pub fn pieces_of(size: u64, piece_bytes: u64) -> Vec<Piece> {
 }
 
 /// The tree of a blob of `size` bytes.
-fn tree(size: u64) -> BaoTree {
+pub(crate) fn tree(size: u64) -> BaoTree {
     BaoTree::new(size, BLOCK)
 }
 
