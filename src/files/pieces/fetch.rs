@@ -1,10 +1,12 @@
-//! Fetching a blob's pieces from every source at once: one `pieces` stream per source, two
-//! requests in flight on each, work handed out and stolen by the [`PiecePlan`], every piece
-//! verified before a byte of it is written in place.
+//! Fetching a blob's pieces from every source at once: one `pieces` stream per source,
+//! [`DEPTH`] requests in flight on each, work handed out and stolen by the [`PiecePlan`],
+//! every piece verified before a byte of it is written in place, and the resume record saved
+//! beside the sources' work rather than in their way.
 
 use std::collections::VecDeque;
 use std::io;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
@@ -82,6 +84,10 @@ struct Shared<'a> {
     changed: Notify,
     sink: &'a Sink,
     progress: &'a (dyn Fn(u64) + Sync),
+    /// A piece was entered in the resume record: the record keeper saves it.
+    recorded: Notify,
+    /// The sources are done: the record keeper saves once more and ends.
+    finished: AtomicBool,
 }
 
 impl Shared<'_> {
@@ -110,24 +116,32 @@ where
         changed: Notify::new(),
         sink,
         progress,
+        recorded: Notify::new(),
+        finished: AtomicBool::new(false),
     };
-    let mut fatal = None;
-    if !shared.plan().is_complete() {
-        let mut workers: FuturesUnordered<_> = sources
-            .into_iter()
-            .enumerate()
-            .map(|(id, open)| run_source(&shared, id, open))
-            .collect();
-        while let Some(end) = workers.next().await {
-            if let SourceEnd::Fatal(e) = end {
-                fatal = Some(e);
-                break;
-            }
-            if shared.plan().is_complete() {
-                break;
+    let work = async {
+        let mut fatal = None;
+        if !shared.plan().is_complete() {
+            let mut workers: FuturesUnordered<_> = sources
+                .into_iter()
+                .enumerate()
+                .map(|(id, open)| run_source(&shared, id, open))
+                .collect();
+            while let Some(end) = workers.next().await {
+                if let SourceEnd::Fatal(e) = end {
+                    fatal = Some(e);
+                    break;
+                }
+                if shared.plan().is_complete() {
+                    break;
+                }
             }
         }
-    }
+        shared.finished.store(true, Ordering::Release);
+        shared.recorded.notify_one();
+        fatal
+    };
+    let (fatal, ()) = futures::join!(work, keep_record(&shared));
     let plan = shared
         .plan
         .into_inner()
@@ -145,6 +159,26 @@ where
         .collect::<Vec<_>>()
         .join("; ");
     Err((FetchError::NoSource(why), tallies))
+}
+
+/// Saves the resume record whenever pieces were entered in it, off the sources' path: the
+/// pieces entered while one save runs go in the next (so the record on disk lags the
+/// verified pieces by at most those of one save), and once more when the sources are done.
+async fn keep_record(shared: &Shared<'_>) {
+    let Some((path, record)) = &shared.sink.record else {
+        return;
+    };
+    loop {
+        shared.recorded.notified().await;
+        let last = shared.finished.load(Ordering::Acquire);
+        let snapshot = record.lock().await.clone();
+        if let Err(e) = resume::save(path, &snapshot).await {
+            tracing::debug!("cannot write the resume record {}: {e}", path.display());
+        }
+        if last {
+            return;
+        }
+    }
 }
 
 /// One source's loop; whatever ends it is entered in the plan.
@@ -327,12 +361,9 @@ async fn settle(shared: &Shared<'_>, id: SourceId, done: Decoding) -> Option<Sou
     shared.changed.notify_waiters();
     if first {
         (shared.progress)(piece.len());
-        if let Some((path, record)) = &shared.sink.record {
-            let mut record = record.lock().await;
-            record.add(piece);
-            if let Err(e) = resume::save(path, &record).await {
-                tracing::debug!("cannot write the resume record {}: {e}", path.display());
-            }
+        if let Some((_, record)) = &shared.sink.record {
+            record.lock().await.add(piece);
+            shared.recorded.notify_one();
         }
     }
     None
