@@ -12,6 +12,7 @@
 //!
 //! `--dir` chooses where the source file, the nodes' data and the fetched copy go (default the
 //! temporary directory): on a tmpfs the figures show the protocol, on a disk they include it.
+//! With `RUST_LOG` set (e.g. `RUST_LOG=quickstore=debug`) the nodes' logs go to stderr.
 
 #[path = "support/args.rs"]
 mod args;
@@ -135,6 +136,12 @@ async fn start_node(dir: PathBuf, bootstrap: Option<String>) -> anyhow::Result<N
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    if let Ok(filter) = tracing_subscriber::EnvFilter::try_from_default_env() {
+        tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_writer(std::io::stderr)
+            .init();
+    }
     let mib = arg("--mib", 1024);
     let bytes = mib << 20;
     let args: Vec<String> = std::env::args().collect();

@@ -604,7 +604,7 @@ impl BlobWriter {
         let (hash, outboard) =
             match mem::replace(&mut self.hashing, Hashing::Plain(blake3::Hasher::new())) {
                 Hashing::Plain(hasher) => (*hasher.finalize().as_bytes(), None),
-                Hashing::Tree(maker) => {
+                Hashing::Tree(mut maker) => {
                     if self.written == self.size {
                         maker.feed(self.buffer.as_slice().to_vec()).await?;
                     }
@@ -694,7 +694,7 @@ impl BlobWriter {
         let (mut file, spare) = self.settle().await?;
         // The writer stays broken (settled) until the builder has the bytes: cancelled
         // here, the outboard would miss them.
-        if let Hashing::Tree(maker) = &self.hashing {
+        if let Hashing::Tree(maker) = &mut self.hashing {
             maker.feed(self.buffer.as_slice().to_vec()).await?;
         }
         let mut spare = spare.unwrap_or_else(|| AlignedBuf::with_capacity(self.buffer.capacity()));
@@ -1066,6 +1066,26 @@ mod tests {
         assert_eq!(store.list().await.unwrap(), vec![hash]);
         assert_eq!(tmp_entries(dir.path()), 0);
         assert!(store.open_blob(&[7; 32]).await.unwrap().is_none());
+    }
+
+    /// A blob of whole write buffers: the last one goes to the outboard builder before
+    /// `finish`, which has nothing left to hand it (the builder has ended by then; handing
+    /// it an empty rest failed the put, now and then, when it had).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn blobs_of_whole_write_buffers_are_stored() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = BlobStore::open(dir.path(), 100 * MIB, 10 * MIB)
+            .await
+            .unwrap();
+        for seed in 0..20 {
+            let content = data(2 * WRITE_BUFFER, seed);
+            let mut writer = store.create(content.len() as u64).await.unwrap();
+            writer.write(&content).await.unwrap();
+            // Time for the builder to take the last buffer and end.
+            tokio::time::sleep(Duration::from_millis(5)).await;
+            let hash = writer.finish(None).await.unwrap();
+            assert_eq!(hash, *blake3::hash(&content).as_bytes());
+        }
     }
 
     #[tokio::test]

@@ -49,12 +49,21 @@ impl OutboardMaker {
     }
 
     /// Hands the blob's next bytes to the builder; waits while [`QUEUE`] chunks are queued.
-    /// An error means the builder stopped (its own error comes from [`finish`](Self::finish)).
-    pub async fn feed(&self, bytes: Vec<u8>) -> io::Result<()> {
-        self.bytes
-            .send(bytes)
-            .await
-            .map_err(|_| io::Error::other("the outboard builder stopped"))
+    /// An error means the builder stopped, and says why.
+    pub async fn feed(&mut self, bytes: Vec<u8>) -> io::Result<()> {
+        // Nothing to hand over (and a builder that has had every byte has ended).
+        if bytes.is_empty() || self.bytes.send(bytes).await.is_ok() {
+            return Ok(());
+        }
+        let why = match (&mut self.made).await {
+            Ok(Err(e)) => e,
+            Ok(Ok(_)) => io::Error::other("it ended early"),
+            Err(e) => io::Error::other(e),
+        };
+        Err(io::Error::new(
+            why.kind(),
+            format!("the outboard builder stopped: {why}"),
+        ))
     }
 
     /// Every byte is in: waits for the builder and returns the root and the outboard. Fewer
@@ -140,7 +149,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("temp dir");
         for size in [16 * 1024 + 1, 1 << 20, (3 << 20) + 12_345] {
             let data = bytes(size);
-            let maker = OutboardMaker::start(dir.path().join("outboards"), size as u64);
+            let mut maker = OutboardMaker::start(dir.path().join("outboards"), size as u64);
             for chunk in data.chunks(300_001) {
                 maker.feed(chunk.to_vec()).await.expect("fed");
             }
@@ -169,7 +178,7 @@ mod tests {
     #[tokio::test]
     async fn fewer_bytes_than_announced_make_no_outboard() {
         let dir = tempfile::tempdir().expect("temp dir");
-        let maker = OutboardMaker::start(dir.path().to_path_buf(), 100_000);
+        let mut maker = OutboardMaker::start(dir.path().to_path_buf(), 100_000);
         maker.feed(bytes(99_999)).await.expect("fed");
         let err = maker.finish().await.expect_err("short");
         assert_eq!(err.kind(), io::ErrorKind::UnexpectedEof);
