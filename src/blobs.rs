@@ -262,7 +262,7 @@ impl BlobStore {
         let hashing = if size > crate::files::pieces::verified::GROUP_BYTES {
             Hashing::Tree(OutboardMaker::start(outboards_tmp(&shared.root), size))
         } else {
-            Hashing::Plain(blake3::Hasher::new())
+            Hashing::Plain(Box::default())
         };
         let (file, path) = blocking(move || {
             let (file, path) = create_temp_file(&dir)?;
@@ -527,7 +527,7 @@ enum Disk {
 #[derive(Debug)]
 enum Hashing {
     /// A blob of one chunk group (16 KiB) or less: its BLAKE3 (it needs no outboard).
-    Plain(blake3::Hasher),
+    Plain(Box<blake3::Hasher>),
     /// A larger blob: its outboard, made as the bytes arrive, whose root is its BLAKE3.
     Tree(OutboardMaker),
 }
@@ -601,22 +601,22 @@ impl BlobWriter {
     /// directory, counts the blob in `used`, and returns its hash. On any error the temp file is
     /// removed and the reservation released.
     pub async fn finish(mut self, expected: Option<Hash>) -> Result<Hash, BlobError> {
-        let (hash, outboard) =
-            match mem::replace(&mut self.hashing, Hashing::Plain(blake3::Hasher::new())) {
-                Hashing::Plain(hasher) => (*hasher.finalize().as_bytes(), None),
-                Hashing::Tree(mut maker) => {
-                    if self.written == self.size {
-                        maker.feed(self.buffer.as_slice().to_vec()).await?;
-                    }
-                    // Short of the announced size, the maker ends in an error: the size
-                    // mismatch below is the one reported.
-                    match maker.finish().await {
-                        Ok(made) => (made.root, Some(made)),
-                        Err(_) if self.written != self.size => ([0; 32], None),
-                        Err(e) => return Err(e.into()),
-                    }
+        let (hash, outboard) = match mem::replace(&mut self.hashing, Hashing::Plain(Box::default()))
+        {
+            Hashing::Plain(hasher) => (*hasher.finalize().as_bytes(), None),
+            Hashing::Tree(mut maker) => {
+                if self.written == self.size {
+                    maker.feed(self.buffer.as_slice().to_vec()).await?;
                 }
-            };
+                // Short of the announced size, the maker ends in an error: the size
+                // mismatch below is the one reported.
+                match maker.finish().await {
+                    Ok(made) => (made.root, Some(made)),
+                    Err(_) if self.written != self.size => ([0; 32], None),
+                    Err(e) => return Err(e.into()),
+                }
+            }
+        };
         let refusal = if self.written != self.size {
             Some(BlobError::SizeMismatch {
                 expected: self.size,
