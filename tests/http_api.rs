@@ -380,6 +380,11 @@ async fn every_route_answers_over_real_http_on_a_three_node_network() {
     );
     assert!(announced.starts_with("HTTP/1.1 413"), "{announced}");
     assert!(announced.contains("\"too_large\""), "{announced}");
+    // The unread body is still coming: the connection closes after the answer, and says so.
+    assert!(
+        announced.to_ascii_lowercase().contains("connection: close"),
+        "{announced}"
+    );
     // Streamed (chunked, no length) past the bound: refused once the bound is passed.
     let chunks = futures::stream::iter(
         (0..(MAX_FILE / (1 << 20) + 2)).map(|_| Ok::<_, std::io::Error>(vec![7u8; 1 << 20])),

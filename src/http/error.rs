@@ -85,13 +85,40 @@ impl IntoResponse for ApiError {
             error: self.kind,
             message: &self.message,
         };
-        (self.status, Json(body)).into_response()
+        let mut response = (self.status, Json(body)).into_response();
+        // Refused before its body was read to the end: the rest of it is still coming on
+        // this connection, so the node closes it after the answer, and says so, or a client
+        // would send its next request on a connection about to close.
+        if matches!(
+            self.status,
+            StatusCode::PAYLOAD_TOO_LARGE | StatusCode::REQUEST_TIMEOUT
+        ) {
+            response.headers_mut().insert(
+                axum::http::header::CONNECTION,
+                axum::http::HeaderValue::from_static("close"),
+            );
+        }
+        response
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_refused_body_closes_its_connection() {
+        let closes = |e: ApiError| {
+            e.into_response()
+                .headers()
+                .get(axum::http::header::CONNECTION)
+                .is_some_and(|v| v == "close")
+        };
+        assert!(closes(ApiError::too_large("past 20 MiB")));
+        assert!(!closes(ApiError::from_message(
+            "not found: a/b".to_string()
+        )));
+    }
 
     #[test]
     fn the_commands_messages_map_to_status_codes() {
