@@ -208,8 +208,9 @@ impl BlobStore {
             let removed = clear_dir(&scan_tmp)? + clear_dir(&outboards_tmp)?;
             if removed > 0 {
                 tracing::info!(
-                    "removed {removed} partial blob or outboard file(s) left in {}",
-                    scan_tmp.display()
+                    "removed {removed} partial blob or outboard file(s) left in {} and {}",
+                    scan_tmp.display(),
+                    outboards_tmp.display()
                 );
             }
             let blobs = scan(&scan_root, true)?;
