@@ -757,19 +757,20 @@ impl PiecesWriter {
     }
 }
 
-/// `DATA_DIR/outboards/tmp/`: outboards being made while their blobs arrive, for the store
-/// whose blobs are under `root` (emptied by [`BlobStore::open`]).
-fn outboards_tmp(root: &Path) -> PathBuf {
-    root.parent()
-        .unwrap_or(root)
-        .join(OUTBOARDS_DIR)
-        .join(TMP_DIR)
+/// `DATA_DIR/outboards/` for the store whose blobs are under `root` (`DATA_DIR/blobs/`).
+fn outboards_dir(root: &Path) -> PathBuf {
+    root.parent().unwrap_or(root).join(OUTBOARDS_DIR)
 }
 
-/// `DATA_DIR/outboards/ab/abcd…` for the store whose blobs are under `root`.
+/// `DATA_DIR/outboards/tmp/`: outboards being made while their blobs arrive (emptied by
+/// [`BlobStore::open`]).
+fn outboards_tmp(root: &Path) -> PathBuf {
+    outboards_dir(root).join(TMP_DIR)
+}
+
+/// `DATA_DIR/outboards/ab/abcd…`.
 fn outboard_path(root: &Path, hash: &Hash) -> PathBuf {
-    let data_dir = root.parent().unwrap_or(root);
-    blob_path(&data_dir.join(OUTBOARDS_DIR), hash)
+    blob_path(&outboards_dir(root), hash)
 }
 
 /// Makes the outboard of a blob just stored, in the background and one at a time per
