@@ -742,28 +742,32 @@ impl Runner {
                 ..
             } => {
                 let text = format!("{error}");
-                if crate::network_key::looks_like_key_mismatch(&text) {
-                    // Once per remote IP: a peer with another key retries every few seconds.
-                    let ip = send_back_addr
-                        .iter()
-                        .find_map(|p| match p {
-                            libp2p::multiaddr::Protocol::Ip4(ip) => Some(ip.to_string()),
-                            libp2p::multiaddr::Protocol::Ip6(ip) => Some(ip.to_string()),
-                            _ => None,
-                        })
-                        .unwrap_or_else(|| send_back_addr.to_string());
-                    if self.handshake_failures.first(ip) {
-                        tracing::warn!(
-                            "incoming connection from {send_back_addr} failed the handshake: \
-                             {} (logged once per address)",
-                            crate::network_key::mismatch_hint(self.network_key_file.is_some())
-                        );
-                        return;
-                    }
-                    tracing::debug!("incoming connection from {send_back_addr} dropped: {text}");
+                if !crate::network_key::looks_like_key_mismatch(&text) {
+                    tracing::info!("incoming connection from {send_back_addr} dropped: {text}");
                     return;
                 }
-                tracing::info!("incoming connection from {send_back_addr} dropped: {text}");
+                // An open node learns nothing from an incoming handshake that broke off: it is
+                // mostly a dialer dropping the redundant ones of the dials it raced (TCP and
+                // QUIC, several addresses), and a private dialer says why on its own side.
+                let private = self.network_key_file.is_some();
+                // Once per remote IP: a peer with another key retries every few seconds.
+                let ip = send_back_addr
+                    .iter()
+                    .find_map(|p| match p {
+                        libp2p::multiaddr::Protocol::Ip4(ip) => Some(ip.to_string()),
+                        libp2p::multiaddr::Protocol::Ip6(ip) => Some(ip.to_string()),
+                        _ => None,
+                    })
+                    .unwrap_or_else(|| send_back_addr.to_string());
+                if private && self.handshake_failures.first(ip) {
+                    tracing::warn!(
+                        "incoming connection from {send_back_addr} failed the handshake: \
+                         {} (logged once per address)",
+                        crate::network_key::mismatch_hint(true)
+                    );
+                    return;
+                }
+                tracing::debug!("incoming connection from {send_back_addr} dropped: {text}");
             }
             SwarmEvent::OutgoingConnectionError {
                 peer_id: Some(peer),

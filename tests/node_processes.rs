@@ -3,7 +3,8 @@
 //! `kill -9`ed member is removed by its group in time (read from the timestamped logs) and
 //! nobody else is suspected; restarted on its data dir it comes back with the same PeerId and
 //! a higher incarnation; with the bootstrap killed, the network keeps working and a new node
-//! joins through a second bootstrap address.
+//! joins through a second bootstrap address. And five open nodes listening as the defaults
+//! do warn of no failed handshake.
 
 mod common;
 
@@ -149,5 +150,37 @@ async fn processes_converge_detect_a_kill_restart_and_survive_the_bootstrap() {
         Duration::from_secs(60),
     )
     .await;
+    let _ = std::fs::remove_dir_all(&root);
+}
+
+/// Five open nodes listening as the defaults do (TCP and QUIC on every interface), so that
+/// peers race several dials to each other and drop the losers: none of them warns of a
+/// failed handshake or hints at private networks (every node did, until 2026-12-08).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_open_network_on_every_interface_warns_of_no_handshake() {
+    let root = std::env::temp_dir().join(format!("qs-procs-open-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&root);
+    std::fs::create_dir_all(&root).expect("temp dir");
+    let config = CONFIG.replace(
+        r#"listen = ["/ip4/127.0.0.1/tcp/0"]"#,
+        r#"listen = ["/ip4/0.0.0.0/tcp/0", "/ip4/0.0.0.0/udp/0/quic-v1"]"#,
+    );
+    std::fs::write(root.join("config.toml"), config).expect("config");
+    let mut procs: Vec<Proc> = prepare(&root, identities(1, 5));
+    procs[0].start(&root, &[]);
+    let first = procs[0].address.clone().expect("bootstrap address");
+    for p in procs.iter_mut().skip(1) {
+        p.start(&root, std::slice::from_ref(&first));
+    }
+    wait_converged(&procs, SELF_SIZING, "convergence", Duration::from_secs(60)).await;
+    // A few more gossip rounds of dials.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    for p in &procs {
+        for needle in ["failed the handshake", "private network"] {
+            let lines = log_lines(&p.log(), needle);
+            assert!(lines.is_empty(), "{}: {lines:?}", p.dir.display());
+        }
+    }
+    drop(procs);
     let _ = std::fs::remove_dir_all(&root);
 }
